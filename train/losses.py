@@ -1,0 +1,52 @@
+"""Losses as small free functions (HiFi-GAN style) and a multi-resolution STFT loss (auraloss style)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def discriminator_loss(real_outputs, fake_outputs):
+    """Least-squares GAN loss for the discriminators."""
+    loss = 0.0
+    for (real, _), (fake, _) in zip(real_outputs, fake_outputs):
+        loss = loss + torch.mean((1 - real) ** 2) + torch.mean(fake**2)
+    return loss / len(real_outputs)
+
+
+def generator_loss(fake_outputs):
+    return sum(torch.mean((1 - fake) ** 2) for fake, _ in fake_outputs) / len(fake_outputs)
+
+
+def feature_loss(real_outputs, fake_outputs):
+    loss, count = 0.0, 0
+    for (_, real_feats), (_, fake_feats) in zip(real_outputs, fake_outputs):
+        for r, f in zip(real_feats, fake_feats):
+            loss = loss + torch.mean(torch.abs(r.detach() - f))
+            count += 1
+    return loss / count
+
+
+def stft_magnitude(x, n_fft, hop):
+    window = torch.hann_window(n_fft, device=x.device)
+    spec = torch.stft(x, n_fft, hop, window=window, return_complex=True)
+    return spec.abs().clamp_min(1e-7)
+
+
+def multi_resolution_stft_loss(y, target, ffts=(256, 512, 1024, 2048), w_sc=1.0, w_log=1.0):
+    """Spectral convergence + log-magnitude L1 at several resolutions (the log term tracks LSD)."""
+    loss = 0.0
+    for n_fft in ffts:
+        mag_y, mag_t = stft_magnitude(y, n_fft, n_fft // 4), stft_magnitude(target, n_fft, n_fft // 4)
+        sc = torch.linalg.norm(mag_t - mag_y) / torch.linalg.norm(mag_t).clamp_min(1e-7)
+        log = F.l1_loss(torch.log10(mag_y), torch.log10(mag_t))
+        loss = loss + w_sc * sc + w_log * log
+    return loss / len(ffts)
+
+
+def lsd_torch(y, target, n_fft=2048, hop=512):
+    """LSD as NU-Wave 2/AP-BWE compute it (power floored at 1e-8, log10), for validation."""
+    window = torch.hann_window(n_fft, device=y.device)
+    py = torch.stft(y, n_fft, hop, window=window, return_complex=True).abs().pow(2).clamp_min(1e-8)
+    pt = torch.stft(target, n_fft, hop, window=window, return_complex=True).abs().pow(2).clamp_min(1e-8)
+    d = (torch.log10(pt) - torch.log10(py)) ** 2
+    return d.mean(dim=-2).sqrt().mean(dim=-1)
