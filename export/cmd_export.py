@@ -1,0 +1,36 @@
+"""`bandlift export CHECKPOINT -o MODEL.onnx [--check]`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bandlift.rt.cli import CLIError
+
+
+def configure(parser):
+    parser.add_argument("checkpoint", help="training checkpoint (.pt) written by `bandlift train`")
+    parser.add_argument("-o", "--output", required=True, help="ONNX file to write")
+    parser.add_argument("--check", action="store_true",
+                        help="compare ONNX Runtime block by block with torch on the whole signal")
+    parser.add_argument("--tolerance", type=float, default=1e-4)
+
+
+def run(args) -> int:
+    try:
+        import torch  # noqa: F401
+    except ModuleNotFoundError:
+        raise CLIError("export needs PyTorch: pip install 'bandlift[train]'") from None
+    from bandlift.export.onnx_export import check_parity, export_generator
+    from bandlift.train.trainer import load_generator
+
+    if not Path(args.checkpoint).is_file():
+        raise CLIError(f"checkpoint not found: {args.checkpoint}")
+    gen = load_generator(args.checkpoint)
+    path = export_generator(gen, args.output)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    if args.check:
+        errors = check_parity(gen, path)
+        print("max |onnx block-by-block - torch whole|: " + json.dumps(errors))
+        if max(errors.values()) > args.tolerance:
+            raise CLIError(f"parity check failed: {errors} > {args.tolerance}")
+    return 0

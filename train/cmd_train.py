@@ -1,0 +1,40 @@
+"""`bandlift train --config FILE --run-dir DIR`: resumes from DIR/last.pt when present."""
+from __future__ import annotations
+
+from bandlift.rt.cli import CLIError
+
+
+def configure(parser):
+    parser.add_argument("--config", help="YAML training config (defaults: bandlift.train.trainer.DEFAULTS)")
+    parser.add_argument("--run-dir", required=True, help="folder for checkpoints and metrics; resumes if it has last.pt")
+    parser.add_argument("--manifest", help="dataset manifest (overrides data.manifest)")
+    parser.add_argument("--steps", type=int, help="total steps (overrides train.steps)")
+    parser.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this long")
+    parser.add_argument("--export", metavar="ONNX", help="export the best checkpoint to this ONNX file at the end")
+
+
+def run(args) -> int:
+    try:
+        import torch  # noqa: F401
+    except ModuleNotFoundError:
+        raise CLIError("training needs PyTorch: pip install 'bandlift[train]'") from None
+    from bandlift.train.trainer import Trainer, load_config
+
+    overrides = {"data": {}, "train": {}}
+    if args.manifest:
+        overrides["data"]["manifest"] = args.manifest
+    if args.steps:
+        overrides["train"]["steps"] = args.steps
+    if args.max_minutes:
+        overrides["train"]["max_minutes"] = args.max_minutes
+    config = load_config(args.config, overrides)
+    if not config["data"]["manifest"]:
+        raise CLIError("no dataset: pass --manifest (see `bandlift dataset`) or set data.manifest in the config")
+    best = Trainer(config, args.run_dir).fit()
+    print(f"best checkpoint: {best}")
+    if args.export:
+        from bandlift.export.onnx_export import export_generator
+        from bandlift.train.trainer import load_generator
+
+        print(f"exported {export_generator(load_generator(best), args.export)}")
+    return 0
