@@ -158,6 +158,10 @@ class Trainer:
         cutoff = batch["cutoff"].to(self.device) / (self.cfg["model"]["sample_rate"] / 2)
         y = self.gen_ddp(x, cutoff)
         use_gan = self.step >= tcfg["gan_start"]
+        scale = 0.55 + 0.45 * math.cos(math.pi * min(1.0, self.step / tcfg["steps"]))  # cosine to 10%
+        for opt, key in ((self.opt_g, "lr"), (self.opt_d, "lr_disc")):
+            for group in opt.param_groups:
+                group["lr"] = tcfg[key] * scale
         logs = {}
         if use_gan:
             self.opt_d.zero_grad(set_to_none=True)
