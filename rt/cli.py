@@ -11,6 +11,7 @@ import importlib
 import sys
 
 SUBCOMMANDS = {
+    "demo": ("bandlift.rt.cmd_demo", "Upsample the bundled clip with the shipped model and measure it."),
     "upsample": ("bandlift.rt.cmd_upsample", "Upsample audio files (or a folder) to a higher sample rate."),
     "live": ("bandlift.rt.cmd_live", "Upsample a live input device into an output device."),
     "bench": ("bandlift.rt.cmd_bench", "Measure latency, per-block time and real-time factor."),
