@@ -1,0 +1,123 @@
+"""Streaming polyphase resampler (rational L/M, numba), exact across block boundaries.
+
+The rate ratio out/in reduces to L/M (16000 -> 48000 is 3/1, 44100 -> 48000 is 160/147). One
+linear-phase windowed-sinc FIR (scipy.signal.firwin, Kaiser window) runs at the virtual rate L*in;
+output sample j is ``L * sum_i h[jM - mL] x[m]``. Its length is ``2*D*M + 1`` so the group delay is
+exactly D samples at the output rate (`delay`). The state between calls is the last input samples and
+two counters, so feeding a signal in blocks of any size gives bit-identical output to feeding it whole.
+
+Filter: transition band from 0.78 to 1.12 of the input Nyquist frequency, >= 70 dB stopband: a short
+filter (about 13 input samples of delay: 0.83 ms from 16 kHz, 0.29 ms from 44.1 kHz, 1.6 ms from
+8 kHz) that suits a real-time path; the model regenerates the top band anyway.
+"""
+from __future__ import annotations
+
+from math import gcd
+
+import numpy as np
+from numba import njit
+
+PASS_EDGE = 0.78  # fraction of the input Nyquist frequency
+STOP_EDGE = 1.12
+ATTENUATION_DB = 72.0  # Kaiser design target; measured stopband >= 70 dB
+
+
+def ratio(in_rate: int, out_rate: int) -> tuple[int, int]:
+    g = gcd(int(in_rate), int(out_rate))
+    return int(out_rate) // g, int(in_rate) // g
+
+
+def design_filter(in_rate: int, out_rate: int, attenuation_db: float = ATTENUATION_DB,
+                  pass_edge: float = PASS_EDGE, stop_edge: float = STOP_EDGE) -> tuple[np.ndarray, int]:
+    """Lowpass FIR at the virtual rate L*in_rate: (taps, delay in output samples)."""
+    from scipy import signal
+
+    up, down = ratio(in_rate, out_rate)
+    if up == down:
+        return np.ones(1), 0
+    high_nyquist = up * in_rate / 2.0
+    width = (stop_edge - pass_edge) * (in_rate / 2.0) / high_nyquist
+    numtaps, beta = signal.kaiserord(attenuation_db, width)
+    delay = -(-(numtaps - 1) // 2 // down)  # ceil, output samples
+    delay = max(delay, 1)
+    taps = signal.firwin(2 * delay * down + 1, (pass_edge + stop_edge) / 2 * in_rate / 2.0,
+                         window=("kaiser", beta), fs=up * in_rate)
+    return taps * up, delay
+
+
+class StreamingResampler:
+    """Resample [C, n] float32 blocks from in_rate to out_rate (upsampling or same rate)."""
+
+    def __init__(self, in_rate: int, out_rate: int, channels: int = 1):
+        if in_rate <= 0 or out_rate <= 0:
+            raise ValueError(f"rates must be positive, got {in_rate} -> {out_rate}")
+        if in_rate > out_rate:
+            raise ValueError(f"only upsampling is supported ({in_rate} Hz -> {out_rate} Hz)")
+        self.in_rate, self.out_rate, self.channels = int(in_rate), int(out_rate), int(channels)
+        self.up, self.down = ratio(in_rate, out_rate)
+        taps, self.delay = design_filter(in_rate, out_rate)
+        self.taps = taps
+        per_phase = -(-len(taps) // self.up)
+        padded = np.zeros(per_phase * self.up)
+        padded[: len(taps)] = taps
+        # phase p, tap i -> h[p + i*L]
+        self.polyphase = np.ascontiguousarray(padded.reshape(per_phase, self.up).T)
+        self.history_len = per_phase - 1
+        self.reset()
+
+    @property
+    def passthrough(self) -> bool:
+        return self.up == self.down
+
+    def reset(self) -> None:
+        self.history = np.zeros((self.channels, max(self.history_len, 0)), np.float32)
+        self.consumed = 0  # input samples seen
+        self.produced = 0  # output samples emitted
+
+    def output_count(self, n_in: int) -> int:
+        """Outputs available after `n_in` more input samples."""
+        total = self.consumed + n_in
+        return -(-total * self.up // self.down) - self.produced
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        """x [C, n] -> y [C, m]; m follows from the running counts (sum of m = ceil(total*L/M))."""
+        x = np.ascontiguousarray(x, np.float32)
+        if x.ndim != 2 or x.shape[0] != self.channels:
+            raise ValueError(f"expected [{self.channels}, n] input, got {x.shape}")
+        if self.passthrough:
+            self.consumed += x.shape[1]
+            self.produced += x.shape[1]
+            return x.copy()
+        m = self.output_count(x.shape[1])
+        out = np.empty((self.channels, m), np.float32)
+        _polyphase(self.history, x, self.polyphase, self.up, self.down, self.consumed, self.produced, out)
+        hl = self.history_len
+        if hl:
+            if x.shape[1] >= hl:
+                self.history[:] = x[:, x.shape[1] - hl:]
+            else:
+                self.history[:] = np.concatenate([self.history[:, x.shape[1]:], x], axis=1)
+        self.consumed += x.shape[1]
+        self.produced += m
+        return out
+
+
+@njit(cache=True, nogil=True)
+def _polyphase(history, x, poly, up, down, consumed, produced, out):
+    channels, hl = history.shape
+    n_taps = poly.shape[1]
+    base = consumed - hl  # absolute index of history[:, 0]
+    for k in range(out.shape[1]):
+        t = (produced + k) * down
+        m0 = t // up
+        phase = t - m0 * up
+        for c in range(channels):
+            acc = 0.0
+            for i in range(n_taps):
+                m = m0 - i
+                if m < 0:
+                    break
+                j = m - base
+                v = history[c, j] if j < hl else x[c, j - hl]
+                acc += poly[phase, i] * v
+            out[c, k] = acc
