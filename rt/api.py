@@ -1,23 +1,198 @@
-"""Pedalboard-style Python API: ``Upsampler(...).process(audio, sample_rate)``.
+"""Pedalboard-style Python API.
 
-Placeholder until the streaming engine lands: the class exists so ``bandlift.rt`` imports.
+    from bandlift.rt import Upsampler
+    up = Upsampler()                                   # shipped model, 48 kHz out, CPU/GPU auto
+    y, rate = up.process(audio, 16000)                 # audio (n,) or (n, channels)
+
+`process` is a whole-signal call: it runs the same streaming engine as `bandlift live` over the signal
+block by block, flushes it, and removes the engine's delay so that output sample k lines up with input
+time k / sample_rate (``delay_compensation=False`` keeps the raw stream timing, i.e. ``delay`` samples
+of latency at the start). The output has ``round(n * out_rate / sample_rate)`` samples.
+
+Non-finite input (NaN/inf) is refused with a ValueError that names the first bad sample: silently
+replacing samples would hide a broken upstream stage, and the engine's output must stay finite.
+
+For long signals, `stream()` returns an `UpsampleStream` that takes chunks and returns aligned output
+chunks with constant memory (used by ``bandlift upsample`` for files of any length).
 """
 from __future__ import annotations
 
+import numpy as np
+
+from bandlift.rt.engine import StreamEngine
+from bandlift.rt.session import ModelSession
+
+CHUNK = 1 << 16
+
+
+def check_rate(sample_rate, out_rate: int) -> int:
+    try:
+        rate = int(sample_rate)
+    except (TypeError, ValueError):
+        raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}") from None
+    if rate != sample_rate or rate <= 0:
+        raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
+    if rate > out_rate:
+        raise ValueError(f"input rate {rate} Hz is above the output rate {out_rate} Hz; bandlift only "
+                         "upsamples (downsample first, e.g. with soxr)")
+    return rate
+
+
+def as_float_frames(audio) -> np.ndarray:
+    """(n,) or (n, channels) of any numeric dtype -> float32 (n, channels); integers are scaled."""
+    a = np.asarray(audio)
+    if a.ndim not in (1, 2) or a.size == 0 and a.ndim == 0:
+        raise ValueError(f"audio must be (n,) or (n, channels), got shape {a.shape}")
+    if a.ndim == 1:
+        a = a[:, None]
+    if a.shape[1] < 1 or a.shape[1] > 64:
+        raise ValueError(f"audio must be (n, channels) with 1..64 channels, got shape {a.shape}")
+    if np.issubdtype(a.dtype, np.integer):
+        a = a.astype(np.float32) / float(np.iinfo(a.dtype).max + 1)
+    elif not np.issubdtype(a.dtype, np.floating):
+        raise ValueError(f"audio must be numeric, got dtype {a.dtype}")
+    return np.ascontiguousarray(a, np.float32)
+
+
+def check_finite(frames: np.ndarray, offset: int = 0) -> None:
+    finite = np.isfinite(frames)
+    if not finite.all():
+        sample, channel = np.argwhere(~finite)[0]
+        raise ValueError(f"audio contains NaN/inf: first at sample {int(sample) + offset} (channel {int(channel)}); "
+                         "clean the input (e.g. np.nan_to_num) before upsampling")
+
+
+class UpsampleStream:
+    """Chunked, delay-compensated upsampling of one signal with constant memory."""
+
+    def __init__(self, engine: StreamEngine, delay_compensation: bool = True):
+        self.engine = engine
+        self.skip = engine.delay if delay_compensation else 0
+        self.n_in = 0
+        self.n_out = 0
+        self._held = np.zeros((engine.channels, 0), np.float32)  # last sample, released at the end
+
+    def _emit(self, y: np.ndarray) -> np.ndarray:
+        if self.skip:
+            drop = min(self.skip, y.shape[1])
+            y, self.skip = y[:, drop:], self.skip - drop
+        y = np.concatenate([self._held, y], axis=1)
+        keep = min(1, y.shape[1])
+        out, self._held = y[:, : y.shape[1] - keep], y[:, y.shape[1] - keep:]
+        self.n_out += out.shape[1]
+        return out.T
+
+    def process(self, frames: np.ndarray) -> np.ndarray:
+        """frames (n, C) at the input rate -> output frames (m, C) ready so far."""
+        frames = np.asarray(frames, np.float32)
+        check_finite(frames, self.n_in)
+        self.n_in += frames.shape[0]
+        return self._emit(self.engine.process(frames.T))
+
+    def total_length(self) -> int:
+        e = self.engine
+        return int(round(self.n_in * e.out_rate / e.in_rate))
+
+    def flush(self) -> np.ndarray:
+        """The remaining output frames (m, C), so that the total is round(n * out_rate / in_rate)."""
+        e = self.engine
+        target = self.total_length()
+        parts = []
+        have = self.n_out + self._held.shape[1]
+        while have < target:
+            need = target - have + self.skip + e.block
+            zeros = np.zeros((e.channels, int(np.ceil(need * e.in_rate / e.out_rate)) + 1), np.float32)
+            y = self.engine.process(zeros)
+            if self.skip:
+                drop = min(self.skip, y.shape[1])
+                y, self.skip = y[:, drop:], self.skip - drop
+            parts.append(y)
+            have += y.shape[1]
+        tail = np.concatenate([self._held, *parts], axis=1)[:, : target - self.n_out]
+        self._held = np.zeros((e.channels, 0), np.float32)
+        self.n_out += tail.shape[1]
+        return tail.T
+
 
 class Upsampler:
-    """Upsample audio with a streaming bandlift model (ONNX Runtime, no torch)."""
+    """Upsample audio with a streaming bandlift model (ONNX Runtime; no torch).
 
-    def __init__(self, model=None, out_rate: int = 48000, block: int | None = None,
-                 provider: str = "auto", threads: int = 1):
-        self.model = model
+    model: path to a .onnx streaming model, or None for the shipped default.
+    out_rate: output rate (the model's rate, 48000). block: model block in samples (multiple of the
+    model frame; default 128). provider: "auto" | "cpu" | "cuda". threads: ONNX Runtime intra-op threads.
+    `latency`: algorithmic latency in samples at out_rate of the last rate processed (of out_rate
+    until then): resampler delay + model delay + block. `delay`: the part `process` compensates.
+    """
+
+    def __init__(self, model=None, out_rate: int = 48000, block: int | None = None, provider: str = "auto",
+                 threads: int = 1):
+        self.session = ModelSession(model, provider=provider, threads=threads)
+        if out_rate != self.session.sample_rate:
+            raise ValueError(f"out_rate {out_rate} Hz: the model runs at {self.session.sample_rate} Hz")
         self.out_rate = int(out_rate)
         self.block = block
-        self.provider = provider
-        self.threads = int(threads)
+        self._engines: dict[tuple[int, int], StreamEngine] = {}
+        self._last = self.engine(self.out_rate, 1)
 
-    def process(self, audio, sample_rate, input_cutoff=None, delay_compensation=True):
-        raise NotImplementedError("Upsampler.process: the streaming engine is not built yet")
+    def engine(self, sample_rate: int, channels: int, input_cutoff_hz: float | None = None) -> StreamEngine:
+        key = (int(sample_rate), int(channels))
+        if key not in self._engines:
+            self._engines[key] = StreamEngine(self.session, key[0], self.out_rate, key[1], self.block)
+        eng = self._engines[key]
+        self.session.set_channels(channels)
+        eng.set_input_cutoff(input_cutoff_hz)
+        eng.reset()
+        self._last = eng
+        return eng
+
+    @property
+    def latency(self) -> int:
+        return self._last.latency
+
+    @property
+    def delay(self) -> int:
+        return self._last.delay
 
     def reset(self) -> None:
-        pass
+        for eng in self._engines.values():
+            eng.reset()
+
+    def resolve_cutoff(self, input_cutoff, audio: np.ndarray | None, sample_rate: int) -> float:
+        """None -> sample_rate/2; "auto" -> measured effective bandwidth; a number -> Hz."""
+        if input_cutoff is None:
+            return sample_rate / 2
+        if isinstance(input_cutoff, str):
+            if input_cutoff != "auto":
+                try:
+                    input_cutoff = float(input_cutoff)
+                except ValueError:
+                    raise ValueError(f"input_cutoff must be None, 'auto' or Hz, got {input_cutoff!r}") from None
+            else:
+                from bandlift.rt.bandwidth import effective_bandwidth
+
+                hz = effective_bandwidth(audio, sample_rate) if audio is not None else 0.0
+                return float(hz) if hz > 0 else sample_rate / 2
+        hz = float(input_cutoff)
+        if not 0 < hz <= sample_rate / 2:
+            raise ValueError(f"input_cutoff {hz} Hz must be in (0, {sample_rate / 2}] for {sample_rate} Hz input")
+        return hz
+
+    def stream(self, sample_rate, channels: int, input_cutoff=None, delay_compensation: bool = True) -> UpsampleStream:
+        rate = check_rate(sample_rate, self.out_rate)
+        if input_cutoff == "auto":
+            raise ValueError("input_cutoff='auto' needs the signal: measure it first "
+                             "(bandlift.rt.bandwidth.effective_bandwidth) and pass Hz")
+        hz = self.resolve_cutoff(input_cutoff, None, rate)
+        return UpsampleStream(self.engine(rate, channels, hz), delay_compensation)
+
+    def process(self, audio, sample_rate, input_cutoff=None, delay_compensation: bool = True):
+        """Whole-signal upsampling -> (audio_out, out_rate); same layout as `audio`."""
+        rate = check_rate(sample_rate, self.out_rate)
+        frames = as_float_frames(audio)
+        check_finite(frames)
+        hz = self.resolve_cutoff(input_cutoff, frames, rate)
+        stream = UpsampleStream(self.engine(rate, frames.shape[1], hz), delay_compensation)
+        parts = [stream.process(frames[i:i + CHUNK]) for i in range(0, frames.shape[0], CHUNK)]
+        parts.append(stream.flush())
+        out = np.concatenate(parts, axis=0)
+        return (out[:, 0] if np.asarray(audio).ndim == 1 else out), self.out_rate

@@ -1,0 +1,251 @@
+"""The streaming engine: input chunks of any size -> resampler -> ring -> fixed model blocks -> output.
+
+One code path serves files (`bandlift upsample`, `Upsampler`) and live devices (`bandlift live`), so a
+file processed offline equals the live output sample for sample when the block size is the same.
+
+Signal flow per model block (``block`` samples at the output rate, a multiple of the model frame)::
+
+    dry  = resampled input delayed by the model's `delay`   (the bypass path, aligned with the model)
+    wet  = model(resampled input)
+    out  = gain * (dry + active * mix * (wet - dry))
+
+``active`` moves between 0 and 1 with a raised-cosine crossfade over one block when bypass is toggled,
+when a block is slow in real-time mode (compute time > block duration: the model output of that
+late block is still used to fade out), and it drops to 0 at once when a block is NaN/inf or explodes
+(peak > 4 x input peak + 0.5): that block's model output is discarded, the model state is reset and a
+short de-click ramp hides the step. After a fault or overload the model stays off for a hold time
+that doubles for repeated events (0.5 s .. 8 s), then fades back in; so a model that cannot keep up
+costs one crossfade per hold period, never a run of clicks. ``mix`` and ``gain`` changes are ramped
+linearly over one block.
+
+Latency (samples at the output rate), computed from the parts:
+    delay   = resampler group delay + model delay   (the offset of the output stream; what offline
+                                                     processing removes)
+    latency = delay + block                          (plus one block of buffering in real time)
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bandlift.rt.resample import StreamingResampler
+from bandlift.rt.ringbuffer import RingBuffer, ring_available, ring_read, ring_write
+
+DEFAULT_BLOCK = 128
+EXPLODE_RATIO = 4.0
+EXPLODE_OFFSET = 0.5
+HOLD_S = 0.5
+MAX_HOLD_S = 8.0
+DECLICK = 64  # samples of the ramp that removes the step of a hard switch
+
+
+@dataclass
+class EngineStats:
+    blocks: int = 0
+    model_blocks: int = 0
+    deadline_misses: int = 0
+    bypass_events: int = 0
+    faults_nan: int = 0
+    faults_explode: int = 0
+    overloads: int = 0
+    events: list = field(default_factory=list)  # (output sample index, reason)
+    times: np.ndarray = field(default_factory=lambda: np.zeros(1 << 16))  # last compute times (s)
+
+    def add_time(self, seconds: float) -> None:
+        self.times[self.model_blocks % len(self.times)] = seconds
+        self.model_blocks += 1
+
+    def compute_times(self) -> np.ndarray:
+        return self.times[: min(self.model_blocks, len(self.times))].copy()
+
+    def summary(self) -> dict:
+        t = self.compute_times() * 1e3
+        pct = (lambda q: float(np.percentile(t, q))) if len(t) else (lambda q: float("nan"))
+        return {"blocks": self.blocks, "model_blocks": self.model_blocks,
+                "block_ms_p50": pct(50), "block_ms_p99": pct(99),
+                "block_ms_max": float(t.max()) if len(t) else float("nan"),
+                "deadline_misses": self.deadline_misses, "bypass_events": self.bypass_events,
+                "faults_nan": self.faults_nan, "faults_explode": self.faults_explode,
+                "overloads": self.overloads}
+
+
+def default_block(frame: int, block: int | None = None) -> int:
+    if block is None:
+        block = DEFAULT_BLOCK
+    if block <= 0:
+        raise ValueError(f"block must be positive, got {block}")
+    if block % frame:
+        raise ValueError(f"block {block} is not a multiple of the model frame {frame}")
+    return int(block)
+
+
+class StreamEngine:
+    """Streaming upsampler: `process(x[C, n]) -> y[C, m]` at `out_rate`, state kept between calls."""
+
+    def __init__(self, session=None, in_rate: int = 48000, out_rate: int = 48000, channels: int = 1,
+                 block: int | None = None, input_cutoff_hz: float | None = None, realtime: bool = False):
+        if session is not None and session.sample_rate != out_rate:
+            raise ValueError(f"the model runs at {session.sample_rate} Hz; out_rate must be "
+                             f"{session.sample_rate}, got {out_rate}")
+        self.session = session
+        self.in_rate, self.out_rate, self.channels = int(in_rate), int(out_rate), int(channels)
+        frame = session.frame if session is not None else 1
+        self.block = default_block(frame, block)
+        if session is not None:
+            session.set_channels(self.channels)
+        self.resampler = StreamingResampler(self.in_rate, self.out_rate, self.channels)
+        self.model_delay = session.delay if session is not None else 0
+        self.delay = self.resampler.delay + self.model_delay
+        self.latency = self.delay + self.block
+        self.realtime = realtime
+        self.block_seconds = self.block / self.out_rate
+        self.set_input_cutoff(input_cutoff_hz)
+        t = (np.arange(self.block) + 1.0) / self.block
+        self._fade = (0.5 - 0.5 * np.cos(np.pi * t)).astype(np.float32)  # 0 -> 1 raised cosine
+        self._ramp = t.astype(np.float32)  # 0 -> 1 linear
+        n = min(DECLICK, self.block)
+        self._declick = np.zeros(self.block, np.float32)
+        self._declick[:n] = 0.5 + 0.5 * np.cos(np.pi * (np.arange(n) + 1.0) / n)  # 1 -> 0
+        self.bypass = False
+        self.mix = 1.0
+        self.gain = 1.0
+        self.reset()
+
+    # -- controls ---------------------------------------------------------------------------------
+    def set_input_cutoff(self, hz: float | None) -> None:
+        hz = self.in_rate / 2 if hz is None or hz <= 0 else min(float(hz), self.in_rate / 2)
+        self.input_cutoff_hz = hz
+        value = float(np.clip(hz / (self.out_rate / 2), 1e-3, 1.0))
+        self._cutoff = np.full(self.channels, value, np.float32)
+
+    def reset(self) -> None:
+        """Forget all signal history (a new stream starts)."""
+        self.resampler.reset()
+        if self.session is not None:
+            self.session.reset()
+        cap = 1 << 15
+        self._pending = RingBuffer(cap, self.channels)
+        self._block_in = np.zeros((self.block, self.channels), np.float32)
+        self._dry_history = np.zeros((self.channels, self.model_delay), np.float32)
+        self._last_out = np.zeros(self.channels, np.float32)
+        self._active = 0.0 if (self.bypass or self.session is None) else 1.0
+        self._mix_now, self._gain_now = self.mix, self.gain
+        self._hold_blocks = 0
+        self._hold_s = HOLD_S
+        self._clean_blocks = 0
+        self.samples_out = 0
+        self.stats = EngineStats()
+
+    @property
+    def active(self) -> float:
+        """Current model weight (0 = bypass, 1 = model)."""
+        return self._active
+
+    @property
+    def holding(self) -> bool:
+        return self._hold_blocks > 0
+
+    # -- processing -------------------------------------------------------------------------------
+    def process(self, x: np.ndarray) -> np.ndarray:
+        """Feed x [C, n] (input rate); returns the output produced so far [C, m] (output rate)."""
+        x = np.asarray(x, np.float32)
+        if x.ndim != 2 or x.shape[0] != self.channels:
+            raise ValueError(f"expected [{self.channels}, n] input, got {x.shape}")
+        outs = []
+        step = max(1, (self._pending.capacity // 2) * self.in_rate // self.out_rate)
+        for start in range(0, x.shape[1], step):
+            y = self.resampler.process(x[:, start:start + step])
+            ring_write(self._pending.data, self._pending.counters, np.ascontiguousarray(y.T))
+            while ring_available(self._pending.counters) >= self.block:
+                ring_read(self._pending.data, self._pending.counters, self._block_in)
+                outs.append(self._process_block(self._block_in.T))
+        if not outs:
+            return np.zeros((self.channels, 0), np.float32)
+        return np.concatenate(outs, axis=1) if len(outs) > 1 else outs[0]
+
+    def pending(self) -> int:
+        """Resampled samples waiting for a full block."""
+        return ring_available(self._pending.counters)
+
+    def _dry(self, x: np.ndarray) -> np.ndarray:
+        if not self.model_delay:
+            return x.copy()
+        both = np.concatenate([self._dry_history, x], axis=1)
+        self._dry_history = both[:, both.shape[1] - self.model_delay:].copy()
+        return both[:, : x.shape[1]]
+
+    def _event(self, reason: str) -> None:
+        self.stats.bypass_events += 1
+        self.stats.events.append((self.samples_out, reason))
+
+    def _engage_hold(self, reason: str) -> None:
+        self._event(reason)
+        self._hold_blocks = max(1, math.ceil(self._hold_s * self.out_rate / self.block))
+        self._hold_s = min(self._hold_s * 2, MAX_HOLD_S)
+        self._clean_blocks = 0
+        if self.session is not None:
+            self.session.reset()
+
+    def _process_block(self, x: np.ndarray) -> np.ndarray:
+        """x [C, block] (resampled) -> out [C, block]."""
+        stats = self.stats
+        stats.blocks += 1
+        dry = self._dry(x)
+        start = self._active
+        if self._hold_blocks:
+            self._hold_blocks -= 1
+        target = 0.0 if (self.bypass or self._hold_blocks or self.session is None) else 1.0
+        wet = None
+        hard = False
+        run_model = self.session is not None and not self._hold_blocks and (target > 0 or start > 0 or self.bypass)
+        if run_model:
+            t0 = time.perf_counter()
+            wet = self.session.run(x, self._cutoff)
+            elapsed = time.perf_counter() - t0
+            stats.add_time(elapsed)
+            if not np.isfinite(wet).all():
+                stats.faults_nan += 1
+                wet, hard = None, True
+                self._engage_hold("nan")
+            elif np.abs(wet).max() > EXPLODE_RATIO * np.abs(x).max() + EXPLODE_OFFSET:
+                stats.faults_explode += 1
+                wet, hard = None, True
+                self._engage_hold("explode")
+            elif self.realtime and elapsed > self.block_seconds:
+                stats.deadline_misses += 1
+                stats.overloads += 1
+                self._engage_hold("overload")  # this late block is still used to fade out
+            else:
+                self._clean_blocks += 1
+                if self._clean_blocks * self.block_seconds > 2 * MAX_HOLD_S:
+                    self._hold_s = HOLD_S  # recovered for long enough: forget the back-off
+            if self._hold_blocks:
+                target = 0.0
+        elif start > 0 and self.session is not None:
+            hard = True  # asked to fade without a model output (hold started earlier)
+        if wet is None:
+            out = dry
+            self._active = end = 0.0
+        else:
+            mix_ramp = self._mix_now + (self.mix - self._mix_now) * self._ramp
+            wet_mixed = dry + mix_ramp * (wet - dry)
+            if start == target:
+                out = wet_mixed if start == 1.0 else dry
+            else:
+                weight = start + (target - start) * self._fade
+                out = dry + weight * (wet_mixed - dry)
+            self._active = end = target
+        self._mix_now = self.mix
+        gain_ramp = self._gain_now + (self.gain - self._gain_now) * self._ramp
+        self._gain_now = self.gain
+        out = out * gain_ramp
+        if hard:
+            out += (self._last_out - out[:, :1]) * self._declick
+        if self.bypass and start > 0 and end == 0.0 and not hard:
+            self._event("user")
+        self._last_out = out[:, -1].copy()
+        self.samples_out += self.block
+        return out.astype(np.float32, copy=False)
