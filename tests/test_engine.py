@@ -1,0 +1,199 @@
+"""Streaming engine: resampler exactness/response/delay, engine streaming == whole, faults, bypass."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import signal
+
+from bandlift.rt.engine import StreamEngine
+from bandlift.rt.resample import PASS_EDGE, STOP_EDGE, StreamingResampler
+from bandlift.rt.ringbuffer import RingBuffer
+from bandlift.rt.session import ModelError, ModelSession
+from jack_server import build_model, reference_conv
+
+RATES = [8000, 16000, 22050, 24000, 44100, 48000]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    return {
+        "conv": build_model(d / "conv.onnx", "conv", delay=3),
+        "delay": build_model(d / "delay.onnx", "delay", delay=5),
+        "nan": build_model(d / "nan.onnx", "nan", fault_after=4800, fault_until=9600),
+        "explode": build_model(d / "explode.onnx", "explode", fault_after=4800, fault_until=9600),
+        "slow": build_model(d / "slow.onnx", "delay", slow_matmuls=40),
+    }
+
+
+def feed_in_chunks(process, x, seed, max_chunk=700):
+    rng = np.random.default_rng(seed)
+    parts, i = [], 0
+    while i < x.shape[1]:
+        n = int(rng.integers(1, max_chunk))
+        parts.append(process(x[:, i:i + n]))
+        i += n
+    return np.concatenate(parts, axis=1)
+
+
+# -- ring buffer ----------------------------------------------------------------------------------
+def test_ring_wraps_and_timeline_read_keeps_position():
+    ring = RingBuffer(8, 2)
+    x = np.arange(20, dtype=np.float32).reshape(10, 2)
+    assert ring.write(x) == 8  # full: only what fits
+    out = np.zeros((5, 2), np.float32)
+    assert ring.read(out) == 5 and out[:, 0].tolist() == [0, 2, 4, 6, 8]
+    assert ring.write(x[5:]) == 5  # wraps around
+    out = np.zeros((10, 2), np.float32)
+    assert ring.read_fixed(out) == 8  # underrun by 2: silence, and the reader still moves 10
+    assert out[:, 0].tolist() == [10, 12, 14, 10, 12, 14, 16, 18, 0, 0]
+    assert ring.available() == 0 and ring.counters[1] - ring.counters[0] == 2
+
+
+# -- resampler ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("rate", RATES)
+def test_resampler_streaming_equals_whole(rate):
+    x = np.random.default_rng(0).standard_normal((2, rate // 4)).astype(np.float32)
+    r = StreamingResampler(rate, 48000, 2)
+    whole = r.process(x)
+    assert whole.shape[1] == -(-x.shape[1] * 48000 // rate)
+    r.reset()
+    streamed = feed_in_chunks(r.process, x, seed=rate)
+    assert np.array_equal(whole, streamed)
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 22050, 44100])
+def test_resampler_response_and_delay(rate):
+    r = StreamingResampler(rate, 48000, 1)
+    # filter: flat passband, >= 70 dB stopband (images of the input spectrum)
+    w, h = signal.freqz(r.taps / r.up, worN=1 << 16, fs=r.up * rate)
+    db = 20 * np.log10(np.abs(h) + 1e-12)
+    assert np.abs(db[w <= PASS_EDGE * rate / 2]).max() < 0.01
+    assert db[w >= STOP_EDGE * rate / 2].max() < -70
+    # group delay: an impulse comes out exactly `delay` output samples later, a sine is aligned
+    assert r.delay / 48000 < 0.0017  # short filter: <= 1.7 ms even from 8 kHz
+    x = np.zeros((1, 400), np.float32)
+    x[0, 100] = 1.0
+    y = r.process(x)[0]
+    if 48000 % rate == 0:  # the impulse sits on an output sample
+        assert np.argmax(y) == 100 * 48000 // rate + r.delay
+    r.reset()
+    f0, n = 0.3 * rate, rate // 4
+    y = r.process(np.sin(2 * np.pi * f0 * np.arange(n) / rate).astype(np.float32)[None])[0]
+    ref = np.sin(2 * np.pi * f0 * (np.arange(len(y)) - r.delay) / 48000)
+    assert np.abs(y - ref)[r.delay + 300:-300].max() < 1e-3
+    # measured image suppression on the output: the tone at f0 and nothing at rate - f0
+    spec = np.abs(np.fft.rfft(y[1000:] * np.hanning(len(y) - 1000)))
+    freqs = np.fft.rfftfreq(len(y) - 1000, 1 / 48000)
+    tone = spec[np.argmin(np.abs(freqs - f0))]
+    image = spec[np.argmin(np.abs(freqs - (rate - f0)))]
+    assert 20 * np.log10(image / tone) < -65
+
+
+def test_resampler_rejects_downsampling():
+    with pytest.raises(ValueError, match="only upsampling"):
+        StreamingResampler(48000, 16000)
+
+
+# -- session --------------------------------------------------------------------------------------
+def test_session_reads_contract_and_rejects_bad_files(models, tmp_path):
+    s = ModelSession(models["delay"], provider="cpu")
+    assert (s.sample_rate, s.frame, s.delay) == (48000, 64, 5)
+    with pytest.raises(ModelError, match="not found"):
+        ModelSession(tmp_path / "missing.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="cannot load"):
+        ModelSession(bad)
+    with pytest.raises(ValueError, match="multiple of the model frame"):
+        s.run(np.zeros((1, 100), np.float32), np.ones(1, np.float32))
+
+
+def test_session_cuda_unavailable_is_clear(models):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(RuntimeError, match="cuda"):
+        ModelSession(models["delay"], provider="cuda")
+    assert ModelSession(models["delay"], provider="auto").device == "cpu"
+
+
+# -- engine ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("rate", [16000, 22050, 44100, 48000])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_engine_streaming_equals_whole_and_reference(models, rate, channels):
+    session = ModelSession(models["conv"])
+    x = (np.random.default_rng(rate).standard_normal((channels, rate // 2)) * 0.3).astype(np.float32)
+    resampled = StreamingResampler(rate, 48000, channels).process(x)
+    for block in (64, 128, 512):
+        eng = StreamEngine(session, rate, 48000, channels, block, input_cutoff_hz=rate / 2)
+        whole = eng.process(x)
+        assert whole.shape[1] == resampled.shape[1] // block * block
+        eng.reset()
+        assert np.array_equal(feed_in_chunks(eng.process, x, seed=block), whole)
+        ref = np.concatenate([reference_conv(resampled[c:c + 1], rate / 48000, delay=3)
+                              for c in range(channels)])[:, : whole.shape[1]]
+        assert np.abs(whole - ref).max() < 1e-5
+        assert eng.delay == eng.resampler.delay + 3 and eng.latency == eng.delay + block
+
+
+def test_engine_bypass_is_aligned_and_toggle_is_crossfaded(models):
+    session = ModelSession(models["conv"])
+    rate, n = 48000, 48000
+    x = (0.5 * np.sin(2 * np.pi * 440 * np.arange(n) / rate)).astype(np.float32)[None]
+    eng = StreamEngine(session, rate, rate, 1, 128)
+    model_out = eng.process(x)
+    eng.bypass = True
+    eng.reset()
+    dry = eng.process(x)
+    assert np.array_equal(dry[0, 3:], x[0, : dry.shape[1] - 3])  # bypass = input delayed by the model delay
+    eng.reset()
+    eng.bypass = False
+    outs = []
+    for i, start in enumerate(range(0, n, 128)):
+        if i in (100, 200, 201, 300):
+            eng.bypass = not eng.bypass
+        outs.append(eng.process(x[:, start:start + 128]))
+    y = np.concatenate(outs, axis=1)
+    # no step at the switches: sample-to-sample change never exceeds the signal's own
+    assert np.abs(np.diff(y[0])).max() <= np.abs(np.diff(model_out[0])).max() * 1.01
+    assert np.array_equal(y[0, 128 * 101:128 * 200], dry[0, 128 * 101:128 * 200])
+    assert np.array_equal(y[0, 128 * 301:], model_out[0, 128 * 301:])
+    assert eng.stats.bypass_events == 2  # two fades to bypass
+
+
+@pytest.mark.parametrize("kind", ["nan", "explode"])
+def test_engine_catches_faulty_model(models, kind):
+    session = ModelSession(models[kind])
+    x = (0.5 * np.sin(2 * np.pi * 300 * np.arange(48000 * 3) / 48000)).astype(np.float32)[None]
+    eng = StreamEngine(session, 48000, 48000, 1, 128)
+    y = eng.process(x)
+    assert np.isfinite(y).all() and np.abs(y).max() <= 0.5 + 1e-6
+    assert eng.stats.bypass_events >= 1
+    assert getattr(eng.stats, f"faults_{kind}") >= 1
+    # the fault block and the hold after it are the dry signal; the step is de-clicked
+    first = eng.stats.events[0][0]
+    assert first == 4864  # first block that starts in the fault window (4800..9600)
+    assert np.allclose(y[0, first + 64:first + 128 * 10], x[0, first + 64:first + 128 * 10])
+    assert np.abs(np.diff(y[0])).max() < 2 * np.abs(np.diff(x[0])).max()
+    # after the hold the model is back (and faults again after the same count: the back-off grows)
+    assert eng.stats.events[1][0] - first > 0.5 * 48000
+
+
+def test_engine_overload_fades_to_bypass_without_cascade(models):
+    session = ModelSession(models["slow"])
+    x = (0.5 * np.sin(2 * np.pi * 300 * np.arange(48000 * 2) / 48000)).astype(np.float32)[None]
+    eng = StreamEngine(session, 48000, 48000, 1, 64, realtime=True)
+    y = eng.process(x)
+    st = eng.stats
+    if st.compute_times().min() < eng.block_seconds:
+        pytest.skip("the slow model is not slow on this machine")
+    assert st.overloads >= 1 and st.deadline_misses == st.overloads
+    # back-off: retries at 0.5 s, then 1 s ... -> only a few model blocks over 2 s
+    assert st.model_blocks <= 4
+    assert np.abs(np.diff(y[0])).max() <= np.abs(np.diff(x[0])).max() * 1.01
+    eng.realtime = False  # offline: never a deadline
+    eng.reset()
+    y = eng.process(x[:, :4800])
+    assert eng.stats.overloads == 0 and eng.stats.model_blocks == 4800 // 64
