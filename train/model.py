@@ -146,7 +146,7 @@ def mflops_per_second(gen: Generator) -> float:
 # ---------------------------------------------------------------- discriminators (HiFi-GAN, UnivNet)
 
 class PeriodDiscriminator(nn.Module):
-    def __init__(self, period, channels=(16, 32, 64, 128)):
+    def __init__(self, period, channels=(8, 16, 32, 64)):
         super().__init__()
         self.period = period
         layers, cin = [], 1
@@ -173,7 +173,7 @@ class PeriodDiscriminator(nn.Module):
 class SpectrogramDiscriminator(nn.Module):
     """Judges a log-magnitude STFT (UnivNet's multi-resolution discriminator, small)."""
 
-    def __init__(self, n_fft, channels=16):
+    def __init__(self, n_fft, channels=8):
         super().__init__()
         self.n_fft = n_fft
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)

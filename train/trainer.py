@@ -163,26 +163,29 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] = tcfg[key] * scale
         logs = {}
-        if use_gan:
+        if use_gan:  # discriminators judge a random crop: most of a GAN step's cost on CPU
+            n = min(y.shape[-1], int(self.cfg["data"].get("disc_seconds", 0.25) * self.cfg["model"]["sample_rate"]))
+            start = int(torch.randint(0, y.shape[-1] - n + 1, ()))
+            y_d, target_d = y[..., start:start + n], target[..., start:start + n]
             self.opt_d.zero_grad(set_to_none=True)
-            loss_d = discriminator_loss(self.disc_ddp(target), self.disc_ddp(y.detach()))
+            loss_d = discriminator_loss(self.disc_ddp(target_d), self.disc_ddp(y_d.detach()))
             loss_d.backward()
             self.opt_d.step()
-            logs["loss_d"] = float(loss_d)
+            logs["loss_d"] = loss_d.item()
         self.opt_g.zero_grad(set_to_none=True)
         loss_stft = multi_resolution_stft_loss(y, target, ffts=lcfg["ffts"])
         loss_g = lcfg["stft"] * loss_stft
         if use_gan:
-            fake = self.disc_ddp(y)
+            fake = self.disc_ddp(y_d)
             with torch.no_grad():
-                real = self.disc_ddp(target)
+                real = self.disc_ddp(target_d)
             loss_adv, loss_fm = generator_loss(fake), feature_loss(real, fake)
             loss_g = loss_g + lcfg["adversarial"] * loss_adv + lcfg["feature"] * loss_fm
-            logs.update(loss_adv=float(loss_adv), loss_fm=float(loss_fm))
+            logs.update(loss_adv=loss_adv.item(), loss_fm=loss_fm.item())
         loss_g.backward()
         torch.nn.utils.clip_grad_norm_(self.gen.parameters(), 10.0)
         self.opt_g.step()
-        logs.update(loss_g=float(loss_g), loss_stft=float(loss_stft))
+        logs.update(loss_g=loss_g.item(), loss_stft=loss_stft.item())
         return logs
 
     def fit(self) -> Path:

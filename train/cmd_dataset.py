@@ -1,0 +1,195 @@
+"""`bandlift dataset ...`: collect training audio and index it into a JSONL manifest.
+
+    bandlift dataset debian [--packages ...] [--dest DIR]   real recordings from Debian packages
+    bandlift dataset folder DIR... [--dest DIR]             your own files, recursively
+    bandlift dataset spotify --query/--artist/--genre/--playlist ...   30 s previews (spotipy)
+    bandlift dataset info [--dest DIR | --manifest FILE]     hours per source and split, bandwidths
+
+No torch import here (the CLI builds every subcommand's parser).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+from bandlift.rt.cli import CLIError
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="source", metavar="SOURCE", required=True)
+
+    def common(p):
+        p.add_argument("--dest", type=Path, default=None,
+                       help="data folder (default: $BANDLIFT_DATA or ~/.cache/bandlift/data)")
+        p.add_argument("--manifest", type=Path, default=None,
+                       help="manifest to update (default: DEST/manifest.jsonl)")
+        p.add_argument("--jobs", type=int, default=1, help="indexing processes (default 1)")
+        p.add_argument("--json", type=Path, default=None, help="write the summary as JSON")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    from bandlift.train import data_debian
+
+    p = sub.add_parser("debian", help="apt-get download + dpkg -x Debian packages with recordings",
+                       description="Download (apt-get download, no root needed) and unpack (dpkg -x) "
+                       "Debian packages with real recordings, then index them. Packages: "
+                       + "; ".join(f"{k}: {v.description}" for k, v in data_debian.PACKAGES.items()))
+    p.add_argument("--packages", nargs="+", default=list(data_debian.DEFAULT), metavar="PKG",
+                   help="packages to fetch (default: all five; 'quick' = sonic-pi-samples klettres-data)")
+    common(p)
+
+    p = sub.add_parser("folder", help="index local audio folders recursively")
+    p.add_argument("folders", nargs="+", type=Path, metavar="DIR")
+    p.add_argument("--name", default=None, help="source name (default: folder:<first folder name>)")
+    p.add_argument("--licence", default="user-provided", help="licence note for the manifest")
+    common(p)
+
+    p = sub.add_parser("info", help="summarise a manifest: hours per source and split, bandwidths")
+    p.add_argument("--dest", type=Path, default=None)
+    p.add_argument("--manifest", type=Path, default=None)
+    p.add_argument("--json", type=Path, default=None)
+
+    try:
+        data_spotify = importlib.import_module("bandlift.train.data_spotify")
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("bandlift"):
+            raise
+    else:
+        data_spotify.configure(sub.add_parser("spotify", help=data_spotify.HELP,
+                                              description=data_spotify.HELP), common)
+
+
+def _paths(args) -> tuple[Path, Path]:
+    from bandlift.train.data_sources import default_data_dir, default_manifest
+
+    dest = (args.dest or default_data_dir()).expanduser().resolve()
+    manifest = (args.manifest or default_manifest(dest)).expanduser().resolve()
+    return dest, manifest
+
+
+def run(args) -> int:
+    if args.source == "info":
+        return _info(args)
+    if args.source == "debian":
+        return _debian(args)
+    if args.source == "folder":
+        return _folder(args)
+    if args.source == "spotify":
+        from bandlift.train import data_spotify
+
+        dest, manifest = _paths(args)
+        return data_spotify.run(args, dest, manifest)
+    raise CLIError(f"unknown source {args.source!r}")
+
+
+def index_and_write(candidates, sources: set[str], manifest: Path, args, desc: str) -> dict:
+    """Index candidates (reusing unchanged rows), merge into the manifest, print a summary."""
+    from bandlift.train import data_sources as ds
+
+    if getattr(args, "jobs", 1) < 1:
+        raise CLIError("--jobs must be >= 1")
+    try:
+        previous = ds.previous_rows(manifest)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    result = ds.index_files(candidates, previous, jobs=args.jobs,
+                            progress=not getattr(args, "no_progress", False), desc=desc)
+    ds.report_errors(result.errors)
+    ds.merge_manifest(manifest, result.rows, sources)
+    summary = {
+        "manifest": str(manifest),
+        "indexed_files": len(result.rows),
+        "reused_rows": result.reused,
+        "skipped_files": [{"path": p, "error": e} for p, e in result.errors],
+        "seconds": round(result.seconds, 2),
+        "decoded_files": len(result.rows) - result.reused,
+        "decoded_audio_hours": round(result.decoded_audio_seconds / 3600, 4),
+        "files_per_second": round((len(result.rows) - result.reused) / max(result.seconds, 1e-9), 2),
+        "audio_hours_per_second": round(result.decoded_audio_seconds / 3600 / max(result.seconds, 1e-9), 5),
+        "sources": ds.summarize(result.rows) if result.rows else {},
+    }
+    _print_summary(summary)
+    if getattr(args, "json", None):
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _print_summary(summary: dict) -> None:
+    print(f"manifest: {summary['manifest']}")
+    if summary.get("decoded_files"):
+        print(f"indexed {summary['decoded_files']} file(s) in {summary['seconds']} s: "
+              f"{summary['files_per_second']} files/s, {summary['audio_hours_per_second']} audio-h/s"
+              + (f" ({summary['reused_rows']} unchanged rows reused)" if summary["reused_rows"] else ""))
+    for name, s in summary["sources"].items():
+        h = s["hours"]
+        bw = s["bandwidth_hz"]
+        print(f"  {name}: {s['files']} files, {s['hours_total']:.3f} h "
+              f"(train {h['train']:.3f} / valid {h['valid']:.3f} / test {h['test']:.3f}); "
+              f"bandwidth median {bw['median'] / 1000:.1f} kHz, p10 {bw['p10'] / 1000:.1f} kHz, "
+              f"{bw['files_below_16k']} files < 16 kHz")
+
+
+def _debian(args) -> int:
+    from bandlift.train import data_debian
+
+    dest, manifest = _paths(args)
+    packages = []
+    for name in args.packages:
+        packages.extend(data_debian.QUICK if name == "quick" else [name])
+    candidates = []
+    for name in packages:
+        try:
+            root = data_debian.fetch_package(name, dest, log=lambda m: print(m, file=sys.stderr))
+        except data_debian.DebianError as exc:
+            raise CLIError(str(exc)) from None
+        found = data_debian.candidates(name, root)
+        if not found:
+            print(f"warning: no audio files in {name}", file=sys.stderr)
+        candidates.extend(found)
+    index_and_write(candidates, {f"debian:{n}" for n in packages}, manifest, args, "indexing debian")
+    return 0
+
+
+def folder_candidates(folders: list[Path], source: str, licence: str):
+    from bandlift.train.data_sources import AUDIO_EXTENSIONS, Candidate
+
+    out = []
+    for folder in folders:
+        folder = folder.expanduser().resolve()
+        if not folder.is_dir():
+            raise CLIError(f"not a folder: {folder}")
+        for f in sorted(folder.rglob("*")):
+            if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS:
+                rel = f.relative_to(folder).as_posix()
+                out.append(Candidate(str(f), source, licence, f"{source}:{folder.name}/{rel}"))
+    return out
+
+
+def _folder(args) -> int:
+    _, manifest = _paths(args)
+    source = args.name or f"folder:{args.folders[0].expanduser().resolve().name}"
+    candidates = folder_candidates(args.folders, source, args.licence)
+    if not candidates:
+        raise CLIError("no audio files found (looked for " + ", ".join(
+            sorted(__import__("bandlift.train.data_sources", fromlist=["x"]).AUDIO_EXTENSIONS)) + ")")
+    index_and_write(candidates, {source}, manifest, args, f"indexing {source}")
+    return 0
+
+
+def _info(args) -> int:
+    from bandlift.train import data_sources as ds
+
+    _, manifest = _paths(args)
+    try:
+        rows = ds.read_manifest(manifest)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    if not rows:
+        raise CLIError(f"no manifest rows in {manifest} (run `bandlift dataset debian` first)")
+    summary = {"manifest": str(manifest), "sources": ds.summarize(rows)}
+    _print_summary(summary)
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+    return 0

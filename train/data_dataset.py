@@ -1,0 +1,169 @@
+"""Training clips: random crops of cached 48 kHz float32 audio, degraded on the fly.
+
+    ds = ClipDataset("/work/data/manifest.jsonl", "train", seconds=1.0, rate=48000, seed=0)
+    item = ds[i]   # {"target": [N], "input": [N], "cutoff": scalar Hz, "ceiling": scalar Hz}
+
+Each manifest file is decoded once, resampled to `rate` (soxr VHQ) and cached as a float32 .npy of
+shape [channels, n]; items read crops through np.load(mmap_mode="r"), so the corpus is never held in
+memory. Each channel of a stereo file is a separate mono view. A view is picked with probability
+proportional to its length, then a crop; near-silent crops are redrawn. Everything an item does is
+drawn from np.random.default_rng([seed, epoch, index]): reproducible, and independent of worker
+count or order.
+
+Lossy and band-limited files: a file measured at bandwidth B (its "ceiling") is low-passed at B, and
+its input cutoff is drawn at or below 0.9*B, so the model is never asked to produce content the
+reference lacks. Files with B below `min_bandwidth` are left out.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import soxr
+import torch
+
+from bandlift.rt.degrade import MIN_CUTOFF, band_limit, degrade
+from bandlift.train.data_sources import load_audio, read_manifest
+
+SILENCE_RMS_DBFS = -50.0
+CEILING_MARGIN = 0.9  # cutoff <= 0.9 * measured bandwidth
+
+
+def cache_path(cache_dir: Path, row: dict, rate: int) -> Path:
+    key = f"{row['path']}|{row.get('size')}|{row.get('mtime')}|{rate}"
+    return Path(cache_dir) / f"{hashlib.sha1(key.encode()).hexdigest()[:20]}.npy"
+
+
+def build_cache(row: dict, path: Path, rate: int) -> int:
+    """Decode, resample to `rate`, write float32 [channels, n] atomically; returns n."""
+    data, sr = load_audio(row["path"])
+    if sr != rate:
+        data = soxr.resample(data.T, sr, rate, quality="VHQ").T
+    data = np.ascontiguousarray(data, dtype=np.float32)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+    np.save(tmp, data)
+    os.replace(tmp, path)
+    return data.shape[1]
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    def __init__(self, manifest, split: str = "train", seconds: float = 1.0, rate: int = 48000,
+                 seed: int = 0, length: int | None = None, cache_dir=None,
+                 min_bandwidth: float = MIN_CUTOFF / CEILING_MARGIN, sources=None,
+                 margin: int = 4096, gain_db: tuple = (-20.0, -1.0), noise_prob: float = 0.2,
+                 progress: bool = True):
+        self.manifest = Path(manifest)
+        self.split, self.rate, self.seed = split, int(rate), int(seed)
+        self.n = int(round(seconds * rate))
+        self.margin = int(margin)
+        self.gain_db, self.noise_prob = gain_db, noise_prob
+        self.epoch = 0
+        self.cache_dir = Path(cache_dir) if cache_dir else self.manifest.parent / "cache" / str(rate)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        rows = [r for r in read_manifest(self.manifest) if r.get("split") == split]
+        if sources is not None:
+            rows = [r for r in rows if r["source"] in set(sources)
+                    or r["source"].split(":")[0] in set(sources)]
+        self.too_narrow = [r for r in rows if r["bandwidth"] < min_bandwidth]
+        rows = [r for r in rows if r["bandwidth"] >= min_bandwidth]
+        if not rows:
+            raise ValueError(f"no usable {split!r} files in {self.manifest} "
+                             f"({len(self.too_narrow)} below {min_bandwidth:.0f} Hz bandwidth)")
+        self.rows, self.files, self.failed = [], [], []
+        self._prepare(rows, progress)
+        lengths = []
+        self.views = []  # (file index, channel)
+        for i, (row, (_, channels, frames)) in enumerate(zip(self.rows, self.files)):
+            for c in range(channels):
+                self.views.append((i, c))
+                lengths.append(frames)
+        self.view_cdf = np.cumsum(np.asarray(lengths, dtype=np.float64))
+        self.view_cdf /= self.view_cdf[-1]
+        self.total_seconds = float(sum(lengths)) / self.rate
+        self.length = int(length) if length is not None else max(1, int(self.total_seconds * rate // self.n))
+        self._maps: dict = {}
+
+    def _prepare(self, rows, progress):
+        from tqdm import tqdm
+
+        for row in tqdm(rows, desc=f"caching {self.split} @ {self.rate} Hz", unit="file",
+                        disable=not progress, file=sys.stderr):
+            path = cache_path(self.cache_dir, row, self.rate)
+            try:
+                if not path.exists():
+                    build_cache(row, path, self.rate)
+                arr = np.load(path, mmap_mode="r")
+            except Exception as exc:  # noqa: BLE001 - report, skip the file
+                self.failed.append((row["path"], f"{type(exc).__name__}: {exc}"))
+                continue
+            self.rows.append(row)
+            self.files.append((path, arr.shape[0], arr.shape[1]))
+        if self.failed:
+            print(f"ClipDataset: skipped {len(self.failed)} unreadable file(s), e.g. "
+                  f"{self.failed[0][0]}: {self.failed[0][1]}", file=sys.stderr)
+        if not self.rows:
+            raise ValueError("no readable files")
+
+    def __getstate__(self):  # memmaps are reopened in each DataLoader worker
+        state = dict(self.__dict__)
+        state["_maps"] = {}
+        return state
+
+    def set_epoch(self, epoch: int) -> None:
+        """New crops and degradations per epoch (call before creating the epoch's iterator)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _array(self, i: int) -> np.ndarray:
+        arr = self._maps.get(i)
+        if arr is None:
+            arr = self._maps[i] = np.load(self.files[i][0], mmap_mode="r")
+        return arr
+
+    def _crop(self, rng: np.random.Generator):
+        """A window of n + 2*margin samples (zero-padded if the file is shorter), not silent."""
+        total = self.n + 2 * self.margin
+        best, best_rms, best_file = None, -1.0, 0
+        for _ in range(10):
+            i, c = self.views[int(np.searchsorted(self.view_cdf, rng.random(), side="right"))]
+            frames = self.files[i][2]
+            start = int(rng.integers(0, max(frames - total, 0) + 1))
+            win = np.asarray(self._array(i)[c, start:start + total], dtype=np.float64)
+            if len(win) < total:
+                offset = int(rng.integers(0, total - len(win) + 1))
+                win = np.pad(win, (offset, total - len(win) - offset))
+            centre = win[self.margin:self.margin + self.n]
+            rms = float(np.sqrt(np.mean(centre * centre)))
+            if rms > best_rms:
+                best, best_rms, best_file = win, rms, i
+            if 20 * np.log10(rms + 1e-12) > SILENCE_RMS_DBFS:
+                break
+        return best, best_file
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        win, i = self._crop(rng)
+        ceiling = min(float(self.rows[i]["bandwidth"]), self.rate / 2)
+        if ceiling < 0.98 * self.rate / 2:
+            win = band_limit(win, self.rate, ceiling, "brickwall")
+        peak = np.abs(win).max()
+        if peak > 0:
+            win = win * (10 ** (rng.uniform(*self.gain_db) / 20) / peak)
+        if rng.random() < 0.5:
+            win = -win
+        low, cutoff = degrade(win, self.rate, rng, max_cutoff_hz=CEILING_MARGIN * ceiling,
+                              noise_prob=self.noise_prob)
+        sl = slice(self.margin, self.margin + self.n)
+        return {
+            "target": torch.from_numpy(np.ascontiguousarray(win[sl], dtype=np.float32)),
+            "input": torch.from_numpy(np.ascontiguousarray(low[sl], dtype=np.float32)),
+            "cutoff": torch.tensor(cutoff, dtype=torch.float32),
+            "ceiling": torch.tensor(ceiling, dtype=torch.float32),
+        }

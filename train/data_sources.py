@@ -1,0 +1,252 @@
+"""Shared pieces of the data side: audio probing, file indexing, splits, the JSONL manifest.
+
+No torch here (the `dataset` subcommands import this). A manifest row describes one audio file:
+
+    {"path": absolute path, "source": "debian:sonic-pi-samples" | "folder" | "spotify",
+     "licence": short note, "duration": seconds, "sample_rate": Hz, "channels": int,
+     "codec": "FLAC/PCM_16" | "OGG/VORBIS" | "MP3/MPEG_LAYER_III" | ..., "bandwidth": Hz (measured),
+     "split": "train" | "valid" | "test", "group": split key, "size": bytes, "mtime": float, ...}
+
+Splits are assigned by a hash of the row's group (by default the file's path relative to its source
+root, optionally a folder such as one drum kit), so no recording ever feeds two splits, and the
+assignment does not change when the data folder moves.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from bandlift.rt.bandwidth import effective_bandwidth
+
+AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64",
+                    ".caf", ".m4a", ".aac", ".wma"}
+SPLITS = ("train", "valid", "test")
+SPLIT_FRACTIONS = (0.90, 0.05, 0.05)
+
+
+def default_data_dir() -> Path:
+    """$BANDLIFT_DATA, else ~/.cache/bandlift/data."""
+    env = os.environ.get("BANDLIFT_DATA")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "bandlift" / "data"
+
+
+def default_manifest(dest: Path) -> Path:
+    return Path(dest) / "manifest.jsonl"
+
+
+def assign_split(key: str, fractions=SPLIT_FRACTIONS) -> str:
+    """Deterministic split from a stable key (sha1 -> uniform in [0, 1))."""
+    u = int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big") / 2.0 ** 64
+    edge = 0.0
+    for name, frac in zip(SPLITS, fractions):
+        edge += frac
+        if u < edge:
+            return name
+    return SPLITS[-1]
+
+
+def load_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Decode a file to float32 [channels, n]; soundfile first, librosa (audioread) as fallback."""
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        return np.ascontiguousarray(data.T), int(sr)
+    except Exception as sf_error:  # noqa: BLE001 - any decoder failure falls through to librosa
+        try:
+            import librosa
+
+            data, sr = librosa.load(str(path), sr=None, mono=False)
+        except Exception:  # noqa: BLE001
+            raise sf_error from None
+        data = np.atleast_2d(np.asarray(data, dtype=np.float32))
+        return data, int(sr)
+
+
+def _codec(path: str) -> str:
+    try:
+        info = sf.info(path)
+        return f"{info.format}/{info.subtype}"
+    except Exception:  # noqa: BLE001
+        return Path(path).suffix.lstrip(".").upper() or "unknown"
+
+
+def probe_file(path: str) -> dict:
+    """Decode one file and measure it. Raises on unreadable, empty or non-finite audio."""
+    data, sr = load_audio(path)
+    if data.size == 0 or data.shape[1] == 0:
+        raise ValueError("no audio frames")
+    if not np.isfinite(data).all():
+        raise ValueError("contains NaN or inf samples")
+    st = os.stat(path)
+    return {
+        "path": str(path),
+        "duration": round(data.shape[1] / sr, 4),
+        "sample_rate": sr,
+        "channels": int(data.shape[0]),
+        "codec": _codec(path),
+        "bandwidth": round(effective_bandwidth(data.T, sr), 1),
+        "peak": round(float(np.abs(data).max()), 5),
+        "size": st.st_size,
+        "mtime": st.st_mtime,
+    }
+
+
+def _probe_safe(path: str):
+    try:
+        return probe_file(path), None
+    except Exception as exc:  # noqa: BLE001 - reported and skipped, never a crash
+        return None, f"{type(exc).__name__}: {exc}".strip()
+
+
+@dataclass
+class Candidate:
+    """A file to index: where it is, and the manifest fields that do not need decoding."""
+    path: str
+    source: str
+    licence: str
+    group: str  # split key
+    extra: dict | None = None
+
+
+@dataclass
+class IndexResult:
+    rows: list
+    errors: list  # (path, message)
+    reused: int
+    seconds: float
+    decoded_audio_seconds: float
+
+
+def index_files(candidates: list[Candidate], previous: dict | None = None, jobs: int = 1,
+                progress: bool = True, desc: str = "indexing") -> IndexResult:
+    """Probe each candidate (in `jobs` processes), reusing rows of `previous` (path -> row) whose
+    size and mtime have not changed. Unreadable files are collected in `errors`, never raised."""
+    from tqdm import tqdm
+
+    previous = previous or {}
+    rows, errors, todo = [], [], []
+    reused = 0
+    for cand in candidates:
+        old = previous.get(cand.path)
+        try:
+            st = os.stat(cand.path)
+        except OSError as exc:
+            errors.append((cand.path, f"{type(exc).__name__}: {exc}"))
+            continue
+        if old and old.get("size") == st.st_size and old.get("mtime") == st.st_mtime:
+            rows.append(_finish_row(dict(old), cand))
+            reused += 1
+        else:
+            todo.append(cand)
+    start = time.perf_counter()
+    decoded = 0.0
+    bar = tqdm(total=len(todo), desc=desc, unit="file", disable=not progress, file=sys.stderr)
+    if jobs > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(jobs) as pool:
+            results = pool.map(_probe_safe, [c.path for c in todo], chunksize=4)
+            for cand, (row, err) in zip(todo, results):
+                decoded += _collect(cand, row, err, rows, errors)
+                bar.update()
+    else:
+        for cand in todo:
+            row, err = _probe_safe(cand.path)
+            decoded += _collect(cand, row, err, rows, errors)
+            bar.update()
+    bar.close()
+    rows.sort(key=lambda r: r["path"])
+    return IndexResult(rows, errors, reused, time.perf_counter() - start, decoded)
+
+
+def _collect(cand, row, err, rows, errors) -> float:
+    if err is not None:
+        errors.append((cand.path, err))
+        return 0.0
+    rows.append(_finish_row(row, cand))
+    return row["duration"]
+
+
+def _finish_row(row: dict, cand: Candidate) -> dict:
+    row.update(source=cand.source, licence=cand.licence, group=cand.group,
+               split=assign_split(cand.group))
+    if cand.extra:
+        row.update(cand.extra)
+    return row
+
+
+def read_manifest(path: str | os.PathLike) -> list[dict]:
+    """Rows of a JSONL manifest ([] if it does not exist). Bad lines raise with their line number."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    with path.open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{number}: not a JSON line ({exc.msg})") from None
+    return rows
+
+
+def write_manifest(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Atomic write (temp file + rename): an interrupted write never loses the old manifest."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def merge_manifest(path: str | os.PathLike, rows: list[dict], replace_sources: set[str]) -> list[dict]:
+    """Replace the rows of `replace_sources` in the manifest at `path` by `rows`; keep the others."""
+    kept = [r for r in read_manifest(path) if r.get("source") not in replace_sources]
+    merged = kept + rows
+    write_manifest(path, merged)
+    return merged
+
+
+def previous_rows(path: str | os.PathLike) -> dict:
+    """path -> row of an existing manifest (for incremental re-indexing)."""
+    return {r["path"]: r for r in read_manifest(path) if "path" in r}
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Hours per source per split, and bandwidth statistics per source."""
+    out: dict = {}
+    for row in rows:
+        src = out.setdefault(row["source"], {"files": 0, "hours": {s: 0.0 for s in SPLITS},
+                                             "bandwidths": []})
+        src["files"] += 1
+        src["hours"][row.get("split", "train")] += row["duration"] / 3600.0
+        src["bandwidths"].append(row["bandwidth"])
+    for src in out.values():
+        bw = np.array(src.pop("bandwidths"))
+        src["hours"] = {k: round(v, 4) for k, v in src["hours"].items()}
+        src["hours_total"] = round(sum(src["hours"].values()), 4)
+        src["bandwidth_hz"] = {
+            "median": float(np.median(bw)), "p10": float(np.percentile(bw, 10)),
+            "p90": float(np.percentile(bw, 90)), "min": float(bw.min()), "max": float(bw.max()),
+            "files_below_16k": int((bw < 16000).sum()), "files_below_8k": int((bw < 8000).sum()),
+        }
+    return out
+
+
+def report_errors(errors: list, stream=sys.stderr, limit: int = 20) -> None:
+    if not errors:
+        return
+    print(f"skipped {len(errors)} unreadable file(s):", file=stream)
+    for path, message in errors[:limit]:
+        print(f"  {path}: {message}", file=stream)
+    if len(errors) > limit:
+        print(f"  ... and {len(errors) - limit} more", file=stream)
