@@ -225,6 +225,6 @@ class ModelSession:
 
     def describe(self) -> str:
         i = self.info
-        extra = f", {i.params / 1e3:.0f}k params" if i.params else ""
+        extra = f", {i.params:,} params" if i.params else ""
         return (f"{Path(i.path).name} ({i.sample_rate} Hz, frame {i.frame}, delay {i.delay}{extra}; "
                 f"{self.device})")
