@@ -29,6 +29,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--jobs", type=int, default=1, help="indexing processes (default 1)")
         p.add_argument("--json", type=Path, default=None, help="write the summary as JSON")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.add_argument("--force", action="store_true",
+                       help="re-measure every file (default: reuse rows of unchanged files)")
 
     from bandlift.train import data_debian
 
@@ -91,7 +93,7 @@ def index_and_write(candidates, sources: set[str], manifest: Path, args, desc: s
     if getattr(args, "jobs", 1) < 1:
         raise CLIError("--jobs must be >= 1")
     try:
-        previous = ds.previous_rows(manifest)
+        previous = {} if getattr(args, "force", False) else ds.previous_rows(manifest)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     result = ds.index_files(candidates, previous, jobs=args.jobs,

@@ -3,7 +3,7 @@
     ds = ClipDataset("/work/data/manifest.jsonl", "train", seconds=1.0, rate=48000, seed=0)
     item = ds[i]   # {"target": [N], "input": [N], "cutoff": scalar Hz, "ceiling": scalar Hz}
 
-Each manifest file is decoded once, resampled to `rate` (soxr VHQ) and cached as a float32 .npy of
+`split` is "train", "valid", "test" or None (all rows). Each manifest file is decoded once, resampled to `rate` (soxr VHQ) and cached as a float32 .npy of
 shape [channels, n]; items read crops through np.load(mmap_mode="r"), so the corpus is never held in
 memory. Each channel of a stereo file is a separate mono view. A view is picked with probability
 proportional to its length, then a crop; near-silent crops are redrawn. Everything an item does is
@@ -50,7 +50,7 @@ def build_cache(row: dict, path: Path, rate: int) -> int:
 
 
 class ClipDataset(torch.utils.data.Dataset):
-    def __init__(self, manifest, split: str = "train", seconds: float = 1.0, rate: int = 48000,
+    def __init__(self, manifest, split: str | None = "train", seconds: float = 1.0, rate: int = 48000,
                  seed: int = 0, length: int | None = None, cache_dir=None,
                  min_bandwidth: float = MIN_CUTOFF / CEILING_MARGIN, sources=None,
                  margin: int = 4096, gain_db: tuple = (-20.0, -1.0), noise_prob: float = 0.2,
@@ -63,7 +63,7 @@ class ClipDataset(torch.utils.data.Dataset):
         self.epoch = 0
         self.cache_dir = Path(cache_dir) if cache_dir else self.manifest.parent / "cache" / str(rate)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        rows = [r for r in read_manifest(self.manifest) if r.get("split") == split]
+        rows = [r for r in read_manifest(self.manifest) if split is None or r.get("split") == split]
         if sources is not None:
             rows = [r for r in rows if r["source"] in set(sources)
                     or r["source"].split(":")[0] in set(sources)]

@@ -61,9 +61,13 @@ def load_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
         return np.ascontiguousarray(data.T), int(sr)
     except Exception as sf_error:  # noqa: BLE001 - any decoder failure falls through to librosa
         try:
+            import warnings
+
             import librosa
 
-            data, sr = librosa.load(str(path), sr=None, mono=False)
+            with warnings.catch_warnings():  # its soundfile->audioread fallback notices
+                warnings.simplefilter("ignore")
+                data, sr = librosa.load(str(path), sr=None, mono=False)
         except Exception:  # noqa: BLE001
             raise sf_error from None
         data = np.atleast_2d(np.asarray(data, dtype=np.float32))
