@@ -144,3 +144,15 @@ def test_clip_dataset_measures_what_it_promises(corpus):
         within += effective_bandwidth(x, 48000) <= c * 1.08
         assert band_energy_above(x, 48000, 1.3 * c) < 1e-4
     assert within >= 17
+
+
+def test_cache_command_prebuilds_what_clip_dataset_reads(corpus, tmp_path):
+    root, manifest = corpus
+    cache = tmp_path / "c"
+    assert main(["dataset", "cache", "--manifest", str(manifest), "--cache-dir", str(cache),
+                 "--jobs", "2", "--no-progress"]) == 0
+    built = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.npy")}
+    assert len(built) == 3  # silence is cached too; ClipDataset just does not pick it
+    ds = ClipDataset(manifest, split=None, seconds=0.25, length=2, cache_dir=cache, progress=False)
+    assert ds[0]["target"].shape == (12000,)
+    assert {p.name: p.stat().st_mtime_ns for p in cache.glob("*.npy")} == built

@@ -48,6 +48,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--licence", default="user-provided", help="licence note for the manifest")
     common(p)
 
+    p = sub.add_parser("cache", help="decode and resample manifest files into the training cache",
+                       description="Pre-build ClipDataset's cache (float32 .npy at --rate) in "
+                       "--jobs processes, so training starts at once.")
+    p.add_argument("--dest", type=Path, default=None)
+    p.add_argument("--manifest", type=Path, default=None)
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="default: <manifest folder>/cache/<rate> (ClipDataset's default)")
+    p.add_argument("--rate", type=int, default=48000)
+    p.add_argument("--split", choices=["train", "valid", "test"], nargs="+", default=None)
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--no-progress", action="store_true")
+
     p = sub.add_parser("info", help="summarise a manifest: hours per source and split, bandwidths")
     p.add_argument("--dest", type=Path, default=None)
     p.add_argument("--manifest", type=Path, default=None)
@@ -74,6 +86,8 @@ def _paths(args) -> tuple[Path, Path]:
 def run(args) -> int:
     if args.source == "info":
         return _info(args)
+    if args.source == "cache":
+        return _cache(args)
     if args.source == "debian":
         return _debian(args)
     if args.source == "folder":
@@ -194,4 +208,23 @@ def _info(args) -> int:
     _print_summary(summary)
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+def _cache(args) -> int:
+    from bandlift.train import data_sources as ds
+
+    _, manifest = _paths(args)
+    try:
+        rows = ds.read_manifest(manifest)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    rows = [r for r in rows if args.split is None or r.get("split") in args.split]
+    if not rows:
+        raise CLIError(f"no manifest rows in {manifest}")
+    cache_dir = args.cache_dir or manifest.parent / "cache" / str(args.rate)
+    errors = ds.build_caches(rows, cache_dir, args.rate, jobs=max(args.jobs, 1),
+                             progress=not args.no_progress)
+    ds.report_errors(errors)
+    print(f"cache: {cache_dir} ({len(rows) - len(errors)} files ready)")
     return 0

@@ -16,37 +16,17 @@ reference lacks. Files with B below `min_bandwidth` are left out.
 """
 from __future__ import annotations
 
-import hashlib
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
-import soxr
 import torch
 
 from bandlift.rt.degrade import MIN_CUTOFF, band_limit, degrade
-from bandlift.train.data_sources import load_audio, read_manifest
+from bandlift.train.data_sources import build_cache, cache_path, read_manifest
 
 SILENCE_RMS_DBFS = -50.0
 CEILING_MARGIN = 0.9  # cutoff <= 0.9 * measured bandwidth
-
-
-def cache_path(cache_dir: Path, row: dict, rate: int) -> Path:
-    key = f"{row['path']}|{row.get('size')}|{row.get('mtime')}|{rate}"
-    return Path(cache_dir) / f"{hashlib.sha1(key.encode()).hexdigest()[:20]}.npy"
-
-
-def build_cache(row: dict, path: Path, rate: int) -> int:
-    """Decode, resample to `rate`, write float32 [channels, n] atomically; returns n."""
-    data, sr = load_audio(row["path"])
-    if sr != rate:
-        data = soxr.resample(data.T, sr, rate, quality="VHQ").T
-    data = np.ascontiguousarray(data, dtype=np.float32)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
-    np.save(tmp, data)
-    os.replace(tmp, path)
-    return data.shape[1]
 
 
 class ClipDataset(torch.utils.data.Dataset):

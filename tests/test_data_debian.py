@@ -1,0 +1,104 @@
+"""`bandlift dataset debian`: unpack (dpkg -x) and index, with a locally built .deb (no network)."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_data_bandwidth import broadband  # noqa: E402
+
+from bandlift.rt.cli import main  # noqa: E402
+from bandlift.train import data_debian  # noqa: E402
+from bandlift.train.data_sources import read_manifest  # noqa: E402
+
+needs_dpkg = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
+
+COPYRIGHT = """Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+Files: *
+Copyright: 2020 Someone
+License: CC0-1.0
+
+Files: debian/*
+License: GPL-2+
+"""
+
+
+def build_deb(tmp_path: Path, name: str) -> Path:
+    root = tmp_path / "build" / name
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN" / "control").write_text(
+        f"Package: {name}\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@example.org>\n"
+        "Description: test recordings\n")
+    doc = root / "usr" / "share" / "doc" / name
+    doc.mkdir(parents=True)
+    (doc / "copyright").write_text(COPYRIGHT)
+    kits = root / "usr" / "share" / name / "kits"
+    for kit in ("kitA", "kitB"):
+        (kits / kit).mkdir(parents=True)
+        for i in range(3):
+            sf.write(kits / kit / f"hit{i}.flac", broadband(44100, 0.5, seed=i)[:, 0], 44100)
+    sf.write(kits / "kitA" / "stamp_desc_fr.ogg", broadband(44100, 0.5), 44100)
+    (kits / "kitB" / "bad.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    debs = tmp_path / "data" / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    deb = debs / f"{name}_1.0_all.deb"
+    subprocess.run(["dpkg-deb", "-Zgzip", "--build", "--root-owner-group", str(root), str(deb)], check=True,
+                   capture_output=True)
+    return deb
+
+
+@needs_dpkg
+def test_debian_command_unpacks_and_indexes_local_deb(tmp_path, capsys):
+    build_deb(tmp_path, "bandlift-test-sounds")
+    dest = tmp_path / "data"
+    assert main(["dataset", "debian", "--packages", "bandlift-test-sounds", "--dest", str(dest),
+                 "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "bad.wav" in err  # corrupt file reported, not fatal
+    rows = read_manifest(dest / "manifest.jsonl")
+    assert len(rows) == 7
+    assert all(r["source"] == "debian:bandlift-test-sounds" for r in rows)
+    assert all("CC0-1.0" in r["licence"] and "GPL-2+" in r["licence"] for r in rows)
+    assert (dest / "debian" / "bandlift-test-sounds" / ".unpacked").exists()
+    # running again reuses the unpacked tree and the unchanged rows
+    assert main(["dataset", "debian", "--packages", "bandlift-test-sounds", "--dest", str(dest),
+                 "--no-progress"]) == 0
+    assert "unpacking" not in capsys.readouterr().err
+    assert len(read_manifest(dest / "manifest.jsonl")) == 7
+
+
+@needs_dpkg
+def test_patterns_and_kit_groups(tmp_path, monkeypatch):
+    build_deb(tmp_path, "bandlift-test-kits")
+    monkeypatch.setitem(data_debian.PACKAGES, "bandlift-test-kits",
+                        data_debian.Package("bandlift-test-kits", "kits", group_depth=1))
+    root = data_debian.fetch_package("bandlift-test-kits", tmp_path / "data", log=lambda m: None)
+    cands = data_debian.candidates("bandlift-test-kits", root)
+    groups = {Path(c.path).parent.name: c.group for c in cands}
+    assert groups == {"kitA": "debian:bandlift-test-kits:kitA", "kitB": "debian:bandlift-test-kits:kitB"}
+    monkeypatch.setitem(data_debian.PACKAGES, "bandlift-test-kits",
+                        data_debian.Package("bandlift-test-kits", "x", patterns=("*_desc_fr.ogg",)))
+    assert [Path(c.path).name for c in data_debian.candidates("bandlift-test-kits", root)] == [
+        "stamp_desc_fr.ogg"]
+
+
+def test_tuxpaint_keeps_only_full_band_languages():
+    pats = data_debian.PACKAGES["tuxpaint-stamps-default"].patterns
+    import fnmatch
+    keep = ["frog_desc_fr.ogg", "cat_desc_ru.ogg", "x_desc_da.ogg"]
+    drop = ["frog_desc_de.ogg", "frog.ogg", "frog_desc_fr.png"]
+    assert all(any(fnmatch.fnmatch(k, p) for p in pats) for k in keep)
+    assert not any(any(fnmatch.fnmatch(d, p) for p in pats) for d in drop)
+
+
+@pytest.mark.skipif(shutil.which("apt-get") is None, reason="needs apt-get")
+def test_unknown_package_is_a_clean_error(tmp_path, capsys):
+    assert main(["dataset", "debian", "--packages", "bandlift-no-such-package-xyz", "--dest",
+                 str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "apt-get download bandlift-no-such-package-xyz failed" in err
+    assert not (tmp_path / "manifest.jsonl").exists()
