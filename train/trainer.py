@@ -117,7 +117,7 @@ class Trainer:
             "generator": self.gen.state_dict(), "discriminators": self.disc.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "step": self.step, "best_lsd": self.best_lsd, "config": self.cfg,
-            "params": count_params(self.gen),
+            "params": count_params(self.gen), "world_size": self.world,
         }
         tmp = self.run_dir / (name + ".tmp")
         torch.save(ckpt, tmp)
@@ -230,8 +230,16 @@ class Trainer:
             self.save()
             bar.close()
         if self.distributed:
-            dist.barrier()
+            self._check_replicas_agree()
         return self.run_dir / "best.pt"
+
+    def _check_replicas_agree(self):
+        """DDP keeps one model: every rank must hold the same weights after training."""
+        checksum = torch.stack([p.detach().double().sum() for p in self.gen.parameters()]).sum().reshape(1)
+        gathered = [torch.zeros_like(checksum) for _ in range(self.world)]
+        dist.all_gather(gathered, checksum)
+        if any(not torch.allclose(g, checksum, rtol=1e-9, atol=1e-9) for g in gathered):
+            raise RuntimeError(f"replicas diverged: {[float(g) for g in gathered]}")
 
 
 def main(argv=None):
