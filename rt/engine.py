@@ -189,6 +189,14 @@ class StreamEngine:
         if self.session is not None:
             self.session.reset()
 
+    def force_bypass(self, reason: str) -> None:
+        """Drop to bypass at the next block without a crossfade (e.g. the output already ran late),
+        for the usual hold time; the step is de-clicked."""
+        if not self._hold_blocks:
+            if reason == "overload":
+                self.stats.overloads += 1
+            self._engage_hold(reason)
+
     def _process_block(self, x: np.ndarray) -> np.ndarray:
         """x [C, block] (resampled) -> out [C, block]."""
         stats = self.stats
