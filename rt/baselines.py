@@ -1,0 +1,272 @@
+"""Non-learned bandwidth-extension baselines the model is measured against (numpy/scipy/soxr/librosa).
+
+Every method has the signature ``fn(x_low, in_rate, out_rate, cutoff_hz=None) -> y`` with
+``x_low`` of shape (n,) or (n, channels) at ``in_rate`` and ``y`` float32 of the same layout at
+``out_rate``, ``round(n * out_rate / in_rate)`` samples long, time-aligned with the input.
+``cutoff_hz`` is the input's bandwidth (default ``in_rate / 2``); with ``in_rate == out_rate`` it
+describes a same-rate signal whose band stops at ``cutoff_hz`` (e.g. a low-passed MP3).
+
+- sinc: band-limited resampling (soxr, very high quality): nothing above the cutoff.
+- spline: cubic spline interpolation (scipy): the classic naive upsampler (images, no new band).
+- noise_fill: sinc + shaped noise above the cutoff whose level follows the input's top octave frame
+  by frame, continuing its spectral tilt.
+- sbr: sinc + spectral band replication: the top band copied up in the STFT domain, its envelope
+  adjusted to the same tilt model.
+- griffin_lim: the full-band magnitude (sinc below the cutoff, SBR above) with a phase rebuilt by
+  Griffin-Lim (librosa, 32 iterations).
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+# Analysis STFT of the spectral baselines, at the output rate (scaled with the rate: 1024 at 48 kHz).
+FRAME_SECONDS = 1024 / 48000
+FIT_LOW = 0.5          # tilt/level fit over [FIT_LOW, FIT_HIGH] x cutoff: the top octave ...
+FIT_HIGH = 0.9         # ... stopping short of the resampler's transition band
+FILL_FROM = 0.9        # noise is added from here up, only where the spectrum is below the target
+SBR_FROM = 0.95        # bins replaced by SBR patches from here up (the resampler's transition band)
+MAX_TILT_DB = -3.0     # dB/octave: the extrapolated spectrum falls at least this fast ...
+MIN_TILT_DB = -24.0    # ... nor falls faster than this
+CURVE_DB = 3.0         # dB/octave^2: the extrapolated spectrum bends down above the cutoff
+RAYLEIGH_DB = 2.51     # mean dB of Gaussian noise's power lies this far below its mean power
+ACTIVE_RANGE_DB = 60.0  # the tilt is fitted on frames within this range of the loudest
+SILENT_DB = -120.0     # frames whose top octave is quieter than this (dB re full scale) get nothing
+
+
+def _as_channels(x) -> tuple[np.ndarray, bool]:
+    """(n,) or (n, C) -> float64 [C, n], and whether the input was 1-D."""
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim == 1:
+        return a[None, :], True
+    if a.ndim != 2:
+        raise ValueError(f"audio must be (n,) or (n, channels), got shape {a.shape}")
+    return a.T, False
+
+
+def _restore(y: np.ndarray, was_1d: bool) -> np.ndarray:
+    y = np.asarray(y, dtype=np.float32)
+    return y[0] if was_1d else np.ascontiguousarray(y.T)
+
+
+def out_length(n: int, in_rate: float, out_rate: float) -> int:
+    """Output length of every method (soxr's): round(n * out_rate / in_rate)."""
+    return int(round(n * float(out_rate) / float(in_rate)))
+
+
+def input_cutoff(in_rate: float, cutoff_hz: float | None = None) -> float:
+    """The input's bandwidth in Hz: `cutoff_hz` if given (capped at Nyquist), else in_rate / 2."""
+    nyquist = in_rate / 2.0
+    if cutoff_hz is None or cutoff_hz <= 0:
+        return nyquist
+    return min(float(cutoff_hz), nyquist)
+
+
+def _check_rates(in_rate, out_rate):
+    if in_rate <= 0 or out_rate <= 0:
+        raise ValueError(f"sample rates must be positive, got {in_rate} -> {out_rate}")
+    if out_rate < in_rate:
+        raise ValueError(f"baselines only upsample: {in_rate} Hz -> {out_rate} Hz")
+
+
+# --- plain resamplers ---------------------------------------------------------------------------
+
+def sinc(x_low, in_rate, out_rate, cutoff_hz=None):
+    """Band-limited (windowed-sinc) resampling with soxr, very high quality."""
+    import soxr
+
+    _check_rates(in_rate, out_rate)
+    a, was_1d = _as_channels(x_low)
+    if in_rate == out_rate:
+        return _restore(a, was_1d)
+    y = soxr.resample(a.T, in_rate, out_rate, quality="VHQ").T
+    return _restore(_fit_length(y, out_length(a.shape[1], in_rate, out_rate)), was_1d)
+
+
+def spline(x_low, in_rate, out_rate, cutoff_hz=None):
+    """Cubic spline through the input samples, evaluated at the output sample times."""
+    from scipy.interpolate import CubicSpline
+
+    _check_rates(in_rate, out_rate)
+    a, was_1d = _as_channels(x_low)
+    n = a.shape[1]
+    if in_rate == out_rate:
+        return _restore(a, was_1d)
+    m = out_length(n, in_rate, out_rate)
+    if n < 2:
+        return _restore(np.repeat(a, m, axis=1)[:, :m], was_1d)
+    t_out = np.arange(m) * (float(in_rate) / float(out_rate))  # in input samples
+    y = CubicSpline(np.arange(n), a, axis=1)(np.minimum(t_out, n - 1))
+    return _restore(y, was_1d)
+
+
+def _fit_length(y: np.ndarray, m: int) -> np.ndarray:
+    if y.shape[-1] >= m:
+        return y[..., :m]
+    return np.pad(y, [(0, 0)] * (y.ndim - 1) + [(0, m - y.shape[-1])])
+
+
+# --- spectral envelope model shared by noise_fill, sbr and griffin_lim --------------------------
+
+class _Spectra:
+    """STFT of the sinc-upsampled signal plus the high-band envelope model fitted on it."""
+
+    def __init__(self, y: np.ndarray, rate: float, cutoff: float):
+        self.rate, self.cutoff, self.length = rate, cutoff, y.shape[-1]
+        self.n_fft = int(2 ** np.round(np.log2(FRAME_SECONDS * rate)))
+        self.hop = self.n_fft // 4
+        self.spec = self.stft(y)  # [C, F, T]
+        self.freqs = np.arange(self.spec.shape[1]) * rate / self.n_fft
+        self.power = np.abs(self.spec) ** 2
+        self.tilt_db, self.level_db = self._fit_envelope()
+
+    def _fit_envelope(self):
+        """Tilt (dB/octave, per channel, whole signal) and level at the cutoff (dB, per frame).
+
+        Both are fitted on log power (what LSD compares): the tilt by a line through the top
+        octave's mean dB spectrum over non-silent frames, the level as that octave's mean dB with
+        the tilt removed, plus the 2.5 dB by which Gaussian noise's mean dB lies below its power.
+        """
+        band = (self.freqs >= FIT_LOW * self.cutoff) & (self.freqs <= FIT_HIGH * self.cutoff)
+        if band.sum() < 2:
+            raise ValueError(f"cutoff {self.cutoff:.0f} Hz is too low to fit a spectral envelope")
+        octaves = np.log2(self.freqs[band] / self.cutoff)  # <= 0
+        band_db = 10 * np.log10(self.power[:, band, :] + 1e-30)  # [C, K, T]
+        frame_db = band_db.mean(axis=1)  # [C, T]
+        tilt = np.zeros(len(band_db))
+        for c, (db, frames) in enumerate(zip(band_db, frame_db)):
+            active = frames > frames.max() - ACTIVE_RANGE_DB
+            tilt[c] = np.polyfit(octaves, db[:, active].mean(axis=1), 1)[0]
+        tilt = np.clip(tilt, MIN_TILT_DB, MAX_TILT_DB)
+        level = frame_db - tilt[:, None] * octaves.mean() + RAYLEIGH_DB
+        return tilt, level
+
+    def model_db(self, freqs: np.ndarray) -> np.ndarray:
+        """Envelope shape in dB relative to the cutoff's level, [C, len(freqs), 1]."""
+        octaves = np.log2(np.maximum(freqs, 1.0) / self.cutoff)[None, :, None]
+        return self.tilt_db[:, None, None] * octaves - CURVE_DB * np.maximum(octaves, 0.0) ** 2
+
+    def target_power(self) -> np.ndarray:
+        """Envelope-model power for every bin and frame [C, F, T] (meaningful above the cutoff)."""
+        power = 10 ** ((self.level_db[:, None, :] + self.model_db(self.freqs)) / 10)
+        return np.where(self.silent()[:, None, :], 0.0, power)
+
+    def silent(self) -> np.ndarray:
+        """Frames [C, T] whose top octave is quieter than SILENT_DB re a full-scale sine."""
+        full_scale_db = 20 * np.log10(np.hanning(self.n_fft).sum() / 2)
+        return self.level_db < SILENT_DB + full_scale_db
+
+    def stft(self, y: np.ndarray) -> np.ndarray:
+        import librosa
+
+        with warnings.catch_warnings():  # signals shorter than a frame are fine (zero padded)
+            warnings.simplefilter("ignore", UserWarning)
+            return librosa.stft(y, n_fft=self.n_fft, hop_length=self.hop, window="hann", center=True)
+
+    def istft(self, spec: np.ndarray) -> np.ndarray:
+        import librosa
+
+        return librosa.istft(spec, n_fft=self.n_fft, hop_length=self.hop, window="hann",
+                             center=True, length=self.length)
+
+
+def _prepare(x_low, in_rate, out_rate, cutoff_hz):
+    """sinc-upsampled [C, m], layout flag, cutoff; the envelope model unless nothing is missing."""
+    a, was_1d = _as_channels(x_low)
+    y = _as_channels(sinc(a.T, in_rate, out_rate))[0]
+    cutoff = input_cutoff(in_rate, cutoff_hz)
+    if cutoff >= 0.99 * out_rate / 2 or y.shape[1] == 0:
+        return y, was_1d, cutoff, None  # full band already: nothing to extend
+    return y, was_1d, cutoff, _Spectra(y, out_rate, cutoff)
+
+
+# --- noise fill ---------------------------------------------------------------------------------
+
+def noise_fill(x_low, in_rate, out_rate, cutoff_hz=None, seed: int = 0):
+    """sinc + noise above the cutoff, shaped by the top octave's level (per frame) and tilt.
+
+    The noise is white Gaussian noise filtered in the STFT domain (random phase, Rayleigh
+    magnitudes) to the envelope model's power, added only where the sinc output is below it (the
+    resampler's transition band gets just the missing part).
+    """
+    y, was_1d, cutoff, sp = _prepare(x_low, in_rate, out_rate, cutoff_hz)
+    if sp is None:
+        return _restore(y, was_1d)
+    rng = np.random.default_rng(seed)
+    white_spec = sp.stft(rng.standard_normal(y.shape))
+    white_power = np.sum(np.hanning(sp.n_fft + 1)[:-1] ** 2)  # E|W|^2 of unit white noise
+    missing = np.maximum(sp.target_power() - sp.power, 0.0)
+    missing[:, sp.freqs < FILL_FROM * cutoff, :] = 0.0
+    noise = sp.istft(white_spec * np.sqrt(missing / white_power))
+    return _restore(y + noise, was_1d)
+
+
+# --- spectral band replication ------------------------------------------------------------------
+
+def _sbr_spectrum(sp: _Spectra) -> np.ndarray:
+    """Complex STFT with the band above the cutoff filled by tilt-adjusted copies of the top band.
+
+    Patches are shifted by a multiple of n_fft/hop bins, so every copied bin keeps a phase
+    advance per hop consistent with its new frequency (a frequency shift, not a smear).
+    """
+    spec = sp.spec.copy()
+    n_bins = spec.shape[1]
+    step = sp.n_fft // sp.hop
+    start = int(np.floor(SBR_FROM * sp.cutoff * sp.n_fft / sp.rate))  # first replaced bin
+    source_lo = int(np.ceil(FIT_LOW * sp.cutoff * sp.n_fft / sp.rate))
+    width = max(step, (start - source_lo) // step * step)  # source band width = shift per patch
+    source_lo = start - width
+    if source_lo < 1:
+        return spec
+    k = start
+    while k < n_bins:
+        shift = k - source_lo  # copy [source_lo, start) to [k, k + width): a multiple of step
+        dst = np.arange(k, min(k + width, n_bins))
+        src = dst - shift
+        gain_db = sp.model_db(sp.freqs[dst]) - sp.model_db(sp.freqs[src])
+        spec[:, dst, :] = sp.spec[:, src, :] * 10 ** (gain_db / 20)
+        k += width
+    # Silent frames stay silent above the cutoff (as in noise_fill).
+    spec[:, start:, :] = np.where(sp.silent()[:, None, :], 0.0, spec[:, start:, :])
+    return spec
+
+
+def sbr(x_low, in_rate, out_rate, cutoff_hz=None):
+    """sinc + spectral band replication above the cutoff (STFT domain, envelope-adjusted)."""
+    y, was_1d, cutoff, sp = _prepare(x_low, in_rate, out_rate, cutoff_hz)
+    if sp is None:
+        return _restore(y, was_1d)
+    spec = _sbr_spectrum(sp)
+    # Replace only what lies above the cutoff: the low band stays the sinc output, untouched.
+    high = np.zeros_like(spec)
+    start = int(np.floor(SBR_FROM * cutoff * sp.n_fft / sp.rate))
+    high[:, start:, :] = spec[:, start:, :] - sp.spec[:, start:, :]
+    return _restore(y + sp.istft(high), was_1d)
+
+
+# --- Griffin-Lim --------------------------------------------------------------------------------
+
+def griffin_lim(x_low, in_rate, out_rate, cutoff_hz=None, n_iter: int = 32, seed: int = 0):
+    """Full-band magnitude (sinc low band, SBR high band), phase rebuilt by Griffin-Lim."""
+    import librosa
+
+    y, was_1d, cutoff, sp = _prepare(x_low, in_rate, out_rate, cutoff_hz)
+    if sp is None:
+        return _restore(y, was_1d)
+    magnitude = np.abs(_sbr_spectrum(sp))
+    with warnings.catch_warnings():  # signals shorter than a frame are fine (zero padded)
+        warnings.simplefilter("ignore", UserWarning)
+        out = librosa.griffinlim(magnitude, n_iter=n_iter, hop_length=sp.hop, n_fft=sp.n_fft,
+                                 window="hann", center=True, length=sp.length, init="random",
+                                 random_state=seed)
+    return _restore(out, was_1d)
+
+
+BASELINES = {
+    "sinc": sinc,
+    "spline": spline,
+    "noise_fill": noise_fill,
+    "sbr": sbr,
+    "griffin_lim": griffin_lim,
+}
