@@ -21,7 +21,10 @@ def configure(parser) -> None:
     from bandlift.rt.baselines import BASELINES
 
     parser.add_argument("--data", nargs="+", required=True, metavar="DIR_OR_FILE",
-                        help="full-band reference files, or folders searched recursively")
+                        help="full-band reference files, folders searched recursively, or .jsonl "
+                             "manifests (rows with a 'path')")
+    parser.add_argument("--split", default=None, metavar="NAME",
+                        help="only the manifest rows of this split (e.g. test)")
     parser.add_argument("--input-rate", type=int, required=True, metavar="HZ",
                         help="rate of the low-band input made from each reference (soxr down)")
     parser.add_argument("--input-cutoff", type=_cutoff, default=None, metavar="HZ|auto",
@@ -74,7 +77,7 @@ def run(args) -> int:
     if args.max_files is not None and args.max_files < 1:
         raise CLIError(f"--max-files must be at least 1, got {args.max_files}")
     cfg = EvalConfig(input_rate=args.input_rate, input_cutoff=args.input_cutoff, rate=args.rate,
-                     seconds=args.seconds, max_files=args.max_files)
+                     seconds=args.seconds, max_files=args.max_files, split=args.split)
     try:
         cfg.check()
         methods = _methods(args)

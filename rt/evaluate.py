@@ -5,7 +5,8 @@ callable ``fn(x_low, in_rate, out_rate, cutoff_hz) -> y`` at out_rate, aligned w
 baselines of `bandlift.rt.baselines` and `model_method(path)` (the streaming model through
 ``bandlift.rt.api.Upsampler``) alike.
 
-For each reference file: read (optionally the first `seconds`), resample to the output rate (refused
+References are audio files, folders (searched recursively) or .jsonl manifests (rows with a
+"path", optionally filtered by their "split"). For each reference file: read (optionally the first `seconds`), resample to the output rate (refused
 when the file's rate is lower: it has no band to compare against), make the low-band input (soxr down
 to `input_rate`; then a brick-wall low-pass at `input_cutoff` when given), run every method, and
 score it against the reference at the output rate (`bandlift.rt.metrics`). Files that cannot be
@@ -47,6 +48,7 @@ class EvalConfig:
     rate: int = 48000
     seconds: float | None = None
     max_files: int | None = None
+    split: str | None = None  # rows of .jsonl manifests to use (e.g. "test")
 
     def check(self) -> None:
         if self.input_rate <= 0 or self.rate <= 0:
@@ -69,17 +71,48 @@ class EvalConfig:
 
 # --- files ----------------------------------------------------------------------------------------
 
-def find_audio_files(paths, warn: Callable[[str], None] = print) -> list[Path]:
-    """Files given directly, and audio files found recursively in folders (sorted per folder).
+def read_manifest(path: Path, split: str | None = None) -> list[Path]:
+    """Audio paths listed in a JSON-lines manifest (one {"path": ..., "split": ...} per line)."""
+    import json
+
+    files = []
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EvalError(f"cannot read manifest {path}: {exc}") from exc
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            file = Path(row["path"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EvalError(f"{path}:{number}: not a manifest row with a 'path' ({exc})") from exc
+        if split is None or row.get("split") == split:
+            files.append(file if file.is_absolute() else path.parent / file)
+    return files
+
+
+def find_audio_files(paths, warn: Callable[[str], None] = print, split: str | None = None) -> list[Path]:
+    """Files given directly, audio files found recursively in folders (sorted per folder), and
+    the files of .jsonl manifests (only those of `split` when given).
 
     Missing paths and folders without audio are warned about; EvalError if nothing is left.
     """
     found: list[Path] = []
-    for p in map(Path, paths):
+    paths = [Path(p) for p in paths]
+    if split is not None and not any(p.suffix == ".jsonl" for p in paths):
+        raise EvalError(f"split {split!r} selects rows of a .jsonl manifest, and none was given")
+    for p in paths:
         if p.is_dir():
             files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS)
             if not files:
                 warn(f"warning: {p}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this folder")
+            found += files
+        elif p.suffix == ".jsonl" and p.is_file():
+            files = read_manifest(p, split)
+            if not files:
+                warn(f"warning: {p}: no files" + (f" in split {split!r}" if split else ""))
             found += files
         elif p.exists():
             found.append(p)
@@ -253,7 +286,7 @@ def evaluate(paths, methods: dict[str, Method], cfg: EvalConfig, png_dir=None, p
     if not methods:
         raise EvalError("no methods to evaluate")
     warn = warn or (lambda msg: tqdm.write(msg, file=sys.stderr))
-    files = find_audio_files(paths, warn)
+    files = find_audio_files(paths, warn, cfg.split)
     if cfg.max_files is not None:
         files = files[: cfg.max_files]
     if png_dir is not None:
@@ -282,7 +315,7 @@ def evaluate(paths, methods: dict[str, Method], cfg: EvalConfig, png_dir=None, p
     return {
         "config": {
             "input_rate": cfg.input_rate, "input_cutoff": cfg.input_cutoff, "rate": cfg.rate,
-            "seconds": cfg.seconds, "methods": names,
+            "seconds": cfg.seconds, "split": cfg.split, "methods": names,
             "lsd": f"NU-Wave 2/AERO/AP-BWE: STFT n_fft {metrics.N_FFT}, hop {metrics.HOP}, Hann, centred; "
                    f"log10 power floored at {metrics.POWER_FLOOR:g}; LSD-HF from bin int(1025*cutoff/nyquist)",
         },

@@ -122,3 +122,17 @@ def test_empty_folder_is_an_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["eval", "--data", str(tmp_path / "empty"), "--input-rate", "16000", "--no-model"]) == 2
     assert "no audio files" in capsys.readouterr().err
+
+
+def test_manifest_split(refs, tmp_path, capsys):
+    manifest = refs / "manifest.jsonl"
+    manifest.write_text(json.dumps({"path": "mono.wav", "split": "test"}) + "\n\n"
+                        + json.dumps({"path": str(refs / "stereo.flac"), "split": "train"}) + "\n")
+    rc, res = run_eval(tmp_path, "--data", manifest, "--split", "test", "--input-rate", 16000,
+                       "--no-model", "--baselines", "sinc")
+    assert rc == 0 and [r["path"] for r in res["files"]] == [str(refs / "mono.wav")]
+    rc, res = run_eval(tmp_path, "--data", manifest, "--input-rate", 16000, "--no-model", "--baselines", "sinc")
+    assert rc == 0 and len(res["files"]) == 2
+    manifest.unlink()
+    assert main(["eval", "--data", str(refs), "--split", "test", "--input-rate", "16000", "--no-model"]) == 2
+    assert "manifest" in capsys.readouterr().err
