@@ -150,8 +150,8 @@ def reference_conv(x: np.ndarray, cutoff: float, delay: int = 0) -> np.ndarray:
 class JackServer:
     """`jackd -d dummy` with one loopback port, under a unique server name."""
 
-    def __init__(self, rate: int = 48000, period: int = 128, realtime: bool = True):
-        self.rate, self.period = rate, period
+    def __init__(self, rate: int = 48000, period: int = 128, realtime: bool = True, loopback: int = 2):
+        self.rate, self.period, self.loopback = rate, period, loopback
         self.name = f"bl{os.getpid()}{uuid.uuid4().hex[:6]}"
         self.env = dict(os.environ, JACK_NO_START_SERVER="1", JACK_NO_AUDIO_RESERVATION="1",
                         JACK_DEFAULT_SERVER=self.name)
@@ -163,7 +163,7 @@ class JackServer:
         return shutil.which("jackd") is not None and shutil.which("jack_lsp") is not None
 
     def start(self) -> "JackServer":
-        cmd = ["jackd", "-n", self.name, *(["-R"] if self.realtime else []), "-L", "1",
+        cmd = ["jackd", "-n", self.name, *(["-R"] if self.realtime else []), "-L", str(self.loopback),
                "-d", "dummy", "-r", str(self.rate), "-p", str(self.period)]
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      start_new_session=True)
