@@ -180,16 +180,16 @@ def make_input(ref: np.ndarray, cfg: EvalConfig) -> tuple[np.ndarray, float | No
     import soxr
 
     x = ref if cfg.input_rate == cfg.rate else soxr.resample(ref, cfg.rate, cfg.input_rate, quality="VHQ")
-    cutoff = cfg.input_cutoff
-    if isinstance(cutoff, (int, float)) and cutoff < cfg.input_rate / 2:
-        x = band_limit(x, cfg.input_rate, float(cutoff))
-    elif cutoff == "auto":
+    if cfg.input_cutoff is None:
+        return x, None
+    if cfg.input_cutoff == "auto":
         from bandlift.rt.bandwidth import effective_bandwidth
 
         measured = effective_bandwidth(x, cfg.input_rate)
-        cutoff = float(measured) if measured > 0 else None  # 0: nothing measurable -> Nyquist
-    else:
-        cutoff = None if cutoff is None else float(cutoff)
+        return x, (float(measured) if measured > 0 else None)  # 0: nothing measurable -> Nyquist
+    cutoff = float(cfg.input_cutoff)
+    if cutoff < cfg.input_rate / 2:
+        x = band_limit(x, cfg.input_rate, cutoff)
     return x, cutoff
 
 
