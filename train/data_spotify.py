@@ -1,0 +1,247 @@
+"""`bandlift dataset spotify`: track metadata and 30 s preview clips through spotipy.
+
+Credentials come only from SPOTIPY_CLIENT_ID / SPOTIPY_CLIENT_SECRET (client-credentials flow; the
+token stays in memory, spotipy's debug logging, which prints auth headers, is silenced). Many tracks
+have no `preview_url` (Spotify stopped returning them for most apps in late 2024): they are counted
+and reported, never an error. Everything is cached under DEST/spotify/: `state.json` (tracks seen,
+finished queries) and `previews/<track id>.mp3`, so an interrupted collection resumes where it
+stopped. HTTP 429 is retried after the server's Retry-After (spotipy's urllib3 retry for the Web
+API, our own loop for preview files).
+
+Another API base (a local fake server in tests, a proxy): BANDLIFT_SPOTIFY_API (e.g.
+http://127.0.0.1:8080/v1/) and BANDLIFT_SPOTIFY_AUTH_URL (the token endpoint).
+
+Previews are lossy: their measured bandwidth (usually ~16 kHz or less) caps what they may teach.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from bandlift.rt.cli import CLIError
+
+HELP = "collect 30 s Spotify previews (spotipy; SPOTIPY_CLIENT_ID/SECRET from the environment)"
+LICENCE = ("Spotify 30 s preview, Spotify Developer Terms: personal/research use, do not "
+           "redistribute")
+SOURCE = "spotify"
+PAGE = 50  # Spotify's maximum page size for search
+
+
+def configure(p, common) -> None:
+    p.add_argument("--query", action="append", default=[], metavar="TEXT",
+                   help="free-text track search (repeatable)")
+    p.add_argument("--artist", action="append", default=[], metavar="NAME",
+                   help="tracks by an artist (repeatable)")
+    p.add_argument("--genre", action="append", default=[], metavar="GENRE",
+                   help="tracks of a genre (repeatable)")
+    p.add_argument("--playlist", action="append", default=[], metavar="ID_OR_URL",
+                   help="all tracks of a playlist (repeatable)")
+    p.add_argument("--limit", type=int, default=100,
+                   help="tracks per query/artist/genre (default 100; playlists: all)")
+    p.add_argument("--market", default=None, help="ISO country code for search")
+    p.add_argument("--max-wait", type=float, default=300.0,
+                   help="longest Retry-After to sit out (s); longer: stop, re-run later to resume")
+    common(p)
+
+
+class RateLimited(Exception):
+    pass
+
+
+def _client():
+    import spotipy
+    from spotipy.cache_handler import MemoryCacheHandler
+    from spotipy.oauth2 import SpotifyClientCredentials
+
+    client_id = os.environ.get("SPOTIPY_CLIENT_ID")
+    client_secret = os.environ.get("SPOTIPY_CLIENT_SECRET")
+    if not client_id or not client_secret:
+        raise CLIError("set SPOTIPY_CLIENT_ID and SPOTIPY_CLIENT_SECRET in the environment "
+                       "(https://developer.spotify.com/dashboard)")
+    # spotipy logs request headers (the Basic auth of the client secret) at DEBUG: never let it.
+    logging.getLogger("spotipy").setLevel(logging.WARNING)
+    auth = SpotifyClientCredentials(client_id=client_id, client_secret=client_secret,
+                                    cache_handler=MemoryCacheHandler())
+    auth_url = os.environ.get("BANDLIFT_SPOTIFY_AUTH_URL")
+    if auth_url:
+        auth.OAUTH_TOKEN_URL = auth_url
+    sp = spotipy.Spotify(auth_manager=auth, retries=5, status_retries=5, backoff_factor=0.5,
+                         requests_timeout=20)
+    api = os.environ.get("BANDLIFT_SPOTIFY_API")
+    if api:
+        sp.prefix = api if api.endswith("/") else api + "/"
+    return sp
+
+
+def _track_meta(track: dict) -> dict:
+    return {
+        "spotify_id": track["id"],
+        "name": track.get("name"),
+        "artists": [a.get("name") for a in track.get("artists") or []],
+        "album": (track.get("album") or {}).get("name"),
+        "duration_ms": track.get("duration_ms"),
+        "preview_url": track.get("preview_url"),
+        "external_url": (track.get("external_urls") or {}).get("spotify"),
+    }
+
+
+def _spotify_call(fn, *args, **kwargs):
+    from spotipy.exceptions import SpotifyException
+
+    try:
+        return fn(*args, **kwargs)
+    except SpotifyException as exc:
+        if exc.http_status == 429:
+            raise RateLimited("Spotify Web API rate limit persists after retries") from None
+        raise CLIError(f"Spotify API error {exc.http_status}: {exc.msg.splitlines()[-1].strip()}") from None
+
+
+def _collect_query(sp, kind: str, value: str, limit: int, market: str | None):
+    """Yield track objects for one query spec."""
+    if kind == "playlist":
+        page = _spotify_call(sp.playlist_items, value, additional_types=("track",))
+        while page:
+            for item in page.get("items") or []:
+                track = item.get("track") if isinstance(item, dict) else None
+                if track and track.get("id"):
+                    yield track
+            page = _spotify_call(sp.next, page) if page.get("next") else None
+        return
+    q = {"query": value, "artist": f'artist:"{value}"', "genre": f'genre:"{value}"'}[kind]
+    offset = 0
+    while offset < limit:
+        res = _spotify_call(sp.search, q=q, type="track", limit=min(PAGE, limit - offset),
+                            offset=offset, market=market)
+        items = ((res or {}).get("tracks") or {}).get("items") or []
+        for track in items:
+            if track and track.get("id"):
+                yield track
+        if not items or not (res["tracks"].get("next")):
+            break
+        offset += len(items)
+
+
+class State:
+    """tracks (id -> metadata + status) and finished query keys, saved atomically."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        data = json.loads(path.read_text()) if path.exists() else {}
+        self.tracks: dict = data.get("tracks", {})
+        self.done: list = data.get("done_queries", [])
+
+    def save(self):
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"tracks": self.tracks, "done_queries": self.done}, indent=1))
+        os.replace(tmp, self.path)
+
+
+def _download(session, url: str, dest: Path, max_wait: float) -> None:
+    """GET url into dest atomically, sitting out 429/503 Retry-After (up to max_wait each)."""
+    for attempt in range(6):
+        resp = session.get(url, timeout=30)
+        if resp.status_code in (429, 503):
+            wait = _retry_after(resp.headers.get("Retry-After"), attempt)
+            if wait > max_wait:
+                raise RateLimited(f"preview server asks to wait {wait:.0f} s")
+            time.sleep(wait)
+            continue
+        resp.raise_for_status()
+        if not resp.content:
+            raise ValueError("empty preview file")
+        tmp = dest.with_suffix(".part")
+        tmp.write_bytes(resp.content)
+        os.replace(tmp, dest)
+        return
+    raise RateLimited("preview server keeps answering 429")
+
+
+def _retry_after(value, attempt: int) -> float:
+    try:
+        return max(float(value), 0.0)
+    except (TypeError, ValueError):
+        return min(2.0 ** attempt, 60.0)
+
+
+def run(args, dest: Path, manifest: Path) -> int:
+    import requests
+
+    from bandlift.train.cmd_dataset import index_and_write
+    from bandlift.train.data_sources import Candidate
+
+    specs = ([("query", v) for v in args.query] + [("artist", v) for v in args.artist]
+             + [("genre", v) for v in args.genre] + [("playlist", v) for v in args.playlist])
+    if not specs:
+        raise CLIError("give at least one --query, --artist, --genre or --playlist")
+    if args.limit < 1:
+        raise CLIError("--limit must be >= 1")
+    folder = dest / "spotify"
+    previews = folder / "previews"
+    previews.mkdir(parents=True, exist_ok=True)
+    state = State(folder / "state.json")
+    sp = _client()
+    stopped = None
+    try:
+        for kind, value in specs:
+            key = f"{kind}:{value}:{args.limit}:{args.market}"
+            if key in state.done:
+                print(f"{kind} {value!r}: already collected (cached)", file=sys.stderr)
+                continue
+            n = 0
+            for track in _collect_query(sp, kind, value, args.limit, args.market):
+                entry = state.tracks.setdefault(track["id"], {"status": "new", "queries": []})
+                entry.update(_track_meta(track))
+                if key not in entry["queries"]:
+                    entry["queries"].append(key)
+                n += 1
+            state.done.append(key)
+            state.save()
+            print(f"{kind} {value!r}: {n} tracks", file=sys.stderr)
+        session = requests.Session()
+        from tqdm import tqdm
+
+        todo = [t for t in state.tracks.values()
+                if t.get("preview_url") and not (previews / f"{t['spotify_id']}.mp3").exists()]
+        for t in tqdm(todo, desc="previews", unit="file", disable=args.no_progress, file=sys.stderr):
+            try:
+                _download(session, t["preview_url"], previews / f"{t['spotify_id']}.mp3", args.max_wait)
+                t["status"] = "downloaded"
+            except RateLimited:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one bad preview never stops the collection
+                t["status"] = f"failed: {type(exc).__name__}"
+            state.save()
+    except RateLimited as exc:
+        stopped = str(exc)
+    finally:
+        state.save()
+    for t in state.tracks.values():
+        if not t.get("preview_url"):
+            t["status"] = "no preview"
+        elif (previews / f"{t['spotify_id']}.mp3").exists():
+            t["status"] = "downloaded"
+    state.save()
+    counts = {"tracks": len(state.tracks),
+              "no_preview": sum(t["status"] == "no preview" for t in state.tracks.values()),
+              "downloaded": sum(t["status"] == "downloaded" for t in state.tracks.values()),
+              "failed": sum(t["status"].startswith("failed") for t in state.tracks.values())}
+    print(f"spotify: {counts['tracks']} tracks, {counts['downloaded']} previews downloaded, "
+          f"{counts['no_preview']} without a preview, {counts['failed']} failed")
+    candidates = []
+    for t in sorted(state.tracks.values(), key=lambda t: t["spotify_id"]):
+        path = previews / f"{t['spotify_id']}.mp3"
+        if t["status"] == "downloaded":
+            extra = {k: t.get(k) for k in ("spotify_id", "name", "artists", "album", "external_url")}
+            candidates.append(Candidate(str(path), SOURCE, LICENCE, f"spotify:{t['spotify_id']}", extra))
+    summary = index_and_write(candidates, {SOURCE}, manifest, args, "indexing spotify")
+    summary.update(spotify=counts)
+    if getattr(args, "json", None):
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+    if stopped:
+        print(f"stopped early: {stopped}; run the same command again to resume", file=sys.stderr)
+        return 3
+    return 0
