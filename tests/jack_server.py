@@ -12,6 +12,7 @@ import signal
 import subprocess
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +200,28 @@ def sounddevice_rescan() -> None:
 
     sd._terminate()
     sd._initialize()
+
+
+@contextmanager
+def running_jack(rate: int = 48000, period: int = 128, loopback: int = 2):
+    """A JACK server for the duration of the block, with this process's PortAudio pointed at it;
+    PortAudio is terminated before the server stops (else it aborts at exit) and the environment is
+    restored afterwards."""
+    import sounddevice as sd
+
+    server = JackServer(rate, period, loopback=loopback).start()
+    keys = ("JACK_NO_START_SERVER", "JACK_NO_AUDIO_RESERVATION", "JACK_DEFAULT_SERVER")
+    old = {k: os.environ.get(k) for k in keys}
+    try:
+        server.activate()
+        sounddevice_rescan()
+        yield server
+    finally:
+        sd._terminate()
+        server.stop()
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        sd._initialize()
