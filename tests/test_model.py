@@ -76,3 +76,14 @@ def test_stft_loss_trains_toward_target():
     assert loss.item() < 0.8 * first
     with torch.no_grad():
         assert lsd_torch(g(x, c), target).item() < lsd_torch(x, target).item()
+
+
+def test_digital_silence_gives_finite_gradients():
+    """Silence in -> exact zeros out (no biases): the STFT loss must still give finite gradients."""
+    g = Generator(GeneratorConfig(channels=8, dilations=[1]))
+    x = torch.zeros(2, 4096)
+    x[1, 2048:] = torch.randn(2048) * 0.1
+    loss = multi_resolution_stft_loss(g(x, torch.tensor([0.3, 0.3])), x)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in g.parameters())

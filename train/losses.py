@@ -28,8 +28,9 @@ def feature_loss(real_outputs, fake_outputs):
 
 def stft_magnitude(x, n_fft, hop):
     window = torch.hann_window(n_fft, device=x.device)
-    spec = torch.stft(x, n_fft, hop, window=window, return_complex=True)
-    return spec.abs().clamp_min(1e-7)
+    spec = torch.view_as_real(torch.stft(x, n_fft, hop, window=window, return_complex=True))
+    # sqrt of a clamped power: |z| has a NaN gradient at z = 0 (digital silence in, silence out)
+    return spec.pow(2).sum(-1).clamp_min(1e-14).sqrt()
 
 
 def multi_resolution_stft_loss(y, target, ffts=(256, 512, 1024, 2048), w_sc=1.0, w_log=1.0):

@@ -85,6 +85,7 @@ class Trainer:
         self.opt_g = torch.optim.AdamW(self.gen.parameters(), tcfg["lr"], betas=tcfg["betas"])
         self.opt_d = torch.optim.AdamW(self.disc.parameters(), tcfg["lr_disc"], betas=tcfg["betas"])
         self.step = 0
+        self.skipped_steps = 0
         self.best_lsd = math.inf
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -170,7 +171,8 @@ class Trainer:
             self.opt_d.zero_grad(set_to_none=True)
             loss_d = discriminator_loss(self.disc_ddp(target_d), self.disc_ddp(y_d.detach()))
             loss_d.backward()
-            self.opt_d.step()
+            if self._finite_grads(self.disc):
+                self.opt_d.step()
             logs["loss_d"] = loss_d.item()
         self.opt_g.zero_grad(set_to_none=True)
         loss_stft = multi_resolution_stft_loss(y, target, ffts=lcfg["ffts"])
@@ -183,17 +185,26 @@ class Trainer:
             loss_g = loss_g + lcfg["adversarial"] * loss_adv + lcfg["feature"] * loss_fm
             logs.update(loss_adv=loss_adv.item(), loss_fm=loss_fm.item())
         loss_g.backward()
-        torch.nn.utils.clip_grad_norm_(self.gen.parameters(), 10.0)
-        self.opt_g.step()
+        if self._finite_grads(self.gen):
+            torch.nn.utils.clip_grad_norm_(self.gen.parameters(), 10.0)
+            self.opt_g.step()
         logs.update(loss_g=loss_g.item(), loss_stft=loss_stft.item())
         return logs
+
+    def _finite_grads(self, module) -> bool:
+        """A non-finite gradient skips the update (and is counted) instead of poisoning the weights."""
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        finite = bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+        if not finite:
+            self.skipped_steps += 1
+        return finite
 
     def fit(self) -> Path:
         tcfg = self.cfg["train"]
         loader, valid = self._loaders()
         deadline = time.time() + 60 * tcfg["max_minutes"] if tcfg.get("max_minutes") else None
         metrics_path = self.run_dir / "metrics.csv"
-        fields = ["step", "time", "loss_g", "loss_stft", "loss_adv", "loss_fm", "loss_d", "valid_lsd"]
+        fields = ["step", "time", "loss_g", "loss_stft", "loss_adv", "loss_fm", "loss_d", "valid_lsd", "skipped"]
         bar = tqdm(total=tcfg["steps"], initial=self.step, disable=self.rank != 0, desc="train", unit="step")
         started = time.time()
         try:
@@ -204,7 +215,8 @@ class Trainer:
                     bar.update(1)
                     row = None
                     if self.step % tcfg["log_every"] == 0:
-                        row = {"step": self.step, "time": round(time.time() - started, 1), **logs}
+                        row = {"step": self.step, "time": round(time.time() - started, 1), **logs,
+                               "skipped": self.skipped_steps}
                         bar.set_postfix(stft=f"{logs['loss_stft']:.3f}")
                     if self.step % tcfg["valid_every"] == 0 or self.step == tcfg["steps"]:
                         lsd = self.validate(valid) if self.rank == 0 else math.inf
