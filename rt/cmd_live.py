@@ -81,24 +81,27 @@ class _Keys:
     def _loop(self):
         import select
 
-        eng = self.engine
         while self.runner.running():
             ready, _, _ = select.select([sys.stdin], [], [], 0.1)
             if not ready:
                 continue
-            key = sys.stdin.read(1)
-            if key == "b":
-                eng.bypass = not eng.bypass
-            elif key in "+=":
-                eng.gain = min(eng.gain * 10 ** (1 / 20), 10 ** (24 / 20))
-            elif key in "-_":
-                eng.gain = max(eng.gain / 10 ** (1 / 20), 10 ** (-60 / 20))
-            elif key == "[":
-                eng.mix = max(0.0, round(eng.mix - 0.1, 2))
-            elif key == "]":
-                eng.mix = min(1.0, round(eng.mix + 0.1, 2))
-            elif key == "q":
-                self.runner._stop.set()
+            for key in os.read(sys.stdin.fileno(), 64).decode(errors="ignore"):
+                self._key(key)
+
+    def _key(self, key: str) -> None:
+        eng = self.engine
+        if key == "b":
+            eng.bypass = not eng.bypass
+        elif key in "+=":
+            eng.gain = min(eng.gain * 10 ** (1 / 20), 10 ** (24 / 20))
+        elif key in "-_":
+            eng.gain = max(eng.gain / 10 ** (1 / 20), 10 ** (-60 / 20))
+        elif key == "[":
+            eng.mix = max(0.0, round(eng.mix - 0.1, 2))
+        elif key == "]":
+            eng.mix = min(1.0, round(eng.mix + 0.1, 2))
+        elif key == "q":
+            self.runner._stop.set()
 
     def __exit__(self, *exc):
         if self.old is not None:

@@ -195,3 +195,48 @@ def test_stopped_server_ends_run_with_clear_error(models, tmp_path):
         server.stop()
     print(f"ended {took:.1f} s after the server stopped: {err.strip()}")
     assert proc.returncode == 2 and "server stopped" in err and took < 5
+
+
+def test_keys_toggle_bypass_and_ctrl_c_stops_cleanly(jack, models, tmp_path):
+    import pty
+    import select
+
+    src, js = tmp_path / "sine.wav", tmp_path / "keys.json"
+    sf.write(str(src), (0.3 * np.sin(2 * np.pi * 220 * np.arange(48000 * 20) / 48000)).astype(np.float32), 48000)
+    cli = "import sys; from bandlift.rt.cli import main; sys.exit(main())"
+    pid, fd = pty.fork()
+    if pid == 0:  # child: a live run on a terminal
+        os.execv(sys.executable, [sys.executable, "-c", cli, "live", "--input", "loopback", "--output", "loopback",
+                                  "--model", str(models["conv"]), "--source", str(src), "--seconds", "20",
+                                  "--json", str(js)])
+    out = b""
+
+    def read_until(token: bytes, timeout: float) -> bool:
+        nonlocal out
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    out += os.read(fd, 4096)
+                except OSError:
+                    return False
+                if token in out:
+                    return True
+        return False
+
+    try:
+        assert read_until(b"keys: b bypass", 60), out.decode(errors="replace")
+        assert read_until(b"| model |", 5)  # the status line runs
+        os.write(fd, b"b")
+        assert read_until(b"| BYPASS |", 5)
+        os.write(fd, b"b+")
+        assert read_until(b"gain +1 dB", 5)
+        os.write(fd, b"\x03")  # Ctrl-C
+        assert read_until(b"ran ", 10), out.decode(errors="replace")
+        read_until(b"never", 1)
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.WEXITSTATUS(status) == 0
+    result = json.loads(js.read_text())
+    assert result["bypass_events"] >= 1 and result["seconds"] < 15

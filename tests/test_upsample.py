@@ -97,6 +97,7 @@ def test_cli_folder_mode_skips_corrupt_file(models, tmp_path, capsys):
     (src / "sub").mkdir(parents=True)
     write(src / "one.wav", 16000, 1)
     write(src / "sub" / "two.flac", 24000, 2)
+    write(src / "sub" / "three.mp3", 22050, 1)
     (src / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
     nan = np.zeros(8000, np.float32)
     nan[4000] = np.nan
@@ -106,8 +107,9 @@ def test_cli_folder_mode_skips_corrupt_file(models, tmp_path, capsys):
                "--jobs", "2"])
     err = capsys.readouterr().err
     assert rc == 1
-    assert "broken.wav" in err and "sample 4000" in err and "2 of 4 files" in err
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["one.flac", "sub", "sub/two.flac"]
+    assert "broken.wav" in err and "sample 4000" in err and "3 of 5 files" in err
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["one.flac", "sub", "sub/three.flac",
+                                                                         "sub/two.flac"]
     assert sf.info(str(out / "sub" / "two.flac")).channels == 2
 
 
@@ -122,3 +124,29 @@ def test_cli_refuses_to_overwrite_input_and_bad_args(models, tmp_path, capsys):
     assert main(["upsample", str(tmp_path / "nope.wav"), str(tmp_path / "x.wav")]) == 2
     assert main(["upsample", str(src), str(tmp_path / "x.wav"), "--model", str(tmp_path / "none.onnx")]) == 2
     assert "model not found" in capsys.readouterr().err
+
+
+def test_long_file_memory_stays_flat(models, tmp_path):
+    import tracemalloc
+
+    from bandlift.rt.cmd_upsample import upsample_file
+
+    src = tmp_path / "long.wav"
+    sf.write(str(src), np.zeros((16000 * 60, 1), np.float32) + 0.01, 16000, subtype="FLOAT")
+    up = Upsampler(models["conv"], block=512)
+    tracemalloc.start()
+    info = upsample_file(up, src, tmp_path / "long_out.wav", input_cutoff="nyquist")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert info["output_frames"] == 48000 * 60
+    assert peak < 6e6, f"peak {peak / 1e6:.1f} MB for an 11.5 MB output"  # a few read blocks, not the file
+
+
+def test_rt_never_imports_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; import bandlift.rt, bandlift.rt.cli; from bandlift.rt import cmd_upsample, cmd_live, "
+            "cmd_bench, live, engine, session, resample, ringbuffer, audio_io, api; "
+            "bad = [m for m in sys.modules if m.split('.')[0] == 'torch']; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
