@@ -145,6 +145,17 @@ def mflops_per_second(gen: Generator) -> float:
 
 # ---------------------------------------------------------------- discriminators (HiFi-GAN, UnivNet)
 
+def judge(layers, post, x):
+    """Run a discriminator's conv stack: (score [B, -1], feature maps for the feature-matching loss)."""
+    feats = []
+    for layer in layers:
+        x = F.leaky_relu(layer(x), 0.1)
+        feats.append(x)
+    x = post(x)
+    feats.append(x)
+    return x.flatten(1), feats
+
+
 class PeriodDiscriminator(nn.Module):
     def __init__(self, period, channels=(8, 16, 32, 64)):
         super().__init__()
@@ -160,14 +171,7 @@ class PeriodDiscriminator(nn.Module):
     def forward(self, x):
         b, t = x.shape
         pad = (-t) % self.period
-        x = F.pad(x, (0, pad), mode="reflect").view(b, 1, -1, self.period)
-        feats = []
-        for layer in self.layers:
-            x = F.leaky_relu(layer(x), 0.1)
-            feats.append(x)
-        x = self.post(x)
-        feats.append(x)
-        return x.flatten(1), feats
+        return judge(self.layers, self.post, F.pad(x, (0, pad), mode="reflect").view(b, 1, -1, self.period))
 
 
 class SpectrogramDiscriminator(nn.Module):
@@ -188,14 +192,7 @@ class SpectrogramDiscriminator(nn.Module):
 
     def forward(self, x):
         spec = torch.stft(x, self.n_fft, self.n_fft // 4, window=self.window, return_complex=True)
-        x = torch.log(spec.abs().clamp_min(1e-5)).unsqueeze(1).transpose(2, 3)  # [B,1,T,F]
-        feats = []
-        for layer in self.layers:
-            x = F.leaky_relu(layer(x), 0.1)
-            feats.append(x)
-        x = self.post(x)
-        feats.append(x)
-        return x.flatten(1), feats
+        return judge(self.layers, self.post, torch.log(spec.abs().clamp_min(1e-5)).unsqueeze(1).transpose(2, 3))
 
 
 class Discriminators(nn.Module):
