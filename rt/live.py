@@ -182,7 +182,7 @@ class LiveRunner:
         rec_frames = int(record_seconds * engine.out_rate)
         self.record = np.zeros((rec_frames, self.channels), np.float32)
         self.stats = np.zeros(9, np.int64)
-        cap = max(4 * engine.out_rate // 1, 1 << 15)  # about a second or more of slack
+        cap = max(4 * engine.out_rate, 1 << 15)  # 4 s of slack before the input ring overflows
         self.in_ring = RingBuffer(cap, self.channels)
         self.out_ring = RingBuffer(cap, self.channels)
         self.margin = int(margin)
