@@ -12,6 +12,11 @@ buffering is the smallest amount that gives the worker one device period to prod
 (computed by simulating the callback cadence), plus an optional safety margin. Round-trip latency =
 buffering + engine delay (resampler + model) + the device's input and output latency.
 
+With an input device at another rate (e.g. a 16 kHz headset) there are two streams, input at its
+rate and output at 48 kHz; the output waits for the first input, and one more period of buffering
+covers either order of their callbacks within a cycle. (Two independent clocks may drift on real
+hardware: a late worker then costs silence, never growing latency.)
+
 Overload: the engine (realtime=True) crossfades to bypass when a block's compute time exceeds its
 duration, and the worker forces bypass if the output actually ran late; the model comes back after a
 growing hold time. A stream that stops delivering callbacks (device gone, JACK server stopped) or
@@ -166,7 +171,7 @@ class LiveRunner:
 
     def __init__(self, engine, input_device=None, output_device=None, frames: int | None = None,
                  margin: int = 0, source: np.ndarray | None = None, record_seconds: float = 0.0,
-                 watchdog_s: float = 1.0, latency="low"):
+                 watchdog_s: float = 1.0, latency="low", two_streams: bool | None = None):
         import sounddevice as sd
 
         self.sd = sd
@@ -178,7 +183,11 @@ class LiveRunner:
                        else np.ascontiguousarray(source, np.float32).reshape(len(source), -1))
         if self.source.shape[0] and self.source.shape[1] != self.channels:
             raise ValueError(f"source has {self.source.shape[1]} channels, the engine {self.channels}")
-        self.duplex = self.source.shape[0] > 0 or engine.in_rate == engine.out_rate
+        # one full-duplex stream when both sides run at the output rate; else an input stream at the
+        # input rate and an output stream (their clocks are independent: latency is then approximate)
+        if two_streams is None:
+            two_streams = self.source.shape[0] == 0 and engine.in_rate != engine.out_rate
+        self.duplex = not two_streams
         rec_frames = int(record_seconds * engine.out_rate)
         self.record = np.zeros((rec_frames, self.channels), np.float32)
         self.stats = np.zeros(9, np.int64)
@@ -187,6 +196,8 @@ class LiveRunner:
         self.out_ring = RingBuffer(cap, self.channels)
         self.margin = int(margin)
         self.buffering = required_buffering(engine, self.frames) + self.margin
+        if not self.duplex:  # no phase relation between the two callbacks: one more period of slack
+            self.buffering += self.frames
         self.watchdog_s = watchdog_s
         self.latency_arg = latency
         self.input_device, self.output_device = input_device, output_device
@@ -229,14 +240,17 @@ class LiveRunner:
 
     def _input_cb(self, indata, frames, time_info, status):
         self._flags(status)
-        _input_side(indata, self.in_ring.data, self.in_ring.counters, self.source, self.record, self.stats,
-                    self.engine.in_rate, self.engine.out_rate)
+        # this stream already runs at the input rate: one source sample per frame
+        _input_side(indata, self.in_ring.data, self.in_ring.counters, self.source, self.record, self.stats, 1, 1)
         self.stats[CALLBACKS] += 1
         self._wake()
 
     def _output_cb(self, outdata, frames, time_info, status):
         self._flags(status)
-        _output_side(outdata, self.out_ring.data, self.out_ring.counters, self.stats)
+        if self.stats[CALLBACKS] == 0:  # the timeline starts with the first input
+            outdata.fill(0.0)
+        else:
+            _output_side(outdata, self.out_ring.data, self.out_ring.counters, self.stats)
         self.stats[OUT_CALLBACKS] += 1
 
     def _finished(self):

@@ -240,3 +240,31 @@ def test_keys_toggle_bypass_and_ctrl_c_stops_cleanly(jack, models, tmp_path):
     assert os.WEXITSTATUS(status) == 0
     result = json.loads(js.read_text())
     assert result["bypass_events"] >= 1 and result["seconds"] < 15
+
+
+def test_two_streams_path_is_exact_too(jack, models, tmp_path):
+    """Separate input and output streams (the path for an input device at another rate, e.g. a 16 kHz
+    headset): JACK runs one rate, so both run at 48 kHz here, forced apart. Their start order sets the
+    alignment, so the lag is searched near the declared latency; the data must then be exact."""
+    from bandlift.rt.engine import StreamEngine
+    from bandlift.rt.live import LiveRunner, find_device
+    from bandlift.rt.session import ModelSession
+
+    x = (np.random.default_rng(7).standard_normal((48000 * 3, 1)) * 0.1).astype(np.float32)
+    session = ModelSession(models["conv"])
+    engine = StreamEngine(session, 48000, 48000, 1, 128)
+    runner = LiveRunner(engine, find_device("loopback", "input"), find_device("loopback", "output"), frames=PERIOD,
+                        source=x, record_seconds=3.5, two_streams=True)
+    assert not runner.duplex
+    summary = runner.run(3.0)
+    rec = runner.recorded()
+    offline = StreamEngine(ModelSession(models["conv"]), 48000, 48000, 1, 128).process(x.T).T
+    declared = runner.buffering + runner.device_latency
+    probe = offline[48000:48000 + PERIOD]
+    lags = [lag for lag in range(max(declared - 4 * PERIOD, 0), declared + 4 * PERIOD + 1)
+            if np.array_equal(rec[48000 + lag:48000 + lag + PERIOD], probe)]
+    print(f"\ntwo streams: declared {declared}, found lag {lags}, xruns {summary.xruns}, late {summary.late_blocks}")
+    assert len(lags) == 1 and abs(lags[0] - declared) <= PERIOD  # the callbacks may run in either order
+    shifts = period_offsets(rec, offline, lags[0])[: len(offline) // PERIOD - 8]
+    glitches = summary.xruns + summary.late_blocks
+    assert sum(s is None for s in shifts) <= 3 * glitches + 2
