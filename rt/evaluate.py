@@ -141,7 +141,8 @@ def load_reference(path: Path, rate: int, seconds: float | None = None) -> tuple
         raise SkipFile(f"too short ({len(x)} samples; at least {MIN_SECONDS} s needed)")
     if not np.isfinite(x).all():
         raise SkipFile("contains NaN or inf samples")
-    if not np.any(x):
+    x = x[:, np.any(x, axis=0)]  # a silent channel has no SNR or SI-SDR: judge the others
+    if x.shape[1] == 0:
         raise SkipFile("digital silence (SNR and SI-SDR are undefined)")
     if file_rate != rate:
         x = soxr.resample(x, file_rate, rate, quality="VHQ")

@@ -136,3 +136,16 @@ def test_manifest_split(refs, tmp_path, capsys):
     manifest.unlink()
     assert main(["eval", "--data", str(refs), "--split", "test", "--input-rate", "16000", "--no-model"]) == 2
     assert "manifest" in capsys.readouterr().err
+
+
+def test_a_silent_channel_is_left_out(tmp_path):
+    import soundfile as sf
+
+    from bandlift.rt.evaluate import load_reference
+
+    rng = np.random.default_rng(3)
+    stereo = np.zeros((48000, 2))
+    stereo[:, 0] = rng.standard_normal(48000) * 0.1
+    sf.write(tmp_path / "half.wav", stereo, 48000, subtype="FLOAT")
+    ref, _ = load_reference(tmp_path / "half.wav", 48000)
+    assert ref.shape == (48000, 1) and np.allclose(ref[:, 0], stereo[:, 0])
