@@ -186,6 +186,9 @@ class JackServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+            # JACK leaves this server's semaphores in /dev/shm
+            for leftover in Path("/dev/shm").glob(f"jack*_{self.name}_*"):
+                leftover.unlink(missing_ok=True)
         self.proc = None
 
     def activate(self) -> None:
