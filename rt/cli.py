@@ -58,5 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # run the imported module's main, so CLIError is the same class
+    from bandlift.rt.cli import main as package_main
+
+    sys.exit(package_main())
