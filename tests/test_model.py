@@ -8,10 +8,10 @@ from bandlift.train.losses import lsd_torch, multi_resolution_stft_loss  # noqa:
 from bandlift.train.model import Discriminators, Generator, GeneratorConfig, count_params  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def gen():
+@pytest.fixture(scope="module", params=["spectral", "waveform"])
+def gen(request):
     torch.manual_seed(0)
-    return Generator(GeneratorConfig(channels=16, dilations=[1, 2, 4])).eval()
+    return Generator(GeneratorConfig(arch=request.param, channels=16, dilations=[1, 2, 4])).eval()
 
 
 @pytest.mark.parametrize("block", [64, 192, 1024])
@@ -24,12 +24,13 @@ def test_block_by_block_equals_whole(gen, block):
         for i in range(0, x.shape[1], block):
             y, states = gen.stream(x[:, i:i + block], cutoff, states)
             parts.append(y)
-    err = (torch.cat(parts, -1) - whole).abs().max().item()
-    print(f"block {block}: max |stream - whole| = {err:.2e}")
+    streamed = torch.cat(parts, -1)[:, gen.delay:]  # the stream runs `delay` samples late
+    err = (streamed - whole[:, : x.shape[1] - gen.delay]).abs().max().item()
+    print(f"{type(gen).__name__} block {block}: max |stream - whole| = {err:.2e}")
     assert err < 1e-5
 
 
-def test_causal_beyond_one_frame(gen):
+def test_causal_beyond_delay_and_one_frame(gen):
     """Changing the future never changes output more than one frame back."""
     x = torch.randn(1, 2048)
     x2 = x.clone()
@@ -37,15 +38,26 @@ def test_causal_beyond_one_frame(gen):
     c = torch.tensor([0.5])
     with torch.no_grad():
         a, b = gen(x, c), gen(x2, c)
-    frame = gen.config.frame
-    assert torch.equal(a[:, : 1024 - frame], b[:, : 1024 - frame])
+    lookahead = gen.delay + gen.config.frame  # delay-compensated output: delay + up to one frame
+    assert torch.equal(a[:, : 1024 - lookahead], b[:, : 1024 - lookahead])
     assert not torch.equal(a[:, 1024:], b[:, 1024:])
 
 
 def test_positively_homogeneous(gen):
     x, c = torch.randn(1, 2048), torch.tensor([0.4])
     with torch.no_grad():
-        assert torch.allclose(gen(0.01 * x, c), 0.01 * gen(x, c), atol=1e-6)
+        assert torch.allclose(gen(0.01 * x, c), 0.01 * gen(x, c), atol=1e-5)
+
+
+def test_spectral_generator_leaves_the_passband_untouched():
+    torch.manual_seed(0)
+    g = Generator(GeneratorConfig(channels=16, dilations=[1, 2])).eval()
+    x = torch.randn(1, 9600) * 0.1
+    with torch.no_grad():
+        residual = (g(x, torch.tensor([8000 / 24000])) - x)[0].numpy()
+    spectrum = np.abs(np.fft.rfft(residual)) ** 2
+    freqs = np.fft.rfftfreq(len(residual), 1 / 48000)
+    assert spectrum[freqs < 7000].sum() < 1e-4 * spectrum[freqs > 8500].sum()
 
 
 def test_discriminators_and_size():

@@ -11,6 +11,7 @@ homogeneous: G(a*x) = a*G(x) for a > 0. Loudness never changes what it does.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -20,8 +21,10 @@ from torch import nn
 
 @dataclass
 class GeneratorConfig:
+    arch: str = "spectral"  # "spectral" (log-envelope x band replication) or "waveform"
     sample_rate: int = 48000
-    frame: int = 64  # hop of the learned filterbank; blocks are multiples of it
+    frame: int = 64  # hop; blocks are multiples of it
+    n_fft: int = 256  # spectral arch: analysis/synthesis window (its delay is n_fft - frame)
     channels: int = 64
     kernel: int = 3
     dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 1, 2, 4, 8, 16])
@@ -79,8 +82,14 @@ class ResBlock(nn.Module):
         return h + self.mix(F.leaky_relu(y * gate, self.slope)), cache
 
 
-class Generator(nn.Module):
-    """x (band-limited, at 48 kHz) and cutoff (input bandwidth / Nyquist) -> full-band audio."""
+def Generator(config: GeneratorConfig | None = None) -> nn.Module:
+    """The generator the config names: x (band-limited, 48 kHz) and cutoff (bandwidth / Nyquist) -> full band."""
+    config = config or GeneratorConfig()
+    return {"spectral": SpectralGenerator, "waveform": WaveformGenerator}[config.arch](config)
+
+
+class WaveformGenerator(nn.Module):
+    """Learned filterbank + dilated causal convs + transposed conv, output = x + residual."""
 
     def __init__(self, config: GeneratorConfig | None = None):
         super().__init__()
@@ -126,6 +135,113 @@ class Generator(nn.Module):
         xp = F.pad(x, (0, pad))
         y, _ = self.stream(xp, cutoff, self.initial_states(x.shape[0], x.device))
         return y[..., : x.shape[-1]]
+
+
+class SpectralGenerator(nn.Module):
+    """Log-spectral envelope prediction x spectral band replication (HE-AAC's SBR, learned).
+
+    A causal STFT (sqrt-Hann, n_fft 256, hop 64, as matrix products so that the ONNX graph is plain
+    MatMuls) gives log power per frame; dilated causal convs over frames predict the log magnitude of
+    every bin above the cutoff, relative to the frame's passband level (so loudness never changes
+    what it does). The phase comes from the top band below the cutoff, copied upwards (band
+    replication). The passband is never touched: output = x delayed by n_fft - frame samples, plus
+    the generated high band overlap-added in that same window.
+    """
+
+    def __init__(self, config: GeneratorConfig):
+        super().__init__()
+        self.config = config
+        n, h, c = config.n_fft, config.frame, config.channels
+        self.bins = n // 2 + 1
+        window = torch.hann_window(n, periodic=True).sqrt()
+        k = torch.arange(self.bins, dtype=torch.float64)[None, :]
+        t = torch.arange(n, dtype=torch.float64)[:, None]
+        angle = 2 * math.pi * t * k / n
+        self.register_buffer("analysis_cos", (window[:, None] * torch.cos(angle)).float())
+        self.register_buffer("analysis_sin", (-window[:, None] * torch.sin(angle)).float())
+        # inverse real DFT with the synthesis window; sqrt-Hann squared at hop n/4 sums to 2
+        weight = torch.full((self.bins, 1), 2.0, dtype=torch.float64)
+        weight[0, 0] = weight[-1, 0] = 1.0
+        norm = weight / n / (n / (2 * h))
+        self.register_buffer("synthesis_cos", (norm * torch.cos(angle.T) * window[None, :]).float())
+        self.register_buffer("synthesis_sin", (-norm * torch.sin(angle.T) * window[None, :]).float())
+        self.register_buffer("bin_index", torch.arange(self.bins, dtype=torch.float32))
+        self.inp = nn.Conv1d(self.bins + 1, c, 1)
+        self.blocks = nn.ModuleList(
+            ResBlock(c, config.kernel, d, config.negative_slope) for d in config.dilations
+        )
+        self.film = nn.Sequential(nn.Linear(1, 32), nn.SiLU(), nn.Linear(32, c * len(config.dilations)))
+        self.out = nn.Conv1d(c, self.bins, 1)
+        self.slope = config.negative_slope
+
+    @property
+    def delay(self) -> int:
+        return self.config.n_fft - self.config.frame
+
+    def state_shapes(self) -> list[tuple[str, tuple[int, int]]]:
+        shapes = [("input_cache", (1, self.delay))]
+        shapes += [(f"block{i}_cache", b.conv.state_shape()) for i, b in enumerate(self.blocks)]
+        shapes.append(("ola_cache", (1, self.delay)))
+        return shapes
+
+    def initial_states(self, batch: int, device=None) -> list[torch.Tensor]:
+        return [torch.zeros(batch, *shape, device=device) for _, shape in self.state_shapes()]
+
+    def _replication_source(self, cutoff):
+        """For each bin, the bin whose phase it borrows: the top band below the cutoff, repeated."""
+        kc = torch.clamp(torch.floor(cutoff.reshape(-1, 1) * (self.bins - 1)), 4.0, self.bins - 1.0)
+        width = torch.floor(kc / 2)
+        k = self.bin_index[None, :]
+        src = kc - width + torch.remainder(k - kc, width)
+        src = torch.where(k >= kc, src, k)
+        return src.long(), (k >= kc).float()
+
+    def stream(self, x, cutoff, states):
+        n, h = self.config.n_fft, self.config.frame
+        batch, length = x.shape
+        frames = length // h
+        xc = torch.cat([states[0].reshape(batch, -1), x], dim=-1)  # [B, delay + T]
+        new_states = [xc[:, length:].reshape(batch, 1, -1)]
+        # frame j covers xc[j*h : j*h + n]
+        idx = (torch.arange(frames, device=x.device) * h)[:, None] + torch.arange(n, device=x.device)[None, :]
+        segments = xc[:, idx]  # [B, F, n]
+        re, im = segments @ self.analysis_cos, segments @ self.analysis_sin  # [B, F, bins]
+        power = re * re + im * im
+        src, above = self._replication_source(cutoff)
+        logp = torch.log(power + 1e-12)
+        passband = 1.0 - above
+        level = torch.log((power * passband[:, None, :]).sum(-1, keepdim=True)
+                          / passband.sum(-1, keepdim=True)[:, None, :] + 1e-12)  # [B, F, 1]
+        feats = torch.cat([(logp - level) * passband[:, None, :],
+                           cutoff.reshape(-1, 1, 1).expand(batch, frames, 1)], dim=-1)
+        hid = self.inp(feats.transpose(1, 2))  # [B, C, F]
+        gates = (1.0 + self.film(cutoff.reshape(-1, 1) * 2.0 - 1.0)).reshape(batch, len(self.blocks), -1, 1)
+        for i, block in enumerate(self.blocks):
+            hid, cache = block(hid, gates[:, i], states[1 + i])
+            new_states.append(cache)
+        log_mag = self.out(F.leaky_relu(hid, self.slope)).transpose(1, 2) + 0.5 * level  # [B, F, bins]
+        gather = src[:, None, :].expand(batch, frames, self.bins)
+        src_re, src_im = torch.gather(re, 2, gather), torch.gather(im, 2, gather)
+        inv = torch.rsqrt(src_re * src_re + src_im * src_im + 1e-20)
+        gain = torch.exp(torch.clamp(log_mag, max=20.0)) * above[:, None, :] * inv
+        out_re, out_im = src_re * gain, src_im * gain
+        seg = out_re @ self.synthesis_cos + out_im @ self.synthesis_sin  # [B, F, n] windowed
+        # overlap-add: frame j lands on xc[j*h : j*h + n], i.e. on hop-chunks j .. j + n/h - 1
+        parts = n // h
+        chunks = seg.reshape(batch, frames, parts, h)
+        ola = sum(F.pad(chunks[:, :, q, :], (0, 0, q, parts - 1 - q)) for q in range(parts))
+        ola = ola.reshape(batch, (frames + parts - 1) * h)
+        ola = ola + F.pad(states[-1].reshape(batch, -1), (0, length))
+        new_states.append(ola[:, length:].reshape(batch, 1, -1))
+        y = xc[:, :length] + ola[:, :length]
+        return y, new_states
+
+    def forward(self, x, cutoff):
+        """Whole signal, zero initial state, output aligned with x (the delay is compensated)."""
+        length = x.shape[-1]
+        pad = (-(length + self.delay)) % self.config.frame
+        y, _ = self.stream(F.pad(x, (0, self.delay + pad)), cutoff, self.initial_states(x.shape[0], x.device))
+        return y[..., self.delay: self.delay + length]
 
 
 def count_params(module: nn.Module) -> int:
