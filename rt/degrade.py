@@ -21,10 +21,13 @@ MIN_CUTOFF, MAX_CUTOFF = 4000.0, 20000.0
 
 # kind -> probability in `degrade`. soxr_* / poly / fft: down to 2*cutoff and back up (a real low-rate
 # signal); brickwall: same-rate steep FIR (MP3-encoder-like); butter: gentle analog-like roll-off.
+# engine: soxr down to a standard rate, then back up through bandlift's own streaming resampler, as
+# live/upsample do at inference.
 KINDS = {
-    "soxr_vhq": 0.15, "soxr_hq": 0.2, "soxr_mq": 0.1, "soxr_lq": 0.05,
-    "poly": 0.15, "fft": 0.05, "brickwall": 0.25, "butter": 0.05,
+    "soxr_vhq": 0.1, "soxr_hq": 0.15, "soxr_mq": 0.05, "soxr_lq": 0.05,
+    "poly": 0.1, "fft": 0.05, "brickwall": 0.2, "butter": 0.05, "engine": 0.25,
 }
+STANDARD_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100)
 _SOXR_QUALITY = {"soxr_vhq": "VHQ", "soxr_hq": "HQ", "soxr_mq": "MQ", "soxr_lq": "LQ"}
 
 
@@ -63,6 +66,15 @@ def _resample_through(x: np.ndarray, sr: float, cutoff_hz: float, kind: str) -> 
         low = signal.resample_poly(x, up, down, window=window)
         y = signal.resample_poly(low, down, up, window=window)
         return _fit_length(y, n), sr * up / down / 2
+    if kind == "engine":
+        from bandlift.rt.resample import StreamingResampler
+
+        fitting = [r for r in STANDARD_RATES if r / 2 <= cutoff_hz and r < sr] or [STANDARD_RATES[0]]
+        low_rate = fitting[-1]
+        low = soxr.resample(x, sr, low_rate, quality="VHQ")
+        up = StreamingResampler(low_rate, int(sr), 1)
+        y = up.process(np.concatenate([low, np.zeros(up.delay + 8)])[None].astype(np.float32))[0]
+        return _fit_length(y[up.delay:].astype(x.dtype), n), low_rate / 2
     low_rate = 2 * cutoff_hz
     if kind == "fft":
         m = max(int(round(n * low_rate / sr)), 1)
@@ -94,7 +106,7 @@ def band_limit(x: np.ndarray, sr: float, cutoff_hz: float, kind: str = "brickwal
     elif kind == "butter":
         sos = signal.butter(4, cutoff_hz * 0.95, fs=sr, output="sos")  # x2 order with filtfilt
         y = signal.sosfiltfilt(sos, x) if len(x) > 60 else x.copy()
-    elif kind in _SOXR_QUALITY or kind in ("poly", "fft"):
+    elif kind in _SOXR_QUALITY or kind in ("poly", "fft", "engine"):
         y, _ = _resample_through(x, sr, cutoff_hz, kind)
     else:
         raise ValueError(f"unknown band-limit kind {kind!r}; one of {sorted(KINDS)}")
@@ -145,7 +157,7 @@ def degrade(target: np.ndarray, sr: float, rng: np.random.Generator, cutoff_hz: 
         x = codec_noise(x, rng)
     if cutoff_hz >= sr / 2:
         return x.astype(np.float32), float(sr / 2)
-    if kind in _SOXR_QUALITY or kind in ("poly", "fft"):
+    if kind in _SOXR_QUALITY or kind in ("poly", "fft", "engine"):
         y, cutoff_hz = _resample_through(x, sr, cutoff_hz, kind)
     else:
         y = band_limit(x, sr, cutoff_hz, kind)

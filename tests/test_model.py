@@ -49,6 +49,19 @@ def test_positively_homogeneous(gen):
         assert torch.allclose(gen(0.01 * x, c), 0.01 * gen(x, c), atol=1e-5)
 
 
+def test_spectral_generator_reconstructs_perfectly_and_replaces_only_the_high_band():
+    g = Generator(GeneratorConfig(channels=8, dilations=[1])).eval()
+    with torch.no_grad():
+        g.out.bias.fill_(-60.0)  # generate nothing: the output is x with its band above the cutoff removed
+        x = torch.randn(1, 9600) * 0.1
+        y = g(x, torch.tensor([1.0]))[0].numpy()  # cutoff at Nyquist: nothing replaced
+        assert np.max(np.abs(y - x[0].numpy())) < 1e-5
+        y = g(x, torch.tensor([0.5]))[0].numpy()
+    spectrum = np.abs(np.fft.rfft(y[1000:-1000])) ** 2
+    freqs = np.fft.rfftfreq(len(y) - 2000, 1 / 48000)
+    assert spectrum[freqs > 13000].sum() < 1e-3 * spectrum[freqs < 11000].sum()
+
+
 def test_spectral_generator_leaves_the_passband_untouched():
     torch.manual_seed(0)
     g = Generator(GeneratorConfig(channels=16, dilations=[1, 2])).eval()

@@ -144,8 +144,8 @@ class SpectralGenerator(nn.Module):
     MatMuls) gives log power per frame; dilated causal convs over frames predict the log magnitude of
     every bin above the cutoff, relative to the frame's passband level (so loudness never changes
     what it does). The phase comes from the top band below the cutoff, copied upwards (band
-    replication). The passband is never touched: output = x delayed by n_fft - frame samples, plus
-    the generated high band overlap-added in that same window.
+    replication). The passband is never touched: output = x delayed by n_fft - frame samples, with
+    the bins above the cutoff replaced by the generated ones (the STFT reconstructs perfectly).
     """
 
     def __init__(self, config: GeneratorConfig):
@@ -193,8 +193,8 @@ class SpectralGenerator(nn.Module):
         width = torch.floor(kc / 2)
         k = self.bin_index[None, :]
         src = kc - width + torch.remainder(k - kc, width)
-        src = torch.where(k >= kc, src, k)
-        return src.long(), (k >= kc).float()
+        src = torch.where(k > kc, src, k)
+        return src.long(), (k > kc).float()
 
     def stream(self, x, cutoff, states):
         n, h = self.config.n_fft, self.config.frame
@@ -223,8 +223,9 @@ class SpectralGenerator(nn.Module):
         gather = src[:, None, :].expand(batch, frames, self.bins)
         src_re, src_im = torch.gather(re, 2, gather), torch.gather(im, 2, gather)
         inv = torch.rsqrt(src_re * src_re + src_im * src_im + 1e-20)
-        gain = torch.exp(torch.clamp(log_mag, max=20.0)) * above[:, None, :] * inv
-        out_re, out_im = src_re * gain, src_im * gain
+        gain = torch.exp(torch.clamp(log_mag, max=20.0)) * inv
+        mask = above[:, None, :]  # above the cutoff the input's own bins (transition, images) are replaced
+        out_re, out_im = mask * (src_re * gain - re), mask * (src_im * gain - im)
         seg = out_re @ self.synthesis_cos + out_im @ self.synthesis_sin  # [B, F, n] windowed
         # overlap-add: frame j lands on xc[j*h : j*h + n], i.e. on hop-chunks j .. j + n/h - 1
         parts = n // h
