@@ -249,15 +249,16 @@ def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def mflops_per_second(gen: Generator) -> float:
-    """Multiply-accumulates x2 per second of 48 kHz audio (convolutions only; the rest is negligible)."""
-    cfg = gen.config
-    frames = cfg.sample_rate / cfg.frame
-    c, s = cfg.channels, cfg.frame
-    per_frame = 2 * (2 * s * c)  # encoder
-    per_frame += len(cfg.dilations) * 2 * (c * c * cfg.kernel + c * c)  # dilated + 1x1 mix
-    per_frame += 2 * (2 * s * c)  # decoder
-    return per_frame * frames / 1e6
+def mflops_per_second(gen: nn.Module) -> float:
+    """Floating-point operations (torch's FLOP counter: matmuls and convolutions) per second of audio."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    rate = gen.config.sample_rate
+    x = torch.zeros(1, rate)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        gen.stream(x, torch.full((1,), 0.5), gen.initial_states(1))
+    return counter.get_total_flops() / 1e6
 
 
 # ---------------------------------------------------------------- discriminators (HiFi-GAN, UnivNet)
