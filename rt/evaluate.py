@@ -151,26 +151,14 @@ def load_reference(path: Path, rate: int, seconds: float | None = None) -> tuple
 
 # --- low-band input -------------------------------------------------------------------------------
 
-def _fir_band_limit(x: np.ndarray, sr: float, cutoff_hz: float) -> np.ndarray:
-    """Steep zero-phase Kaiser low-pass whose stop band starts at `cutoff_hz` (1-D, same length)."""
-    from scipy import signal
-
-    transition = max(0.02 * cutoff_hz, 100.0)
-    numtaps, beta = signal.kaiserord(90.0, 2 * transition / sr)
-    taps = signal.firwin(numtaps | 1, cutoff_hz - transition / 2, window=("kaiser", beta), fs=sr)
-    return signal.oaconvolve(x, taps, mode="same")
-
-
 def band_limit(x: np.ndarray, sr: float, cutoff_hz: float) -> np.ndarray:
     """Brick-wall low-pass of (n, channels) `x` at `cutoff_hz`, zero-phase, same length.
 
-    Uses the training data's `bandlift.rt.degrade.band_limit` (kind "brickwall") when present, so
-    that evaluation inputs look like training inputs; a scipy Kaiser FIR otherwise.
+    Uses the training data's `bandlift.rt.degrade.band_limit` (kind "brickwall"), so that evaluation
+    inputs look like training inputs.
     """
-    try:
-        from bandlift.rt.degrade import band_limit as limit_1d
-    except ImportError:
-        limit_1d = _fir_band_limit
+    from bandlift.rt.degrade import band_limit as limit_1d
+
     if cutoff_hz >= sr / 2:
         return x.copy()
     return np.stack([limit_1d(x[:, c], sr, cutoff_hz) for c in range(x.shape[1])], axis=1)
