@@ -156,3 +156,23 @@ def test_cache_command_prebuilds_what_clip_dataset_reads(corpus, tmp_path):
     ds = ClipDataset(manifest, split=None, seconds=0.25, length=2, cache_dir=cache, progress=False)
     assert ds[0]["target"].shape == (12000,)
     assert {p.name: p.stat().st_mtime_ns for p in cache.glob("*.npy")} == built
+
+
+def test_source_balance_evens_out_sources(corpus, tmp_path):
+    root, manifest = corpus
+    rows = read_manifest(manifest)
+    for row in rows:  # a small source (3 s mono) beside a big one (4 s stereo = two views)
+        row["source"] = "small" if "walled" in row["path"] else "big"
+    two = tmp_path / "two.jsonl"
+    two.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kwargs = dict(split=None, seconds=0.25, seed=1, length=1, cache_dir=root / "cache", progress=False)
+
+    def shares(ds):
+        p = np.diff(np.concatenate([[0.0], ds.view_cdf]))
+        sources = np.array([ds.rows[i]["source"] for i, _ in ds.views])
+        return {s: p[sources == s].sum() for s in ("small", "big")}
+
+    plain = shares(ClipDataset(two, **kwargs))
+    balanced = shares(ClipDataset(two, source_balance=1.0, **kwargs))
+    assert plain["small"] < 0.5 * plain["big"]
+    assert abs(balanced["small"] - 0.5) < 1e-9 and abs(balanced["big"] - 0.5) < 1e-9

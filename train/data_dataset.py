@@ -34,7 +34,7 @@ class ClipDataset(torch.utils.data.Dataset):
                  seed: int = 0, length: int | None = None, cache_dir=None,
                  min_bandwidth: float = MIN_CUTOFF / CEILING_MARGIN, sources=None,
                  margin: int = 4096, gain_db: tuple = (-20.0, -1.0), noise_prob: float = 0.2,
-                 progress: bool = True):
+                 progress: bool = True, source_balance: float = 0.0):
         self.manifest = Path(manifest)
         self.split, self.rate, self.seed = split, int(rate), int(seed)
         self.n = int(round(seconds * rate))
@@ -60,7 +60,14 @@ class ClipDataset(torch.utils.data.Dataset):
             for c in range(channels):
                 self.views.append((i, c))
                 lengths.append(frames)
-        self.view_cdf = np.cumsum(np.asarray(lengths, dtype=np.float64))
+        # source_balance b: a view's weight is its length / (its source's total length) ** b, so
+        # 0 draws by length and 1 draws every source equally often (small lossless sets count)
+        weights = np.asarray(lengths, dtype=np.float64)
+        view_sources = np.array([self.rows[i].get("source", "") for i, _ in self.views])
+        for source in set(view_sources):
+            mine = view_sources == source
+            weights[mine] /= weights[mine].sum() ** float(source_balance)
+        self.view_cdf = np.cumsum(weights)
         self.view_cdf /= self.view_cdf[-1]
         self.total_seconds = float(sum(lengths)) / self.rate
         self.length = int(length) if length is not None else max(1, int(self.total_seconds * rate // self.n))

@@ -34,7 +34,8 @@ from bandlift.train.model import Discriminators, Generator, GeneratorConfig, cou
 
 DEFAULTS: dict = {
     "model": GeneratorConfig().to_dict(),
-    "data": {"manifest": None, "seconds": 0.5, "batch_size": 8, "workers": 1, "valid_clips": 32},
+    "data": {"manifest": None, "seconds": 0.5, "batch_size": 8, "workers": 1, "valid_clips": 32,
+             "source_balance": 0.0},
     "train": {
         "steps": 20000, "lr": 2e-4, "lr_disc": 2e-4, "betas": [0.8, 0.99], "gan_start": 5000,
         "ckpt_every": 250, "valid_every": 500, "log_every": 25, "seed": 0, "threads": 1,
@@ -130,7 +131,8 @@ class Trainer:
 
         dcfg = self.cfg["data"]
         seed = int(self.cfg["train"]["seed"]) * 1000 + self.rank + 7919 * self.step
-        train = ClipDataset(dcfg["manifest"], "train", seconds=dcfg["seconds"], seed=seed)
+        train = ClipDataset(dcfg["manifest"], "train", seconds=dcfg["seconds"], seed=seed,
+                            source_balance=dcfg.get("source_balance", 0.0))
         loader = torch.utils.data.DataLoader(
             train, batch_size=dcfg["batch_size"], num_workers=dcfg["workers"], shuffle=True,
             drop_last=True, persistent_workers=dcfg["workers"] > 0,
