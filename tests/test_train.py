@@ -100,3 +100,14 @@ def test_ddp_two_cpu_processes(tmp_path, manifest):
     assert result.returncode == 0, result.stderr[-3000:]
     ckpt = torch.load(run / "last.pt", weights_only=False)
     assert ckpt["step"] == 4 and ckpt["world_size"] == 2
+
+
+def test_lowpass_at_ceiling_cuts_only_lossy_clips():
+    from bandlift.train.trainer import lowpass_at
+
+    y = torch.randn(2, 4800)
+    out = lowpass_at(y, torch.tensor([12000.0, 24000.0]), 48000)
+    spec = torch.fft.rfft(out, dim=-1).abs()
+    freqs = torch.fft.rfftfreq(4800, 1 / 48000)
+    assert spec[0, freqs > 12000].max() < 1e-3 and spec[0, freqs < 11000].min() > 0
+    assert torch.allclose(out[1], y[1], atol=1e-5)

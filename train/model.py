@@ -189,12 +189,14 @@ class SpectralGenerator(nn.Module):
 
     def _replication_source(self, cutoff):
         """For each bin, the bin whose phase it borrows: the top band below the cutoff, repeated."""
-        kc = torch.clamp(torch.floor(cutoff.reshape(-1, 1) * (self.bins - 1)), 4.0, self.bins - 1.0)
-        width = torch.floor(kc / 2)
+        c = cutoff.reshape(-1, 1)
+        kc = torch.clamp(torch.floor(c * (self.bins - 1)), 4.0, self.bins - 1.0)
+        kc = torch.where(c >= 0.999, torch.full_like(kc, float(self.bins)), kc)  # full band: nothing to do
+        width = torch.floor(torch.clamp(kc, max=self.bins - 1.0) / 2)
         k = self.bin_index[None, :]
         src = kc - width + torch.remainder(k - kc, width)
-        src = torch.where(k > kc, src, k)
-        return src.long(), (k > kc).float()
+        src = torch.where(k >= kc, src, k)
+        return src.long(), (k >= kc).float()
 
     def stream(self, x, cutoff, states):
         n, h = self.config.n_fft, self.config.frame

@@ -60,6 +60,19 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> dict:
     return merge(merge(DEFAULTS, user or {}), overrides or {})
 
 
+def lowpass_at(y, ceiling_hz, rate: int):
+    """Zero each clip's spectrum above its ceiling (clips with a ceiling near Nyquist pass unchanged).
+
+    A lossy file's target is empty above its measured bandwidth; comparing the generator's output there
+    would teach it to leave that band empty for every input. Cutting both sides at the ceiling leaves
+    the generator free above it, so only the band the reference really has teaches it.
+    """
+    spec = torch.fft.rfft(y, dim=-1)
+    freqs = torch.fft.rfftfreq(y.shape[-1], 1.0 / rate).to(y.device)
+    keep = (freqs[None, :] <= ceiling_hz[:, None]) | (ceiling_hz[:, None] >= 0.98 * rate / 2)
+    return torch.fft.irfft(spec * keep, n=y.shape[-1], dim=-1)
+
+
 def load_generator(checkpoint: str | Path, which: str = "generator") -> Generator:
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     gen = Generator(GeneratorConfig(**ckpt["config"]["model"]))
@@ -148,7 +161,8 @@ class Trainer:
                 item = valid[i]
                 x = item["input"].to(self.device)[None]
                 cutoff = (item["cutoff"] / (self.cfg["model"]["sample_rate"] / 2)).reshape(1).to(self.device)
-                y = self.gen(x, cutoff)
+                y = lowpass_at(self.gen(x, cutoff), item["ceiling"].reshape(1).to(self.device),
+                               self.cfg["model"]["sample_rate"])
                 lsds.append(float(lsd_torch(y, item["target"].to(self.device)[None])))
         self.gen.train()
         return float(np.mean(lsds))
@@ -160,6 +174,8 @@ class Trainer:
         target = batch["target"].to(self.device)
         cutoff = batch["cutoff"].to(self.device) / (self.cfg["model"]["sample_rate"] / 2)
         y = self.gen_ddp(x, cutoff)
+        if "ceiling" in batch:  # lossy references: judge only the band they really have
+            y = lowpass_at(y, batch["ceiling"].to(self.device), self.cfg["model"]["sample_rate"])
         use_gan = self.step >= tcfg["gan_start"]
         scale = 0.55 + 0.45 * math.cos(math.pi * min(1.0, self.step / tcfg["steps"]))  # cosine to 10%
         for opt, key in ((self.opt_g, "lr"), (self.opt_d, "lr_disc")):
