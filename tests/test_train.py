@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -92,8 +93,11 @@ def test_ddp_two_cpu_processes(tmp_path, manifest):
     run = tmp_path / "ddp"
     cfg = write_config(tmp_path, manifest)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with socket.socket() as sock:  # a free port: a fixed one may still be in TIME_WAIT from a last run
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29731",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
          "-m", "bandlift.train.trainer", "--config", str(cfg), "--run-dir", str(run), "--steps", "4"],
         env=env, capture_output=True, text=True, timeout=300,
     )
