@@ -1,13 +1,19 @@
-"""The streaming engine: input chunks of any size -> resampler -> ring -> fixed model blocks -> output.
+"""The streaming engine: input chunks of any size -> resampler -> ring -> fixed model blocks ->
+output resampler -> output.
 
 One code path serves files (`bandlift upsample`, `Upsampler`) and live devices (`bandlift live`), so a
 file processed offline equals the live output sample for sample when the block size is the same.
 
-Signal flow per model block (``block`` samples at the output rate, a multiple of the model frame)::
+Rates: the input (`in_rate`) is resampled to the model's rate (`model_rate`, 48 kHz), everything below
+runs there, and when `out_rate` differs (e.g. 44.1 kHz) the mixed output is resampled once more at the
+very end (an anti-aliased downsampler for 44.1/32 kHz, an upsampler for 96 kHz). The input rate may be
+anything up to max(model rate, output rate).
+
+Signal flow per model block (``block`` samples at the model rate, a multiple of the model frame)::
 
     dry  = resampled input delayed by the model's `delay`   (the bypass path, aligned with the model)
     wet  = model(resampled input)
-    out  = gain * (dry + active * mix * (wet - dry))
+    out  = gain * (dry + active * mix * (wet - dry))        -> output resampler (if out_rate != model rate)
 
 ``active`` moves between 0 and 1 with a raised-cosine crossfade over one block when bypass is toggled,
 when a block is slow in real-time mode (compute time > block duration: the model output of that
@@ -16,12 +22,16 @@ late block is still used to fade out), and it drops to 0 at once when a block is
 short de-click ramp hides the step. After a fault or overload the model stays off for a hold time
 that doubles for repeated events (0.5 s .. 8 s), then fades back in; so a model that cannot keep up
 costs one crossfade per hold period, never a run of clicks. ``mix`` and ``gain`` changes are ramped
-linearly over one block.
+linearly over one block. All of this acts at the model rate, before the output resampler: the
+resampler is linear and smooth, so crossfades and de-click ramps stay crossfades, and a discarded
+(NaN) model block never reaches its filter state.
 
-Latency (samples at the output rate), computed from the parts:
-    delay   = resampler group delay + model delay   (the offset of the output stream; what offline
-                                                     processing removes)
-    latency = delay + block                          (plus one block of buffering in real time)
+Delay and latency are in samples at the OUTPUT rate, computed from the parts:
+    delay   = input resampler delay + model delay (both at the model rate, converted) + output resampler
+              delay; the output resampler adds the fraction of an output sample that makes the sum a
+              whole number (the offset of the output stream; what offline processing removes exactly)
+    latency = delay + block_out                    (plus one model block, `block_out` output samples
+                                                    rounded up, of buffering in real time)
 """
 from __future__ import annotations
 
@@ -72,6 +82,16 @@ class EngineStats:
                 "overloads": self.overloads}
 
 
+def check_rates(in_rate: int, out_rate: int, model_rate: int) -> None:
+    """The engine resamples in -> model rate -> out; the input may be at most max(model, output rate)."""
+    for name, rate in (("input", in_rate), ("output", out_rate), ("model", model_rate)):
+        if rate <= 0:
+            raise ValueError(f"{name} rate must be positive, got {rate}")
+    if in_rate > max(out_rate, model_rate):
+        raise ValueError(f"input rate {in_rate} Hz is above the output rate {out_rate} Hz and the model rate "
+                         f"{model_rate} Hz; bandlift only upsamples (downsample first, e.g. with soxr)")
+
+
 def default_block(frame: int, block: int | None = None) -> int:
     if block is None:
         block = DEFAULT_BLOCK
@@ -83,25 +103,31 @@ def default_block(frame: int, block: int | None = None) -> int:
 
 
 class StreamEngine:
-    """Streaming upsampler: `process(x[C, n]) -> y[C, m]` at `out_rate`, state kept between calls."""
+    """Streaming upsampler: `process(x[C, n]) -> y[C, m]` at `out_rate`, state kept between calls.
+
+    `block` is in samples at the model rate; `delay` and `latency` in samples at `out_rate`. Without a
+    session (bypass only) the signal path runs at `model_rate` (default: `out_rate`)."""
 
     def __init__(self, session=None, in_rate: int = 48000, out_rate: int = 48000, channels: int = 1,
-                 block: int | None = None, input_cutoff_hz: float | None = None, realtime: bool = False):
-        if session is not None and session.sample_rate != out_rate:
-            raise ValueError(f"the model runs at {session.sample_rate} Hz; out_rate must be "
-                             f"{session.sample_rate}, got {out_rate}")
+                 block: int | None = None, input_cutoff_hz: float | None = None, realtime: bool = False,
+                 model_rate: int | None = None):
         self.session = session
         self.in_rate, self.out_rate, self.channels = int(in_rate), int(out_rate), int(channels)
+        self.model_rate = int(session.sample_rate if session is not None else (model_rate or out_rate))
+        check_rates(self.in_rate, self.out_rate, self.model_rate)
         frame = session.frame if session is not None else 1
         self.block = default_block(frame, block)
         if session is not None:
             session.set_channels(self.channels)
-        self.resampler = StreamingResampler(self.in_rate, self.out_rate, self.channels)
+        self.resampler = StreamingResampler(self.in_rate, self.model_rate, self.channels)
         self.model_delay = session.delay if session is not None else 0
-        self.delay = self.resampler.delay + self.model_delay
-        self.latency = self.delay + self.block
+        self.out_resampler = StreamingResampler(self.model_rate, self.out_rate, self.channels,
+                                                prior_delay=self.resampler.delay + self.model_delay)
+        self.delay = self.out_resampler.delay
+        self.block_out = -(-self.block * self.out_rate // self.model_rate)
+        self.latency = self.delay + self.block_out
         self.realtime = realtime
-        self.block_seconds = self.block / self.out_rate
+        self.block_seconds = self.block / self.model_rate
         self.set_input_cutoff(input_cutoff_hz)
         t = (np.arange(self.block) + 1.0) / self.block
         self._fade = (0.5 - 0.5 * np.cos(np.pi * t)).astype(np.float32)  # 0 -> 1 raised cosine
@@ -118,12 +144,13 @@ class StreamEngine:
     def set_input_cutoff(self, hz: float | None) -> None:
         hz = self.in_rate / 2 if hz is None or hz <= 0 else min(float(hz), self.in_rate / 2)
         self.input_cutoff_hz = hz
-        value = float(np.clip(hz / (self.out_rate / 2), 1e-3, 1.0))
+        value = float(np.clip(hz / (self.model_rate / 2), 1e-3, 1.0))
         self._cutoff = np.full(self.channels, value, np.float32)
 
     def reset(self) -> None:
         """Forget all signal history (a new stream starts)."""
         self.resampler.reset()
+        self.out_resampler.reset()
         if self.session is not None:
             self.session.reset()
         cap = 1 << 15
@@ -136,7 +163,7 @@ class StreamEngine:
         self._hold_blocks = 0
         self._hold_s = HOLD_S
         self._clean_blocks = 0
-        self.samples_out = 0
+        self.samples_out = 0  # model-rate samples made (the time base of stats.events)
         self.stats = EngineStats()
 
     @property
@@ -155,7 +182,7 @@ class StreamEngine:
         if x.ndim != 2 or x.shape[0] != self.channels:
             raise ValueError(f"expected [{self.channels}, n] input, got {x.shape}")
         outs = []
-        step = max(1, (self._pending.capacity // 2) * self.in_rate // self.out_rate)
+        step = max(1, (self._pending.capacity // 2) * self.in_rate // self.model_rate)
         for start in range(0, x.shape[1], step):
             y = self.resampler.process(x[:, start:start + step])
             ring_write(self._pending.data, self._pending.counters, np.ascontiguousarray(y.T))
@@ -164,11 +191,18 @@ class StreamEngine:
                 outs.append(self._process_block(self._block_in.T))
         if not outs:
             return np.zeros((self.channels, 0), np.float32)
-        return np.concatenate(outs, axis=1) if len(outs) > 1 else outs[0]
+        y = np.concatenate(outs, axis=1) if len(outs) > 1 else outs[0]
+        return y if self.out_resampler.passthrough else self.out_resampler.process(y)
 
     def pending(self) -> int:
-        """Resampled samples waiting for a full block."""
+        """Resampled samples (model rate) waiting for a full block."""
         return ring_available(self._pending.counters)
+
+    def output_count(self, n_in: int) -> int:
+        """Output samples that `n_in` input samples yield from a reset (all `process` calls together)."""
+        rs, out = self.resampler, self.out_resampler
+        model = -(-n_in * rs.up // rs.down) // self.block * self.block
+        return -(-model * out.up // out.down)
 
     def _dry(self, x: np.ndarray) -> np.ndarray:
         if not self.model_delay:
@@ -183,7 +217,7 @@ class StreamEngine:
 
     def _engage_hold(self, reason: str) -> None:
         self._event(reason)
-        self._hold_blocks = max(1, math.ceil(self._hold_s * self.out_rate / self.block))
+        self._hold_blocks = max(1, math.ceil(self._hold_s * self.model_rate / self.block))
         self._hold_s = min(self._hold_s * 2, MAX_HOLD_S)
         self._clean_blocks = 0
         if self.session is not None:
@@ -198,7 +232,7 @@ class StreamEngine:
             self._engage_hold(reason)
 
     def _process_block(self, x: np.ndarray) -> np.ndarray:
-        """x [C, block] (resampled) -> out [C, block]."""
+        """x [C, block] (model rate) -> out [C, block] (model rate)."""
         stats = self.stats
         stats.blocks += 1
         dry = self._dry(x)

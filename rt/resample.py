@@ -1,14 +1,22 @@
 """Streaming polyphase resampler (rational L/M, numba), exact across block boundaries.
 
-The rate ratio out/in reduces to L/M (16000 -> 48000 is 3/1, 44100 -> 48000 is 160/147). One
+The rate ratio out/in reduces to L/M (16000 -> 48000 is 3/1, 48000 -> 44100 is 147/160). One
 linear-phase windowed-sinc FIR (scipy.signal.firwin, Kaiser window) runs at the virtual rate L*in;
 output sample j is ``L * sum_i h[jM - mL] x[m]``. Its length is ``2*D*M + 1`` so the group delay is
 exactly D samples at the output rate (`delay`). The state between calls is the last input samples and
 two counters, so feeding a signal in blocks of any size gives bit-identical output to feeding it whole.
 
-Filter: transition band from 0.9 to 1.1 of the input Nyquist frequency, >= 70 dB stopband: a short
-filter (67 output samples of delay from 16 kHz: 1.4 ms; 0.5 ms from 44.1 kHz; 2.8 ms from
+Filter, upsampling: transition band from 0.9 to 1.1 of the input Nyquist frequency, >= 70 dB stopband:
+a short filter (67 output samples of delay from 16 kHz: 1.4 ms; 0.5 ms from 44.1 kHz; 2.8 ms from
 8 kHz) that suits a real-time path; the model regenerates the top band anyway.
+Downsampling (e.g. the model's 48 kHz output to 44.1 kHz): transition band from 0.9 to 1.0 of the
+OUTPUT Nyquist frequency, so everything that would alias (above the output Nyquist) is >= 70 dB down
+(45 output samples of delay, 1 ms, for 48 -> 44.1 kHz).
+
+A signal that already lags by `prior_delay` input samples (earlier stages of a chain) would lag by a
+fraction of an output sample after resampling when L/M is not an integer; the filter is then delayed
+by the missing fraction (leading zero taps at the virtual rate), so the chain's total delay, `delay`,
+is a whole number of output samples and can be removed exactly.
 """
 from __future__ import annotations
 
@@ -17,8 +25,9 @@ from math import gcd
 import numpy as np
 from numba import njit
 
-PASS_EDGE = 0.9  # fraction of the input Nyquist frequency
-STOP_EDGE = 1.1
+PASS_EDGE = 0.9  # fraction of the lower Nyquist frequency (input's when upsampling, output's when down)
+STOP_EDGE = 1.1  # upsampling: images from 1.1 x input Nyquist on are removed
+DOWN_STOP_EDGE = 1.0  # downsampling: nothing above the output Nyquist may alias
 ATTENUATION_DB = 72.0  # Kaiser design target; measured stopband >= 70 dB
 
 
@@ -28,34 +37,48 @@ def ratio(in_rate: int, out_rate: int) -> tuple[int, int]:
 
 
 def design_filter(in_rate: int, out_rate: int, attenuation_db: float = ATTENUATION_DB,
-                  pass_edge: float = PASS_EDGE, stop_edge: float = STOP_EDGE) -> tuple[np.ndarray, int]:
-    """Lowpass FIR at the virtual rate L*in_rate: (taps, delay in output samples)."""
+                  pass_edge: float = PASS_EDGE, stop_edge: float | None = None) -> tuple[np.ndarray, int]:
+    """Lowpass FIR at the virtual rate L*in_rate: (taps, delay in output samples).
+
+    The edges are fractions of the lower of the two Nyquist frequencies; `stop_edge` defaults to
+    STOP_EDGE when upsampling and DOWN_STOP_EDGE when downsampling."""
     from scipy import signal
 
     up, down = ratio(in_rate, out_rate)
     if up == down:
         return np.ones(1), 0
+    if stop_edge is None:
+        stop_edge = STOP_EDGE if up > down else DOWN_STOP_EDGE
+    nyquist = min(in_rate, out_rate) / 2.0
     high_nyquist = up * in_rate / 2.0
-    width = (stop_edge - pass_edge) * (in_rate / 2.0) / high_nyquist
+    width = (stop_edge - pass_edge) * nyquist / high_nyquist
     numtaps, beta = signal.kaiserord(attenuation_db, width)
     delay = -(-(numtaps - 1) // 2 // down)  # ceil, output samples
     delay = max(delay, 1)
-    taps = signal.firwin(2 * delay * down + 1, (pass_edge + stop_edge) / 2 * in_rate / 2.0,
+    taps = signal.firwin(2 * delay * down + 1, (pass_edge + stop_edge) / 2 * nyquist,
                          window=("kaiser", beta), fs=up * in_rate)
     return taps * up, delay
 
 
 class StreamingResampler:
-    """Resample [C, n] float32 blocks from in_rate to out_rate (upsampling or same rate)."""
+    """Resample [C, n] float32 blocks from in_rate to out_rate (up, down or same rate).
 
-    def __init__(self, in_rate: int, out_rate: int, channels: int = 1):
+    `delay`: the output lags the signal by exactly this many output samples (`prior_delay` input
+    samples of earlier stages included; without them it is the filter's own group delay)."""
+
+    def __init__(self, in_rate: int, out_rate: int, channels: int = 1, prior_delay: int = 0):
         if in_rate <= 0 or out_rate <= 0:
             raise ValueError(f"rates must be positive, got {in_rate} -> {out_rate}")
-        if in_rate > out_rate:
-            raise ValueError(f"only upsampling is supported ({in_rate} Hz -> {out_rate} Hz)")
+        if prior_delay < 0:
+            raise ValueError(f"prior_delay must be >= 0, got {prior_delay}")
         self.in_rate, self.out_rate, self.channels = int(in_rate), int(out_rate), int(channels)
         self.up, self.down = ratio(in_rate, out_rate)
-        taps, self.delay = design_filter(in_rate, out_rate)
+        taps, own_delay = design_filter(in_rate, out_rate)
+        # prior_delay input samples = prior_delay * L virtual samples; pad up to a multiple of M
+        shift = -int(prior_delay) * self.up % self.down
+        if shift:
+            taps = np.concatenate([np.zeros(shift), taps])
+        self.delay = own_delay + (int(prior_delay) * self.up + shift) // self.down
         self.taps = taps
         per_phase = -(-len(taps) // self.up)
         padded = np.zeros(per_phase * self.up)

@@ -90,9 +90,45 @@ def test_resampler_response_and_delay(rate):
     assert 20 * np.log10(image / tone) < -65
 
 
-def test_resampler_rejects_downsampling():
-    with pytest.raises(ValueError, match="only upsampling"):
-        StreamingResampler(48000, 16000)
+@pytest.mark.parametrize("out_rate", [44100, 32000])
+def test_resampler_downsampling_is_anti_aliased_and_aligned(out_rate):
+    """48 kHz model output -> 44.1/32 kHz: flat to 0.9 of the output Nyquist, >= 70 dB down from the
+    output Nyquist on (nothing aliases), an exact integer delay, streaming == whole."""
+    r = StreamingResampler(48000, out_rate, 1)
+    w, h = signal.freqz(r.taps / r.up, worN=1 << 18, fs=r.up * 48000)
+    db = 20 * np.log10(np.abs(h) + 1e-12)
+    assert np.abs(db[w <= PASS_EDGE * out_rate / 2]).max() < 0.01
+    assert db[w >= out_rate / 2].max() < -70
+    assert r.delay / out_rate < 0.0015
+    n = 48000 // 2
+    t = np.arange(n) / 48000
+    f_pass, f_alias = 0.3 * out_rate, 0.5 * (out_rate / 2 + 24000)  # the latter would fold to out - f
+    x = (0.5 * np.sin(2 * np.pi * f_pass * t) + 0.5 * np.sin(2 * np.pi * f_alias * t)).astype(np.float32)[None]
+    y = r.process(x)[0]
+    assert len(y) == -(-n * out_rate // 48000)
+    ref = 0.5 * np.sin(2 * np.pi * f_pass * (np.arange(len(y)) - r.delay) / out_rate)
+    assert np.abs(y - ref)[r.delay + 300:-300].max() < 1e-3  # aliased tone gone, passband tone aligned
+    seg = y[1000:]
+    spec = np.abs(np.fft.rfft(seg * np.hanning(len(seg))))
+    freqs = np.fft.rfftfreq(len(seg), 1 / out_rate)
+    tone = spec[np.argmin(np.abs(freqs - f_pass))]
+    alias = spec[np.argmin(np.abs(freqs - (out_rate - f_alias)))]
+    assert 20 * np.log10(alias / tone) < -65
+    r.reset()
+    assert np.array_equal(feed_in_chunks(r.process, x, seed=out_rate), y[None])
+
+
+@pytest.mark.parametrize("in_rate,out_rate", [(48000, 44100), (48000, 32000), (48000, 96000), (16000, 48000)])
+@pytest.mark.parametrize("prior", [0, 1, 70, 163])
+def test_resampler_prior_delay_makes_a_whole_sample_delay(in_rate, out_rate, prior):
+    """A signal already `prior` input samples late comes out exactly `delay` output samples late."""
+    r = StreamingResampler(in_rate, out_rate, 1, prior_delay=prior)
+    assert r.delay == StreamingResampler(in_rate, out_rate).delay + -(-prior * out_rate // in_rate)
+    f0 = 0.2 * min(in_rate, out_rate)
+    x = np.sin(2 * np.pi * f0 * (np.arange(in_rate // 4) - prior) / in_rate).astype(np.float32)[None]
+    y = r.process(x)[0]
+    ref = np.sin(2 * np.pi * f0 * (np.arange(len(y)) - r.delay) / out_rate)
+    assert np.abs(y - ref)[r.delay + 300:-300].max() < 1e-3
 
 
 # -- session --------------------------------------------------------------------------------------
@@ -136,6 +172,83 @@ def test_engine_streaming_equals_whole_and_reference(models, rate, channels):
                               for c in range(channels)])[:, : whole.shape[1]]
         assert np.abs(whole - ref).max() < 1e-5
         assert eng.delay == eng.resampler.delay + 3 and eng.latency == eng.delay + block
+
+
+@pytest.mark.parametrize("rate,out_rate", [(16000, 44100), (48000, 44100), (44100, 32000), (16000, 96000)])
+def test_engine_other_output_rates_streaming_equals_whole_and_reference(models, rate, out_rate):
+    """in -> 48 kHz -> model -> out_rate: the output resampler comes last, its delay counts in output
+    samples and makes the total a whole number; streaming == whole."""
+    session = ModelSession(models["conv"])
+    x = (np.random.default_rng(rate).standard_normal((2, rate // 2)) * 0.3).astype(np.float32)
+    eng = StreamEngine(session, rate, out_rate, 2, 128, input_cutoff_hz=rate / 2)
+    whole = eng.process(x)
+    resampled = StreamingResampler(rate, 48000, 2).process(x)
+    n_model = resampled.shape[1] // 128 * 128
+    assert whole.shape[1] == eng.output_count(x.shape[1]) == -(-n_model * out_rate // 48000)
+    eng.reset()
+    assert np.array_equal(feed_in_chunks(eng.process, x, seed=out_rate), whole)
+    model_out = reference_conv(resampled[:, :n_model], min(rate / 48000, 1.0), delay=3).astype(np.float32)
+    out_rs = StreamingResampler(48000, out_rate, 2, prior_delay=eng.resampler.delay + 3)
+    assert np.abs(whole - out_rs.process(model_out)).max() < 1e-5
+    assert eng.delay == out_rs.delay and eng.latency == eng.delay + -(-128 * out_rate // 48000)
+
+
+def test_engine_rate_validation(models):
+    session = ModelSession(models["conv"])
+    with pytest.raises(ValueError, match="above the output rate 44100 Hz and the model rate 48000 Hz"):
+        StreamEngine(session, 96000, 44100)
+    with pytest.raises(ValueError, match="output rate must be positive"):
+        StreamEngine(session, 16000, 0)
+    assert StreamEngine(session, 96000, 96000).out_rate == 96000  # in <= out
+    assert StreamEngine(session, 48000, 32000).out_rate == 32000  # in <= model rate
+
+
+def test_engine_at_44k_toggle_is_crossfaded_and_bypass_aligned(models):
+    """Bypass and crossfades act at the model rate, before the output resampler."""
+    session = ModelSession(models["conv"])
+    rate, out, n = 48000, 44100, 48000
+    x = (0.5 * np.sin(2 * np.pi * 440 * np.arange(n) / rate)).astype(np.float32)[None]
+    eng = StreamEngine(session, rate, out, 1, 128)
+    model_out = eng.process(x)
+    eng.bypass = True
+    eng.reset()
+    dry = eng.process(x)
+    k = np.arange(dry.shape[1])
+    ref = 0.5 * np.sin(2 * np.pi * 440 * (k - eng.delay) / out)  # bypass = input delayed by `delay`
+    assert np.abs(dry[0] - ref)[200:-200].max() < 1e-3
+    eng.reset()
+    eng.bypass = False
+    outs = []
+    for i, start in enumerate(range(0, n, 128)):
+        if i in (100, 200, 201, 300):
+            eng.bypass = not eng.bypass
+        outs.append(eng.process(x[:, start:start + 128]))
+    y = np.concatenate(outs, axis=1)
+    assert np.abs(np.diff(y[0])).max() <= np.abs(np.diff(model_out[0])).max() * 1.01
+    o = lambda b: b * 128 * out // rate  # noqa: E731  (model block -> output sample)
+    settle = 100  # output samples the resampler's filter reaches back
+    assert np.array_equal(y[0, o(101) + settle:o(200)], dry[0, o(101) + settle:o(200)])
+    assert np.array_equal(y[0, o(301) + settle:], model_out[0, o(301) + settle:])
+    assert eng.stats.bypass_events == 2
+
+
+@pytest.mark.parametrize("kind", ["nan", "explode"])
+def test_engine_at_44k_faulty_block_never_reaches_the_output_resampler(models, kind):
+    session = ModelSession(models[kind])
+    x = (0.5 * np.sin(2 * np.pi * 300 * np.arange(48000 * 3) / 48000)).astype(np.float32)[None]
+    eng = StreamEngine(session, 48000, 44100, 1, 128)
+    y = eng.process(x)
+    # the bypass-only engine: the same resampling chain without a model (the fault models are a pure
+    # delay of 0 outside their window, so this is also what the model path gives)
+    dry = StreamEngine(None, 48000, 44100, 1, 128, model_rate=48000).process(x)
+    assert getattr(eng.stats, f"faults_{kind}") >= 1 and eng.stats.events[0][0] == 4864  # model-rate index
+    assert np.isfinite(y).all()
+    diff = np.abs(y - dry)[0]
+    assert diff.max() <= np.abs(np.diff(x[0])).max()  # at most the de-click ramp of a one-sample step
+    declick = np.zeros(len(diff), bool)  # the ramps (64 model samples from each event) and filter reach
+    for event, _ in eng.stats.events:
+        declick[event * 44100 // 48000 - 100:(event + 64) * 44100 // 48000 + 100] = True
+    assert diff[~declick].max() < 1e-6
 
 
 def test_engine_bypass_is_aligned_and_toggle_is_crossfaded(models):
