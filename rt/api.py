@@ -3,6 +3,10 @@
     from bandlift.rt import Upsampler
     up = Upsampler()                                   # shipped model, 48 kHz out, CPU/GPU auto
     y, rate = up.process(audio, 16000)                 # audio (n,) or (n, channels)
+    y, rate = Upsampler(out_rate=44100).process(audio, 16000)   # for a 44.1 kHz project
+
+The model runs at its own rate (48 kHz); any other `out_rate` is reached by resampling the engine's
+output (see bandlift.rt.engine), and the input rate may be anything up to max(48000, out_rate).
 
 `process` is a whole-signal call: it runs the same streaming engine as `bandlift live` over the signal
 block by block, flushes it, and removes the engine's delay so that output sample k lines up with input
@@ -19,23 +23,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from bandlift.rt.engine import StreamEngine
+from bandlift.rt.engine import StreamEngine, check_rates
 from bandlift.rt.session import ModelSession
 
 CHUNK = 1 << 16
 
 
-def check_rate(sample_rate, out_rate: int) -> int:
+def positive_int(value, name: str) -> int:
     try:
-        rate = int(sample_rate)
+        number = int(value)
     except (TypeError, ValueError):
-        raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}") from None
-    if rate != sample_rate or rate <= 0:
-        raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
-    if rate > out_rate:
-        raise ValueError(f"input rate {rate} Hz is above the output rate {out_rate} Hz; bandlift only "
-                         "upsamples (downsample first, e.g. with soxr)")
-    return rate
+        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
+    if number != value or number <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return number
 
 
 def as_float_frames(audio) -> np.ndarray:
@@ -100,7 +101,7 @@ class UpsampleStream:
         parts = []
         have = self.n_out + self._held.shape[1]
         while have < target:
-            need = target - have + self.skip + e.block
+            need = target - have + self.skip + e.block_out
             zeros = np.zeros((e.channels, int(np.ceil(need * e.in_rate / e.out_rate)) + 1), np.float32)
             y = self.engine.process(zeros)
             if self.skip:
@@ -118,18 +119,18 @@ class Upsampler:
     """Upsample audio with a streaming bandlift model (ONNX Runtime; no torch).
 
     model: path to a .onnx streaming model, or None for the shipped default.
-    out_rate: output rate (the model's rate, 48000). block: model block in samples (multiple of the
+    out_rate: output rate in Hz (default 48000, the model's rate; others, e.g. 44100, 32000 or 96000,
+    resample the model's output). block: model block in samples at the model rate (multiple of the
     model frame; default 128). provider: "auto" | "cpu" | "cuda". threads: ONNX Runtime intra-op threads.
     `latency`: algorithmic latency in samples at out_rate of the last rate processed (of out_rate
-    until then): resampler delay + model delay + block. `delay`: the part `process` compensates.
+    until then): resampler delays + model delay + one block. `delay`: the part `process` compensates
+    (also in samples at out_rate, a whole number).
     """
 
     def __init__(self, model=None, out_rate: int = 48000, block: int | None = None, provider: str = "auto",
                  threads: int = 1):
+        self.out_rate = positive_int(out_rate, "out_rate")
         self.session = ModelSession(model, provider=provider, threads=threads)
-        if out_rate != self.session.sample_rate:
-            raise ValueError(f"out_rate {out_rate} Hz: the model runs at {self.session.sample_rate} Hz")
-        self.out_rate = int(out_rate)
         self.block = block
         self._engines: dict[tuple[int, int], StreamEngine] = {}
         self._last = self.engine(self.out_rate, 1)
@@ -152,6 +153,13 @@ class Upsampler:
     @property
     def delay(self) -> int:
         return self._last.delay
+
+    def check_rate(self, sample_rate) -> int:
+        """`sample_rate` as an int if this upsampler takes it (at most max(out_rate, model rate)), else
+        ValueError."""
+        rate = positive_int(sample_rate, "sample_rate")
+        check_rates(rate, self.out_rate, self.session.sample_rate)
+        return rate
 
     def reset(self) -> None:
         for eng in self._engines.values():
@@ -178,7 +186,7 @@ class Upsampler:
         return hz
 
     def stream(self, sample_rate, channels: int, input_cutoff=None, delay_compensation: bool = True) -> UpsampleStream:
-        rate = check_rate(sample_rate, self.out_rate)
+        rate = self.check_rate(sample_rate)
         if input_cutoff == "auto":
             raise ValueError("input_cutoff='auto' needs the signal: measure it first "
                              "(bandlift.rt.bandwidth.effective_bandwidth) and pass Hz")
@@ -187,7 +195,7 @@ class Upsampler:
 
     def process(self, audio, sample_rate, input_cutoff=None, delay_compensation: bool = True):
         """Whole-signal upsampling -> (audio_out, out_rate); same layout as `audio`."""
-        rate = check_rate(sample_rate, self.out_rate)
+        rate = self.check_rate(sample_rate)
         frames = as_float_frames(audio)
         check_finite(frames)
         hz = self.resolve_cutoff(input_cutoff, frames, rate)

@@ -1,4 +1,5 @@
-"""`bandlift upsample IN OUT`: upsample a file (or a folder of files) to 48 kHz with the streaming model.
+"""`bandlift upsample IN OUT`: upsample a file (or a folder of files) to 48 kHz (or --rate, e.g. 44100)
+with the streaming model.
 
 Files are streamed through the same engine as `bandlift live` in blocks (memory stays flat for any
 length); with the same --block, the file result equals the live output sample for sample. The delay of
@@ -24,12 +25,15 @@ def configure(p) -> None:
     p.add_argument("output", nargs="?", help="output file (.wav or .flac); for a folder use -o")
     p.add_argument("-o", "--output-dir", help="output folder (folder mode); the input tree is mirrored")
     p.add_argument("--format", choices=["wav", "flac"], default="wav", help="output format in folder mode")
-    p.add_argument("--rate", type=int, default=48000, help="output rate (the model's rate)")
+    p.add_argument("--rate", type=int, default=48000,
+                   help="output rate in Hz (default 48000, the model's rate; e.g. 44100: the model's output "
+                        "is resampled)")
     p.add_argument("--input-cutoff", default="auto",
                    help="bandwidth of the input in Hz, or 'auto' to measure it per file (default), "
                         "or 'nyquist' for half the input rate")
     p.add_argument("--model", help="streaming ONNX model (default: the shipped model)")
-    p.add_argument("--block", type=int, default=128, help="model block in samples at 48 kHz (as in `live`)")
+    p.add_argument("--block", type=int, default=128, help="model block in samples at the model rate, 48 kHz "
+                                                          "(as in `live`)")
     p.add_argument("--no-delay-compensation", action="store_true",
                    help="keep the raw stream timing (output lags by the engine delay)")
     p.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto")
@@ -60,8 +64,10 @@ def upsample_file(up, src, dst, input_cutoff="auto", delay_compensation=True, pr
     output_format(dst)
     with open_read(src) as f:
         rate, channels, frames = f.samplerate, f.channels, f.frames
-        if rate > up.out_rate:
-            raise AudioFileError(f"{src}: {rate} Hz is above the output rate {up.out_rate} Hz")
+        try:
+            up.check_rate(rate)
+        except ValueError as exc:
+            raise AudioFileError(f"{src}: {exc}") from exc
         cutoff = _cutoff(input_cutoff, src, rate)
         try:
             stream = up.stream(rate, channels, cutoff, delay_compensation)

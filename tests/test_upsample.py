@@ -41,6 +41,45 @@ def test_delay_compensation_aligns_band_limited_input(models, rate, block):
     assert np.array_equal(raw[up.delay:], y[: m - up.delay])
 
 
+@pytest.mark.parametrize("out_rate", [44100, 32000, 96000])
+@pytest.mark.parametrize("rate", [8000, 16000, 44100, 48000])
+def test_other_output_rates_are_aligned(models, rate, out_rate):
+    """Upsampler(out_rate=...): the model runs at 48 kHz, its output is resampled; the delay removed
+    is exact (whole output samples) so band-limited input comes out aligned."""
+    up = Upsampler(models["delay"], out_rate=out_rate, block=128)
+    n = rate // 3 + 17
+    band = min(rate, out_rate, 48000)
+    freqs = np.array([0.05, 0.3]) * band
+    x = (np.array([0.5, 0.3]) * np.sin(2 * np.pi * freqs * np.arange(n)[:, None] / rate + np.arange(2)))
+    y, got_rate = up.process(x.astype(np.float32), rate)
+    m = round(n * out_rate / rate)
+    assert got_rate == out_rate and y.shape == (m, 2)
+    ref = np.array([0.5, 0.3]) * np.sin(2 * np.pi * freqs * np.arange(m)[:, None] / out_rate + np.arange(2))
+    edge = 400 if rate == 8000 else 200  # the filters' start-up transient
+    assert np.abs(y - ref)[edge:-edge].max() < 5e-4
+    assert up.latency == up.delay + -(-128 * out_rate // 48000)
+    raw, _ = up.process(x.astype(np.float32), rate, delay_compensation=False)
+    assert np.array_equal(raw[up.delay:], y[: m - up.delay])
+
+
+def test_44k_output_lag_zero_against_an_independent_resampler(models):
+    """Band-limited noise at 16 kHz -> Upsampler(out_rate=44100) with a pure-delay model equals scipy's
+    zero-phase polyphase resampling at lag 0 (cross-correlation of the low band)."""
+    from scipy import signal
+
+    rng = np.random.default_rng(3)
+    x = signal.sosfiltfilt(signal.butter(10, 5000, fs=16000, output="sos"), rng.standard_normal(16000 * 2))
+    x = (0.3 * x / np.abs(x).max()).astype(np.float32)
+    y, rate = Upsampler(models["delay"], out_rate=44100).process(x, 16000)
+    ref = signal.resample_poly(x.astype(np.float64), 441, 160)
+    assert rate == 44100 and len(y) == len(ref) == round(len(x) * 44100 / 16000)
+    mid = slice(2000, len(y) - 2000)
+    lags = np.arange(-20, 21)
+    corr = [np.dot(y[mid], np.roll(ref, lag)[mid]) for lag in lags]
+    assert lags[int(np.argmax(corr))] == 0
+    assert np.abs(y[mid] - ref[mid]).max() < 2e-3 * np.abs(ref).max()
+
+
 def test_mono_int_and_input_validation(models):
     up = Upsampler(models["conv"])
     y, _ = up.process(np.zeros(1000, np.int16), 16000)
@@ -51,6 +90,10 @@ def test_mono_int_and_input_validation(models):
         up.process(x, 16000)
     with pytest.raises(ValueError, match="above the output rate"):
         up.process(np.zeros(100), 96000)
+    with pytest.raises(ValueError, match="above the output rate 44100 Hz and the model rate 48000 Hz"):
+        Upsampler(models["conv"], out_rate=44100).process(np.zeros(100), 88200)
+    with pytest.raises(ValueError, match="out_rate must be a positive integer"):
+        Upsampler(models["conv"], out_rate=44100.5)
     with pytest.raises(ValueError, match="positive integer"):
         up.process(np.zeros(100), 16000.5)
     with pytest.raises(ValueError, match=r"must be in \(0, 8000"):
@@ -90,6 +133,24 @@ def test_cli_file_equals_api_and_streams(models, tmp_path, capsys, name, rate, c
     assert r == 48000 and y.shape == (round(len(x) * 48000 / rate), channels)
     tol = 1e-7 if out.endswith(".wav") else 2.0 ** -22  # FLAC is 24-bit
     assert np.abs(y - ref).max() <= tol
+
+
+def test_cli_rate_44100_writes_a_44k_file(models, tmp_path, capsys):
+    src, dst = tmp_path / "a.wav", tmp_path / "a44.wav"
+    x = write(src, 16000, 1, seconds=5.0)  # > 64k frames: several read blocks
+    assert main(["upsample", str(src), str(dst), "--rate", "44100", "--model", str(models["conv"]),
+                 "--input-cutoff", "nyquist"]) == 0
+    assert "16000 -> 44100 Hz" in capsys.readouterr().out
+    info = sf.info(str(dst))
+    assert info.samplerate == 44100 and info.frames == round(len(x) * 44100 / 16000)
+    y, _ = sf.read(str(dst), dtype="float32", always_2d=True)
+    ref, _ = Upsampler(models["conv"], out_rate=44100).process(sf.read(str(src), dtype="float32", always_2d=True)[0],
+                                                               16000)
+    assert np.abs(y - ref).max() <= 1e-7
+    hi = tmp_path / "hi.wav"
+    write(hi, 96000, 1, seconds=0.1)
+    assert main(["upsample", str(hi), str(tmp_path / "x.wav"), "--rate", "44100", "--model", str(models["conv"])]) == 2
+    assert "96000 Hz is above the output rate 44100 Hz" in capsys.readouterr().err
 
 
 def test_cli_folder_mode_skips_corrupt_file(models, tmp_path, capsys):
