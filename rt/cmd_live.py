@@ -24,11 +24,13 @@ def configure(p) -> None:
     p.add_argument("--output", help="output device: index or name substring (default: system default)")
     p.add_argument("--loopback", action="store_true",
                    help="capture what the computer plays (PulseAudio/PipeWire monitor of the default sink)")
-    p.add_argument("--rate", type=int, default=48000, help="output rate (the model's rate)")
+    p.add_argument("--rate", type=int, default=48000,
+                   help="output device rate in Hz (default 48000, the model's rate; e.g. 44100: the model's "
+                        "output is resampled)")
     p.add_argument("--input-rate", type=int,
                    help="input device rate if different (e.g. 16000 for a headset): two streams")
     p.add_argument("--channels", type=int, choices=[1, 2], default=1)
-    p.add_argument("--block", type=int, default=128, help="model block (samples at the output rate)")
+    p.add_argument("--block", type=int, default=128, help="model block (samples at the model rate, 48 kHz)")
     p.add_argument("--frames", type=int, help="device period in frames (default: the block)")
     p.add_argument("--margin", type=int, default=0,
                    help="extra buffering in samples beyond the minimum (robustness against a busy CPU)")
@@ -136,8 +138,6 @@ def run(args) -> int:
                       else np.repeat(source[:, :1], 2, axis=1))
         if not np.isfinite(source).all():
             raise CLIError(f"{args.source} contains NaN/inf samples")
-    if in_rate > args.rate:
-        raise CLIError(f"input rate {in_rate} Hz is above the output rate {args.rate} Hz")
     try:
         session = ModelSession(args.model, provider=args.provider, threads=args.threads, channels=args.channels)
         engine = StreamEngine(session, in_rate, args.rate, args.channels, args.block,
@@ -173,13 +173,15 @@ def run(args) -> int:
                     sys.stderr.flush()
 
             runner.start()
-            rs = engine.resampler
-            print(f"model: {session.describe()}; {in_rate} -> {rate} Hz, {args.channels} ch, block {engine.block}, "
-                  f"device period {runner.frames}, worker {runner.worker_priority}", file=sys.stderr)
+            model_rate = engine.model_rate
+            via = f" (model at {model_rate} Hz)" if model_rate not in (in_rate, rate) else ""
+            print(f"model: {session.describe()}; {in_rate} -> {rate} Hz{via}, {args.channels} ch, block "
+                  f"{engine.block}, device period {runner.frames}, worker {runner.worker_priority}", file=sys.stderr)
             print(f"latency {ms(runner.total_latency):.2f} ms = buffering {runner.buffering} samples "
-                  f"({runner.buffering / engine.block:.2g} blocks of {engine.block}: block fill + worker hand-off"
-                  f"{f' + margin {args.margin}' if args.margin else ''}) + resampler {rs.delay} + model "
-                  f"{engine.model_delay} + device {runner.device_latency} (in+out) samples", file=sys.stderr)
+                  f"({runner.buffering / engine.block_out:.2g} blocks of {engine.block_out}: block fill + worker "
+                  f"hand-off{f' + margin {args.margin}' if args.margin else ''}) + engine delay {engine.delay} "
+                  f"(resampling + model {engine.model_delay} at {model_rate} Hz) + device {runner.device_latency} "
+                  f"(in+out) samples at {rate} Hz", file=sys.stderr)
             if sys.stdin.isatty():
                 print("keys: b bypass, +/- gain, [ ] wet/dry, q quit", file=sys.stderr)
             try:

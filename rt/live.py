@@ -10,11 +10,12 @@ Timing is fixed: the output ring starts `buffering` samples ahead of the callbac
 always advances by a full period, so a late worker costs silence for that period, never drift. The
 buffering is the smallest amount that gives the worker one device period to produce each model block
 (computed by simulating the callback cadence), plus an optional safety margin. Round-trip latency =
-buffering + engine delay (resampler + model) + the device's input and output latency.
+buffering + engine delay (resamplers + model) + the device's input and output latency, all in samples
+at the output rate (the engine's out_rate: 48 kHz, or e.g. 44.1 kHz, resampled from the model's rate).
 
 With an input device at another rate (e.g. a 16 kHz headset) there are two streams, input at its
-rate and output at 48 kHz; the output waits for the first input, and one more period of buffering
-covers either order of their callbacks within a cycle. (Two independent clocks may drift on real
+rate and output at the output rate; the output waits for the first input, and one more period of
+buffering covers either order of their callbacks within a cycle. (Two independent clocks may drift on real
 hardware: a late worker then costs silence, never growing latency.)
 
 Overload: the engine (realtime=True) crossfades to bypass when a block's compute time exceeds its
@@ -138,12 +139,10 @@ def _output_side(outdata, out_data, out_ctr, stats):
 def required_buffering(engine, frames: int, periods: int = 4000) -> int:
     """Smallest prefill (samples at the output rate) that lets the worker produce each model block
     within one device period: simulated over the callback cadence (exact for any block/period/ratio)."""
-    rs = engine.resampler
-    need = engine.block
+    need = engine.block_out
     for c in range(periods):
         n_in = ((c + 1) * frames * engine.in_rate) // engine.out_rate  # input delivered by callback c
-        resampled = -(-n_in * rs.up // rs.down)
-        ready = resampled // engine.block * engine.block  # output samples the worker can make by callback c+1
+        ready = engine.output_count(n_in)  # output samples the worker can make by callback c+1
         # callback c+1 reads output positions up to (c + 2) * frames - prefill - 1
         need = max(need, (c + 2) * frames - ready)
     return int(need)

@@ -1,6 +1,7 @@
 """`bandlift live` on a real JACK server (dummy backend, loopback port): what the engine plays comes
 back at the input, so the live output is checked sample by sample against offline processing, the
-round trip against the declared latency, and overload / NaN / dead-server handling end to end.
+round trip against the declared latency, and overload / NaN / dead-server handling end to end; at
+48 kHz (the model's rate) and on a 44.1 kHz server (the engine resamples the model's output).
 
 The shared 2-core machine drops a few JACK cycles now and then: tests report xruns and late blocks
 and allow the samples of those periods to differ, never more.
@@ -40,16 +41,23 @@ def models(tmp_path_factory):
             "nan": build_model(d / "nan.onnx", "nan", fault_after=24000, fault_until=30000)}
 
 
-def live(tmp_path, model, source, seconds, *extra):
+@pytest.fixture(scope="module")
+def jack44():
+    with running_jack(44100, PERIOD) as server:
+        yield server
+
+
+def live(tmp_path, model, source, seconds, *extra, out_rate=48000):
     rec, js = tmp_path / "rec.wav", tmp_path / "live.json"
     rc = main(["live", "--input", "loopback", "--output", "loopback", "--model", str(model), "--source",
-               str(source), "--record", str(rec), "--seconds", str(seconds), "--json", str(js), "--quiet", *extra])
+               str(source), "--record", str(rec), "--seconds", str(seconds), "--json", str(js), "--quiet",
+               "--rate", str(out_rate), *extra])
     assert rc == 0
     result = json.loads(js.read_text())
     print(f"\nlive run: xruns {result['xruns']}, late blocks {result['late_blocks']}, "
           f"block p99 {result['block_ms_p99']:.3f} ms, latency {result['latency_ms']:.2f} ms")
     recorded, rate = sf.read(str(rec), dtype="float32", always_2d=True)
-    assert rate == 48000
+    assert rate == out_rate
     return recorded, result
 
 
@@ -78,18 +86,22 @@ def period_offsets(recorded, offline, lag, period=PERIOD, reach=3):
 
 @pytest.mark.parametrize("rate,channels,model", [(48000, 1, "conv"), (16000, 1, "conv2"), (44100, 2, "conv")])
 def test_live_output_equals_offline_upsample(jack, models, tmp_path, rate, channels, model):
+    check_live_equals_offline(tmp_path, models[model], rate, channels, 48000)
+
+
+def check_live_equals_offline(tmp_path, model, rate, channels, out_rate):
     src = tmp_path / "src.wav"
     noise(src, rate, 3.0, channels)
-    recorded, result = live(tmp_path, models[model], src, 3.0, "--channels", str(channels))
+    recorded, result = live(tmp_path, model, src, 3.0, "--channels", str(channels), out_rate=out_rate)
     offline = tmp_path / "offline.wav"
-    assert main(["upsample", str(src), str(offline), "--model", str(models[model]), "--block", "128",
-                 "--no-delay-compensation", "--input-cutoff", "nyquist"]) == 0
+    assert main(["upsample", str(src), str(offline), "--model", str(model), "--block", "128", "--rate",
+                 str(out_rate), "--no-delay-compensation", "--input-cutoff", "nyquist"]) == 0
     off, _ = sf.read(str(offline), dtype="float32", always_2d=True)
     # the loopback returns what the engine played after buffering + device latency; the engine
-    # delay (resampler + model) is inside both streams
+    # delay (resamplers + model) is inside both streams
     lag = result["buffering_samples"] + result["device_latency_samples"]
     assert result["latency_samples"] == lag + result["engine_delay_samples"]
-    assert len(recorded) - lag >= 2.5 * 48000
+    assert len(recorded) - lag >= 2.5 * out_rate
     shifts = period_offsets(recorded, off, lag)[: len(off) // PERIOD - 4]
     glitches = result["xruns"] + result["late_blocks"]
     bad = sum(s is None for s in shifts)
@@ -104,16 +116,21 @@ def test_live_output_equals_offline_upsample(jack, models, tmp_path, rate, chann
 
 @pytest.mark.parametrize("rate", [48000, 16000])
 def test_roundtrip_equals_declared_latency(jack, models, tmp_path, rate):
+    check_roundtrip(tmp_path, models["conv"], rate, 48000)
+
+
+def check_roundtrip(tmp_path, model, rate, out_rate):
     from bandlift.rt.live import click_train
 
     n = int(rate * 3.0)
     x, clicks = click_train(n, rate, 1, every_s=0.2)
+    assert not (clicks * out_rate % rate).any()  # each click sits on an output sample
     src = tmp_path / "clicks.wav"
     sf.write(str(src), x, rate, subtype="FLOAT")
-    recorded, result = live(tmp_path, models["conv"], src, 3.0)
+    recorded, result = live(tmp_path, model, src, 3.0, out_rate=out_rate)
     declared = result["latency_samples"]
     measured = []
-    for c in clicks * 48000 // rate:
+    for c in clicks * out_rate // rate:
         window = recorded[c + declared - 200: c + declared + 200, 0]
         if len(window) == 400:
             measured.append(c + declared - 200 + int(np.argmax(np.abs(window))) - c)
@@ -268,3 +285,13 @@ def test_two_streams_path_is_exact_too(jack, models, tmp_path):
     shifts = period_offsets(rec, offline, lags[0])[: len(offline) // PERIOD - 8]
     glitches = summary.xruns + summary.late_blocks
     assert sum(s is None for s in shifts) <= 3 * glitches + 2
+
+
+# -- a 44.1 kHz server: the model runs at 48 kHz, the engine resamples its output to 44.1 kHz ----------
+@pytest.mark.parametrize("rate,channels,model", [(16000, 1, "conv2"), (44100, 2, "conv")])
+def test_live_44k_output_equals_offline_upsample(jack44, models, tmp_path, rate, channels, model):
+    check_live_equals_offline(tmp_path, models[model], rate, channels, 44100)
+
+
+def test_live_44k_roundtrip_equals_declared_latency(jack44, models, tmp_path):
+    check_roundtrip(tmp_path, models["conv2"], 16000, 44100)
