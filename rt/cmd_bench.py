@@ -1,7 +1,7 @@
 """`bandlift bench`: latency, per-block compute time, real-time factor; offline and on a live device.
 
-Offline, each block size runs the real engine (resampler + model + crossfade logic) one block of input
-at a time on noise, timing every call: p50/p99/max in ms, RTF = compute time / audio time, deadline
+Offline, each block size runs the real engine (resamplers + model + crossfade logic) one model block of
+input at a time on noise, timing every call: p50/p99/max in ms, RTF = compute time / audio time, deadline
 misses = calls slower than the block's duration. The bypass path (what overload falls back to) is
 measured in the same run. `--live` runs the engine on an audio device with a click train as input,
 records what comes back through a loopback connection (cable, or JACK's loopback port) and measures
@@ -22,7 +22,9 @@ from bandlift.rt.cli import CLIError
 def configure(p) -> None:
     p.add_argument("--block", type=int, nargs="+", default=[64, 128, 256, 512], help="block sizes")
     p.add_argument("--seconds", type=float, default=10.0, help="audio per block size (or live run length)")
-    p.add_argument("--input-rate", type=int, default=48000, help="input rate (resampled to 48 kHz)")
+    p.add_argument("--input-rate", type=int, default=48000, help="input rate (resampled to the model's 48 kHz)")
+    p.add_argument("--rate", type=int, default=48000,
+                   help="output rate (default 48000, the model's rate; e.g. 44100: the output is resampled)")
     p.add_argument("--channels", type=int, choices=[1, 2], default=1)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="cpu")
@@ -35,9 +37,9 @@ def configure(p) -> None:
     p.add_argument("--margin", type=int, default=0, help="live: extra buffering in samples")
 
 
-def _stats(times: np.ndarray, block: int, rate: int) -> dict:
+def _stats(times: np.ndarray, budget: float) -> dict:
+    """Per-call times (s) against the audio duration of one call (s)."""
     ms = times * 1e3
-    budget = block / rate
     return {"block_ms_p50": float(np.percentile(ms, 50)), "block_ms_p99": float(np.percentile(ms, 99)),
             "block_ms_max": float(ms.max()), "block_ms_mean": float(ms.mean()),
             "rtf": float(times.sum() / (len(times) * budget)), "deadline_misses": int((times > budget).sum()),
@@ -45,10 +47,10 @@ def _stats(times: np.ndarray, block: int, rate: int) -> dict:
 
 
 def time_engine(engine, seconds: float, seed: int = 0) -> np.ndarray:
-    """Feed noise one block at a time; seconds per call (each call makes one block at the output)."""
-    rate_in, rate_out, block = engine.in_rate, engine.out_rate, engine.block
-    calls = max(1, int(seconds * rate_out / block))
-    n_total = int(np.ceil((calls + 2) * block * rate_in / rate_out)) + 1
+    """Feed noise one model block at a time; seconds per call (each call makes one model block)."""
+    rate_in, rate_model, block = engine.in_rate, engine.model_rate, engine.block
+    calls = max(1, int(seconds * rate_model / block))
+    n_total = int(np.ceil((calls + 2) * block * rate_in / rate_model)) + 1
     x = (np.random.default_rng(seed).standard_normal((engine.channels, n_total)) * 0.1).astype(np.float32)
     # warm up (jit, allocator), then start from a clean state
     engine.process(x[:, : 4 * block])
@@ -56,7 +58,7 @@ def time_engine(engine, seconds: float, seed: int = 0) -> np.ndarray:
     times = np.zeros(calls)
     pos = 0
     for i in range(calls):
-        end = ((i + 1) * block * rate_in) // rate_out
+        end = ((i + 1) * block * rate_in) // rate_model
         t0 = time.perf_counter()
         engine.process(x[:, pos:end])
         times[i] = time.perf_counter() - t0
@@ -70,15 +72,16 @@ def bench_offline(session, args) -> dict:
     results = {}
     for block in args.block:
         try:
-            eng = StreamEngine(session, args.input_rate, 48000, args.channels, block)
-            byp = StreamEngine(None, args.input_rate, 48000, args.channels, block)
+            eng = StreamEngine(session, args.input_rate, args.rate, args.channels, block)
+            byp = StreamEngine(None, args.input_rate, args.rate, args.channels, block,
+                               model_rate=session.sample_rate)
         except ValueError as exc:
             raise CLIError(str(exc)) from None
         model_t = time_engine(eng, args.seconds)
         bypass_t = time_engine(byp, args.seconds)
-        r = {"block": block, "latency_samples": eng.latency, "latency_ms": 1e3 * eng.latency / 48000,
-             "delay_samples": eng.delay, **_stats(model_t, block, 48000),
-             "bypass": {"latency_ms": 1e3 * byp.latency / 48000, **_stats(bypass_t, block, 48000)}}
+        r = {"block": block, "latency_samples": eng.latency, "latency_ms": 1e3 * eng.latency / args.rate,
+             "delay_samples": eng.delay, **_stats(model_t, eng.block_seconds),
+             "bypass": {"latency_ms": 1e3 * byp.latency / args.rate, **_stats(bypass_t, byp.block_seconds)}}
         r["_times"] = (model_t, bypass_t)
         results[block] = r
         print(f"block {block:4d}: latency {r['latency_ms']:.2f} ms | model p50 {r['block_ms_p50']:.3f} "
@@ -94,8 +97,11 @@ def bench_live(session, args, block: int) -> dict:
     from bandlift.rt.engine import StreamEngine
     from bandlift.rt.live import LiveError, LiveRunner, click_train, find_device
 
-    rate = 48000
-    eng = StreamEngine(session, rate, rate, args.channels, block, realtime=True)
+    rate = args.rate
+    try:
+        eng = StreamEngine(session, rate, rate, args.channels, block, realtime=True)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
     n = int(args.seconds * rate)
     every = 0.25
     source, clicks = click_train(n, rate, args.channels, every_s=every)
@@ -162,10 +168,11 @@ def run(args) -> int:
         session = ModelSession(args.model, provider=args.provider, threads=args.threads, channels=args.channels)
     except (ModelError, ValueError, RuntimeError) as exc:
         raise CLIError(str(exc)) from None
-    print(f"model: {session.describe()}, {args.threads} thread(s), {args.input_rate} -> 48000 Hz, "
-          f"{args.channels} ch", file=sys.stderr)
+    print(f"model: {session.describe()}, {args.threads} thread(s), "
+          f"{args.rate if args.live else args.input_rate} -> {args.rate} Hz, {args.channels} ch", file=sys.stderr)
     out = {"model": session.info.path, "provider": session.device, "threads": args.threads,
-           "input_rate": args.input_rate, "channels": args.channels, "seconds": args.seconds}
+           "input_rate": args.rate if args.live else args.input_rate, "rate": args.rate,
+           "channels": args.channels, "seconds": args.seconds}
     if args.live:
         block = args.block[0] if len(args.block) == 1 else 128
         out.update(bench_live(session, args, block))

@@ -34,6 +34,23 @@ def test_offline_bench_reports_model_and_bypass(models, tmp_path):
     assert png.stat().st_size > 5000 and png.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_offline_bench_at_44k_output(models, tmp_path):
+    js = tmp_path / "b.json"
+    assert main(["bench", "--model", str(models["conv"]), "--seconds", "0.5", "--block", "128",
+                 "--input-rate", "16000", "--rate", "44100", "--json", str(js)]) == 0
+    r = json.loads(js.read_text())
+    from bandlift.rt.resample import StreamingResampler
+
+    # in samples at 44.1 kHz: (16k -> 48k resampler + model delay 2) at 48 kHz made whole, + 48k -> 44.1k
+    # resampler, + one 128-sample model block
+    d_in, d_out = StreamingResampler(16000, 48000).delay, StreamingResampler(48000, 44100).delay
+    latency = -(-(d_in + 2) * 441 // 480) + d_out + -(-128 * 441 // 480)
+    assert r["rate"] == 44100 and r["latency_samples"] == latency
+    assert r["latency_ms"] == pytest.approx(latency / 44.1)
+    assert r["blocks"] == 24000 // 128 and r["budget_ms"] == pytest.approx(128 / 48)  # model blocks
+    assert 0 < r["rtf"] < 1 and 0 < r["bypass"]["rtf"] < 1
+
+
 def test_offline_bench_counts_deadline_misses(models, tmp_path):
     js = tmp_path / "b.json"
     assert main(["bench", "--model", str(models["slow"]), "--seconds", "0.2", "--block", "64",
@@ -48,17 +65,20 @@ def test_offline_bench_counts_deadline_misses(models, tmp_path):
 
 @pytest.mark.live
 @pytest.mark.skipif(not JackServer.available(), reason="jackd/jack_lsp not installed (apt jackd2)")
-@pytest.mark.parametrize("period,block", [(128, 128), (64, 64)])
-def test_live_bench_roundtrip_matches_declared(models, tmp_path, period, block):
+@pytest.mark.parametrize("rate,period,block", [(48000, 128, 128), (48000, 64, 64), (44100, 128, 128)])
+def test_live_bench_roundtrip_matches_declared(models, tmp_path, rate, period, block):
     js = tmp_path / "live.json"
-    with running_jack(48000, period):
+    with running_jack(rate, period):
         assert main(["bench", "--live", "--input", "loopback", "--output", "loopback", "--model",
-                     str(models["conv"]), "--block", str(block), "--seconds", "2.5", "--json", str(js)]) == 0
+                     str(models["conv"]), "--block", str(block), "--seconds", "2.5", "--rate", str(rate),
+                     "--json", str(js)]) == 0
     r = json.loads(js.read_text())
-    print(f"\nperiod {period}: round trip {r['roundtrip_ms']:.2f} ms (declared {r['declared_latency_ms']:.2f}), "
-          f"xruns {r['xruns']}, late {r['late_blocks']}")
-    # 2 (model delay) + one block of buffering + JACK's period + device block
-    assert r["declared_latency_samples"] == 2 + block + period + block
+    print(f"\n{rate} Hz, period {period}: round trip {r['roundtrip_ms']:.2f} ms (declared "
+          f"{r['declared_latency_ms']:.2f}), xruns {r['xruns']}, late {r['late_blocks']}")
+    if rate == 48000:  # 2 (model delay) + one block of buffering + JACK's period + device block
+        assert r["declared_latency_samples"] == 2 + block + period + block
+    else:  # resampling 44.1 -> 48 -> 44.1 kHz around the model adds its delay and buffering
+        assert r["declared_latency_samples"] > 2 + block + period + block
     assert r["roundtrip_samples"] == r["declared_latency_samples"]
     assert r["roundtrip_exact_fraction"] >= 0.5 and r["clicks_detected"] >= 8
     assert "xruns" in r and np.isfinite(r["block_ms_p99"])
