@@ -61,7 +61,7 @@ class EngineStats:
     faults_nan: int = 0
     faults_explode: int = 0
     overloads: int = 0
-    events: list = field(default_factory=list)  # (output sample index, reason)
+    events: list = field(default_factory=list)  # (model-rate sample index, reason)
     times: np.ndarray = field(default_factory=lambda: np.zeros(1 << 16))  # last compute times (s)
 
     def add_time(self, seconds: float) -> None:
