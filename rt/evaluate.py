@@ -188,14 +188,12 @@ def model_method(model=None, rate: int = 48000) -> Method:
     """The streaming model (path, or None for the shipped default) as a method, via Upsampler."""
     from bandlift.rt.api import Upsampler
 
-    upsampler = Upsampler(model=model)  # runs at the model's rate (48 kHz)
+    upsampler = Upsampler(model=model, out_rate=rate)  # the engine's own output resampler when rate != 48 kHz
 
     def run_model(x_low, in_rate, out_rate, cutoff_hz=None):
         y, y_rate = upsampler.process(x_low, in_rate, input_cutoff=cutoff_hz)
-        if y_rate != out_rate:  # e.g. 44.1 kHz references: judge at their own rate
-            import soxr
-
-            y = soxr.resample(y, y_rate, out_rate, quality="VHQ").astype(np.float32)
+        if y_rate != out_rate:
+            raise RuntimeError(f"model produced {y_rate} Hz, expected {out_rate} Hz")
         return y
 
     return run_model
