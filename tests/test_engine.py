@@ -310,3 +310,17 @@ def test_engine_overload_fades_to_bypass_without_cascade(models):
     eng.reset()
     y = eng.process(x[:, :4800])
     assert eng.stats.overloads == 0 and eng.stats.model_blocks == 4800 // 64
+
+
+def test_delayed_impulse_is_not_taken_for_an_explosion(tmp_path):
+    """A click near the end of one block comes out of a delaying model in the next (silent) block."""
+    from bandlift.rt.session import ModelSession
+
+    model = build_model(tmp_path / "delay96.onnx", "delay", delay=96, frame=32)
+    eng = StreamEngine(ModelSession(model), 48000, 48000, 1, block=128)
+    x = np.zeros((1, 128 * 40), np.float32)
+    x[0, 128 * 10 + 120::128 * 6] = 0.9  # clicks 8 samples before a block ends, silence after
+    y = feed_in_chunks(eng.process, x, seed=3)
+    assert eng.stats.faults_explode == 0 and eng.stats.bypass_events == 0
+    n = y.shape[1]
+    assert np.array_equal(y[0, eng.delay:], x[0, : n - eng.delay])
