@@ -66,29 +66,29 @@ def ring_space(data, counters):
 
 
 @njit(cache=True)
-def ring_write(data, counters, frames):
-    """Append frames[n, C]; writes only what fits, returns the number written."""
+def _copy_in(data, counters, frames, n):
+    """Copy frames[:n] in at the write position and advance it."""
     cap = data.shape[0]
-    n = min(frames.shape[0], cap - ring_available(counters))
     pos = counters[0]
     for i in range(n):
         row = (pos + i) % cap
         for c in range(data.shape[1]):
             data[row, c] = frames[i, c]
     counters[0] = pos + n
+
+
+@njit(cache=True)
+def ring_write(data, counters, frames):
+    """Append frames[n, C]; writes only what fits, returns the number written."""
+    n = min(frames.shape[0], data.shape[0] - ring_available(counters))
+    _copy_in(data, counters, frames, n)
     return n
 
 
 @njit(cache=True)
 def ring_write_overwrite(data, counters, frames):
     """Append frames[n, C] unconditionally (the oldest unread frames are lost when full)."""
-    cap = data.shape[0]
-    pos = counters[0]
-    for i in range(frames.shape[0]):
-        row = (pos + i) % cap
-        for c in range(data.shape[1]):
-            data[row, c] = frames[i, c]
-    counters[0] = pos + frames.shape[0]
+    _copy_in(data, counters, frames, frames.shape[0])
     return frames.shape[0]
 
 

@@ -184,24 +184,33 @@ def folder_candidates(folders: list[Path], source: str, licence: str):
 
 
 def _folder(args) -> int:
+    from bandlift.train.data_sources import AUDIO_EXTENSIONS
+
     _, manifest = _paths(args)
     source = args.name or f"folder:{args.folders[0].expanduser().resolve().name}"
     candidates = folder_candidates(args.folders, source, args.licence)
     if not candidates:
         raise CLIError("no audio files found (looked for " + ", ".join(
-            sorted(__import__("bandlift.train.data_sources", fromlist=["x"]).AUDIO_EXTENSIONS)) + ")")
+            sorted(AUDIO_EXTENSIONS)) + ")")
     index_and_write(candidates, {source}, manifest, args, f"indexing {source}")
     return 0
+
+
+def _manifest_rows(args):
+    """(manifest path, its rows); a malformed manifest is a CLIError."""
+    from bandlift.train import data_sources as ds
+
+    _, manifest = _paths(args)
+    try:
+        return manifest, ds.read_manifest(manifest)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def _info(args) -> int:
     from bandlift.train import data_sources as ds
 
-    _, manifest = _paths(args)
-    try:
-        rows = ds.read_manifest(manifest)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
+    manifest, rows = _manifest_rows(args)
     if not rows:
         raise CLIError(f"no manifest rows in {manifest} (run `bandlift dataset debian` first)")
     summary = {"manifest": str(manifest), "sources": ds.summarize(rows)}
@@ -214,11 +223,7 @@ def _info(args) -> int:
 def _cache(args) -> int:
     from bandlift.train import data_sources as ds
 
-    _, manifest = _paths(args)
-    try:
-        rows = ds.read_manifest(manifest)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
+    manifest, rows = _manifest_rows(args)
     rows = [r for r in rows if args.split is None or r.get("split") in args.split]
     if not rows:
         raise CLIError(f"no manifest rows in {manifest}")
