@@ -287,7 +287,7 @@ class StreamEngine:
         self._gain_now = self.gain
         out = out * gain_ramp
         if hard:
-            out += (self._last_out - out[:, :1]) * self._declick
+            out += (self._last_out[:, None] - out[:, :1]) * self._declick
         if self.bypass and start > 0 and end == 0.0 and not hard:
             self._event("user")
         self._last_out = out[:, -1].copy()

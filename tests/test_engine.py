@@ -324,3 +324,13 @@ def test_delayed_impulse_is_not_taken_for_an_explosion(tmp_path):
     assert eng.stats.faults_explode == 0 and eng.stats.bypass_events == 0
     n = y.shape[1]
     assert np.array_equal(y[0, eng.delay:], x[0, : n - eng.delay])
+
+
+def test_stereo_fault_is_declicked_per_channel(models):
+    """A hard switch to bypass in stereo ramps each channel from its own last sample."""
+    eng = StreamEngine(ModelSession(models["nan"]), 48000, 48000, 2, block=128)
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((2, 48000)) * 0.1).astype(np.float32)
+    x[1] *= 3.0
+    y = feed_in_chunks(eng.process, x, seed=4)
+    assert eng.stats.faults_nan >= 1 and np.isfinite(y).all() and y.shape[0] == 2
