@@ -92,7 +92,12 @@ def test_live_output_equals_offline_upsample(jack, models, tmp_path, rate, chann
 def check_live_equals_offline(tmp_path, model, rate, channels, out_rate):
     src = tmp_path / "src.wav"
     noise(src, rate, 3.0, channels)
-    recorded, result = live(tmp_path, model, src, 3.0, "--channels", str(channels), out_rate=out_rate)
+    for _ in range(3):  # an overload bypass (the shared machine was busy) changes the data by design
+        recorded, result = live(tmp_path, model, src, 3.0, "--channels", str(channels), out_rate=out_rate)
+        if result["bypass_events"] == 0:
+            break
+        print(f"retrying: {result['bypass_events']} overload bypass event(s) under machine load")
+    assert result["bypass_events"] == 0, "every attempt fell back to bypass: the machine is overloaded"
     offline = tmp_path / "offline.wav"
     assert main(["upsample", str(src), str(offline), "--model", str(model), "--block", "128", "--rate",
                  str(out_rate), "--no-delay-compensation", "--input-cutoff", "nyquist"]) == 0
