@@ -44,10 +44,13 @@ def multi_resolution_stft_loss(y, target, ffts=(256, 512, 1024, 2048), w_sc=1.0,
     return loss / len(ffts)
 
 
-def lsd_torch(y, target, n_fft=2048, hop=512):
-    """LSD as NU-Wave 2/AP-BWE compute it (power floored at 1e-8, log10), for validation."""
+def lsd_torch(y, target, n_fft=2048, hop=512, eps=0.0):
+    """LSD as NU-Wave 2/AP-BWE compute it (power floored at 1e-8, log10), per clip [B].
+
+    eps > 0 keeps the square root differentiable where a frame matches exactly (as a loss).
+    """
     window = torch.hann_window(n_fft, device=y.device)
-    py = torch.stft(y, n_fft, hop, window=window, return_complex=True).abs().pow(2).clamp_min(1e-8)
-    pt = torch.stft(target, n_fft, hop, window=window, return_complex=True).abs().pow(2).clamp_min(1e-8)
-    d = (torch.log10(pt) - torch.log10(py)) ** 2
-    return d.mean(dim=-2).sqrt().mean(dim=-1)
+    py = torch.view_as_real(torch.stft(y, n_fft, hop, window=window, return_complex=True)).pow(2).sum(-1)
+    pt = torch.view_as_real(torch.stft(target, n_fft, hop, window=window, return_complex=True)).pow(2).sum(-1)
+    d = (torch.log10(pt.clamp_min(1e-8)) - torch.log10(py.clamp_min(1e-8))) ** 2
+    return (d.mean(dim=-2) + eps).sqrt().mean(dim=-1)

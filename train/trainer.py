@@ -39,9 +39,9 @@ DEFAULTS: dict = {
     "train": {
         "steps": 20000, "lr": 2e-4, "lr_disc": 2e-4, "betas": [0.8, 0.99], "gan_start": 5000,
         "ckpt_every": 250, "valid_every": 500, "log_every": 25, "seed": 0, "threads": 1,
-        "max_minutes": None,
+        "max_minutes": None, "init": None,
     },
-    "loss": {"stft": 10.0, "feature": 2.0, "adversarial": 1.0, "ffts": [256, 512, 1024, 2048]},
+    "loss": {"stft": 10.0, "lsd": 0.0, "feature": 2.0, "adversarial": 1.0, "ffts": [256, 512, 1024, 2048]},
 }
 
 
@@ -104,7 +104,8 @@ class Trainer:
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        self._resume()
+        if not self._resume() and tcfg.get("init"):
+            self._init_from(tcfg["init"])
         if self.distributed:
             self.gen_ddp = DistributedDataParallel(self.gen)
             self.disc_ddp = DistributedDataParallel(self.disc)
@@ -112,10 +113,10 @@ class Trainer:
             self.gen_ddp, self.disc_ddp = self.gen, self.disc
 
     # ------------------------------------------------------------------ checkpoints
-    def _resume(self):
+    def _resume(self) -> bool:
         last = self.run_dir / "last.pt"
         if not last.exists():
-            return
+            return False
         ckpt = torch.load(last, map_location=self.device, weights_only=False)
         self.gen.load_state_dict(ckpt["generator"])
         self.disc.load_state_dict(ckpt["discriminators"])
@@ -124,6 +125,20 @@ class Trainer:
         self.step, self.best_lsd = ckpt["step"], ckpt["best_lsd"]
         if self.rank == 0:
             print(f"resumed from {last} at step {self.step} (best valid LSD {self.best_lsd:.3f})")
+        return True
+
+    def _init_from(self, checkpoint):
+        """Fine-tuning: start from another run's weights (generator, and discriminators when the
+        checkpoint has them) with fresh optimisers, step 0 and this run's schedule."""
+        ckpt = torch.load(checkpoint, map_location=self.device, weights_only=False)
+        theirs, ours = GeneratorConfig(**ckpt["config"]["model"]), GeneratorConfig(**self.cfg["model"])
+        if theirs != ours:
+            raise ValueError(f"train.init {checkpoint}: its model config {theirs} differs from this run's {ours}")
+        self.gen.load_state_dict(ckpt["generator"])
+        if "discriminators" in ckpt:
+            self.disc.load_state_dict(ckpt["discriminators"])
+        if self.rank == 0:
+            print(f"initialised from {checkpoint} (its step {ckpt.get('step')})")
 
     def save(self, name: str = "last.pt"):
         if self.rank != 0:
@@ -195,6 +210,10 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         loss_stft = multi_resolution_stft_loss(y, target, ffts=lcfg["ffts"])
         loss_g = lcfg["stft"] * loss_stft
+        if lcfg.get("lsd"):  # the evaluation's own metric (log10 power, 1e-8 floor) as a loss term
+            loss_lsd = lsd_torch(y, target, eps=1e-6).mean()
+            loss_g = loss_g + lcfg["lsd"] * loss_lsd
+            logs["loss_lsd"] = loss_lsd.item()
         if use_gan:
             fake = self.disc_ddp(y_d)
             with torch.no_grad():
@@ -222,7 +241,7 @@ class Trainer:
         loader, valid = self._loaders()
         deadline = time.time() + 60 * tcfg["max_minutes"] if tcfg.get("max_minutes") else None
         metrics_path = self.run_dir / "metrics.csv"
-        fields = ["step", "time", "loss_g", "loss_stft", "loss_adv", "loss_fm", "loss_d", "valid_lsd", "skipped"]
+        fields = ["step", "time", "loss_g", "loss_stft", "loss_lsd", "loss_adv", "loss_fm", "loss_d", "valid_lsd", "skipped"]
         bar = tqdm(total=tcfg["steps"], initial=self.step, disable=self.rank != 0, desc="train", unit="step")
         started = time.time()
         try:
@@ -245,6 +264,9 @@ class Trainer:
                             self.save("best.pt")
                     if row is not None and self.rank == 0:
                         new = not metrics_path.exists()
+                        if not new:  # a resumed run keeps its file's columns
+                            with metrics_path.open() as fh:
+                                fields = next(csv.reader(fh), fields) or fields
                         with metrics_path.open("a", newline="") as fh:
                             writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
                             if new:
