@@ -2,8 +2,9 @@
 
 The audio callback only moves samples: device input (or a preloaded source signal) into the input ring,
 the output ring onto the device (silence for whatever is missing, counted as a late block), plus
-counters. It allocates nothing of its own, never blocks, never waits on a lock and never runs the
-model; it wakes the worker with a one-byte write to a non-blocking pipe. The worker (ONNX Runtime
+counters. It is a C function compiled by numba (no Python, so no GIL to wait for), allocates nothing,
+never blocks, never waits on a lock and never runs the model; it wakes the worker with a one-byte
+write to a non-blocking pipe. The worker (ONNX Runtime
 releases the GIL) drains the input ring through the engine into the output ring.
 
 Timing is fixed: the output ring starts `buffering` samples ahead of the callback and the callback
@@ -34,12 +35,21 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from numba import carray, cfunc, njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from bandlift.rt.ringbuffer import RingBuffer, ring_available, ring_read, ring_read_fixed, ring_write
 
 # counters shared with the callback (int64 array)
 CALLBACKS, IN_OVERFLOW, OUT_UNDERFLOW, XRUNS, LATE, IN_RING_FULL, SRC_POS, REC_POS, OUT_CALLBACKS = range(9)
+# what the C callbacks get through PortAudio's userData: an int64 array of addresses and sizes
+(CTX_IN_DATA, CTX_IN_CAP, CTX_CHANNELS, CTX_IN_CTR, CTX_OUT_DATA, CTX_OUT_CAP, CTX_OUT_CTR, CTX_STATS,
+ CTX_SRC, CTX_SRC_LEN, CTX_REC, CTX_REC_LEN, CTX_IN_RATE, CTX_OUT_RATE, CTX_WAKE_FD, CTX_LEN) = range(16)
+PA_INPUT_OVERFLOW, PA_OUTPUT_UNDERFLOW = 0x2, 0x4  # PaStreamCallbackFlags
+
+
+SWITCH_INTERVAL_S = 2e-4
 
 
 class LiveError(RuntimeError):
@@ -135,6 +145,93 @@ def _output_side(outdata, out_data, out_ctr, stats):
         stats[LATE] += 1
 
 
+# -- the audio callbacks: C functions (numba cfunc) that never take the GIL ------------------------------
+# A Python callback has to take the GIL, and any other thread holding it (the worker between ONNX
+# Runtime calls, the main thread, the garbage collector) can delay it past the device period: an xrun.
+# These run on PortAudio's audio thread with no Python involved (python-rtmixer's design).
+_PA_CALLBACK = types.int32(types.voidptr, types.voidptr, types.uintp, types.voidptr, types.uintp, types.voidptr)
+_libc_write = types.ExternalFunction("write", types.intp(types.int32, types.voidptr, types.uintp))
+
+
+@intrinsic
+def _pointer(typingctx, address):
+    """int64 address -> void* (for carray)."""
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], cgutils.voidptr_t)
+
+    return types.voidptr(types.int64), codegen
+
+
+@njit(cache=True)
+def _ring(ctx, data, cap, ctr):
+    return (carray(_pointer(ctx[data]), (ctx[cap], ctx[CTX_CHANNELS]), np.float32),
+            carray(_pointer(ctx[ctr]), (2,), np.int64))
+
+
+@njit(cache=True)
+def _signal(ctx, sample, n):
+    return carray(_pointer(ctx[sample]), (ctx[n], ctx[CTX_CHANNELS]), np.float32)
+
+
+@njit(cache=True)
+def _count_flags(stats, status):
+    if status & PA_INPUT_OVERFLOW:
+        stats[IN_OVERFLOW] += 1
+    if status & PA_OUTPUT_UNDERFLOW:
+        stats[OUT_UNDERFLOW] += 1
+    if status & (PA_INPUT_OVERFLOW | PA_OUTPUT_UNDERFLOW):
+        stats[XRUNS] += 1
+
+
+@njit(cache=True)
+def _take_input(iptr, frames, ctx, stats, in_rate, out_rate):
+    in_data, in_ctr = _ring(ctx, CTX_IN_DATA, CTX_IN_CAP, CTX_IN_CTR)
+    indata = carray(iptr, (frames, ctx[CTX_CHANNELS]), np.float32)
+    _input_side(indata, in_data, in_ctr, _signal(ctx, CTX_SRC, CTX_SRC_LEN), _signal(ctx, CTX_REC, CTX_REC_LEN),
+                stats, in_rate, out_rate)
+    stats[CALLBACKS] += 1
+    _libc_write(np.int32(ctx[CTX_WAKE_FD]), iptr, 1)  # wake the worker (non-blocking pipe)
+
+
+@njit(cache=True)
+def _give_output(optr, frames, ctx, stats):
+    out_data, out_ctr = _ring(ctx, CTX_OUT_DATA, CTX_OUT_CAP, CTX_OUT_CTR)
+    _output_side(carray(optr, (frames, ctx[CTX_CHANNELS]), np.float32), out_data, out_ctr, stats)
+
+
+@cfunc(_PA_CALLBACK, cache=True)
+def _duplex_callback(iptr, optr, frames, time_info, status, userdata):
+    ctx = carray(userdata, (CTX_LEN,), np.int64)
+    stats = carray(_pointer(ctx[CTX_STATS]), (9,), np.int64)
+    _count_flags(stats, status)
+    _take_input(iptr, int(frames), ctx, stats, ctx[CTX_IN_RATE], ctx[CTX_OUT_RATE])
+    _give_output(optr, int(frames), ctx, stats)
+    return 0
+
+
+@cfunc(_PA_CALLBACK, cache=True)
+def _input_callback(iptr, optr, frames, time_info, status, userdata):
+    ctx = carray(userdata, (CTX_LEN,), np.int64)
+    stats = carray(_pointer(ctx[CTX_STATS]), (9,), np.int64)
+    _count_flags(stats, status)
+    _take_input(iptr, int(frames), ctx, stats, 1, 1)  # this stream runs at the input rate
+    return 0
+
+
+@cfunc(_PA_CALLBACK, cache=True)
+def _output_callback(iptr, optr, frames, time_info, status, userdata):
+    ctx = carray(userdata, (CTX_LEN,), np.int64)
+    stats = carray(_pointer(ctx[CTX_STATS]), (9,), np.int64)
+    _count_flags(stats, status)
+    if stats[CALLBACKS] == 0:  # the timeline starts with the first input
+        out = carray(optr, (int(frames), ctx[CTX_CHANNELS]), np.float32)
+        out[:, :] = 0.0
+    else:
+        _give_output(optr, int(frames), ctx, stats)
+    stats[OUT_CALLBACKS] += 1
+    return 0
+
+
 # -- buffering --------------------------------------------------------------------------------------
 def required_buffering(engine, frames: int, periods: int = 4000) -> int:
     """Smallest prefill (samples at the output rate) that lets the worker produce each model block
@@ -204,53 +301,43 @@ class LiveRunner:
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
-        self._byte = b"\0"
         self.streams = []
         self.device_latency = 0
         self._started = 0.0
         self._worker = None
         self._chunk = np.zeros((cap, self.channels), np.float32)
+        # every page the callback touches is written now: a first touch from the audio thread is a page
+        # fault, which can wait on the process's memory-map lock behind a lower-priority thread
+        self.source = self.source.copy()
+        for array in (self.in_ring.data, self.out_ring.data, self.record):
+            array.fill(0.0)
+        self._ctx = self._context()
         self.worker_priority = "?"
+        self._switch_interval: float | None = None
 
-    # -- callbacks: only ring moves and counters ---------------------------------------------------
-    def _flags(self, status):
-        if status:
-            st = self.stats
-            if status.input_overflow:
-                st[IN_OVERFLOW] += 1
-            if status.output_underflow:
-                st[OUT_UNDERFLOW] += 1
-            if status.input_overflow or status.output_underflow:
-                st[XRUNS] += 1
+    def _context(self) -> np.ndarray:
+        """The C callbacks' view of this runner (addresses stay valid: the arrays live as long as self)."""
+        ctx = np.zeros(CTX_LEN, np.int64)
+        eng = self.engine
+        for key, value in {
+            CTX_IN_DATA: self.in_ring.data.ctypes.data, CTX_IN_CAP: self.in_ring.capacity,
+            CTX_IN_CTR: self.in_ring.counters.ctypes.data, CTX_OUT_DATA: self.out_ring.data.ctypes.data,
+            CTX_OUT_CAP: self.out_ring.capacity, CTX_OUT_CTR: self.out_ring.counters.ctypes.data,
+            CTX_CHANNELS: self.channels, CTX_STATS: self.stats.ctypes.data,
+            CTX_SRC: self.source.ctypes.data, CTX_SRC_LEN: self.source.shape[0],
+            CTX_REC: self.record.ctypes.data, CTX_REC_LEN: self.record.shape[0],
+            CTX_IN_RATE: eng.in_rate, CTX_OUT_RATE: eng.out_rate, CTX_WAKE_FD: self._wake_w,
+        }.items():
+            ctx[key] = value
+        return ctx
 
-    def _wake(self):
-        try:
-            os.write(self._wake_w, self._byte)
-        except BlockingIOError:
-            pass
-
-    def _duplex_cb(self, indata, outdata, frames, time_info, status):
-        self._flags(status)
-        _input_side(indata, self.in_ring.data, self.in_ring.counters, self.source, self.record, self.stats,
-                    self.engine.in_rate, self.engine.out_rate)
-        _output_side(outdata, self.out_ring.data, self.out_ring.counters, self.stats)
-        self.stats[CALLBACKS] += 1
-        self._wake()
-
-    def _input_cb(self, indata, frames, time_info, status):
-        self._flags(status)
-        # this stream already runs at the input rate: one source sample per frame
-        _input_side(indata, self.in_ring.data, self.in_ring.counters, self.source, self.record, self.stats, 1, 1)
-        self.stats[CALLBACKS] += 1
-        self._wake()
-
-    def _output_cb(self, outdata, frames, time_info, status):
-        self._flags(status)
-        if self.stats[CALLBACKS] == 0:  # the timeline starts with the first input
-            outdata.fill(0.0)
-        else:
-            _output_side(outdata, self.out_ring.data, self.out_ring.counters, self.stats)
-        self.stats[OUT_CALLBACKS] += 1
+    def _stream(self, kind: str, callback, **kwargs):
+        """A PortAudio stream whose callback is one of the C functions above (sounddevice's base class
+        for custom streams), with this runner's context as the callback's user data."""
+        sd = self.sd
+        return sd._StreamBase(kind=kind, dtype="float32", channels=self.channels, latency=self.latency_arg,
+                              callback=callback.address, userdata=sd._ffi.cast("void *", self._ctx.ctypes.data),
+                              finished_callback=self._finished, wrap_callback=None, **kwargs)
 
     def _finished(self):
         if not self._stop.is_set() and self.error is None:
@@ -328,22 +415,22 @@ class LiveRunner:
         ring_write(self.out_ring.data, self.out_ring.counters, np.zeros((self.buffering, self.channels), np.float32))
         gc.collect()
         gc.freeze()
+        # the worker needs the GIL between ONNX Runtime calls: another thread may keep it up to the
+        # switch interval (5 ms by default, more than a period), so ask holders to hand it over sooner
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         try:
             if self.duplex:
-                stream = sd.Stream(samplerate=eng.out_rate, blocksize=self.frames,
-                                   device=(self.input_device, self.output_device), channels=self.channels,
-                                   dtype="float32", latency=self.latency_arg, callback=self._duplex_cb,
-                                   finished_callback=self._finished)
+                stream = self._stream("duplex", _duplex_callback, samplerate=eng.out_rate, blocksize=self.frames,
+                                      device=(self.input_device, self.output_device))
                 self.streams = [stream]
                 lat_in, lat_out = stream.latency
             else:
                 in_frames = max(1, round(self.frames * eng.in_rate / eng.out_rate))
-                s_in = sd.InputStream(samplerate=eng.in_rate, blocksize=in_frames, device=self.input_device,
-                                      channels=self.channels, dtype="float32", latency=self.latency_arg,
-                                      callback=self._input_cb, finished_callback=self._finished)
-                s_out = sd.OutputStream(samplerate=eng.out_rate, blocksize=self.frames, device=self.output_device,
-                                        channels=self.channels, dtype="float32", latency=self.latency_arg,
-                                        callback=self._output_cb, finished_callback=self._finished)
+                s_in = self._stream("input", _input_callback, samplerate=eng.in_rate, blocksize=in_frames,
+                                    device=self.input_device)
+                s_out = self._stream("output", _output_callback, samplerate=eng.out_rate, blocksize=self.frames,
+                                     device=self.output_device)
                 self.streams = [s_out, s_in]
                 lat_in, lat_out = s_in.latency, s_out.latency
         except sd.PortAudioError as exc:
@@ -394,6 +481,9 @@ class LiveRunner:
                 break
         self.streams = []
         gc.unfreeze()
+        if self._switch_interval is not None:
+            sys.setswitchinterval(self._switch_interval)
+            self._switch_interval = None
         for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)
@@ -408,15 +498,16 @@ class LiveRunner:
         if start:
             self.start()
         try:
-            next_tick = time.monotonic()
+            # this thread wakes rarely: each wake-up takes the GIL the callback may need
+            end = None if seconds is None else self._started + seconds
             while self.running():
                 now = time.monotonic()
-                if seconds is not None and now - self._started >= seconds:
+                if end is not None and now >= end:
                     break
-                if on_tick is not None and now >= next_tick:
+                if on_tick is not None:
                     on_tick(self)
-                    next_tick = now + tick_s
-                time.sleep(0.02)
+                wait = tick_s if on_tick is not None else 0.5
+                self._stop.wait(wait if end is None else max(0.0, min(wait, end - now)))
         finally:
             self.stop()
         if self.error:

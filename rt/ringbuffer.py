@@ -9,13 +9,15 @@ fewer were there (an underrun) and outputs silence for the missing ones, so a la
 shifts the timing: what it writes for positions the consumer already passed is simply never read.
 This keeps the latency constant (no drift) whatever happens.
 
-The functions run with the GIL held (they take microseconds), which also orders the counter updates
-between the callback thread and the worker thread.
+The live engine's audio callback is a C function (numba `cfunc`) that runs without the GIL, so the
+two sides really run concurrently: each side publishes its counter only after a memory fence that
+follows its data copy, so the other side never sees a count before the frames it covers.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import intrinsic
 
 WRITTEN, READ = 0, 1
 
@@ -53,6 +55,16 @@ class RingBuffer:
         self.data.fill(0.0)
 
 
+@intrinsic
+def _fence(typingctx):
+    """A full memory fence: the frames copied before it are visible before the counter after it."""
+    def codegen(context, builder, signature, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
 @njit(cache=True)
 def ring_available(counters):
     """Frames written and not yet read (0 when the reader ran ahead after an underrun)."""
@@ -74,6 +86,7 @@ def _copy_in(data, counters, frames, n):
         row = (pos + i) % cap
         for c in range(data.shape[1]):
             data[row, c] = frames[i, c]
+    _fence()
     counters[0] = pos + n
 
 
@@ -102,6 +115,7 @@ def ring_read(data, counters, out):
         row = (pos + i) % cap
         for c in range(out.shape[1]):
             out[i, c] = data[row, c]
+    _fence()
     counters[1] = pos + n
     return n
 
@@ -123,5 +137,6 @@ def ring_read_fixed(data, counters, out):
     for i in range(n, want):
         for c in range(out.shape[1]):
             out[i, c] = 0.0
+    _fence()
     counters[1] = pos + want
     return n

@@ -300,3 +300,30 @@ def test_live_44k_output_equals_offline_upsample(jack44, models, tmp_path, rate,
 
 def test_live_44k_roundtrip_equals_declared_latency(jack44, models, tmp_path):
     check_roundtrip(tmp_path, models["conv2"], 16000, 44100)
+
+
+def test_audio_callback_never_waits_for_the_gil(jack, models):
+    """The callback is a C function: it keeps the device fed while a Python thread holds the GIL (a
+    Python callback would stall until the holder lets go: an xrun on every long Python step)."""
+    from bandlift.rt.engine import StreamEngine
+    from bandlift.rt.live import CALLBACKS, LiveRunner, find_device
+    from bandlift.rt.session import ModelSession
+
+    eng = StreamEngine(ModelSession(models["conv"]), 48000, 48000, 1, PERIOD, realtime=True)
+    runner = LiveRunner(eng, find_device("loopback", "input"), find_device("loopback", "output"), frames=PERIOD)
+    runner.start()
+    try:
+        time.sleep(0.3)
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(10.0)  # no other thread gets the GIL from this one for 10 s
+        try:
+            before, start = int(runner.stats[CALLBACKS]), time.perf_counter()
+            while time.perf_counter() - start < 0.5:  # pure Python: the GIL stays here
+                pass
+            during, elapsed = int(runner.stats[CALLBACKS]) - before, time.perf_counter() - start
+        finally:
+            sys.setswitchinterval(switch)
+    finally:
+        runner.stop()
+    assert runner.error is None
+    assert during >= 0.8 * elapsed * 48000 / PERIOD, f"{during} callbacks in {elapsed:.2f} s"
