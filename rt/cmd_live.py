@@ -18,6 +18,10 @@ import numpy as np
 from bandlift.rt.cli import CLIError
 
 
+# PulseAudio/PipeWire through ALSA's pulse plugin underruns and ends the stream at 128-frame periods
+PULSE_FRAMES = 1024
+
+
 def configure(p) -> None:
     p.add_argument("--list-devices", action="store_true", help="list audio devices and exit")
     p.add_argument("--input", help="input device: index or name substring (default: system default)")
@@ -31,7 +35,8 @@ def configure(p) -> None:
                    help="input device rate if different (e.g. 16000 for a headset): two streams")
     p.add_argument("--channels", type=int, choices=[1, 2], default=1)
     p.add_argument("--block", type=int, default=128, help="model block (samples at the model rate, 48 kHz)")
-    p.add_argument("--frames", type=int, help="device period in frames (default: the block)")
+    p.add_argument("--frames", type=int, help=f"device period in frames (default: the block; {PULSE_FRAMES} "
+                   "with --loopback, which goes through PulseAudio/PipeWire)")
     p.add_argument("--margin", type=int, default=0,
                    help="extra buffering in samples beyond the minimum (robustness against a busy CPU)")
     p.add_argument("--input-cutoff", type=float, help="input bandwidth in Hz (default: input Nyquist)")
@@ -157,7 +162,8 @@ def run(args) -> int:
         else:
             input_device = find_device(args.input, "input")
         output_device = find_device(args.output, "output")
-        runner = LiveRunner(engine, input_device, output_device, frames=args.frames or args.block,
+        frames = args.frames or (max(args.block, PULSE_FRAMES) if args.loopback else args.block)
+        runner = LiveRunner(engine, input_device, output_device, frames=frames,
                             margin=args.margin, source=source,
                             record_seconds=(args.seconds or 600) + 1 if args.record else 0.0)
     except (LiveError, ValueError, sd.PortAudioError) as exc:

@@ -22,7 +22,8 @@ hardware: a late worker then costs silence, never growing latency.)
 Overload: the engine (realtime=True) crossfades to bypass when a block's compute time exceeds its
 duration, and the worker forces bypass if the output actually ran late; the model comes back after a
 growing hold time. A stream that stops delivering callbacks (device gone, JACK server stopped) or
-reports an error ends the run with a clear message within `watchdog_s`.
+reports an error ends the run with a clear message within `watchdog_s` (`startup_s` for the first
+callback: PulseAudio's ALSA plugin takes 1.5-2 s to deliver it).
 """
 from __future__ import annotations
 
@@ -267,7 +268,8 @@ class LiveRunner:
 
     def __init__(self, engine, input_device=None, output_device=None, frames: int | None = None,
                  margin: int = 0, source: np.ndarray | None = None, record_seconds: float = 0.0,
-                 watchdog_s: float = 1.0, latency="low", two_streams: bool | None = None):
+                 watchdog_s: float = 1.0, latency="low", two_streams: bool | None = None,
+                 startup_s: float = 5.0):
         import sounddevice as sd
 
         self.sd = sd
@@ -295,6 +297,7 @@ class LiveRunner:
         if not self.duplex:  # no phase relation between the two callbacks: one more period of slack
             self.buffering += self.frames
         self.watchdog_s = watchdog_s
+        self.startup_s = startup_s
         self.latency_arg = latency
         self.input_device, self.output_device = input_device, output_device
         self.error: str | None = None
@@ -379,9 +382,11 @@ class LiveRunner:
                 now = time.monotonic()
                 if cb != last_cb:
                     last_cb, last_change = cb, now
-                elif now - last_change > self.watchdog_s and not self._stop.is_set():
+                elif (now - last_change > (self.watchdog_s if cb > 0 else self.startup_s)
+                      and not self._stop.is_set()):
                     self.error = (f"no audio callbacks for {now - last_change:.1f} s: the audio device or "
-                                  "server stopped (JACK server gone? device unplugged?)")
+                                  "server stopped (JACK server gone? device unplugged?)" if cb > 0 else
+                                  f"the audio device never started (no callback within {self.startup_s:g} s)")
                     self._stop.set()
         except Exception as exc:  # a worker failure must end the run, not hang it
             self.error = f"engine failure: {exc!r}"

@@ -228,3 +228,47 @@ def running_jack(rate: int = 48000, period: int = 128, loopback: int = 2):
             else:
                 os.environ[k] = v
         sd._initialize()
+
+
+class PulseServer:
+    """A private PulseAudio daemon with two null sinks: `bl_play` (the default: its monitor is the
+    loopback source) and `bl_out`; reached through ALSA's pulse plugin (device "pulse")."""
+
+    def __init__(self, runtime_dir: Path):
+        self.runtime_dir = Path(runtime_dir)
+        self.env = dict(os.environ, XDG_RUNTIME_DIR=str(self.runtime_dir),
+                        PULSE_SERVER=f"unix:{self.runtime_dir}/pulse/native")
+        self.proc: subprocess.Popen | None = None
+
+    @staticmethod
+    def available() -> bool:
+        return all(shutil.which(t) for t in ("pulseaudio", "pactl", "paplay")) and \
+            Path("/usr/share/alsa/alsa.conf.d/pulse.conf").exists()
+
+    def start(self) -> "PulseServer":
+        self.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        cmd = ["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "--use-pid-file=false",
+               "-L", "module-null-sink sink_name=bl_play rate=48000",
+               "-L", "module-null-sink sink_name=bl_out rate=48000", "-L", "module-native-protocol-unix"]
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"pulseaudio exited: {self.proc.stderr.read().decode(errors='replace')[-800:]}")
+            if subprocess.run(["pactl", "set-default-sink", "bl_play"], env=self.env,
+                              capture_output=True).returncode == 0:
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("pulseaudio did not come up within 10 s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None

@@ -19,7 +19,7 @@ import pytest
 import soundfile as sf
 
 from bandlift.rt.cli import main
-from jack_server import JackServer, build_model, running_jack
+from jack_server import JackServer, PulseServer, build_model, running_jack
 
 pytestmark = [pytest.mark.live,
               pytest.mark.skipif(not JackServer.available(), reason="jackd/jack_lsp not installed (apt jackd2)")]
@@ -327,3 +327,33 @@ def test_audio_callback_never_waits_for_the_gil(jack, models):
         runner.stop()
     assert runner.error is None
     assert during >= 0.8 * elapsed * 48000 / PERIOD, f"{during} callbacks in {elapsed:.2f} s"
+
+
+@pytest.mark.skipif(not PulseServer.available(), reason="pulseaudio, pactl, paplay or ALSA's pulse plugin missing")
+def test_loopback_captures_what_the_machine_plays(tmp_path):
+    """--loopback records the default sink's monitor (PulseAudio null sinks: the tone paplay plays
+    there comes back at the input); the output goes to a second sink so nothing feeds back."""
+    server = PulseServer(tmp_path / "pulse").start()
+    rate = 48000
+    tone = tmp_path / "tone.wav"
+    sf.write(str(tone), 0.3 * np.sin(2 * np.pi * 1000 * np.arange(8 * rate) / rate), rate, subtype="PCM_16")
+    rec, js = tmp_path / "rec.wav", tmp_path / "live.json"
+    try:
+        player = subprocess.Popen(["paplay", str(tone)], env=server.env)
+        time.sleep(0.5)
+        cli = "import sys; from bandlift.rt.cli import main; sys.exit(main(sys.argv[1:]))"
+        result = subprocess.run([sys.executable, "-c", cli, "live", "--loopback", "--output", "pulse",
+                                 "--seconds", "3", "--record", str(rec), "--json", str(js), "--quiet"],
+                                env={**server.env, "PULSE_SINK": "bl_out"}, capture_output=True, text=True,
+                                timeout=60)
+        player.wait(15)
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr[-2000:]
+    recorded, got_rate = sf.read(str(rec), always_2d=True)
+    assert got_rate == rate and len(recorded) > rate
+    body = recorded[len(recorded) // 4:, 0]
+    spectrum = np.abs(np.fft.rfft(body * np.hanning(len(body))))
+    assert abs(np.fft.rfftfreq(len(body), 1 / rate)[spectrum.argmax()] - 1000) < 5
+    assert np.sqrt(np.mean(body ** 2)) == pytest.approx(0.3 / np.sqrt(2), rel=0.1)
+    assert json.loads(js.read_text())["frames"] == 1024  # the pulse-safe default period
