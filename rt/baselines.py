@@ -14,6 +14,9 @@ describes a same-rate signal whose band stops at ``cutoff_hz`` (e.g. a low-passe
   adjusted to the same tilt model.
 - griffin_lim: the full-band magnitude (sinc below the cutoff, SBR above) with a phase rebuilt by
   Griffin-Lim (librosa, 32 iterations).
+- oracle_noise (`eval --oracle`): a bound, not a method: noise shaped to the reference's own high
+  band. It shows the SNR any phase-blind generator can reach (sinc's minus about 3 dB wherever the
+  high band carries energy: the error is then the missing band plus an uncorrelated copy of it).
 """
 from __future__ import annotations
 
@@ -183,23 +186,40 @@ def _prepare(x_low, in_rate, out_rate, cutoff_hz):
 
 # --- noise fill ---------------------------------------------------------------------------------
 
-def noise_fill(x_low, in_rate, out_rate, cutoff_hz=None, seed: int = 0):
-    """sinc + noise above the cutoff, shaped by the top octave's level (per frame) and tilt.
-
-    The noise is white Gaussian noise filtered in the STFT domain (random phase, Rayleigh
-    magnitudes) to the envelope model's power, added only where the sinc output is below it (the
-    resampler's transition band gets just the missing part).
-    """
-    y, was_1d, cutoff, sp = _prepare(x_low, in_rate, out_rate, cutoff_hz)
-    if sp is None:
-        return _restore(y, was_1d)
+def _shaped_noise(y, sp: _Spectra, target_power: np.ndarray, seed: int) -> np.ndarray:
+    """y + white Gaussian noise filtered in the STFT domain (random phase, Rayleigh magnitudes) to
+    the power y lacks below `target_power` [C, F, T], from FILL_FROM x cutoff up."""
     rng = np.random.default_rng(seed)
     white_spec = sp.stft(rng.standard_normal(y.shape))
     white_power = np.sum(np.hanning(sp.n_fft + 1)[:-1] ** 2)  # E|W|^2 of unit white noise
-    missing = np.maximum(sp.target_power() - sp.power, 0.0)
-    missing[:, sp.freqs < FILL_FROM * cutoff, :] = 0.0
-    noise = sp.istft(white_spec * np.sqrt(missing / white_power))
-    return _restore(y + noise, was_1d)
+    missing = np.maximum(target_power - sp.power, 0.0)
+    missing[:, sp.freqs < FILL_FROM * sp.cutoff, :] = 0.0
+    return y + sp.istft(white_spec * np.sqrt(missing / white_power))
+
+
+def noise_fill(x_low, in_rate, out_rate, cutoff_hz=None, seed: int = 0):
+    """sinc + noise above the cutoff, shaped by the top octave's level (per frame) and tilt, added
+    only where the sinc output is below it (the resampler's transition band gets the missing part)."""
+    y, was_1d, cutoff, sp = _prepare(x_low, in_rate, out_rate, cutoff_hz)
+    if sp is None:
+        return _restore(y, was_1d)
+    return _restore(_shaped_noise(y, sp, sp.target_power(), seed), was_1d)
+
+
+def oracle_noise(x_low, in_rate, out_rate, cutoff_hz=None, reference=None, seed: int = 0):
+    """Not a method, a bound: sinc + noise shaped to the REFERENCE's own power above the cutoff
+    (every frame and bin). No method that does not know the reference's phase can do better on SNR;
+    its LSD is what a perfect magnitude with a random phase scores. `reference`: (n[, C]) at out_rate."""
+    if reference is None:
+        raise ValueError("oracle_noise needs the reference signal")
+    y, was_1d, cutoff, sp = _prepare(x_low, in_rate, out_rate, cutoff_hz)
+    if sp is None:
+        return _restore(y, was_1d)
+    ref = _fit_length(_as_channels(np.asarray(reference, np.float64))[0], y.shape[1])
+    return _restore(_shaped_noise(y, sp, np.abs(sp.stft(ref)) ** 2, seed), was_1d)
+
+
+oracle_noise.needs_reference = True
 
 
 # --- spectral band replication ------------------------------------------------------------------

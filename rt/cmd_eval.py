@@ -38,6 +38,9 @@ def configure(parser) -> None:
     parser.add_argument("--no-model", action="store_true", help="evaluate the baselines only")
     parser.add_argument("--baselines", default=",".join(BASELINES), metavar="LIST",
                         help=f"comma-separated baselines (default: {','.join(BASELINES)}; '' for none)")
+    parser.add_argument("--oracle", action="store_true",
+                        help="also score oracle_noise: noise shaped to the reference's own high band, the "
+                             "bound for any method that cannot know the phase (e.g. on SNR)")
     parser.add_argument("--json", default=None, metavar="FILE", help="write all results as JSON")
     parser.add_argument("--png", default=None, metavar="DIR", help="write spectrogram comparisons (PNG)")
     parser.add_argument("--max-files", type=int, default=None, metavar="N", help="evaluate at most N files")
@@ -66,6 +69,10 @@ def _methods(args) -> dict:
     if unknown:
         raise CLIError(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
     methods.update((n, BASELINES[n]) for n in names)
+    if args.oracle:
+        from bandlift.rt.baselines import oracle_noise
+
+        methods["oracle_noise"] = oracle_noise
     if not methods:
         raise CLIError("nothing to evaluate: no model and no baselines")
     return methods

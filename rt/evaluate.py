@@ -233,7 +233,8 @@ def evaluate_file(path: Path, methods: dict[str, Method], cfg: EvalConfig) -> tu
     outputs = {}
     for name, method in methods.items():
         try:
-            y = method(x_low.astype(np.float32), cfg.input_rate, cfg.rate, cutoff)
+            extra = {"reference": ref} if getattr(method, "needs_reference", False) else {}
+            y = method(x_low.astype(np.float32), cfg.input_rate, cfg.rate, cutoff, **extra)
             record["metrics"][name] = score(ref, y, cfg.rate, hf_from)
         except Exception as exc:
             raise EvalError(f"method {name!r} failed on {path}: {type(exc).__name__}: {exc}") from exc

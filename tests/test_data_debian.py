@@ -83,6 +83,12 @@ def test_patterns_and_kit_groups(tmp_path, monkeypatch):
                         data_debian.Package("bandlift-test-kits", "x", patterns=("*_desc_fr.ogg",)))
     assert [Path(c.path).name for c in data_debian.candidates("bandlift-test-kits", root)] == [
         "stamp_desc_fr.ogg"]
+    # takes of one sound ("hit0", "hit1", ... -> "hit") share a split group across kits
+    monkeypatch.setitem(data_debian.PACKAGES, "bandlift-test-kits",
+                        data_debian.Package("bandlift-test-kits", "x", group_regex=r"^[a-z]+"))
+    groups = {c.group for c in data_debian.candidates("bandlift-test-kits", root)}
+    assert groups == {"debian:bandlift-test-kits:hit", "debian:bandlift-test-kits:stamp",
+                      "debian:bandlift-test-kits:bad"}
 
 
 def test_tuxpaint_keeps_only_full_band_languages():

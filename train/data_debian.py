@@ -21,6 +21,7 @@ class Package:
     description: str
     patterns: tuple = ("*",)  # fnmatch on file names: which audio files to keep
     group_depth: int | None = None  # split by the folder this many levels under the audio root
+    group_regex: str | None = None  # or by this regex's match on the file name (takes of one sound)
 
 
 PACKAGES = {
@@ -32,6 +33,11 @@ PACKAGES = {
         Package("hydrogen-drumkits", "Hydrogen drum kits (WAV/FLAC/AIFF, partly 48 kHz/24-bit)",
                 group_depth=1),
         # Only the descriptions in these languages reach ~20 kHz; the others are band-limited.
+        Package("hydrogen-data", "Hydrogen's own kits: GMRockKit (recorded drums), TR-808 emulation "
+                "(WAV/FLAC 44.1 kHz)", group_depth=1),
+        # Takes of one chord come from one session: split by chord ("Csharp minor_UP_00" -> "Csharp minor").
+        Package("hydrogen-drumkits-effects", "Hydrogen effect kit: acoustic guitar strums (FLAC 96 kHz)",
+                group_regex=r"^[^_]+"),
         Package("tuxpaint-stamps-default", "Tux Paint stamp descriptions (spoken, Vorbis)",
                 patterns=tuple(f"*_desc_{lang}.ogg" for lang in ("fr", "ru", "bg", "es", "be", "da"))),
     ]
@@ -111,7 +117,9 @@ def candidates(name: str, root: Path) -> list[Candidate]:
     out = []
     for f in files:
         rel = f.relative_to(audio_root)
-        if pkg.group_depth is not None and len(rel.parts) > pkg.group_depth:
+        if pkg.group_regex is not None and re.match(pkg.group_regex, f.name):
+            group = re.match(pkg.group_regex, f.name).group(0).strip()
+        elif pkg.group_depth is not None and len(rel.parts) > pkg.group_depth:
             group = "/".join(rel.parts[:pkg.group_depth])
         else:
             group = rel.as_posix()
