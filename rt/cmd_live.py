@@ -18,8 +18,10 @@ import numpy as np
 from bandlift.rt.cli import CLIError
 
 
-# PulseAudio/PipeWire through ALSA's pulse plugin underruns and ends the stream at 128-frame periods
+# PulseAudio/PipeWire through ALSA's pulse plugin underruns and ends the stream at 128-frame periods,
+# and its recovery from an underrun under load can pause callbacks for over a second
 PULSE_FRAMES = 1024
+PULSE_WATCHDOG_S = 3.0
 
 
 def configure(p) -> None:
@@ -164,6 +166,7 @@ def run(args) -> int:
         output_device = find_device(args.output, "output")
         frames = args.frames or (max(args.block, PULSE_FRAMES) if args.loopback else args.block)
         runner = LiveRunner(engine, input_device, output_device, frames=frames,
+                            watchdog_s=PULSE_WATCHDOG_S if args.loopback else 1.0,
                             margin=args.margin, source=source,
                             record_seconds=(args.seconds or 600) + 1 if args.record else 0.0)
     except (LiveError, ValueError, sd.PortAudioError) as exc:

@@ -19,7 +19,7 @@ import pytest
 import soundfile as sf
 
 from bandlift.rt.cli import main
-from jack_server import JackServer, PulseServer, build_model, running_jack
+from jack_server import JackServer, PulseServer, build_model, running_jack, sounddevice_rescan
 
 pytestmark = [pytest.mark.live,
               pytest.mark.skipif(not JackServer.available(), reason="jackd/jack_lsp not installed (apt jackd2)")]
@@ -309,6 +309,8 @@ def test_audio_callback_never_waits_for_the_gil(jack, models):
     from bandlift.rt.live import CALLBACKS, LiveRunner, find_device
     from bandlift.rt.session import ModelSession
 
+    jack.activate()  # the 44.1 kHz server's tests may have pointed PortAudio elsewhere
+    sounddevice_rescan()
     eng = StreamEngine(ModelSession(models["conv"]), 48000, 48000, 1, PERIOD, realtime=True)
     runner = LiveRunner(eng, find_device("loopback", "input"), find_device("loopback", "output"), frames=PERIOD)
     runner.start()
