@@ -175,6 +175,15 @@ def _signal(ctx, sample, n):
 
 
 @njit(cache=True)
+def _begin(userdata, status):
+    """A callback's context and counters from PortAudio's userData; the stream's xrun flags counted."""
+    ctx = carray(userdata, (CTX_LEN,), np.int64)
+    stats = carray(_pointer(ctx[CTX_STATS]), (9,), np.int64)
+    _count_flags(stats, status)
+    return ctx, stats
+
+
+@njit(cache=True)
 def _count_flags(stats, status):
     if status & PA_INPUT_OVERFLOW:
         stats[IN_OVERFLOW] += 1
@@ -202,9 +211,7 @@ def _give_output(optr, frames, ctx, stats):
 
 @cfunc(_PA_CALLBACK, cache=True)
 def _duplex_callback(iptr, optr, frames, time_info, status, userdata):
-    ctx = carray(userdata, (CTX_LEN,), np.int64)
-    stats = carray(_pointer(ctx[CTX_STATS]), (9,), np.int64)
-    _count_flags(stats, status)
+    ctx, stats = _begin(userdata, status)
     _take_input(iptr, int(frames), ctx, stats, ctx[CTX_IN_RATE], ctx[CTX_OUT_RATE])
     _give_output(optr, int(frames), ctx, stats)
     return 0
@@ -212,18 +219,14 @@ def _duplex_callback(iptr, optr, frames, time_info, status, userdata):
 
 @cfunc(_PA_CALLBACK, cache=True)
 def _input_callback(iptr, optr, frames, time_info, status, userdata):
-    ctx = carray(userdata, (CTX_LEN,), np.int64)
-    stats = carray(_pointer(ctx[CTX_STATS]), (9,), np.int64)
-    _count_flags(stats, status)
+    ctx, stats = _begin(userdata, status)
     _take_input(iptr, int(frames), ctx, stats, 1, 1)  # this stream runs at the input rate
     return 0
 
 
 @cfunc(_PA_CALLBACK, cache=True)
 def _output_callback(iptr, optr, frames, time_info, status, userdata):
-    ctx = carray(userdata, (CTX_LEN,), np.int64)
-    stats = carray(_pointer(ctx[CTX_STATS]), (9,), np.int64)
-    _count_flags(stats, status)
+    ctx, stats = _begin(userdata, status)
     if stats[CALLBACKS] == 0:  # the timeline starts with the first input
         out = carray(optr, (int(frames), ctx[CTX_CHANNELS]), np.float32)
         out[:, :] = 0.0

@@ -148,6 +148,29 @@ def reference_conv(x: np.ndarray, cutoff: float, delay: int = 0) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------
 # JACK server (dummy backend, loopback port): see /work/shared/live-audio-in-ci.md
 # ---------------------------------------------------------------------------------------------------
+def wait_ready(server, name: str, probe: list[str], seconds: float = 10.0) -> None:
+    """Poll `probe` until it succeeds; a server that exits or stays unready is stopped and reported."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{name} exited: {server.proc.stderr.read().decode(errors='replace')[-800:]}")
+        if subprocess.run(probe, env=server.env, capture_output=True).returncode == 0:
+            return
+        time.sleep(0.05)
+    server.stop()
+    raise RuntimeError(f"{name} did not come up within {seconds:g} s")
+
+
+def terminate(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 5 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 class JackServer:
     """`jackd -d dummy` with one loopback port, under a unique server name."""
 
@@ -168,24 +191,12 @@ class JackServer:
                "-d", "dummy", "-r", str(self.rate), "-p", str(self.period)]
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      start_new_session=True)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"jackd exited: {self.proc.stderr.read().decode(errors='replace')[-800:]}")
-            if subprocess.run(["jack_lsp"], env=self.env, capture_output=True).returncode == 0:
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("jackd did not come up within 10 s")
+        wait_ready(self, "jackd", ["jack_lsp"])
+        return self
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+            terminate(self.proc)
             # JACK leaves this server's semaphores in /dev/shm
             for leftover in Path("/dev/shm").glob(f"jack*_{self.name}_*"):
                 leftover.unlink(missing_ok=True)
@@ -252,23 +263,10 @@ class PulseServer:
                "-L", "module-null-sink sink_name=bl_out rate=48000", "-L", "module-native-protocol-unix"]
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      start_new_session=True)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"pulseaudio exited: {self.proc.stderr.read().decode(errors='replace')[-800:]}")
-            if subprocess.run(["pactl", "set-default-sink", "bl_play"], env=self.env,
-                              capture_output=True).returncode == 0:
-                return self
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("pulseaudio did not come up within 10 s")
+        wait_ready(self, "pulseaudio", ["pactl", "set-default-sink", "bl_play"])
+        return self
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+            terminate(self.proc)
         self.proc = None
