@@ -155,3 +155,16 @@ def test_lsd_loss_matches_the_metric_and_has_finite_gradients():
     silent = torch.zeros(1, 24000, requires_grad=True)  # both at the floor: a zero-distance frame
     lsd_torch(silent, torch.zeros(1, 24000), eps=1e-6).sum().backward()
     assert torch.isfinite(silent.grad).all()
+
+
+def test_shipped_configs_agree_so_the_fine_tune_can_start_from_the_base_run():
+    from pathlib import Path
+
+    from bandlift.train.model import Generator, GeneratorConfig, count_params
+    from bandlift.train.trainer import load_config
+
+    train_dir = Path(__file__).resolve().parents[1] / "train"
+    base, tune = (load_config(train_dir / name) for name in ("default.yaml", "finetune.yaml"))
+    assert base["model"] == tune["model"]
+    assert count_params(Generator(GeneratorConfig(**base["model"]))) == 193_537  # the shipped model's size
+    assert tune["loss"]["lsd"] > 0 and tune["train"]["gan_start"] > tune["train"]["steps"]
