@@ -4,8 +4,8 @@ The audio callback only moves samples: device input (or a preloaded source signa
 the output ring onto the device (silence for whatever is missing, counted as a late block), plus
 counters. It is a C function compiled by numba (no Python, so no GIL to wait for), allocates nothing,
 never blocks, never waits on a lock and never runs the model; it wakes the worker with a one-byte
-write to a non-blocking pipe. The worker (ONNX Runtime
-releases the GIL) drains the input ring through the engine into the output ring.
+write to a non-blocking pipe. The worker (ONNX Runtime releases the GIL) drains the input ring
+through the engine into the output ring.
 
 Timing is fixed: the output ring starts `buffering` samples ahead of the callback and the callback
 always advances by a full period, so a late worker costs silence for that period, never drift. The
