@@ -506,7 +506,7 @@ class LiveRunner:
         if start:
             self.start()
         try:
-            # this thread wakes rarely: each wake-up takes the GIL the callback may need
+            # this thread wakes rarely: each wake-up takes the GIL the worker may be waiting for
             end = None if seconds is None else self._started + seconds
             while self.running():
                 now = time.monotonic()

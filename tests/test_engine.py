@@ -203,27 +203,33 @@ def test_engine_rate_validation(models):
     assert StreamEngine(session, 48000, 32000).out_rate == 32000  # in <= model rate
 
 
+def run_with_toggles(eng, x, block=128, toggles=(100, 200, 201, 300)):
+    """x [1, n] whole through the model, whole in bypass, and block by block with bypass toggled
+    before the given blocks -> (model_out, dry, toggled), each from a reset engine."""
+    model_out = eng.process(x)
+    eng.bypass = True
+    eng.reset()
+    dry = eng.process(x)
+    eng.reset()
+    eng.bypass = False
+    outs = []
+    for i, start in enumerate(range(0, x.shape[1], block)):
+        if i in toggles:
+            eng.bypass = not eng.bypass
+        outs.append(eng.process(x[:, start:start + block]))
+    return model_out, dry, np.concatenate(outs, axis=1)
+
+
 def test_engine_at_44k_toggle_is_crossfaded_and_bypass_aligned(models):
     """Bypass and crossfades act at the model rate, before the output resampler."""
     session = ModelSession(models["conv"])
     rate, out, n = 48000, 44100, 48000
     x = (0.5 * np.sin(2 * np.pi * 440 * np.arange(n) / rate)).astype(np.float32)[None]
     eng = StreamEngine(session, rate, out, 1, 128)
-    model_out = eng.process(x)
-    eng.bypass = True
-    eng.reset()
-    dry = eng.process(x)
+    model_out, dry, y = run_with_toggles(eng, x)
     k = np.arange(dry.shape[1])
     ref = 0.5 * np.sin(2 * np.pi * 440 * (k - eng.delay) / out)  # bypass = input delayed by `delay`
     assert np.abs(dry[0] - ref)[200:-200].max() < 1e-3
-    eng.reset()
-    eng.bypass = False
-    outs = []
-    for i, start in enumerate(range(0, n, 128)):
-        if i in (100, 200, 201, 300):
-            eng.bypass = not eng.bypass
-        outs.append(eng.process(x[:, start:start + 128]))
-    y = np.concatenate(outs, axis=1)
     assert np.abs(np.diff(y[0])).max() <= np.abs(np.diff(model_out[0])).max() * 1.01
     o = lambda b: b * 128 * out // rate  # noqa: E731  (model block -> output sample)
     settle = 100  # output samples the resampler's filter reaches back
@@ -256,19 +262,8 @@ def test_engine_bypass_is_aligned_and_toggle_is_crossfaded(models):
     rate, n = 48000, 48000
     x = (0.5 * np.sin(2 * np.pi * 440 * np.arange(n) / rate)).astype(np.float32)[None]
     eng = StreamEngine(session, rate, rate, 1, 128)
-    model_out = eng.process(x)
-    eng.bypass = True
-    eng.reset()
-    dry = eng.process(x)
+    model_out, dry, y = run_with_toggles(eng, x)
     assert np.array_equal(dry[0, 3:], x[0, : dry.shape[1] - 3])  # bypass = input delayed by the model delay
-    eng.reset()
-    eng.bypass = False
-    outs = []
-    for i, start in enumerate(range(0, n, 128)):
-        if i in (100, 200, 201, 300):
-            eng.bypass = not eng.bypass
-        outs.append(eng.process(x[:, start:start + 128]))
-    y = np.concatenate(outs, axis=1)
     # no step at the switches: sample-to-sample change never exceeds the signal's own
     assert np.abs(np.diff(y[0])).max() <= np.abs(np.diff(model_out[0])).max() * 1.01
     assert np.array_equal(y[0, 128 * 101:128 * 200], dry[0, 128 * 101:128 * 200])

@@ -32,12 +32,12 @@ PACKAGES = {
         # One kit's samples share instruments and sessions: split by kit folder.
         Package("hydrogen-drumkits", "Hydrogen drum kits (WAV/FLAC/AIFF, partly 48 kHz/24-bit)",
                 group_depth=1),
-        # Only the descriptions in these languages reach ~20 kHz; the others are band-limited.
         Package("hydrogen-data", "Hydrogen's own kits: GMRockKit (recorded drums), TR-808 emulation "
                 "(WAV/FLAC 44.1 kHz)", group_depth=1),
         # Takes of one chord come from one session: split by chord ("Csharp minor_UP_00" -> "Csharp minor").
         Package("hydrogen-drumkits-effects", "Hydrogen effect kit: acoustic guitar strums (FLAC 96 kHz)",
                 group_regex=r"^[^_]+"),
+        # Only the descriptions in these languages reach ~20 kHz; the others are band-limited.
         Package("tuxpaint-stamps-default", "Tux Paint stamp descriptions (spoken, Vorbis)",
                 patterns=tuple(f"*_desc_{lang}.ogg" for lang in ("fr", "ru", "bg", "es", "be", "da"))),
     ]
@@ -117,8 +117,9 @@ def candidates(name: str, root: Path) -> list[Candidate]:
     out = []
     for f in files:
         rel = f.relative_to(audio_root)
-        if pkg.group_regex is not None and re.match(pkg.group_regex, f.name):
-            group = re.match(pkg.group_regex, f.name).group(0).strip()
+        named = re.match(pkg.group_regex, f.name) if pkg.group_regex is not None else None
+        if named:
+            group = named.group(0).strip()
         elif pkg.group_depth is not None and len(rel.parts) > pkg.group_depth:
             group = "/".join(rel.parts[:pkg.group_depth])
         else:
