@@ -21,11 +21,14 @@ def run(args) -> int:
     except ModuleNotFoundError:
         raise CLIError("export needs PyTorch: pip install 'bandlift[train]'") from None
     from bandlift.export.onnx_export import check_parity, export_generator
-    from bandlift.train.trainer import load_generator
+    from bandlift.train.trainer import CheckpointError, load_generator
 
     if not Path(args.checkpoint).is_file():
         raise CLIError(f"checkpoint not found: {args.checkpoint}")
-    gen = load_generator(args.checkpoint)
+    try:
+        gen = load_generator(args.checkpoint)
+    except CheckpointError as exc:
+        raise CLIError(str(exc)) from None
     path = export_generator(gen, args.output)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
     if args.check:

@@ -1,4 +1,8 @@
-"""Objective metrics for bandwidth extension: LSD, LSD-HF, SNR, SI-SDR (numpy/librosa, no torch).
+"""Objective metrics for bandwidth extension: ViSQOL, LSD, LSD-HF, SNR, SI-SDR (numpy/librosa, no torch).
+
+ViSQOL is v3 in audio mode (MOS-LQO, 1-5; the `visqol-python` port, which ships its similarity-to-
+quality model and matches Google's C++ implementation), the perceptual metric AP-BWE, AERO and
+FLowHigh report. It judges 48 kHz mono: other rates are resampled (soxr VHQ), channels averaged.
 
 LSD follows the evaluation scripts of NU-Wave 2 (maum-ai/nuwave2, ``for_test.py`` with
 ``utils/stft.py``), AERO (slp-rl/aero, ``src/metrics.py``) and AP-BWE (yxlu-0102/AP-BWE,
@@ -76,6 +80,31 @@ def lsd(ref, est, sr: float, hf_from: float | None = None, lf_to: float | None =
         raise ValueError(f"no STFT bins between {hf_from} Hz and {lf_to} Hz at {sr} Hz")
     per_frame = np.sqrt(np.mean(diff[:, lo:hi, :] ** 2, axis=1))  # [C, T]
     return float(per_frame.mean())
+
+
+VISQOL_RATE = 48000
+_visqol_api = None
+
+
+def visqol(ref, est, sr: float) -> float:
+    """ViSQOL v3 audio-mode MOS-LQO of `est` against `ref` (1-5, higher is better)."""
+    global _visqol_api
+    try:
+        from visqol import VisqolApi
+    except ImportError as exc:
+        raise ImportError("ViSQOL needs the eval extra: pip install 'bandlift[eval]'") from exc
+    r, e = _pair(ref, est)
+    r, e = r.mean(axis=0), e.mean(axis=0)
+    if sr != VISQOL_RATE:
+        import soxr
+
+        r = soxr.resample(r, sr, VISQOL_RATE, quality="VHQ")
+        e = soxr.resample(e, sr, VISQOL_RATE, quality="VHQ")
+    if _visqol_api is None:
+        api = VisqolApi()
+        api.create(mode="audio")
+        _visqol_api = api
+    return float(_visqol_api.measure_from_arrays(r, e, VISQOL_RATE).moslqo)
 
 
 def snr(ref, est) -> float:

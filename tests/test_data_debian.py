@@ -89,6 +89,24 @@ def test_patterns_and_kit_groups(tmp_path, monkeypatch):
     groups = {c.group for c in data_debian.candidates("bandlift-test-kits", root)}
     assert groups == {"debian:bandlift-test-kits:hit", "debian:bandlift-test-kits:stamp",
                       "debian:bandlift-test-kits:bad"}
+    # one speaker per language: the regex is searched anywhere in the name ("stamp_desc_fr" -> "desc_fr")
+    monkeypatch.setitem(data_debian.PACKAGES, "bandlift-test-kits",
+                        data_debian.Package("bandlift-test-kits", "x", group_regex=r"desc_[a-z]+"))
+    groups = {Path(c.path).name: c.group for c in data_debian.candidates("bandlift-test-kits", root)}
+    assert groups["stamp_desc_fr.ogg"] == "debian:bandlift-test-kits:desc_fr"
+
+
+def test_speakers_and_sample_families_never_span_two_splits():
+    """The shipped groupings: a speaker (language) or a family of takes is one split group."""
+    import re
+
+    def group(package, name):
+        return re.search(data_debian.PACKAGES[package].group_regex, name).group(0)
+
+    assert group("tuxpaint-stamps-default", "frog_desc_fr.ogg") == group("tuxpaint-stamps-default", "cat_desc_fr.ogg")
+    assert group("sonic-pi-samples", "tabla_ghe5.flac") == group("sonic-pi-samples", "tabla_ghe8.flac")
+    assert group("sonic-pi-samples", "loop_perc1.flac") != group("sonic-pi-samples", "loop_amen.flac")
+    assert data_debian.PACKAGES["klettres-data"].group_depth == 1  # "fr/alpha/a.ogg" -> "fr"
 
 
 def test_tuxpaint_keeps_only_full_band_languages():

@@ -161,10 +161,48 @@ def test_shipped_configs_agree_so_the_fine_tune_can_start_from_the_base_run():
     from pathlib import Path
 
     from bandlift.train.model import Generator, GeneratorConfig, count_params
-    from bandlift.train.trainer import load_config
+    from bandlift.train.trainer import DEFAULTS, load_config
 
     train_dir = Path(__file__).resolve().parents[1] / "train"
     base, tune = (load_config(train_dir / name) for name in ("default.yaml", "finetune.yaml"))
-    assert base["model"] == tune["model"]
-    assert count_params(Generator(GeneratorConfig(**base["model"]))) == 193_537  # the shipped model's size
-    assert tune["loss"]["lsd"] > 0 and tune["train"]["gan_start"] > tune["train"]["steps"]
+    assert base["model"] == tune["model"] == GeneratorConfig().to_dict() == DEFAULTS["model"]
+    assert count_params(Generator(GeneratorConfig.from_dict(base["model"]))) == 232_962  # the default's size
+    assert tune["loss"]["lsd"] > 0 and tune["train"]["gan_start"] < tune["train"]["steps"]
+    # the GAN is active for most of the run, not its last 10 %
+    assert base["train"]["gan_start"] <= 0.2 * base["train"]["steps"]
+    ablations = {name: load_config(train_dir / f"ablation-{name}.yaml") for name in ("no-gan", "no-context")}
+    assert ablations["no-gan"]["train"]["gan_start"] > ablations["no-gan"]["train"]["steps"]
+    assert ablations["no-context"]["model"] == {**base["model"], "context_fft": 0, "gru": 0, "exciter": False}
+    for cfg in ablations.values():  # each ablation changes one thing
+        assert cfg["loss"] == base["loss"]
+        assert cfg["data"] == base["data"]
+
+
+def test_unknown_model_keys_are_refused():
+    from bandlift.train.model import GeneratorConfig
+
+    with pytest.raises(ValueError, match="unknown model config key"):
+        GeneratorConfig.from_dict({"chanels": 8})
+
+
+def test_a_malicious_checkpoint_does_not_run(tmp_path, manifest):
+    """A .pt whose pickle calls os.system is refused by every loader (weights_only=True)."""
+    from bandlift.train.trainer import load_checkpoint, load_generator
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"generator": Evil(), "config": {"model": {}}}, path)
+    for load in (load_checkpoint, load_generator):
+        with pytest.raises(ValueError, match="refused to unpickle"):
+            load(path)
+    assert main(["export", str(path), "-o", str(tmp_path / "x.onnx")]) == 2
+    run_dir = tmp_path / "run"  # resuming from a planted last.pt
+    run_dir.mkdir()
+    (run_dir / "last.pt").write_bytes(path.read_bytes())
+    assert main(["train", "--config", str(write_config(tmp_path, manifest)), "--run-dir", str(run_dir)]) == 2
+    assert not marker.exists()

@@ -22,7 +22,7 @@ def run(args) -> int:
         import torch  # noqa: F401
     except ModuleNotFoundError:
         raise CLIError("training needs PyTorch: pip install 'bandlift[train]'") from None
-    from bandlift.train.trainer import Trainer, load_config
+    from bandlift.train.trainer import CheckpointError, Trainer, load_config
 
     overrides = {"data": {}, "train": {}}
     if args.manifest:
@@ -39,7 +39,11 @@ def run(args) -> int:
         raise CLIError(f"--init {init}: no such checkpoint")
     if not config["data"]["manifest"]:
         raise CLIError("no dataset: pass --manifest (see `bandlift dataset`) or set data.manifest in the config")
-    best = Trainer(config, args.run_dir).fit()
+    try:
+        trainer = Trainer(config, args.run_dir)
+    except CheckpointError as exc:
+        raise CLIError(str(exc)) from None
+    best = trainer.fit()
     print(f"best checkpoint: {best}")
     if args.export:
         from bandlift.export.onnx_export import export_generator

@@ -21,13 +21,16 @@ class Package:
     description: str
     patterns: tuple = ("*",)  # fnmatch on file names: which audio files to keep
     group_depth: int | None = None  # split by the folder this many levels under the audio root
-    group_regex: str | None = None  # or by this regex's match on the file name (takes of one sound)
+    group_regex: str | None = None  # or by this regex's first match in the file name (takes of one sound)
 
 
 PACKAGES = {
     p.name: p for p in [
-        Package("sonic-pi-samples", "Sonic Pi sample library (FLAC 44.1 kHz, ~6 min)"),
-        Package("klettres-data", "KLettres spoken letters and syllables (Vorbis 44.1 kHz)"),
+        # Takes of one sample family ("tabla_ghe5", "tabla_ghe8"; "loop_perc1", "loop_perc2") stay together.
+        Package("sonic-pi-samples", "Sonic Pi sample library (FLAC 44.1 kHz, ~6 min)",
+                group_regex=r"^[a-z]+_[a-z]*"),
+        # One speaker per language folder ("fr/alpha", "fr/syllab"): split by language.
+        Package("klettres-data", "KLettres spoken letters and syllables (Vorbis 44.1 kHz)", group_depth=1),
         Package("wesnoth-1.16-music", "Battle for Wesnoth soundtrack (orchestral/folk, Vorbis)"),
         # One kit's samples share instruments and sessions: split by kit folder.
         Package("hydrogen-drumkits", "Hydrogen drum kits (WAV/FLAC/AIFF, partly 48 kHz/24-bit)",
@@ -37,9 +40,11 @@ PACKAGES = {
         # Takes of one chord come from one session: split by chord ("Csharp minor_UP_00" -> "Csharp minor").
         Package("hydrogen-drumkits-effects", "Hydrogen effect kit: acoustic guitar strums (FLAC 96 kHz)",
                 group_regex=r"^[^_]+"),
-        # Only the descriptions in these languages reach ~20 kHz; the others are band-limited.
+        # Only the descriptions in these languages reach ~20 kHz; the others are band-limited. One
+        # speaker per language: split by language ("..._desc_fr.ogg" -> "desc_fr").
         Package("tuxpaint-stamps-default", "Tux Paint stamp descriptions (spoken, Vorbis)",
-                patterns=tuple(f"*_desc_{lang}.ogg" for lang in ("fr", "ru", "bg", "es", "be", "da"))),
+                patterns=tuple(f"*_desc_{lang}.ogg" for lang in ("fr", "ru", "bg", "es", "be", "da")),
+                group_regex=r"desc_[a-z]+"),
     ]
 }
 QUICK = ("sonic-pi-samples", "klettres-data")
@@ -117,7 +122,7 @@ def candidates(name: str, root: Path) -> list[Candidate]:
     out = []
     for f in files:
         rel = f.relative_to(audio_root)
-        named = re.match(pkg.group_regex, f.name) if pkg.group_regex is not None else None
+        named = re.search(pkg.group_regex, f.name) if pkg.group_regex is not None else None
         if named:
             group = named.group(0).strip()
         elif pkg.group_depth is not None and len(rel.parts) > pkg.group_depth:

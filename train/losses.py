@@ -6,24 +6,25 @@ import torch.nn.functional as F
 
 
 def discriminator_loss(real_outputs, fake_outputs):
-    """Least-squares GAN loss for the discriminators."""
+    """Least-squares GAN loss, summed over the discriminators (HiFi-GAN)."""
     loss = 0.0
     for (real, _), (fake, _) in zip(real_outputs, fake_outputs):
         loss = loss + torch.mean((1 - real) ** 2) + torch.mean(fake**2)
-    return loss / len(real_outputs)
+    return loss
 
 
 def generator_loss(fake_outputs):
-    return sum(torch.mean((1 - fake) ** 2) for fake, _ in fake_outputs) / len(fake_outputs)
+    """Least-squares adversarial loss of the generator, summed over the discriminators."""
+    return sum(torch.mean((1 - fake) ** 2) for fake, _ in fake_outputs)
 
 
 def feature_loss(real_outputs, fake_outputs):
-    loss, count = 0.0, 0
+    """L1 between real and fake feature maps, summed over discriminators and layers (HiFi-GAN)."""
+    loss = 0.0
     for (_, real_feats), (_, fake_feats) in zip(real_outputs, fake_outputs):
         for r, f in zip(real_feats, fake_feats):
             loss = loss + torch.mean(torch.abs(r.detach() - f))
-            count += 1
-    return loss / count
+    return loss
 
 
 def stft_magnitude(x, n_fft, hop):

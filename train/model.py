@@ -12,7 +12,7 @@ homogeneous: G(a*x) = a*G(x) for a > 0. Loudness never changes what it does.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
@@ -21,17 +21,37 @@ from torch import nn
 
 @dataclass
 class GeneratorConfig:
+    """The generator's constructor arguments. The defaults are the shipped model's geometry: training
+    YAML files override them, checkpoints store them, export writes them into the ONNX metadata."""
+
     arch: str = "spectral"  # "spectral" (log-envelope x band replication) or "waveform"
     sample_rate: int = 48000
-    frame: int = 64  # hop; blocks are multiples of it
-    n_fft: int = 256  # spectral arch: analysis/synthesis window (its delay is n_fft - frame)
+    frame: int = 32  # hop; blocks are multiples of it
+    n_fft: int = 128  # spectral arch: synthesis window (its delay, n_fft - frame, is the model's latency)
     channels: int = 64
     kernel: int = 3
     dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 1, 2, 4, 8, 16])
     negative_slope: float = 0.1
+    # Long causal analysis of the past for the conditioning path only (0 = off): a context_fft-sample
+    # Hann window ending at the current frame, its lowest context_bins bins (1024/96 at 48 kHz: 47 Hz
+    # resolution up to 4.5 kHz, the pitch and harmonics of any passband). Adds no latency.
+    context_fft: int = 1024
+    context_bins: int = 96
+    gru: int = 64  # recurrent state over frames (its hidden size; 0 = off)
+    # Second excitation beside band replication: the spectrum of |x|, whose harmonics continue the
+    # passband's above the cutoff and keep transients sharp; the model mixes the two per bin.
+    exciter: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GeneratorConfig":
+        """From a checkpoint's or a YAML file's plain dict; unknown keys are an error, not ignored."""
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown model config key(s): {', '.join(sorted(unknown))}")
+        return cls(**data)
 
 
 class StreamConv1d(nn.Module):
@@ -140,12 +160,14 @@ class WaveformGenerator(nn.Module):
 class SpectralGenerator(nn.Module):
     """Log-spectral envelope prediction x spectral band replication (HE-AAC's SBR, learned).
 
-    A causal STFT (sqrt-Hann, n_fft 256, hop 64, as matrix products so that the ONNX graph is plain
-    MatMuls) gives log power per frame; dilated causal convs over frames predict the log magnitude of
-    every bin above the cutoff, relative to the frame's passband level (so loudness never changes
-    what it does). The phase comes from the top band below the cutoff, copied upwards (band
-    replication). The passband is never touched: output = x delayed by n_fft - frame samples, with
-    the bins above the cutoff replaced by the generated ones (the STFT reconstructs perfectly).
+    A causal STFT (sqrt-Hann, n_fft 128, hop 32, as matrix products so that the ONNX graph is plain
+    MatMuls) gives log power per frame; dilated causal convs over frames, a long causal analysis of
+    the past (context_fft) and a GRU predict the log magnitude of every bin above the cutoff, relative
+    to the frame's passband level (so loudness never changes what it does). The phase comes from a
+    per-bin mix of two excitations: the top band below the cutoff copied upwards (band replication)
+    and the spectrum of |x| (harmonics continued above the cutoff). The passband is never touched:
+    output = x delayed by n_fft - frame samples, with the bins above the cutoff replaced by the
+    generated ones (the STFT reconstructs perfectly).
     """
 
     def __init__(self, config: GeneratorConfig):
@@ -166,21 +188,48 @@ class SpectralGenerator(nn.Module):
         self.register_buffer("synthesis_cos", (norm * torch.cos(angle.T) * window[None, :]).float())
         self.register_buffer("synthesis_sin", (-norm * torch.sin(angle.T) * window[None, :]).float())
         self.register_buffer("bin_index", torch.arange(self.bins, dtype=torch.float32))
-        self.inp = nn.Conv1d(self.bins + 1, c, 1)
+        features = self.bins + 1
+        self.context = config.context_fft if config.context_fft else 0
+        if self.context:
+            L, kb = self.context, config.context_bins
+            if L < n or L % h or not 0 < kb <= L // 2 + 1:
+                raise ValueError(f"context_fft {L} must be a multiple of frame {h}, >= n_fft {n}, "
+                                 f"and context_bins in 1..{L // 2 + 1}")
+            cwin = torch.hann_window(L, periodic=True, dtype=torch.float64)
+            ck = torch.arange(kb, dtype=torch.float64)[None, :]
+            ct = torch.arange(L, dtype=torch.float64)[:, None]
+            cangle = 2 * math.pi * ct * ck / L
+            # scaled so a sinusoid reads the same power in both analyses (level-relative features)
+            scale = window.double().sum() / cwin.sum()
+            self.register_buffer("context_cos", (scale * cwin[:, None] * torch.cos(cangle)).float())
+            self.register_buffer("context_sin", (-scale * cwin[:, None] * torch.sin(cangle)).float())
+            # bin k of the long analysis is in the passband when k / L < cutoff / 2
+            self.register_buffer("context_freq", (2.0 * torch.arange(kb, dtype=torch.float32) / L))
+            features += kb
+        self.inp = nn.Conv1d(features, c, 1)
         self.blocks = nn.ModuleList(
             ResBlock(c, config.kernel, d, config.negative_slope) for d in config.dilations
         )
         self.film = nn.Sequential(nn.Linear(1, 32), nn.SiLU(), nn.Linear(32, c * len(config.dilations)))
-        self.out = nn.Conv1d(c, self.bins, 1)
+        self.gru = nn.GRU(c, config.gru, batch_first=True) if config.gru else None
+        self.gru_out = nn.Conv1d(config.gru, c, 1, bias=False) if config.gru else None
+        self.out = nn.Conv1d(c, self.bins * (2 if config.exciter else 1), 1)
         self.slope = config.negative_slope
 
     @property
     def delay(self) -> int:
         return self.config.n_fft - self.config.frame
 
+    @property
+    def history(self) -> int:
+        """Input samples kept from earlier blocks: the synthesis delay or the long analysis window."""
+        return max(self.context, self.config.n_fft) - self.config.frame
+
     def state_shapes(self) -> list[tuple[str, tuple[int, int]]]:
-        shapes = [("input_cache", (1, self.delay))]
+        shapes = [("input_cache", (1, self.history))]
         shapes += [(f"block{i}_cache", b.conv.state_shape()) for i, b in enumerate(self.blocks)]
+        if self.gru is not None:
+            shapes.append(("gru_state", (1, self.config.gru)))
         shapes.append(("ola_cache", (1, self.delay)))
         return shapes
 
@@ -202,8 +251,9 @@ class SpectralGenerator(nn.Module):
         n, h = self.config.n_fft, self.config.frame
         batch, length = x.shape
         frames = length // h
-        xc = torch.cat([states[0].reshape(batch, -1), x], dim=-1)  # [B, delay + T]
-        new_states = [xc[:, length:].reshape(batch, 1, -1)]
+        history = torch.cat([states[0].reshape(batch, -1), x], dim=-1)  # [B, history + T]
+        new_states = [history[:, length:].reshape(batch, 1, -1)]
+        xc = history[:, self.history - self.delay:]  # [B, delay + T]
         # frame j covers xc[j*h : j*h + n]
         idx = (torch.arange(frames, device=x.device) * h)[:, None] + torch.arange(n, device=x.device)[None, :]
         segments = xc[:, idx]  # [B, F, n]
@@ -214,20 +264,41 @@ class SpectralGenerator(nn.Module):
         passband = 1.0 - above
         level = torch.log((power * passband[:, None, :]).sum(-1, keepdim=True)
                           / passband.sum(-1, keepdim=True)[:, None, :] + 1e-12)  # [B, F, 1]
-        feats = torch.cat([(logp - level) * passband[:, None, :],
-                           cutoff.reshape(-1, 1, 1).expand(batch, frames, 1)], dim=-1)
-        hid = self.inp(feats.transpose(1, 2))  # [B, C, F]
+        feats = [(logp - level) * passband[:, None, :], cutoff.reshape(-1, 1, 1).expand(batch, frames, 1)]
+        if self.context:
+            # the long window ends where frame j ends: history[j*h : j*h + context]
+            L = self.context
+            lidx = (torch.arange(frames, device=x.device) * h)[:, None] + torch.arange(L, device=x.device)[None, :]
+            long_seg = history[:, lidx]  # [B, F, L]
+            cre, cim = long_seg @ self.context_cos, long_seg @ self.context_sin
+            inside = (self.context_freq[None, :] < cutoff.reshape(-1, 1)).float()[:, None, :]  # [B, 1, K]
+            feats.append((torch.log(cre * cre + cim * cim + 1e-12) - level) * inside)
+        hid = self.inp(torch.cat(feats, dim=-1).transpose(1, 2))  # [B, C, F]
         gates = (1.0 + self.film(cutoff.reshape(-1, 1) * 2.0 - 1.0)).reshape(batch, len(self.blocks), -1, 1)
         for i, block in enumerate(self.blocks):
             hid, cache = block(hid, gates[:, i], states[1 + i])
             new_states.append(cache)
-        log_mag = self.out(F.leaky_relu(hid, self.slope)).transpose(1, 2) + 0.5 * level  # [B, F, bins]
+        if self.gru is not None:
+            h0 = states[1 + len(self.blocks)].reshape(batch, 1, -1).transpose(0, 1).contiguous()  # [1, B, H]
+            seq, h_n = self.gru(F.leaky_relu(hid, self.slope).transpose(1, 2), h0)
+            hid = hid + self.gru_out(seq.transpose(1, 2))
+            new_states.append(h_n.transpose(0, 1).reshape(batch, 1, -1))
+        pred = self.out(F.leaky_relu(hid, self.slope)).transpose(1, 2)  # [B, F, bins (x2)]
+        log_mag = pred[..., : self.bins] + 0.5 * level  # [B, F, bins]
         gather = src[:, None, :].expand(batch, frames, self.bins)
         src_re, src_im = torch.gather(re, 2, gather), torch.gather(im, 2, gather)
         inv = torch.rsqrt(src_re * src_re + src_im * src_im + 1e-20)
-        gain = torch.exp(torch.clamp(log_mag, max=20.0)) * inv
+        exc_re, exc_im = src_re * inv, src_im * inv  # unit phasors of the replicated band
+        if self.config.exciter:
+            ab = segments.abs()
+            nl_re, nl_im = ab @ self.analysis_cos, ab @ self.analysis_sin
+            nl_inv = torch.rsqrt(nl_re * nl_re + nl_im * nl_im + 1e-20)
+            mix = torch.sigmoid(pred[..., self.bins:])
+            exc_re = mix * exc_re + (1.0 - mix) * nl_re * nl_inv
+            exc_im = mix * exc_im + (1.0 - mix) * nl_im * nl_inv
+        gain = torch.exp(torch.clamp(log_mag, max=20.0))
         mask = above[:, None, :]  # above the cutoff the input's own bins (transition, images) are replaced
-        out_re, out_im = mask * (src_re * gain - re), mask * (src_im * gain - im)
+        out_re, out_im = mask * (exc_re * gain - re), mask * (exc_im * gain - im)
         seg = out_re @ self.synthesis_cos + out_im @ self.synthesis_sin  # [B, F, n] windowed
         # overlap-add: frame j lands on xc[j*h : j*h + n], i.e. on hop-chunks j .. j + n/h - 1
         parts = n // h
@@ -260,7 +331,11 @@ def mflops_per_second(gen: nn.Module) -> float:
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         gen.stream(x, torch.full((1,), 0.5), gen.initial_states(1))
-    return counter.get_total_flops() / 1e6
+    flops = counter.get_total_flops()
+    if getattr(gen, "gru", None) is not None:  # aten GRU kernels are not counted: 3 gates, 2 matmuls each
+        hidden, inputs = gen.gru.hidden_size, gen.gru.input_size
+        flops += 2 * 3 * hidden * (inputs + hidden) * (rate // gen.config.frame)
+    return flops / 1e6
 
 
 # ---------------------------------------------------------------- discriminators (HiFi-GAN, UnivNet)

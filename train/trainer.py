@@ -1,8 +1,10 @@
 """GAN training: config file -> run folder with checkpoints, metrics CSV, best model; resumable; DDP.
 
 The run folder holds ``config.yaml`` (a copy), ``last.pt`` (written every ``ckpt_every`` steps and on
-exit), ``best.pt`` (lowest validation LSD) and ``metrics.csv``. Checkpoints carry the generator's
-constructor arguments, so ``load_generator(path)`` rebuilds the model without the config file.
+exit), ``best.pt`` (highest validation ViSQOL on a small fixed subset, LSD breaking ties) and
+``metrics.csv``. Checkpoints carry the generator's constructor arguments as plain data and load with
+``torch.load(weights_only=True)``: a checkpoint from someone else cannot run code. ``load_generator(path)``
+rebuilds the model without the config file.
 Multi-process: launch with ``torchrun --nproc_per_node N -m bandlift.train.trainer --config FILE``
 (gloo on CPU, nccl on GPU); each rank draws different clips.
 """
@@ -13,6 +15,7 @@ import copy
 import csv
 import math
 import os
+import pickle
 import time
 from pathlib import Path
 
@@ -32,17 +35,22 @@ from bandlift.train.losses import (
 )
 from bandlift.train.model import Discriminators, Generator, GeneratorConfig, count_params
 
+# The one set of training defaults; the model's come from GeneratorConfig (the shipped geometry).
+# YAML files override any of them.
 DEFAULTS: dict = {
     "model": GeneratorConfig().to_dict(),
     "data": {"manifest": None, "seconds": 0.5, "batch_size": 8, "workers": 1, "valid_clips": 32,
-             "source_balance": 0.0},
+             "visqol_clips": 8, "visqol_seconds": 3.0, "source_balance": 0.7,
+             "disc_seconds": 0.25},  # discriminators judge a random crop of this length
     "train": {
-        "steps": 20000, "lr": 2e-4, "lr_disc": 2e-4, "betas": [0.8, 0.99], "gan_start": 5000,
-        "ckpt_every": 250, "valid_every": 500, "log_every": 25, "seed": 0, "threads": 1,
+        "steps": 40000, "lr": 5e-4, "lr_disc": 2e-4, "betas": [0.8, 0.99], "gan_start": 4000,
+        "ckpt_every": 250, "valid_every": 1000, "log_every": 50, "seed": 0, "threads": 1,
         "max_minutes": None, "init": None,
     },
+    # summed over discriminators and layers as HiFi-GAN does (stft, lsd: weights of the mean terms)
     "loss": {"stft": 10.0, "lsd": 0.0, "feature": 2.0, "adversarial": 1.0, "ffts": [256, 512, 1024, 2048]},
 }
+VALID_SEED = 1234
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -60,7 +68,7 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> dict:
     return merge(merge(DEFAULTS, user or {}), overrides or {})
 
 
-def lowpass_at(y, ceiling_hz, rate: int):
+def lowpass_at(y, ceiling_hz, rate: int, keep_full: bool = True):
     """Zero each clip's spectrum above its ceiling (clips with a ceiling near Nyquist pass unchanged).
 
     A lossy file's target is empty above its measured bandwidth; comparing the generator's output there
@@ -69,14 +77,42 @@ def lowpass_at(y, ceiling_hz, rate: int):
     """
     spec = torch.fft.rfft(y, dim=-1)
     freqs = torch.fft.rfftfreq(y.shape[-1], 1.0 / rate).to(y.device)
-    keep = (freqs[None, :] <= ceiling_hz[:, None]) | (ceiling_hz[:, None] >= 0.98 * rate / 2)
+    keep = freqs[None, :] <= ceiling_hz[:, None]
+    if keep_full:
+        keep = keep | (ceiling_hz[:, None] >= 0.98 * rate / 2)
     return torch.fft.irfft(spec * keep, n=y.shape[-1], dim=-1)
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that is unreadable, not bandlift's, or holds more than tensors and plain data."""
+
+
+def load_checkpoint(path: str | Path, device="cpu") -> dict:
+    """A checkpoint's tensors and plain data; never unpickles code (weights_only=True)."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: not a plain bandlift checkpoint (refused to unpickle code objects)") from None
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict) or "model" not in ckpt["config"]:
+        raise CheckpointError(f"{path}: not a bandlift checkpoint (no model config)")
+    return ckpt
+
+
+def high_band(x, cutoff, rate: int):
+    """x minus its spectrum below each clip's cutoff (Hz): the band the generator writes."""
+    return x - lowpass_at(x, cutoff, rate, keep_full=False)
+
+
 def load_generator(checkpoint: str | Path, which: str = "generator") -> Generator:
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    gen = Generator(GeneratorConfig(**ckpt["config"]["model"]))
-    gen.load_state_dict(ckpt[which])
+    ckpt = load_checkpoint(checkpoint)
+    try:
+        gen = Generator(GeneratorConfig.from_dict(ckpt["config"]["model"]))
+        gen.load_state_dict(ckpt[which])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{checkpoint}: does not match this bandlift's generator: "
+                              f"{str(exc).splitlines()[0]}") from None
     return gen.eval()
 
 
@@ -93,7 +129,7 @@ class Trainer:
         torch.set_num_threads(int(config["train"]["threads"]))
         torch.manual_seed(int(config["train"]["seed"]) + self.rank)
 
-        self.gen = Generator(GeneratorConfig(**config["model"])).to(self.device)
+        self.gen = Generator(GeneratorConfig.from_dict(config["model"])).to(self.device)
         self.disc = Discriminators().to(self.device)
         tcfg = config["train"]
         self.opt_g = torch.optim.AdamW(self.gen.parameters(), tcfg["lr"], betas=tcfg["betas"])
@@ -101,6 +137,8 @@ class Trainer:
         self.step = 0
         self.skipped_steps = 0
         self.best_lsd = math.inf
+        self.best_score = (-math.inf, -math.inf)  # (ViSQOL, -LSD) of best.pt
+        self.epoch = 0
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -117,12 +155,14 @@ class Trainer:
         last = self.run_dir / "last.pt"
         if not last.exists():
             return False
-        ckpt = torch.load(last, map_location=self.device, weights_only=False)
+        ckpt = load_checkpoint(last, self.device)
         self.gen.load_state_dict(ckpt["generator"])
         self.disc.load_state_dict(ckpt["discriminators"])
         self.opt_g.load_state_dict(ckpt["opt_g"])
         self.opt_d.load_state_dict(ckpt["opt_d"])
         self.step, self.best_lsd = ckpt["step"], ckpt["best_lsd"]
+        self.best_score = tuple(ckpt.get("best_score", (-math.inf, -self.best_lsd)))
+        self.epoch = int(ckpt.get("epoch", 0))
         if self.rank == 0:
             print(f"resumed from {last} at step {self.step} (best valid LSD {self.best_lsd:.3f})")
         return True
@@ -130,8 +170,8 @@ class Trainer:
     def _init_from(self, checkpoint):
         """Fine-tuning: start from another run's weights (generator, and discriminators when the
         checkpoint has them) with fresh optimisers, step 0 and this run's schedule."""
-        ckpt = torch.load(checkpoint, map_location=self.device, weights_only=False)
-        theirs, ours = GeneratorConfig(**ckpt["config"]["model"]), GeneratorConfig(**self.cfg["model"])
+        ckpt = load_checkpoint(checkpoint, self.device)
+        theirs, ours = GeneratorConfig.from_dict(ckpt["config"]["model"]), GeneratorConfig.from_dict(self.cfg["model"])
         if theirs != ours:
             raise ValueError(f"train.init {checkpoint}: its model config {theirs} differs from this run's {ours}")
         self.gen.load_state_dict(ckpt["generator"])
@@ -146,7 +186,8 @@ class Trainer:
         ckpt = {
             "generator": self.gen.state_dict(), "discriminators": self.disc.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-            "step": self.step, "best_lsd": self.best_lsd, "config": self.cfg,
+            "step": self.step, "best_lsd": self.best_lsd, "best_score": list(self.best_score),
+            "epoch": self.epoch, "config": self.cfg,
             "params": count_params(self.gen), "world_size": self.world,
         }
         tmp = self.run_dir / (name + ".tmp")
@@ -158,51 +199,76 @@ class Trainer:
         from bandlift.train.data_dataset import ClipDataset
 
         dcfg = self.cfg["data"]
-        seed = int(self.cfg["train"]["seed"]) * 1000 + self.rank + 7919 * self.step
+        seed = int(self.cfg["train"]["seed"]) * 1000 + self.rank
         train = ClipDataset(dcfg["manifest"], "train", seconds=dcfg["seconds"], seed=seed,
-                            source_balance=dcfg.get("source_balance", 0.0))
-        loader = torch.utils.data.DataLoader(
-            train, batch_size=dcfg["batch_size"], num_workers=dcfg["workers"], shuffle=True,
-            drop_last=True, persistent_workers=dcfg["workers"] > 0,
-        )
-        valid = ClipDataset(dcfg["manifest"], "valid", seconds=2.0, seed=1234, length=dcfg["valid_clips"])
-        return loader, valid
+                            source_balance=dcfg["source_balance"])
+        valid = ClipDataset(dcfg["manifest"], "valid", seconds=2.0, seed=VALID_SEED, length=dcfg["valid_clips"],
+                            source_balance=dcfg["source_balance"])
+        perceptual = ClipDataset(dcfg["manifest"], "valid", seconds=dcfg["visqol_seconds"], seed=VALID_SEED + 1,
+                                 length=dcfg["visqol_clips"], source_balance=1.0, progress=False)
+        return train, valid, perceptual
 
-    def validate(self, valid) -> float:
+    def _epoch_loader(self, train):
+        """A fresh loader per epoch: workers get the dataset with its new epoch (crops, gains, cutoffs,
+        filters and noise are drawn from [seed, epoch, index]), so no epoch replays another."""
+        dcfg = self.cfg["data"]
+        train.set_epoch(self.epoch)
+        generator = torch.Generator().manual_seed(int(self.cfg["train"]["seed"]) * 1000 + self.rank + self.epoch)
+        return torch.utils.data.DataLoader(
+            train, batch_size=dcfg["batch_size"], num_workers=dcfg["workers"], shuffle=True,
+            drop_last=True, persistent_workers=False, generator=generator,
+        )
+
+    def _output(self, item):
+        """The generator's output for one validation item, cut at the reference's ceiling."""
+        rate = self.cfg["model"]["sample_rate"]
+        x = item["input"].to(self.device)[None]
+        cutoff = (item["cutoff"] / (rate / 2)).reshape(1).to(self.device)
+        return lowpass_at(self.gen(x, cutoff), item["ceiling"].reshape(1).to(self.device), rate)
+
+    def validate(self, valid, perceptual=None) -> tuple[float, float]:
+        """(mean LSD on `valid`, mean ViSQOL on `perceptual`; nan without it)."""
+        from bandlift.rt.metrics import visqol
+
         self.gen.eval()
-        lsds = []
+        lsds, scores = [], []
         with torch.no_grad():
             for i in range(len(valid)):
                 item = valid[i]
-                x = item["input"].to(self.device)[None]
-                cutoff = (item["cutoff"] / (self.cfg["model"]["sample_rate"] / 2)).reshape(1).to(self.device)
-                y = lowpass_at(self.gen(x, cutoff), item["ceiling"].reshape(1).to(self.device),
-                               self.cfg["model"]["sample_rate"])
-                lsds.append(float(lsd_torch(y, item["target"].to(self.device)[None])))
+                lsds.append(float(lsd_torch(self._output(item), item["target"].to(self.device)[None])))
+            for i in range(len(perceptual) if perceptual is not None else 0):
+                item = perceptual[i]
+                y = self._output(item)[0].cpu().numpy()
+                scores.append(visqol(item["target"].numpy(), y, self.cfg["model"]["sample_rate"]))
         self.gen.train()
-        return float(np.mean(lsds))
+        return float(np.mean(lsds)), float(np.mean(scores)) if scores else math.nan
 
     # ------------------------------------------------------------------ loop
     def train_step(self, batch) -> dict:
         tcfg, lcfg = self.cfg["train"], self.cfg["loss"]
+        rate = self.cfg["model"]["sample_rate"]
         x = batch["input"].to(self.device)
         target = batch["target"].to(self.device)
-        cutoff = batch["cutoff"].to(self.device) / (self.cfg["model"]["sample_rate"] / 2)
-        y = self.gen_ddp(x, cutoff)
+        cutoff_hz = batch["cutoff"].to(self.device)
+        y = self.gen_ddp(x, cutoff_hz / (rate / 2))
         if "ceiling" in batch:  # lossy references: judge only the band they really have
-            y = lowpass_at(y, batch["ceiling"].to(self.device), self.cfg["model"]["sample_rate"])
+            y = lowpass_at(y, batch["ceiling"].to(self.device), rate)
         use_gan = self.step >= tcfg["gan_start"]
         scale = 0.55 + 0.45 * math.cos(math.pi * min(1.0, self.step / tcfg["steps"]))  # cosine to 10%
         for opt, key in ((self.opt_g, "lr"), (self.opt_d, "lr_disc")):
             for group in opt.param_groups:
                 group["lr"] = tcfg[key] * scale
         logs = {}
-        if use_gan:  # discriminators judge a random crop: most of a GAN step's cost on CPU
-            n = min(y.shape[-1], int(self.cfg["data"].get("disc_seconds", 0.25) * self.cfg["model"]["sample_rate"]))
+        if use_gan:
+            # Both sides share the input's own low band: only the band above the cutoff, which the
+            # generator writes, can tell real from fake (codec noise in the passband cannot).
+            n = min(y.shape[-1], int(self.cfg["data"]["disc_seconds"] * rate))
             start = int(torch.randint(0, y.shape[-1] - n + 1, ()))
-            y_d, target_d = y[..., start:start + n], target[..., start:start + n]
+            low = lowpass_at(x, cutoff_hz, rate, keep_full=False)
+            real_d = (low + high_band(target, cutoff_hz, rate))[..., start:start + n]
+            fake_d = (low + high_band(y, cutoff_hz, rate))[..., start:start + n]
             self.opt_d.zero_grad(set_to_none=True)
-            loss_d = discriminator_loss(self.disc_ddp(target_d), self.disc_ddp(y_d.detach()))
+            loss_d = discriminator_loss(self.disc_ddp(real_d), self.disc_ddp(fake_d.detach()))
             loss_d.backward()
             if self._finite_grads(self.disc):
                 self.opt_d.step()
@@ -215,9 +281,9 @@ class Trainer:
             loss_g = loss_g + lcfg["lsd"] * loss_lsd
             logs["loss_lsd"] = loss_lsd.item()
         if use_gan:
-            fake = self.disc_ddp(y_d)
+            fake = self.disc_ddp(fake_d)
             with torch.no_grad():
-                real = self.disc_ddp(target_d)
+                real = self.disc_ddp(real_d)
             loss_adv, loss_fm = generator_loss(fake), feature_loss(real, fake)
             loss_g = loss_g + lcfg["adversarial"] * loss_adv + lcfg["feature"] * loss_fm
             logs.update(loss_adv=loss_adv.item(), loss_fm=loss_fm.item())
@@ -238,29 +304,36 @@ class Trainer:
 
     def fit(self) -> Path:
         tcfg = self.cfg["train"]
-        loader, valid = self._loaders()
+        train, valid, perceptual = self._loaders()
         deadline = time.time() + 60 * tcfg["max_minutes"] if tcfg.get("max_minutes") else None
         metrics_path = self.run_dir / "metrics.csv"
-        fields = ["step", "time", "loss_g", "loss_stft", "loss_lsd", "loss_adv", "loss_fm", "loss_d", "valid_lsd", "skipped"]
+        fields = ["step", "time", "epoch", "loss_g", "loss_stft", "loss_lsd", "loss_adv", "loss_fm", "loss_d",
+                  "valid_lsd", "valid_visqol", "skipped"]
         bar = tqdm(total=tcfg["steps"], initial=self.step, disable=self.rank != 0, desc="train", unit="step")
         started = time.time()
+
+        def out_of_time():
+            return self.step >= tcfg["steps"] or (deadline is not None and time.time() > deadline)
+
         try:
-            while self.step < tcfg["steps"]:
-                for batch in loader:
+            while not out_of_time():
+                for batch in self._epoch_loader(train):
                     logs = self.train_step(batch)
                     self.step += 1
                     bar.update(1)
                     row = None
                     if self.step % tcfg["log_every"] == 0:
-                        row = {"step": self.step, "time": round(time.time() - started, 1), **logs,
-                               "skipped": self.skipped_steps}
+                        row = {"step": self.step, "time": round(time.time() - started, 1), "epoch": self.epoch,
+                               **logs, "skipped": self.skipped_steps}
                         bar.set_postfix(stft=f"{logs['loss_stft']:.3f}")
                     if self.step % tcfg["valid_every"] == 0 or self.step == tcfg["steps"]:
-                        lsd = self.validate(valid) if self.rank == 0 else math.inf
+                        lsd, score = self.validate(valid, perceptual) if self.rank == 0 else (math.inf, math.nan)
                         row = {**(row or {"step": self.step, "time": round(time.time() - started, 1), **logs}),
-                               "valid_lsd": round(lsd, 4)}
-                        if lsd < self.best_lsd:
-                            self.best_lsd = lsd
+                               "valid_lsd": round(lsd, 4), "valid_visqol": round(score, 4)}
+                        self.best_lsd = min(self.best_lsd, lsd)
+                        candidate = (-math.inf if math.isnan(score) else score, -lsd)
+                        if candidate > self.best_score:  # ViSQOL first, LSD breaks ties
+                            self.best_score = candidate
                             self.save("best.pt")
                     if row is not None and self.rank == 0:
                         new = not metrics_path.exists()
@@ -274,10 +347,10 @@ class Trainer:
                             writer.writerow(row)
                     if self.step % tcfg["ckpt_every"] == 0:
                         self.save()
-                    if self.step >= tcfg["steps"] or (deadline and time.time() > deadline):
+                    if out_of_time():
                         break
-                if deadline and time.time() > deadline:
-                    break
+                else:
+                    self.epoch += 1
         finally:
             self.save()
             bar.close()
