@@ -125,3 +125,63 @@ def test_unknown_package_is_a_clean_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "apt-get download bandlift-no-such-package-xyz failed" in err
     assert not (tmp_path / "manifest.jsonl").exists()
+
+
+def write_sf2(path: Path, samples: list) -> None:
+    """A minimal SoundFont 2: samples = [(instrument, sample name, int16 array, rate)]."""
+    import struct
+
+    import numpy as np
+
+    def chunk(cid, data):
+        return cid + struct.pack("<I", len(data)) + data + b"\0" * (len(data) & 1)
+
+    pcm, shdr, inst, ibag, igen = b"", b"", b"", b"", b""
+    instruments = list(dict.fromkeys(s[0] for s in samples))
+    for k, name in enumerate(instruments):
+        inst += struct.pack("<20sH", name.encode(), k)
+        ids = [i for i, s in enumerate(samples) if s[0] == name]
+        ibag += struct.pack("<HH", len(igen) // 4, 0)
+        igen += b"".join(struct.pack("<HH", 53, i) for i in ids)
+    inst += struct.pack("<20sH", b"EOI", len(instruments))
+    ibag += struct.pack("<HH", len(igen) // 4, 0)
+    igen += struct.pack("<HH", 0, 0)
+    for _, name, data, rate in samples:
+        start = len(pcm) // 2
+        pcm += np.asarray(data, dtype="<i2").tobytes() + b"\0" * 92  # 46 zero samples after each
+        shdr += struct.pack("<20sIIIIIBbHH", name.encode(), start, start + len(data), start,
+                            start + len(data), rate, 60, 0, 0, 1)
+    shdr += struct.pack("<20sIIIIIBbHH", b"EOS", 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    sdta = chunk(b"LIST", b"sdta" + chunk(b"smpl", pcm))
+    pdta = chunk(b"LIST", b"pdta" + chunk(b"inst", inst) + chunk(b"ibag", ibag)
+                 + chunk(b"igen", igen) + chunk(b"shdr", shdr))
+    path.write_bytes(chunk(b"RIFF", b"sfbk" + chunk(b"LIST", b"INFO") + sdta + pdta))
+
+
+def test_sf2_samples_are_extracted_grouped_and_excluded(tmp_path, monkeypatch):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    notes = {n: (rng.standard_normal(4000) * 3000).astype(np.int16) for n in ("C4", "D4", "S", "L")}
+    font = tmp_path / "pkg" / "usr" / "share" / "sounds" / "sf2" / "Test Font.sf2"
+    font.parent.mkdir(parents=True)
+    write_sf2(font, [("Violins Fast_v1", "Vn C4(L)", notes["C4"], 44100),
+                     ("Violins2 Pizz", "Vn D4", notes["D4"], 48000),
+                     ("Sine Wave", "Sine", notes["S"], 44100),
+                     ("Old Organ", "Lo-fi", notes["L"], 22050)])  # below min_rate: skipped
+    out = tmp_path / "pkg" / "sf2-samples" / font.stem
+    assert data_debian.extract_sf2(font, out) == 3
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["Sine Wave__0002 Sine.flac", "Violins Fast_v1__0000 Vn C4_L_.flac",
+                     "Violins2 Pizz__0001 Vn D4.flac"]
+    data, rate = sf.read(out / names[1], dtype="int16")
+    assert rate == 44100 and np.array_equal(data, notes["C4"])
+    monkeypatch.setitem(data_debian.PACKAGES, "bandlift-test-sf2", data_debian.Package(
+        "bandlift-test-sf2", "x", extract="sf2", group_regex=r"^[A-Za-z]+|^[^_ ]+",
+        exclude=("Sine Wave__*",)))
+    cands = data_debian.candidates("bandlift-test-sf2", tmp_path / "pkg")
+    assert {Path(c.path).name: c.group for c in cands} == {
+        names[1]: "debian:bandlift-test-sf2:Violins", names[2]: "debian:bandlift-test-sf2:Violins"}
+    with pytest.raises(data_debian.DebianError, match="not a SoundFont"):
+        (tmp_path / "x.sf2").write_bytes(b"RIFF\4\0\0\0WAVE")
+        data_debian.extract_sf2(tmp_path / "x.sf2", tmp_path / "x")

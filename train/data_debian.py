@@ -8,6 +8,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import shutil
+import struct
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ class Package:
     patterns: tuple = ("*",)  # fnmatch on file names: which audio files to keep
     group_depth: int | None = None  # split by the folder this many levels under the audio root
     group_regex: str | None = None  # or by this regex's first match in the file name (takes of one sound)
+    exclude: tuple = ()  # fnmatch on the path under the audio root: files to leave out
+    extract: str | None = None  # "sf2": write each SoundFont's samples out as FLAC (extract_sf2)
 
 
 PACKAGES = {
@@ -45,6 +48,25 @@ PACKAGES = {
         Package("tuxpaint-stamps-default", "Tux Paint stamp descriptions (spoken, Vorbis)",
                 patterns=tuple(f"*_desc_{lang}.ogg" for lang in ("fr", "ru", "bg", "es", "be", "da")),
                 group_regex=r"desc_[a-z]+"),
+        # SoundFont samples at >= 44.1 kHz (extract_sf2): VSCO strings, Splendid grand piano, MuseScore
+        # drumline, FluidR3 mono instruments; the synthesised instruments and those measured below
+        # ~17 kHz (woodwinds, glockenspiel, ...) are left out. One group per instrument family
+        # ("Violins2 Pizz_v1" -> "Violins", "Piano MF-low" -> "Piano").
+        Package("musescore-general-soundfont-lossless", "MuseScore General SoundFont: sampled "
+                "orchestral instruments, piano, drums (16-bit PCM, 44.1/48 kHz)", extract="sf2",
+                group_regex=r"^[A-Za-z]+|^[^_ ]+",
+                exclude=tuple(f"{name}__*" for name in (
+                    "0 *", "808 Tom_GS", "Atmosphere", "Brightness_*", "Calliope Lead",
+                    "Charang Layer 2", "Chiffer Lead", "Crystal_*", "DX7_2", "Electric Toms",
+                    "Electronic Snares", "Feedback_GS", "Goblin", "Ice Rain_*", "Metal Pad",
+                    "Metronome", "Sine Wave", "Space Voice", "Synth Bass 2", "Synth Drum",
+                    "TR-808", "Whistle", "Clarinet", "Fretless Bass", "Glockenspiel", "English Horn",
+                    "Oboe", "Sitar", "Harmonica", "Piccolo"))),
+        # AVL drum kits (recorded acoustic drums). Black Pearl is hydrogen-drumkits' "The Black
+        # Pearl 1.0" again, so only Red Zeppelin; one kit is one group.
+        Package("avldrums.lv2-soundfont", "AVL Drumkits Red Zeppelin: recorded acoustic drums "
+                "(SoundFont, 16-bit 48 kHz)", extract="sf2", group_depth=1,
+                exclude=("Black_Pearl_4_LV2/*",)),
     ]
 }
 QUICK = ("sonic-pi-samples", "klettres-data")
@@ -91,8 +113,69 @@ def fetch_package(name: str, dest: Path, log=print) -> Path:
     res = _run(["dpkg", "-x", str(deb), str(root)], cwd=dest)
     if res.returncode != 0:
         raise DebianError(f"dpkg -x {deb.name} failed: {res.stderr.strip()}")
+    pkg = PACKAGES.get(name)
+    if pkg is not None and pkg.extract == "sf2":
+        for font in sorted(f for f in root.rglob("*.sf2") if not f.is_symlink()):
+            n = extract_sf2(font, root / "sf2-samples" / font.stem)
+            log(f"extracted {n} samples of {font.name}")
     marker.write_text(deb.name + "\n")
     return root
+
+
+def _riff_chunks(buf, off: int, end: int):
+    while off + 8 <= end:
+        cid, size = struct.unpack_from("<4sI", buf, off)
+        yield bytes(cid), off + 8, size
+        off += 8 + size + (size & 1)
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^\w.+ -]", "_", name) or "_"
+
+
+def extract_sf2(font: Path, out: Path, min_rate: int = 44100) -> int:
+    """Write the 16-bit samples of a SoundFont 2 file recorded at >= min_rate as mono FLAC files
+    named "<instrument>__<index> <sample>.flac" (under the first instrument that uses the sample), so
+    a Package's group_regex on the instrument name keeps one session's notes in one split. Stereo
+    pairs become two mono files (ClipDataset draws channels as mono views anyway). Returns the
+    number of files written."""
+    import numpy as np
+    import soundfile as sf
+
+    buf = memoryview(font.read_bytes())
+    riff, size, form = struct.unpack_from("<4sI4s", buf, 0)
+    if riff != b"RIFF" or form != b"sfbk":
+        raise DebianError(f"{font} is not a SoundFont 2 file")
+    parts = {}
+    for cid, off, length in _riff_chunks(buf, 12, min(8 + size, len(buf))):
+        if cid == b"LIST":
+            for sub, soff, slen in _riff_chunks(buf, off + 4, off + length):
+                parts[sub] = buf[soff:soff + slen]
+    pcm = np.frombuffer(parts[b"smpl"], dtype="<i2")
+
+    def records(key, fmt):
+        n = struct.calcsize(fmt)
+        return [struct.unpack_from(fmt, parts[key], i * n) for i in range(len(parts[key]) // n)]
+
+    def text(raw):
+        return raw.split(b"\0")[0].decode("latin-1").strip()
+
+    insts, bags, gens = records(b"inst", "<20sH"), records(b"ibag", "<HH"), records(b"igen", "<HH")
+    owner = {}
+    for (name, bag), (_, next_bag) in zip(insts, insts[1:]):  # the last record is the terminator
+        for (gen, _), (next_gen, _) in zip(bags[bag:next_bag], bags[bag + 1:next_bag + 1]):
+            for oper, amount in gens[gen:next_gen]:
+                if oper == 53:  # sampleID
+                    owner.setdefault(amount, text(name))
+    written = 0
+    for i, (name, start, end, *_, rate, _, _, _, kind) in enumerate(records(b"shdr", "<20sIIIIIBbHH")[:-1]):
+        if rate < min_rate or end <= start or kind & 0x8000 or i not in owner:  # ROM samples: no data
+            continue
+        out.mkdir(parents=True, exist_ok=True)
+        sf.write(str(out / f"{_safe_name(owner[i])}__{i:04d} {_safe_name(text(name))}.flac"),
+                 pcm[start:min(end, pcm.size)], rate, subtype="PCM_16")
+        written += 1
+    return written
 
 
 def licence_note(root: Path, name: str) -> str:
@@ -122,6 +205,8 @@ def candidates(name: str, root: Path) -> list[Candidate]:
     out = []
     for f in files:
         rel = f.relative_to(audio_root)
+        if any(fnmatch.fnmatch(rel.as_posix(), pat) for pat in pkg.exclude):
+            continue
         named = re.search(pkg.group_regex, f.name) if pkg.group_regex is not None else None
         if named:
             group = named.group(0).strip()
