@@ -185,3 +185,16 @@ def test_sf2_samples_are_extracted_grouped_and_excluded(tmp_path, monkeypatch):
     with pytest.raises(data_debian.DebianError, match="not a SoundFont"):
         (tmp_path / "x.sf2").write_bytes(b"RIFF\4\0\0\0WAVE")
         data_debian.extract_sf2(tmp_path / "x.sf2", tmp_path / "x")
+
+
+def test_min_rate_leaves_out_low_rates_and_8_bit(tmp_path, monkeypatch):
+    sounds = tmp_path / "pkg" / "usr" / "share" / "sounds"
+    sounds.mkdir(parents=True)
+    x = broadband(44100, 0.2)[:, 0]
+    sf.write(sounds / "hi.wav", x, 44100, subtype="PCM_16")
+    sf.write(sounds / "lo.wav", x, 22050, subtype="PCM_16")
+    sf.write(sounds / "u8.wav", x, 44100, subtype="PCM_U8")
+    monkeypatch.setitem(data_debian.PACKAGES, "bandlift-test-rates",
+                        data_debian.Package("bandlift-test-rates", "x", min_rate=44100))
+    assert [Path(c.path).name for c in data_debian.candidates("bandlift-test-rates", tmp_path / "pkg")] == [
+        "hi.wav"]

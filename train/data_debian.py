@@ -25,6 +25,7 @@ class Package:
     group_regex: str | None = None  # or by this regex's first match in the file name (takes of one sound)
     exclude: tuple = ()  # fnmatch on the path under the audio root: files to leave out
     extract: str | None = None  # "sf2": write each SoundFont's samples out as FLAC (extract_sf2)
+    min_rate: int = 0  # if set, leave out files below this rate and 8-bit PCM (a noise-filled top band)
 
 
 PACKAGES = {
@@ -67,6 +68,11 @@ PACKAGES = {
         Package("avldrums.lv2-soundfont", "AVL Drumkits Red Zeppelin: recorded acoustic drums "
                 "(SoundFont, 16-bit 48 kHz)", extract="sf2", group_depth=1,
                 exclude=("Black_Pearl_4_LV2/*",)),
+        # Unit voices and effects: only the 16-bit WAVs at >= 44.1 kHz reach ~20 kHz (the 22 kHz ones
+        # stop at 11 kHz; 8-bit ones are noise up there); the tilesets' ambiences are duplicated
+        # across tilesets. One group per faction (units of one faction share voice actors).
+        Package("megaglest-data", "MegaGlest unit voices and effects (16-bit WAV, 44.1/48 kHz)",
+                patterns=("*.wav",), min_rate=44100, group_depth=4, exclude=("tilesets/*", "data/*")),
     ]
 }
 QUICK = ("sonic-pi-samples", "klettres-data")
@@ -199,6 +205,8 @@ def candidates(name: str, root: Path) -> list[Candidate]:
     files = sorted(p for p in root.rglob("*")
                    if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
                    and any(fnmatch.fnmatch(p.name, pat) for pat in pkg.patterns))
+    if pkg.min_rate:
+        files = [f for f in files if _rate_and_depth_ok(f, pkg.min_rate)]
     if not files:
         return []
     audio_root = Path(*_common_parts([f.parent for f in files]))
@@ -217,6 +225,16 @@ def candidates(name: str, root: Path) -> list[Candidate]:
         out.append(Candidate(str(f), f"debian:{name}", licence, f"debian:{name}:{group}",
                              {"package": name}))
     return out
+
+
+def _rate_and_depth_ok(path: Path, min_rate: int) -> bool:
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except Exception:  # noqa: BLE001 - left to the indexer, which reports unreadable files
+        return True
+    return info.samplerate >= min_rate and info.subtype not in ("PCM_U8", "PCM_S8")
 
 
 def _common_parts(dirs: list[Path]) -> tuple:
