@@ -66,7 +66,7 @@ PACKAGES = {
         # AVL drum kits (recorded acoustic drums). Black Pearl is hydrogen-drumkits' "The Black
         # Pearl 1.0" again, so only Red Zeppelin; one kit is one group.
         Package("avldrums.lv2-soundfont", "AVL Drumkits Red Zeppelin: recorded acoustic drums "
-                "(SoundFont, 16-bit 48 kHz)", extract="sf2", group_depth=1,
+                "(SoundFont, 16-bit 44.1 kHz)", extract="sf2", group_depth=1,
                 exclude=("Black_Pearl_4_LV2/*",)),
         # Unit voices and effects: only the 16-bit WAVs at >= 44.1 kHz reach ~20 kHz (the 22 kHz ones
         # stop at 11 kHz; 8-bit ones are noise up there); the tilesets' ambiences are duplicated
