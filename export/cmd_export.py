@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bandlift.rt.cli import CLIError
+from bandlift.rt.cli.errors import CLIError
 
 
 def configure(parser):
