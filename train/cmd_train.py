@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bandlift.rt.cli.errors import CLIError
+from bandlift.rt.cli.errors import CLIError, missing_extra
 
 
 def configure(parser):
@@ -21,7 +21,7 @@ def run(args) -> int:
     try:
         import torch  # noqa: F401
     except ModuleNotFoundError:
-        raise CLIError("training needs PyTorch: pip install 'bandlift[train]'") from None
+        raise missing_extra("training", "train") from None
     from bandlift.train.trainer import CheckpointError, Trainer, load_config
 
     overrides = {"data": {}, "train": {}}

@@ -1,2 +1,2 @@
-"""Signal processing for the engine: the streaming polyphase resampler, lock-free ring buffers, the
-linear-phase low-pass, and bandwidth detection (numpy, scipy, numba)."""
+"""Signal processing for the engine: the streaming polyphase resampler (`resample`), lock-free ring
+buffers (`ringbuffer`) and bandwidth detection (`bandwidth`); numpy, scipy, numba."""

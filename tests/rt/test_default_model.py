@@ -36,7 +36,7 @@ def test_shipped_model_is_small_and_described():
     assert 0 < up.latency <= 480  # <= 10 ms at 48 kHz
     from importlib import resources
 
-    size = resources.files("bandlift.rt.models").joinpath("default.onnx").stat().st_size
+    size = resources.files("bandlift.rt.model").joinpath("default.onnx").stat().st_size
     assert size < 5_000_000
 
 

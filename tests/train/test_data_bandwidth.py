@@ -1,4 +1,4 @@
-"""Effective bandwidth and the degradation pipeline (rt/bandwidth.py, rt/degrade.py)."""
+"""Effective bandwidth and the degradation pipeline (rt/dsp/bandwidth.py, train/degrade.py)."""
 import glob
 
 import numpy as np
