@@ -113,3 +113,17 @@ def test_cli_imports_no_heavy_dependency():
             "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'librosa', 'matplotlib')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_engine_and_evaluation_never_import_torch():
+    """rt (the engine), train.eval and the degradation pipeline are torch-free, even inside functions."""
+    modules = _modules()
+    torch_free = [m for m in modules if m.startswith(("bandlift.rt", "bandlift.train.eval"))
+                  or m in ("bandlift.train", "bandlift.train.degrade", "bandlift.train.data_sources")]
+    bad = []
+    for m in torch_free:
+        for node in ast.walk(ast.parse(modules[m].read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            bad += [f"{m}: {n}" for n in names if n.split(".")[0] == "torch"]
+    assert not bad, bad

@@ -114,3 +114,20 @@ def test_visqol_ranks_a_band_limited_copy_below_the_original():
     same, limited = metrics.visqol(ref, ref, sr), metrics.visqol(ref, low, sr)
     assert 4.3 < same <= 5.0
     assert 1.0 <= limited < same - 0.3
+
+
+@pytest.mark.parametrize("n", [500, 1025, 48000 + 17])
+def test_stft_equals_librosa(n):
+    """The LSD's numpy STFT is librosa.stft(window="hann", center=True, reflect padding when possible)."""
+    import warnings
+
+    librosa = pytest.importorskip("librosa")
+    x = np.random.default_rng(n).standard_normal((2, n))
+    pad_mode = "reflect" if n > metrics.N_FFT // 2 else "constant"
+    with warnings.catch_warnings():  # librosa notes signals shorter than n_fft
+        warnings.simplefilter("ignore", UserWarning)
+        want = librosa.stft(x, n_fft=metrics.N_FFT, hop_length=metrics.HOP, window="hann", center=True,
+                            pad_mode=pad_mode)
+    got = metrics.stft(x)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
