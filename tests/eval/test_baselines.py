@@ -7,30 +7,9 @@ import soxr
 from scipy import signal
 
 from bandlift.train.eval import baselines, metrics
+from signals import music_like
 
 RATE = 48000
-
-
-def music_like(seconds=1.5, rate=RATE, seed=0, channels=None) -> np.ndarray:
-    """Broadband music-like test signal: harmonic notes (partials up to Nyquist, 1/k amplitudes)
-    plus decaying noise bursts with a 1/f spectrum, as float32 (n,) or (n, channels)."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * rate)
-    t = np.arange(n) / rate
-    x = np.zeros(n)
-    for start, f0 in zip(np.arange(0, seconds, 0.375), rng.choice([110.0, 147.0, 196.0, 262.0], 8)):
-        env = np.where(t >= start, np.exp(-(t - start) * 3.0), 0.0)
-        for k in range(1, int(rate / 2 / f0)):
-            x += env * np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi)) / k
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    spectrum /= np.sqrt(np.maximum(np.fft.rfftfreq(n, 1 / rate), 20.0))  # 1/f power
-    pink = np.fft.irfft(spectrum, n)
-    bursts = sum(np.where(t >= s, np.exp(-(t - s) * 25.0), 0.0) for s in np.arange(0.1, seconds, 0.25))
-    x = x / np.abs(x).max() + 2.0 * pink / np.abs(pink).max() * bursts
-    x *= 0.5 / np.abs(x).max()
-    if channels:
-        x = np.stack([np.roll(x, 37 * c) for c in range(channels)], axis=1)
-    return x.astype(np.float32)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import soundfile as sf
 
 from bandlift.rt.cli import main
 from jack_server import build_model
-from test_baselines import music_like
+from signals import music_like
 
 FAST = "sinc,noise_fill"
 

@@ -9,28 +9,7 @@ from scipy import signal
 
 from bandlift.rt.dsp.bandwidth import effective_bandwidth
 from bandlift.train.degrade import KINDS, band_limit, degrade, sample_cutoff
-
-
-def broadband(sr=44100, seconds=3.0, seed=0):
-    """Music-like full-band test signal: decaying plucked tones over pink noise, ADC-style wall
-    just under Nyquist, stereo, 16-bit quantised."""
-    rng = np.random.default_rng(seed)
-    n = int(sr * seconds)
-    t = np.arange(n) / sr
-    white = rng.standard_normal((n, 2))
-    spec = np.fft.rfft(white, axis=0)
-    f = np.fft.rfftfreq(n, 1 / sr)
-    spec[1:] /= np.sqrt(f[1:, None] / 100.0)  # pink
-    x = np.fft.irfft(spec, n, axis=0) * 0.02
-    for k, f0 in enumerate([110.0, 220.0 * 1.26, 330.0, 523.25, 784.0]):
-        start = int(k * n // 6)
-        env = np.exp(-np.maximum(t - t[start], 0) * 3.0) * (t >= t[start])
-        tone = sum(np.sin(2 * np.pi * f0 * h * t) / h for h in range(1, 40) if f0 * h < sr / 2)
-        x += 0.1 * (env * tone)[:, None]
-    taps = signal.firwin(1001, 0.95 * sr / 2, fs=sr)
-    x = signal.oaconvolve(x, taps[:, None], mode="same", axes=0)
-    x = x / np.abs(x).max() * 0.8
-    return np.round(x * 32767) / 32767
+from signals import broadband
 
 
 def real_or_synthetic_flac(tmp_path):

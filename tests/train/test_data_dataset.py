@@ -9,8 +9,7 @@ import soundfile as sf
 import torch
 from scipy import signal
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_data_bandwidth import broadband  # noqa: E402
+from signals import broadband  # noqa: E402
 
 from bandlift.rt.dsp.bandwidth import effective_bandwidth  # noqa: E402
 from bandlift.rt.cli import main  # noqa: E402

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_data_bandwidth import broadband  # noqa: E402
+from signals import broadband  # noqa: E402
 
 from bandlift.rt.cli import main  # noqa: E402
 from bandlift.train import data_debian  # noqa: E402

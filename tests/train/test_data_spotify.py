@@ -2,14 +2,12 @@
 import io
 import json
 import sys
-from pathlib import Path
 
 import pytest
 import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).parent))
 from fake_spotify_server import FakeSpotify  # noqa: E402
-from test_data_bandwidth import broadband  # noqa: E402
+from signals import broadband  # noqa: E402
 
 from bandlift.rt.cli import main  # noqa: E402
 from bandlift.train.data_sources import read_manifest  # noqa: E402
