@@ -82,9 +82,9 @@ def _methods(args) -> dict:
 def run(args) -> int:
     from bandlift.train.eval.evaluate import EvalConfig, EvalError, evaluate, format_table, to_json
 
-    for module in ("librosa", "matplotlib"):  # the baselines' STFT, the plots
-        if importlib.util.find_spec(module) is None:
-            raise missing_extra("eval", "eval")
+    for module, needed in (("librosa", True), ("matplotlib", args.png)):  # the baselines' STFT, the plots
+        if needed and importlib.util.find_spec(module) is None:
+            raise missing_extra("eval --png" if module == "matplotlib" else "eval", "eval")
     if args.max_files is not None and args.max_files < 1:
         raise CLIError(f"--max-files must be at least 1, got {args.max_files}")
     cfg = EvalConfig(input_rate=args.input_rate, input_cutoff=args.input_cutoff, rate=args.rate,
