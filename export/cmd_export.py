@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bandlift.rt.cli import CLIError
+from bandlift.rt.cli.errors import CLIError, missing_extra
 
 
 def configure(parser):
@@ -19,7 +19,7 @@ def run(args) -> int:
     try:
         import torch  # noqa: F401
     except ModuleNotFoundError:
-        raise CLIError("export needs PyTorch: pip install 'bandlift[train]'") from None
+        raise missing_extra("export", "train") from None
     from bandlift.export.onnx_export import check_parity, export_generator
     from bandlift.train.trainer import CheckpointError, load_generator
 

@@ -1,12 +1,10 @@
 """Torch generator -> streaming ONNX model (state as explicit inputs/outputs), checked against torch.
 
-Contract (consumed by bandlift.rt.session): inputs ``audio`` [C, B], ``cutoff`` [C] (input bandwidth /
-Nyquist), then one ``<name>`` per state; outputs ``audio_out`` [C, B] then ``<name>_out``. Metadata keys
-``bandlift.*`` carry the rate, frame, delay, state shapes, version, size and config.
+The contract (input/output names, metadata keys) is `bandlift.rt.model.contract`, which the engine's
+session reads back.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ import onnx
 import torch
 
 from bandlift.rt import __version__
+from bandlift.rt.model import contract
 from bandlift.train.model import Generator, count_params, mflops_per_second
 
 OPSET = 17
@@ -37,29 +36,22 @@ def export_generator(gen: Generator, path: str | Path, extra_metadata: dict | No
     names = [name for name, _ in gen.state_shapes()]
     block = gen.config.frame * 2
     example = (torch.zeros(1, block), torch.full((1,), 0.5), *gen.initial_states(1))
-    dynamic = {"audio": {0: "channels", 1: "samples"}, "cutoff": {0: "channels"},
-               "audio_out": {0: "channels", 1: "samples"}}
-    for name in names:
+    input_names, output_names = contract.input_names(names), contract.output_names(names)
+    dynamic = {contract.AUDIO: {0: "channels", 1: "samples"}, contract.CUTOFF: {0: "channels"},
+               contract.AUDIO_OUT: {0: "channels", 1: "samples"}}
+    for name in [*input_names[2:], *output_names[1:]]:
         dynamic[name] = {0: "channels"}
-        dynamic[f"{name}_out"] = {0: "channels"}
     with torch.no_grad():
         torch.onnx.export(
             _StreamingWrapper(gen), example, str(path), dynamo=False, opset_version=OPSET,
-            input_names=["audio", "cutoff", *names], output_names=["audio_out", *[f"{n}_out" for n in names]],
+            input_names=input_names, output_names=output_names,
             dynamic_axes=dynamic,
         )
     model = onnx.load(str(path))
-    metadata = {
-        "bandlift.sample_rate": str(gen.config.sample_rate),
-        "bandlift.frame": str(gen.config.frame),
-        "bandlift.delay": str(gen.delay),
-        "bandlift.state": json.dumps([{"name": n, "shape": list(s)} for n, s in gen.state_shapes()]),
-        "bandlift.version": __version__,
-        "bandlift.params": str(count_params(gen)),
-        "bandlift.mflops_per_second": f"{mflops_per_second(gen):.1f}",
-        "bandlift.config": json.dumps(gen.config.to_dict()),
-        **{k: str(v) for k, v in (extra_metadata or {}).items()},
-    }
+    metadata = contract.metadata(
+        gen.config.sample_rate, gen.config.frame, gen.delay, gen.state_shapes(), __version__,
+        params=count_params(gen), mflops_per_second=mflops_per_second(gen), config=gen.config.to_dict(),
+        extra=extra_metadata)
     onnx.helper.set_model_props(model, metadata)
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
@@ -87,7 +79,8 @@ def check_parity(gen: Generator, path: str | Path, blocks=(64, 128, 512), second
         states = {name: np.zeros((2, *shape), np.float32) for name, shape in shapes}
         out = []
         for start in range(0, n, block):
-            result = session.run(None, {"audio": x[:, start:start + block], "cutoff": cutoff, **states})
+            result = session.run(None, {contract.AUDIO: x[:, start:start + block], contract.CUTOFF: cutoff,
+                                          **states})
             out.append(result[0])
             states = {name: value for (name, _), value in zip(shapes, result[1:])}
         streamed = np.concatenate(out, axis=1)[:, gen.delay:]  # the stream runs `delay` samples late

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from bandlift.rt.engine import StreamEngine, check_rates
-from bandlift.rt.session import ModelSession
+from bandlift.rt.model.session import ModelSession
 
 CHUNK = 1 << 16
 
@@ -176,7 +176,7 @@ class Upsampler:
                 except ValueError:
                     raise ValueError(f"input_cutoff must be None, 'auto' or Hz, got {input_cutoff!r}") from None
             else:
-                from bandlift.rt.bandwidth import effective_bandwidth
+                from bandlift.rt.dsp.bandwidth import effective_bandwidth
 
                 hz = effective_bandwidth(audio, sample_rate) if audio is not None else 0.0
                 return float(hz) if hz > 0 else sample_rate / 2
@@ -189,7 +189,7 @@ class Upsampler:
         rate = self.check_rate(sample_rate)
         if input_cutoff == "auto":
             raise ValueError("input_cutoff='auto' needs the signal: measure it first "
-                             "(bandlift.rt.bandwidth.effective_bandwidth) and pass Hz")
+                             "(bandlift.rt.dsp.bandwidth.effective_bandwidth) and pass Hz")
         hz = self.resolve_cutoff(input_cutoff, None, rate)
         return UpsampleStream(self.engine(rate, channels, hz), delay_compensation)
 

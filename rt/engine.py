@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bandlift.rt.resample import StreamingResampler
-from bandlift.rt.ringbuffer import RingBuffer, ring_available, ring_read, ring_write
+from bandlift.rt.dsp.resample import StreamingResampler
+from bandlift.rt.dsp.ringbuffer import RingBuffer, ring_available, ring_read, ring_write
 
 DEFAULT_BLOCK = 128
 EXPLODE_RATIO = 4.0

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from bandlift.rt.cli import CLIError
+from bandlift.rt.cli.errors import CLIError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -96,7 +96,7 @@ def run(args) -> int:
         from bandlift.train import data_spotify
 
         dest, manifest = _paths(args)
-        return data_spotify.run(args, dest, manifest)
+        return data_spotify.run(args, dest, manifest, index_and_write)
     raise CLIError(f"unknown source {args.source!r}")
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bandlift.rt.cli import CLIError
+from bandlift.rt.cli.errors import CLIError, missing_extra
 
 
 def configure(parser):
@@ -21,7 +21,7 @@ def run(args) -> int:
     try:
         import torch  # noqa: F401
     except ModuleNotFoundError:
-        raise CLIError("training needs PyTorch: pip install 'bandlift[train]'") from None
+        raise missing_extra("training", "train") from None
     from bandlift.train.trainer import CheckpointError, Trainer, load_config
 
     overrides = {"data": {}, "train": {}}
@@ -45,9 +45,8 @@ def run(args) -> int:
         raise CLIError(str(exc)) from None
     best = trainer.fit()
     print(f"best checkpoint: {best}")
-    if args.export:
-        from bandlift.export.onnx_export import export_generator
-        from bandlift.train.trainer import load_generator
+    if args.export:  # through the `export` command, by name: training does not import bandlift.export
+        from bandlift.rt.cli import main as cli_main
 
-        print(f"exported {export_generator(load_generator(best), args.export)}")
+        return cli_main(["export", str(best), "-o", args.export])
     return 0

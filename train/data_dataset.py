@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bandlift.rt.degrade import MIN_CUTOFF, band_limit, degrade
+from bandlift.train.degrade import MIN_CUTOFF, band_limit, degrade
 from bandlift.train.data_sources import build_cache, cache_path, read_manifest
 
 SILENCE_RMS_DBFS = -50.0

@@ -25,10 +25,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from bandlift.rt.bandwidth import effective_bandwidth
+from bandlift.rt.dsp.bandwidth import effective_bandwidth
+from bandlift.rt.io.files import AUDIO_EXTENSIONS  # noqa: F401 (re-exported for the data sources)
 
-AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64",
-                    ".caf", ".m4a", ".aac", ".wma"}
 SPLITS = ("train", "valid", "test")
 SPLIT_FRACTIONS = (0.90, 0.05, 0.05)
 

@@ -15,6 +15,7 @@ Previews are lossy: their measured bandwidth (usually ~16 kHz or less) caps what
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from bandlift.rt.cli import CLIError
+from bandlift.rt.cli.errors import CLIError, missing_extra
 
 HELP = "collect 30 s Spotify previews (spotipy; SPOTIPY_CLIENT_ID/SECRET from the environment)"
 LICENCE = ("Spotify 30 s preview, Spotify Developer Terms: personal/research use, do not "
@@ -167,10 +168,13 @@ def _retry_after(value, attempt: int) -> float:
         return min(2.0 ** attempt, 60.0)
 
 
-def run(args, dest: Path, manifest: Path) -> int:
+def run(args, dest: Path, manifest: Path, index_and_write) -> int:
+    """`bandlift dataset spotify`; `index_and_write` is the dataset command's indexer (passed in, so this
+    module does not import the command that imports it)."""
+    if importlib.util.find_spec("spotipy") is None:
+        raise missing_extra("dataset spotify", "train")
     import requests
 
-    from bandlift.train.cmd_dataset import index_and_write
     from bandlift.train.data_sources import Candidate
 
     specs = ([("query", v) for v in args.query] + [("artist", v) for v in args.artist]

@@ -228,7 +228,7 @@ class Trainer:
 
     def validate(self, valid, perceptual=None) -> tuple[float, float]:
         """(mean LSD on `valid`, mean ViSQOL on `perceptual`; nan without it)."""
-        from bandlift.rt.metrics import visqol
+        from bandlift.train.eval.metrics import visqol
 
         self.gen.eval()
         lsds, scores = [], []

@@ -1,0 +1,62 @@
+"""The `bandlift` command line: one entry point that dispatches to one module per subcommand.
+
+Each subcommand module defines ``configure(parser)`` and ``run(args) -> int``. Only the module of the
+command being run is imported (``bandlift --help`` imports none), so a command's dependencies (torch for
+``train``/``export``, librosa for ``eval``) are loaded only when that command runs; the table below
+names modules by string, so the engine has no import edge to ``bandlift.train`` or ``bandlift.export``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from bandlift.rt.cli.errors import CLIError
+
+__all__ = ["CLIError", "SUBCOMMANDS", "build_parser", "main"]
+
+SUBCOMMANDS = {
+    "demo": ("bandlift.train.eval.cmd_demo", "Upsample the bundled clip with the shipped model and measure it."),
+    "upsample": ("bandlift.rt.cli.upsample", "Upsample audio files (or a folder) to a higher sample rate."),
+    "live": ("bandlift.rt.cli.live", "Upsample a live input device into an output device."),
+    "bench": ("bandlift.rt.cli.bench", "Measure latency, per-block time and real-time factor."),
+    "eval": ("bandlift.train.eval.cmd_eval", "Evaluate against sinc/spline/noise-fill/Griffin-Lim baselines."),
+    "export": ("bandlift.export.cmd_export", "Export a training checkpoint to a streaming ONNX model."),
+    "train": ("bandlift.train.cmd_train", "Train the generator (needs the [train] extra)."),
+    "dataset": ("bandlift.train.cmd_dataset", "Collect and index training audio."),
+}
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand named in argv (its first positional argument), if any."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only `command`'s module is imported and configured (all others are names + help)."""
+    from bandlift.rt import __version__
+
+    parser = argparse.ArgumentParser(prog="bandlift", description="Real-time audio super-resolution.")
+    parser.add_argument("--version", action="version", version=f"bandlift {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            module = importlib.import_module(module_name)
+            module.configure(p)
+            p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_of(argv))
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except CLIError as exc:
+        print(f"bandlift {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

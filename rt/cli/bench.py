@@ -1,0 +1,193 @@
+"""`bandlift bench`: latency, per-block compute time, real-time factor; offline and on a live device.
+
+Offline, each block size runs the real engine (resamplers + model + crossfade logic) one model block of
+input at a time on noise, timing every call: p50/p99/max in ms, RTF = compute time / audio time, deadline
+misses = calls slower than the block's duration. The bypass path (what overload falls back to) is
+measured in the same run. `--live` runs the engine on an audio device with a click train as input,
+records what comes back through a loopback connection (cable, or JACK's loopback port) and measures
+the round trip click-in -> click-out, against the declared latency, and counts xruns.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bandlift.rt.cli.errors import CLIError, missing_extra
+
+
+def configure(p) -> None:
+    p.add_argument("--block", type=int, nargs="+", default=[64, 128, 256, 512], help="block sizes")
+    p.add_argument("--seconds", type=float, default=10.0, help="audio per block size (or live run length)")
+    p.add_argument("--input-rate", type=int, default=48000, help="input rate (resampled to the model's 48 kHz)")
+    p.add_argument("--rate", type=int, default=48000,
+                   help="output rate (default 48000, the model's rate; e.g. 44100: the output is resampled)")
+    p.add_argument("--channels", type=int, choices=[1, 2], default=1)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="cpu")
+    p.add_argument("--model", help="streaming ONNX model (default: the shipped model)")
+    p.add_argument("--json", help="write results here")
+    p.add_argument("--png", help="write a histogram of block times here")
+    p.add_argument("--live", action="store_true", help="run on an audio device and measure the round trip")
+    p.add_argument("--input", help="live: input device (index or name substring)")
+    p.add_argument("--output", help="live: output device (index or name substring)")
+    p.add_argument("--margin", type=int, default=0, help="live: extra buffering in samples")
+
+
+def _stats(times: np.ndarray, budget: float) -> dict:
+    """Per-call times (s) against the audio duration of one call (s)."""
+    ms = times * 1e3
+    return {"block_ms_p50": float(np.percentile(ms, 50)), "block_ms_p99": float(np.percentile(ms, 99)),
+            "block_ms_max": float(ms.max()), "block_ms_mean": float(ms.mean()),
+            "rtf": float(times.sum() / (len(times) * budget)), "deadline_misses": int((times > budget).sum()),
+            "blocks": int(len(times)), "budget_ms": 1e3 * budget}
+
+
+def time_engine(engine, seconds: float, seed: int = 0) -> np.ndarray:
+    """Feed noise one model block at a time; seconds per call (each call makes one model block)."""
+    rate_in, rate_model, block = engine.in_rate, engine.model_rate, engine.block
+    calls = max(1, int(seconds * rate_model / block))
+    n_total = int(np.ceil((calls + 2) * block * rate_in / rate_model)) + 1
+    x = (np.random.default_rng(seed).standard_normal((engine.channels, n_total)) * 0.1).astype(np.float32)
+    # warm up (jit, allocator), then start from a clean state
+    engine.process(x[:, : 4 * block])
+    engine.reset()
+    times = np.zeros(calls)
+    pos = 0
+    for i in range(calls):
+        end = ((i + 1) * block * rate_in) // rate_model
+        t0 = time.perf_counter()
+        engine.process(x[:, pos:end])
+        times[i] = time.perf_counter() - t0
+        pos = end
+    return times
+
+
+def bench_offline(session, args) -> dict:
+    from bandlift.rt.engine import StreamEngine
+
+    results = {}
+    for block in args.block:
+        try:
+            eng = StreamEngine(session, args.input_rate, args.rate, args.channels, block)
+            byp = StreamEngine(None, args.input_rate, args.rate, args.channels, block,
+                               model_rate=session.sample_rate)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+        model_t = time_engine(eng, args.seconds)
+        bypass_t = time_engine(byp, args.seconds)
+        r = {"block": block, "latency_samples": eng.latency, "latency_ms": 1e3 * eng.latency / args.rate,
+             "delay_samples": eng.delay, **_stats(model_t, eng.block_seconds),
+             "bypass": {"latency_ms": 1e3 * byp.latency / args.rate, **_stats(bypass_t, byp.block_seconds)}}
+        r["_times"] = (model_t, bypass_t)
+        results[block] = r
+        print(f"block {block:4d}: latency {r['latency_ms']:.2f} ms | model p50 {r['block_ms_p50']:.3f} "
+              f"p99 {r['block_ms_p99']:.3f} max {r['block_ms_max']:.3f} ms, RTF {r['rtf']:.3f}, "
+              f"misses {r['deadline_misses']} | bypass p99 {r['bypass']['block_ms_p99']:.3f} ms, "
+              f"RTF {r['bypass']['rtf']:.4f}", file=sys.stderr)
+    return results
+
+
+def bench_live(session, args, block: int) -> dict:
+    import sounddevice as sd
+
+    from bandlift.rt.engine import StreamEngine
+    from bandlift.rt.io.live import LiveError, LiveRunner, click_train, find_device
+
+    rate = args.rate
+    try:
+        eng = StreamEngine(session, rate, rate, args.channels, block, realtime=True)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    n = int(args.seconds * rate)
+    every = 0.25
+    source, clicks = click_train(n, rate, args.channels, every_s=every)
+    try:
+        runner = LiveRunner(eng, find_device(args.input, "input"), find_device(args.output, "output"),
+                            frames=block, margin=args.margin, source=source, record_seconds=args.seconds + 1)
+        summary = runner.run(args.seconds)
+    except (LiveError, sd.PortAudioError) as exc:
+        raise CLIError(str(exc)) from None
+    rec = runner.recorded()[:, 0]
+    offsets = []
+    for c in clicks:
+        window = np.abs(rec[c: c + int(every * rate * 0.8)])
+        if len(window) == int(every * rate * 0.8) and window.max() > 0.25:
+            offsets.append(int(np.argmax(window)))
+    offsets = np.array(offsets)
+    declared = runner.total_latency
+    rt = float(np.median(offsets)) if len(offsets) else float("nan")
+    result = {"block": block, "roundtrip_samples": rt, "roundtrip_ms": 1e3 * rt / rate,
+              "roundtrip_exact_fraction": float((offsets == declared).mean()) if len(offsets) else 0.0,
+              "clicks_detected": int(len(offsets)), "clicks_sent": int(len(clicks)),
+              "declared_latency_samples": declared, "declared_latency_ms": 1e3 * declared / rate,
+              "buffering_samples": runner.buffering, "device_latency_samples": runner.device_latency,
+              "xruns": summary.xruns, "late_blocks": summary.late_blocks, "seconds": summary.seconds,
+              "worker_priority": runner.worker_priority, **summary.engine}
+    print(f"live block {block}: round trip {result['roundtrip_ms']:.2f} ms measured "
+          f"({result['clicks_detected']}/{len(clicks)} clicks, {100 * result['roundtrip_exact_fraction']:.0f}% "
+          f"exactly the declared {result['declared_latency_ms']:.2f} ms), xruns {summary.xruns}, late blocks "
+          f"{summary.late_blocks}, block p99 {summary.engine['block_ms_p99']:.3f} ms, "
+          f"bypass events {summary.engine['bypass_events']}", file=sys.stderr)
+    return result
+
+
+def plot(results: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(results), 1, figsize=(7, 2.2 * len(results)), squeeze=False)
+    for ax, (block, r) in zip(axes[:, 0], results.items()):
+        model_t, bypass_t = r["_times"]
+        bins = np.logspace(np.log10(max(min(model_t.min(), bypass_t.min()) * 1e3, 1e-4)),
+                           np.log10(max(model_t.max(), bypass_t.max()) * 1e3 * 1.05), 60)
+        ax.hist(model_t * 1e3, bins=bins, alpha=0.7, label="model")
+        ax.hist(bypass_t * 1e3, bins=bins, alpha=0.7, label="bypass")
+        ax.axvline(r["budget_ms"], color="k", linestyle="--", label="block duration")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(f"block {block}: p99 {r['block_ms_p99']:.3f} ms, RTF {r['rtf']:.3f}", fontsize=9)
+        ax.legend(fontsize=7)
+    axes[-1, 0].set_xlabel("compute time per block (ms)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run(args) -> int:
+    from bandlift.rt.model.session import ModelError, ModelSession
+
+    if args.seconds <= 0:
+        raise CLIError("--seconds must be positive")
+    if args.png and importlib.util.find_spec("matplotlib") is None:
+        raise missing_extra("bench --png", "eval")
+    try:
+        session = ModelSession(args.model, provider=args.provider, threads=args.threads, channels=args.channels)
+    except (ModelError, ValueError, RuntimeError) as exc:
+        raise CLIError(str(exc)) from None
+    print(f"model: {session.describe()}, {args.threads} thread(s), "
+          f"{args.rate if args.live else args.input_rate} -> {args.rate} Hz, {args.channels} ch", file=sys.stderr)
+    out = {"model": session.info.path, "provider": session.device, "threads": args.threads,
+           "input_rate": args.rate if args.live else args.input_rate, "rate": args.rate,
+           "channels": args.channels, "seconds": args.seconds}
+    if args.live:
+        block = args.block[0] if len(args.block) == 1 else 128
+        out.update(bench_live(session, args, block))
+    else:
+        results = bench_offline(session, args)
+        primary = 128 if 128 in results else args.block[0]
+        out.update({k: v for k, v in results[primary].items() if k != "_times"})
+        out["per_block"] = {str(b): {k: v for k, v in r.items() if k != "_times"} for b, r in results.items()}
+        if args.png:
+            plot(results, args.png)
+            print(f"histogram -> {args.png}", file=sys.stderr)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+        print(f"results -> {args.json}", file=sys.stderr)
+    return 0

@@ -1,0 +1,222 @@
+"""`bandlift live`: upsample a live input device into an output device, in real time.
+
+Keys while running (on a terminal): b = bypass on/off (crossfaded), + / - = output gain +-1 dB,
+[ / ] = wet/dry mix -+10 %, q = quit. Ctrl-C stops cleanly and prints a summary.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from bandlift.rt.cli.errors import CLIError
+
+
+# PulseAudio/PipeWire through ALSA's pulse plugin underruns and ends the stream at 128-frame periods,
+# and its recovery from an underrun under load can pause callbacks for over a second
+PULSE_FRAMES = 1024
+PULSE_WATCHDOG_S = 3.0
+
+
+def configure(p) -> None:
+    p.add_argument("--list-devices", action="store_true", help="list audio devices and exit")
+    p.add_argument("--input", help="input device: index or name substring (default: system default)")
+    p.add_argument("--output", help="output device: index or name substring (default: system default)")
+    p.add_argument("--loopback", action="store_true",
+                   help="capture what the computer plays (PulseAudio/PipeWire monitor of the default sink)")
+    p.add_argument("--rate", type=int, default=48000,
+                   help="output device rate in Hz (default 48000, the model's rate; e.g. 44100: the model's "
+                        "output is resampled)")
+    p.add_argument("--input-rate", type=int,
+                   help="input device rate if different (e.g. 16000 for a headset): two streams")
+    p.add_argument("--channels", type=int, choices=[1, 2], default=1)
+    p.add_argument("--block", type=int, default=128, help="model block (samples at the model rate, 48 kHz)")
+    p.add_argument("--frames", type=int, help=f"device period in frames (default: the block; {PULSE_FRAMES} "
+                   "with --loopback, which goes through PulseAudio/PipeWire)")
+    p.add_argument("--margin", type=int, default=0,
+                   help="extra buffering in samples beyond the minimum (robustness against a busy CPU)")
+    p.add_argument("--input-cutoff", type=float, help="input bandwidth in Hz (default: input Nyquist)")
+    p.add_argument("--model", help="streaming ONNX model (default: the shipped model)")
+    p.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--bypass", action="store_true", help="start in bypass (toggle with b)")
+    p.add_argument("--gain", type=float, default=0.0, help="output gain in dB")
+    p.add_argument("--mix", type=float, default=1.0, help="wet/dry mix, 0..1")
+    p.add_argument("--seconds", type=float, help="stop after this many seconds")
+    p.add_argument("--source", help="play this file through the engine instead of the input device "
+                                    "(its rate is the input rate); the device input can be --record-ed")
+    p.add_argument("--record", help="write what arrives at the input device to this WAV file")
+    p.add_argument("--json", help="write the summary here")
+    p.add_argument("--quiet", action="store_true", help="no status line")
+
+
+def _monitor_source() -> str:
+    """Name of the default sink's monitor source (PulseAudio/PipeWire), via pactl."""
+    if not shutil.which("pactl"):
+        raise CLIError("--loopback needs PulseAudio or PipeWire (pactl not found)")
+    sink = subprocess.run(["pactl", "get-default-sink"], capture_output=True, text=True, timeout=5)
+    if sink.returncode or not sink.stdout.strip():
+        raise CLIError(f"--loopback: no default sink ({sink.stderr.strip() or 'pactl failed'})")
+    return sink.stdout.strip() + ".monitor"
+
+
+class _Keys:
+    """Single-key controls from a terminal (cbreak mode, restored on exit)."""
+
+    def __init__(self, engine, runner):
+        self.engine, self.runner = engine, runner
+        self.old = None
+        self.thread = None
+
+    def __enter__(self):
+        if not sys.stdin.isatty():
+            return self
+        import termios
+        import tty
+
+        fd = sys.stdin.fileno()
+        self.old = termios.tcgetattr(fd)
+        tty.setcbreak(fd)
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+        return self
+
+    def _loop(self):
+        import select
+
+        while self.runner.running():
+            ready, _, _ = select.select([sys.stdin], [], [], 0.1)
+            if not ready:
+                continue
+            for key in os.read(sys.stdin.fileno(), 64).decode(errors="ignore"):
+                self._key(key)
+
+    def _key(self, key: str) -> None:
+        eng = self.engine
+        if key == "b":
+            eng.bypass = not eng.bypass
+        elif key in "+=":
+            eng.gain = min(eng.gain * 10 ** (1 / 20), 10 ** (24 / 20))
+        elif key in "-_":
+            eng.gain = max(eng.gain / 10 ** (1 / 20), 10 ** (-60 / 20))
+        elif key == "[":
+            eng.mix = max(0.0, round(eng.mix - 0.1, 2))
+        elif key == "]":
+            eng.mix = min(1.0, round(eng.mix + 0.1, 2))
+        elif key == "q":
+            self.runner._stop.set()
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            import termios
+
+            termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, self.old)
+
+
+def run(args) -> int:
+    import sounddevice as sd
+
+    from bandlift.rt.engine import StreamEngine
+    from bandlift.rt.io.live import LiveError, LiveRunner, find_device, list_devices
+    from bandlift.rt.model.session import ModelError, ModelSession
+
+    if args.list_devices:
+        print(list_devices())
+        return 0
+    if not 0.0 <= args.mix <= 1.0:
+        raise CLIError(f"--mix must be in [0, 1], got {args.mix}")
+    source = None
+    in_rate = args.input_rate or args.rate
+    if args.source:
+        import soundfile as sf
+
+        try:
+            source, in_rate = sf.read(args.source, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+            raise CLIError(f"cannot read {args.source}: {exc}") from None
+        if source.shape[1] != args.channels:
+            source = (source.mean(axis=1, keepdims=True) if args.channels == 1
+                      else np.repeat(source[:, :1], 2, axis=1))
+        if not np.isfinite(source).all():
+            raise CLIError(f"{args.source} contains NaN/inf samples")
+    try:
+        session = ModelSession(args.model, provider=args.provider, threads=args.threads, channels=args.channels)
+        engine = StreamEngine(session, in_rate, args.rate, args.channels, args.block,
+                              input_cutoff_hz=args.input_cutoff, realtime=True)
+    except (ModelError, ValueError, RuntimeError) as exc:
+        raise CLIError(str(exc)) from None
+    engine.bypass = args.bypass
+    engine.gain = 10 ** (args.gain / 20)
+    engine.mix = args.mix
+    engine.reset()
+    try:
+        if args.loopback:
+            os.environ["PULSE_SOURCE"] = _monitor_source()
+            sd._terminate()
+            sd._initialize()
+            input_device = find_device(args.input or "pulse", "input")
+        else:
+            input_device = find_device(args.input, "input")
+        output_device = find_device(args.output, "output")
+        frames = args.frames or (max(args.block, PULSE_FRAMES) if args.loopback else args.block)
+        runner = LiveRunner(engine, input_device, output_device, frames=frames,
+                            watchdog_s=PULSE_WATCHDOG_S if args.loopback else 1.0,
+                            margin=args.margin, source=source,
+                            record_seconds=(args.seconds or 600) + 1 if args.record else 0.0)
+    except (LiveError, ValueError, sd.PortAudioError) as exc:
+        raise CLIError(str(exc)) from None
+
+    rate = args.rate
+    ms = lambda n: 1000.0 * n / rate  # noqa: E731
+    try:
+        with _Keys(engine, runner):
+            def tick(r):
+                if not args.quiet:
+                    sys.stderr.write("\r" + r.status_line() + "   ")
+                    sys.stderr.flush()
+
+            runner.start()
+            model_rate = engine.model_rate
+            via = f" (model at {model_rate} Hz)" if model_rate not in (in_rate, rate) else ""
+            print(f"model: {session.describe()}; {in_rate} -> {rate} Hz{via}, {args.channels} ch, block "
+                  f"{engine.block}, device period {runner.frames}, worker {runner.worker_priority}", file=sys.stderr)
+            print(f"latency {ms(runner.total_latency):.2f} ms = buffering {runner.buffering} samples "
+                  f"({runner.buffering / engine.block_out:.2g} blocks of {engine.block_out}: block fill + worker "
+                  f"hand-off{f' + margin {args.margin}' if args.margin else ''}) + engine delay {engine.delay} "
+                  f"(resampling + model {engine.model_delay} at {model_rate} Hz) + device {runner.device_latency} "
+                  f"(in+out) samples at {rate} Hz", file=sys.stderr)
+            if sys.stdin.isatty():
+                print("keys: b bypass, +/- gain, [ ] wet/dry, q quit", file=sys.stderr)
+            try:
+                summary = runner.run(args.seconds, tick, start=False)
+            except KeyboardInterrupt:
+                runner.stop()
+                summary = runner.summary()
+    except LiveError as exc:
+        raise CLIError(str(exc)) from None
+    if not args.quiet:
+        sys.stderr.write("\n")
+    result = {"latency_ms": ms(runner.total_latency), "latency_samples": runner.total_latency,
+              "buffering_samples": runner.buffering, "engine_delay_samples": engine.delay,
+              "device_latency_samples": runner.device_latency, "block": engine.block, "frames": runner.frames,
+              "input_rate": in_rate, "rate": rate, "channels": args.channels,
+              **{k: v for k, v in summary.as_dict().items() if k != "engine"}, **summary.engine}
+    print(f"ran {summary.seconds:.1f} s: xruns {summary.xruns}, late blocks {summary.late_blocks}, "
+          f"block p50 {summary.engine['block_ms_p50']:.3f} ms p99 {summary.engine['block_ms_p99']:.3f} ms "
+          f"max {summary.engine['block_ms_max']:.3f} ms, bypass events {summary.engine['bypass_events']}, "
+          f"latency {result['latency_ms']:.2f} ms", file=sys.stderr)
+    if args.record:
+        import soundfile as sf
+
+        sf.write(args.record, runner.recorded(), rate, subtype="FLOAT")
+        print(f"recorded input -> {args.record}", file=sys.stderr)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+

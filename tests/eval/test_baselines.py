@@ -1,0 +1,121 @@
+"""Baselines: lengths, layouts, finiteness, low band kept, high band filled (or not), and quality order."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soxr
+from scipy import signal
+
+from bandlift.train.eval import baselines, metrics
+from signals import music_like
+
+RATE = 48000
+
+
+@pytest.fixture(scope="module")
+def signals():
+    ref = music_like()
+    low = soxr.resample(ref, RATE, 16000, quality="VHQ")
+    return ref, low
+
+
+def band_db(y, lo, hi, rate=RATE):
+    """Mean power density (dB) of `y` between lo and hi Hz (Welch, Hann)."""
+    f, psd = signal.welch(y, rate, nperseg=4096)
+    return 10 * np.log10(psd[(f >= lo) & (f < hi)].mean() + 1e-30)
+
+
+@pytest.mark.parametrize("name", list(baselines.BASELINES))
+def test_layout_length_and_finite(name, signals):
+    fn = baselines.BASELINES[name]
+    _, low = signals
+    y = fn(low, 16000, RATE)
+    assert y.dtype == np.float32 and y.shape == (3 * len(low),) and np.isfinite(y).all()
+    stereo = np.stack([low, -low], axis=1)[:7001]  # odd length, 2 channels
+    y2 = fn(stereo, 16000, 44100)
+    assert y2.shape == (round(7001 * 44100 / 16000), 2) and np.isfinite(y2).all()
+    # Silence in -> silence out (no noise invented from nothing), short input works.
+    assert not np.any(fn(np.zeros(3000, np.float32), 16000, RATE))
+    assert fn(low[:100], 16000, RATE).shape == (300,)
+
+
+@pytest.mark.parametrize("name", ["sinc", "noise_fill", "sbr"])
+def test_low_band_is_preserved(name, signals):
+    ref, low = signals
+    y = baselines.BASELINES[name](low, 16000, RATE)
+    sinc = baselines.sinc(low, 16000, RATE)
+    # Below the cutoff the output matches the reference and (for the extensions) the sinc output.
+    assert metrics.lsd(ref, y, RATE, lf_to=7000) < 0.05
+    assert metrics.lsd(sinc, y, RATE, lf_to=7000) < 0.01
+
+
+def test_high_band_energy(signals):
+    ref, low = signals
+    ref_hf = band_db(ref, 9000, 20000)
+    assert band_db(baselines.sinc(low, 16000, RATE), 8500, 24000) < ref_hf - 80
+    for name in ("noise_fill", "sbr", "griffin_lim"):
+        y = baselines.BASELINES[name](low, 16000, RATE)
+        # Filled at about the right level: within 10 dB of the reference's high band.
+        assert abs(band_db(y, 9000, 20000) - ref_hf) < 10, name
+
+
+def test_extensions_beat_sinc_and_spline_on_lsd(signals):
+    ref, low = signals
+    lsd = {name: metrics.lsd(ref, fn(low, 16000, RATE), RATE) for name, fn in baselines.BASELINES.items()}
+    assert lsd["noise_fill"] < 0.6 * lsd["sinc"]
+    assert lsd["sbr"] < 0.6 * lsd["sinc"]
+    assert lsd["griffin_lim"] < 0.7 * lsd["sinc"]
+    assert lsd["noise_fill"] < lsd["spline"]
+
+
+def test_spline_is_accurate_in_band():
+    t = np.arange(16000) / 16000
+    x = np.sin(2 * np.pi * 300 * t)
+    y = baselines.spline(x, 16000, RATE)
+    truth = np.sin(2 * np.pi * 300 * np.arange(len(y)) / RATE)
+    assert metrics.snr(truth[100:-100], y[100:-100]) > 50
+
+
+def test_same_rate_band_limited_input(signals):
+    ref, _ = signals
+    taps = signal.firwin(1001, 7800, fs=RATE)
+    low = signal.oaconvolve(ref, taps, mode="same")  # 48 kHz signal with an 8 kHz wall
+    assert np.array_equal(baselines.sinc(low, RATE, RATE, cutoff_hz=8000), low.astype(np.float32))
+    y = baselines.noise_fill(low, RATE, RATE, cutoff_hz=8000)
+    assert y.shape == low.shape
+    assert abs(band_db(y, 9000, 20000) - band_db(ref, 9000, 20000)) < 10
+    assert metrics.lsd(ref, y, RATE) < 0.6 * metrics.lsd(ref, low, RATE)
+    # A full-band input has nothing to extend.
+    assert np.allclose(baselines.noise_fill(ref, RATE, RATE), ref)
+
+
+def test_noise_fill_is_reproducible_and_seeded(signals):
+    _, low = signals
+    a = baselines.noise_fill(low, 16000, RATE)
+    assert np.array_equal(a, baselines.noise_fill(low, 16000, RATE))
+    assert not np.array_equal(a, baselines.noise_fill(low, 16000, RATE, seed=1))
+
+
+def test_rejects_downsampling_and_bad_shapes():
+    with pytest.raises(ValueError, match="upsample"):
+        baselines.sinc(np.zeros(100), RATE, 16000)
+    with pytest.raises(ValueError, match="shape"):
+        baselines.noise_fill(np.zeros((2, 2, 2)), 16000, RATE)
+
+
+def test_oracle_noise_matches_the_reference_band_and_bounds_snr(signals):
+    """Noise with the reference's own high-band power: its high band matches the reference's level
+    within 1 dB and beats every baseline on LSD, yet loses about 3 dB of SNR to sinc (uncorrelated
+    energy where the reference's band is), the bound for methods that cannot know the phase."""
+    ref, low = signals
+    oracle = baselines.oracle_noise(low, 16000, RATE, reference=ref)
+    assert oracle.shape == ref.shape and np.isfinite(oracle).all()
+    assert abs(band_db(oracle, 9000, 20000) - band_db(ref, 9000, 20000)) < 1.0
+    lsd = {name: metrics.lsd(ref, fn(low, 16000, RATE), RATE) for name, fn in baselines.BASELINES.items()}
+    assert metrics.lsd(ref, oracle, RATE) < min(lsd.values())
+    hf_share_db = band_db(ref, 8000, 24000) - band_db(ref, 0, 24000)
+    snr_loss = metrics.snr(ref, baselines.sinc(low, 16000, RATE)) - metrics.snr(ref, oracle)
+    print(f"oracle SNR loss {snr_loss:.2f} dB (high band {hf_share_db:.1f} dB re full band)")
+    assert 1.0 < snr_loss < 4.0
+    with pytest.raises(ValueError, match="reference"):
+        baselines.oracle_noise(low, 16000, RATE)

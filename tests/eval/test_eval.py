@@ -1,0 +1,151 @@
+"""`bandlift eval` end to end on generated music-like references (baselines, and a tiny ONNX model)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from bandlift.rt.cli import main
+from jack_server import build_model
+from signals import music_like
+
+FAST = "sinc,noise_fill"
+
+
+@pytest.fixture(scope="module")
+def refs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("refs")
+    sf.write(d / "mono.wav", music_like(1.5, seed=1), 48000, subtype="FLOAT")
+    sf.write(d / "stereo.flac", music_like(1.2, seed=2, channels=2), 48000)
+    return d
+
+
+def run_eval(tmp_path, *args):
+    out = tmp_path / "eval.json"
+    rc = main(["eval", "--quiet", "--json", str(out), *map(str, args)])
+    return rc, (json.loads(out.read_text()) if rc == 0 else None)
+
+
+def test_eval_all_baselines_end_to_end(refs, tmp_path, capsys):
+    rc, res = run_eval(tmp_path, "--data", refs, "--input-rate", 16000, "--no-model", "--png", tmp_path / "png")
+    assert rc == 0
+    names = ["sinc", "spline", "noise_fill", "sbr", "griffin_lim"]
+    assert res["config"]["methods"] == names
+    assert [r["channels"] for r in res["files"]] == [1, 2]  # sorted: mono.wav, stereo.flac
+    for record in res["files"]:
+        assert set(record["metrics"]) == set(names)
+        for m in record["metrics"].values():
+            assert set(m) == {"lsd", "lsd_hf", "snr", "si_sdr"} and all(np.isfinite(list(m.values())))
+        assert record["metrics"]["noise_fill"]["lsd"] < record["metrics"]["sinc"]["lsd"]
+        assert record["input_cutoff_hz"] == 8000
+        png = tmp_path / "png" / record["png"].split("/")[-1]
+        assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+    summary = res["summary"]
+    assert summary["files"] == 2 and res["skipped"] == []
+    mean = summary["mean"]
+    for n in names:  # the summary is the mean over files
+        assert mean[n]["lsd"] == pytest.approx(np.mean([r["metrics"][n]["lsd"] for r in res["files"]]))
+    assert mean["noise_fill"]["lsd"] < 0.6 * mean["sinc"]["lsd"]
+    assert mean["noise_fill"]["lsd_hf"] < mean["sinc"]["lsd_hf"]
+    assert summary["lsd_ratio"]["over_sinc"]["noise_fill"] == pytest.approx(
+        mean["noise_fill"]["lsd"] / mean["sinc"]["lsd"])
+    assert "model_over_sinc_lsd" not in summary
+    table = capsys.readouterr().out
+    assert "LSD/sinc" in table and all(n in table for n in names) and "stereo.flac" in table
+
+
+def test_eval_with_model(refs, tmp_path):
+    # A model that passes its input through: its output is the engine's resampled input, so it
+    # must score like sinc (a misaligned output would lose SNR), and worse than noise_fill on LSD.
+    model = build_model(tmp_path / "delay.onnx", "delay", delay=5)
+    rc, res = run_eval(tmp_path, "--data", refs / "mono.wav", "--input-rate", 16000,
+                       "--model", model, "--baselines", FAST)
+    assert rc == 0
+    assert res["config"]["methods"] == ["model", "sinc", "noise_fill"]
+    mean = res["summary"]["mean"]
+    assert 0.8 < res["summary"]["model_over_sinc_lsd"] < 1.2
+    assert res["summary"]["model_over_noise_fill_lsd"] > 1.2
+    assert abs(mean["model"]["snr"] - mean["sinc"]["snr"]) < 1.0
+
+
+def test_same_rate_cutoff_and_auto(refs, tmp_path):
+    rc, res = run_eval(tmp_path, "--data", refs, "--input-rate", 48000, "--input-cutoff", 8000,
+                       "--no-model", "--baselines", FAST, "--max-files", 1)
+    assert rc == 0 and len(res["files"]) == 1
+    assert res["files"][0]["input_cutoff_hz"] == 8000
+    assert res["summary"]["mean"]["noise_fill"]["lsd"] < 0.6 * res["summary"]["mean"]["sinc"]["lsd"]
+    rc, res = run_eval(tmp_path, "--data", refs / "mono.wav", "--input-rate", 24000,
+                       "--input-cutoff", "auto", "--no-model", "--baselines", "sinc")
+    assert rc == 0
+    assert 10000 < res["files"][0]["input_cutoff_hz"] <= 12000  # measured on the 24 kHz input
+
+
+def test_bad_files_are_skipped_with_reasons(refs, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "garbage.wav").write_bytes(b"RIFF not really a wave file")
+    sf.write(bad / "low_rate.wav", music_like(0.5, rate=44100), 44100)
+    nan = music_like(0.5)
+    nan[100] = np.nan
+    sf.write(bad / "nan.wav", nan, 48000, subtype="FLOAT")
+    rc, res = run_eval(tmp_path, "--data", refs / "mono.wav", bad, "--input-rate", 16000, "--no-model",
+                       "--baselines", "sinc", "--seconds", 0.5)
+    assert rc == 0 and len(res["files"]) == 1 and res["files"][0]["seconds"] == 0.5
+    reasons = {s["path"].split("/")[-1]: s["reason"] for s in res["skipped"]}
+    assert "unreadable" in reasons["garbage.wav"]
+    assert "44100 Hz is below the output rate 48000" in reasons["low_rate.wav"]
+    assert "NaN" in reasons["nan.wav"]
+    err = capsys.readouterr().err
+    assert "skipping" in err and "garbage.wav" in err
+
+    # Nothing usable: a clear error naming the files and why, exit status 2.
+    rc = main(["eval", "--quiet", "--data", str(bad / "low_rate.wav"), "--input-rate", "16000", "--no-model"])
+    assert rc == 2
+    assert "no usable reference" in (err := capsys.readouterr().err) and "low_rate.wav" in err and "--rate 44100" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--input-rate", "48000"], "input cutoff in Hz"),
+    (["--input-rate", "16000", "--input-cutoff", "9000"], "must be in (0, 8000]"),
+    (["--input-rate", "16000", "--baselines", "sinc,magic"], "unknown baseline"),
+    (["--input-rate", "16000", "--model", "/nonexistent/model.onnx"], "cannot use model"),
+])
+def test_usage_errors(refs, tmp_path, capsys, args, message):
+    assert main(["eval", "--quiet", "--data", str(refs), "--no-model" if "--model" not in args else "--quiet",
+                 *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_empty_folder_is_an_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["eval", "--data", str(tmp_path / "empty"), "--input-rate", "16000", "--no-model"]) == 2
+    assert "no audio files" in capsys.readouterr().err
+
+
+def test_manifest_split(refs, tmp_path, capsys):
+    manifest = refs / "manifest.jsonl"
+    manifest.write_text(json.dumps({"path": "mono.wav", "split": "test"}) + "\n\n"
+                        + json.dumps({"path": str(refs / "stereo.flac"), "split": "train"}) + "\n")
+    rc, res = run_eval(tmp_path, "--data", manifest, "--split", "test", "--input-rate", 16000,
+                       "--no-model", "--baselines", "sinc")
+    assert rc == 0 and [r["path"] for r in res["files"]] == [str(refs / "mono.wav")]
+    rc, res = run_eval(tmp_path, "--data", manifest, "--input-rate", 16000, "--no-model", "--baselines", "sinc")
+    assert rc == 0 and len(res["files"]) == 2
+    manifest.unlink()
+    assert main(["eval", "--data", str(refs), "--split", "test", "--input-rate", "16000", "--no-model"]) == 2
+    assert "manifest" in capsys.readouterr().err
+
+
+def test_a_silent_channel_is_left_out(tmp_path):
+    import soundfile as sf
+
+    from bandlift.train.eval.evaluate import load_reference
+
+    rng = np.random.default_rng(3)
+    stereo = np.zeros((48000, 2))
+    stereo[:, 0] = rng.standard_normal(48000) * 0.1
+    sf.write(tmp_path / "half.wav", stereo, 48000, subtype="FLOAT")
+    ref, _ = load_reference(tmp_path / "half.wav", 48000)
+    assert ref.shape == (48000, 1) and np.allclose(ref[:, 0], stereo[:, 0])

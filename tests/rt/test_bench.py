@@ -1,0 +1,84 @@
+"""`bandlift bench`: offline statistics and JSON/PNG output; `--live` round trip on a real JACK server."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bandlift.rt.cli import main
+from jack_server import JackServer, build_model, running_jack
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    return {"conv": build_model(d / "conv.onnx", "conv", delay=2),
+            "slow": build_model(d / "slow.onnx", "delay", slow_matmuls=12)}
+
+
+def test_offline_bench_reports_model_and_bypass(models, tmp_path):
+    js, png = tmp_path / "b.json", tmp_path / "b.png"
+    assert main(["bench", "--model", str(models["conv"]), "--seconds", "1", "--block", "64", "128",
+                 "--input-rate", "16000", "--json", str(js), "--png", str(png)]) == 0
+    r = json.loads(js.read_text())
+    for key in ("latency_ms", "block_ms_p50", "block_ms_p99", "block_ms_max", "rtf", "deadline_misses"):
+        assert key in r and key in r["bypass"]
+    assert r["block"] == 128 and set(r["per_block"]) == {"64", "128"}
+    # latency from the parts: resampler (16k -> 48k) + model delay + block
+    from bandlift.rt.dsp.resample import StreamingResampler
+
+    assert r["latency_ms"] == pytest.approx((StreamingResampler(16000, 48000).delay + 2 + 128) / 48)
+    assert r["block_ms_p50"] <= r["block_ms_p99"] <= r["block_ms_max"]
+    assert r["blocks"] == 48000 // 128 and 0 < r["rtf"] < 1
+    assert png.stat().st_size > 5000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_offline_bench_at_44k_output(models, tmp_path):
+    js = tmp_path / "b.json"
+    assert main(["bench", "--model", str(models["conv"]), "--seconds", "0.5", "--block", "128",
+                 "--input-rate", "16000", "--rate", "44100", "--json", str(js)]) == 0
+    r = json.loads(js.read_text())
+    from bandlift.rt.dsp.resample import StreamingResampler
+
+    # in samples at 44.1 kHz: (16k -> 48k resampler + model delay 2) at 48 kHz made whole, + 48k -> 44.1k
+    # resampler, + one 128-sample model block
+    d_in, d_out = StreamingResampler(16000, 48000).delay, StreamingResampler(48000, 44100).delay
+    latency = -(-(d_in + 2) * 441 // 480) + d_out + -(-128 * 441 // 480)
+    assert r["rate"] == 44100 and r["latency_samples"] == latency
+    assert r["latency_ms"] == pytest.approx(latency / 44.1)
+    assert r["blocks"] == 24000 // 128 and r["budget_ms"] == pytest.approx(128 / 48)  # model blocks
+    assert 0 < r["rtf"] < 1 and 0 < r["bypass"]["rtf"] < 1
+
+
+def test_offline_bench_counts_deadline_misses(models, tmp_path):
+    js = tmp_path / "b.json"
+    assert main(["bench", "--model", str(models["slow"]), "--seconds", "0.2", "--block", "64",
+                 "--json", str(js)]) == 0
+    r = json.loads(js.read_text())
+    budget = 64 / 48
+    if r["block_ms_p50"] < budget:
+        pytest.skip(f"slow model not slow here ({r['block_ms_p50']:.2f} ms)")
+    assert r["deadline_misses"] >= r["blocks"] // 2 and r["rtf"] > 1
+    assert r["bypass"]["deadline_misses"] <= 2 and r["bypass"]["rtf"] < 0.5
+
+
+@pytest.mark.live
+@pytest.mark.skipif(not JackServer.available(), reason="jackd/jack_lsp not installed (apt jackd2)")
+@pytest.mark.parametrize("rate,period,block", [(48000, 128, 128), (48000, 64, 64), (44100, 128, 128)])
+def test_live_bench_roundtrip_matches_declared(models, tmp_path, rate, period, block):
+    js = tmp_path / "live.json"
+    with running_jack(rate, period):
+        assert main(["bench", "--live", "--input", "loopback", "--output", "loopback", "--model",
+                     str(models["conv"]), "--block", str(block), "--seconds", "2.5", "--rate", str(rate),
+                     "--json", str(js)]) == 0
+    r = json.loads(js.read_text())
+    print(f"\n{rate} Hz, period {period}: round trip {r['roundtrip_ms']:.2f} ms (declared "
+          f"{r['declared_latency_ms']:.2f}), xruns {r['xruns']}, late {r['late_blocks']}")
+    if rate == 48000:  # 2 (model delay) + one block of buffering + JACK's period + device block
+        assert r["declared_latency_samples"] == 2 + block + period + block
+    else:  # resampling 44.1 -> 48 -> 44.1 kHz around the model adds its delay and buffering
+        assert r["declared_latency_samples"] > 2 + block + period + block
+    assert r["roundtrip_samples"] == r["declared_latency_samples"]
+    assert r["roundtrip_exact_fraction"] >= 0.5 and r["clicks_detected"] >= 8
+    assert "xruns" in r and np.isfinite(r["block_ms_p99"])

@@ -1,0 +1,208 @@
+"""Training end to end on a small corpus: config copy, checkpoints, resume, validation, DDP (gloo)."""
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+torch = pytest.importorskip("torch")
+
+from bandlift.rt.cli import main  # noqa: E402
+
+TINY = {
+    "model": {"channels": 16, "dilations": [1, 2, 4]},
+    "data": {"seconds": 0.25, "batch_size": 2, "workers": 0, "valid_clips": 2},
+    "train": {"gan_start": 3, "valid_every": 3, "ckpt_every": 2, "log_every": 1, "lr": 1e-3},
+}
+
+
+def music_like(rng, seconds, sr):
+    """Harmonic notes with decaying partials up to 20 kHz plus noisy transients: broadband, real-ish."""
+    t = np.arange(int(seconds * sr)) / sr
+    y = np.zeros_like(t)
+    for start in np.arange(0, seconds, 0.25):
+        f0 = rng.uniform(110, 880)
+        env = np.where(t >= start, np.exp(-(t - start) * 6), 0)
+        for k in range(1, int(20000 / f0)):
+            y += env * np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6.28)) / k
+        y += env * rng.standard_normal(len(t)) * 0.05 * np.exp(-(t - start) * 40)
+    return (0.3 * y / np.max(np.abs(y))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        sf.write(root / f"clip{i}.flac", music_like(rng, 1.5, 44100), 44100)
+    dest = tmp_path_factory.mktemp("data")
+    assert main(["dataset", "folder", str(root), "--dest", str(dest), "--no-progress"]) == 0
+    path = dest / "manifest.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    assert len(rows) == 6
+    for i, row in enumerate(sorted(rows, key=lambda r: r["path"])):  # 6 files: make every split non-empty
+        row["split"] = (["train"] * 4 + ["valid", "test"])[i]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def write_config(tmp_path, manifest):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY, "data": {**TINY["data"], "manifest": str(manifest)}}))
+    return cfg
+
+
+def test_train_checkpoints_resume_and_export(tmp_path, manifest):
+    run = tmp_path / "run"
+    cfg = write_config(tmp_path, manifest)
+    assert main(["train", "--config", str(cfg), "--run-dir", str(run), "--steps", "6"]) == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["channels"] == 16
+    ckpt = torch.load(run / "last.pt", weights_only=False)
+    assert ckpt["step"] == 6 and ckpt["config"]["model"]["channels"] == 16
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    lsds = [float(r["valid_lsd"]) for r in rows if r["valid_lsd"]]
+    assert len(lsds) == 2 and all(np.isfinite(lsds))
+    assert all(r["loss_d"] for r in rows[3:]) and not rows[2]["loss_d"]  # GAN after 3 steps
+    assert (run / "best.pt").exists()
+
+    # an interrupted run resumes where it stopped
+    before = ckpt["generator"]["out.weight"].clone()
+    out = tmp_path / "m.onnx"
+    assert main(["train", "--config", str(cfg), "--run-dir", str(run), "--steps", "8",
+                 "--export", str(out)]) == 0
+    ckpt = torch.load(run / "last.pt", weights_only=False)
+    assert ckpt["step"] == 8
+    assert not torch.equal(ckpt["generator"]["out.weight"], before)
+    assert [int(r["step"]) for r in csv.DictReader((run / "metrics.csv").open())][-2:] == [7, 8]
+    assert out.stat().st_size > 10_000
+
+
+def test_train_without_data_is_a_clear_error(tmp_path, capsys):
+    assert main(["train", "--run-dir", str(tmp_path / "r")]) == 2
+    assert "--manifest" in capsys.readouterr().err
+
+
+def test_ddp_two_cpu_processes(tmp_path, manifest):
+    run = tmp_path / "ddp"
+    cfg = write_config(tmp_path, manifest)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with socket.socket() as sock:  # a free port: a fixed one may still be in TIME_WAIT from a last run
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
+         "-m", "bandlift.train.trainer", "--config", str(cfg), "--run-dir", str(run), "--steps", "4"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = torch.load(run / "last.pt", weights_only=False)
+    assert ckpt["step"] == 4 and ckpt["world_size"] == 2
+
+
+def test_lowpass_at_ceiling_cuts_only_lossy_clips():
+    from bandlift.train.trainer import lowpass_at
+
+    y = torch.randn(2, 4800)
+    out = lowpass_at(y, torch.tensor([12000.0, 24000.0]), 48000)
+    spec = torch.fft.rfft(out, dim=-1).abs()
+    freqs = torch.fft.rfftfreq(4800, 1 / 48000)
+    assert spec[0, freqs > 12000].max() < 1e-3 and spec[0, freqs < 11000].min() > 0
+    assert torch.allclose(out[1], y[1], atol=1e-5)
+
+
+def test_fine_tune_starts_from_another_runs_weights(tmp_path, manifest):
+    cfg = write_config(tmp_path, manifest)
+    base = tmp_path / "base"
+    assert main(["train", "--config", str(cfg), "--run-dir", str(base), "--steps", "2"]) == 0
+    start = torch.load(base / "last.pt", weights_only=False)
+
+    from bandlift.train.trainer import Trainer, load_config
+
+    config = load_config(cfg, {"train": {"init": str(base / "last.pt"), "steps": 2}})
+    tuned = Trainer(config, tmp_path / "tuned")
+    assert tuned.step == 0
+    for name, value in tuned.gen.state_dict().items():
+        assert torch.equal(value, start["generator"][name]), name
+
+    # the fine-tune's own checkpoint wins on resume; a different architecture is refused
+    tuned.fit()
+    again = Trainer(config, tmp_path / "tuned")
+    assert again.step == 2
+    other = load_config(cfg, {"model": {"channels": 8}, "train": {"init": str(base / "last.pt")}})
+    with pytest.raises(ValueError, match="differs"):
+        Trainer(other, tmp_path / "other")
+    assert main(["train", "--config", str(cfg), "--run-dir", str(tmp_path / "x"), "--init",
+                 str(tmp_path / "missing.pt")]) == 2
+
+
+def test_lsd_loss_matches_the_metric_and_has_finite_gradients():
+    from bandlift.train.eval import metrics
+    from bandlift.train.losses import lsd_torch
+
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal(24000).astype(np.float32) * 0.1
+    est = (ref + 0.05 * rng.standard_normal(24000)).astype(np.float32)
+    value = float(lsd_torch(torch.from_numpy(est)[None], torch.from_numpy(ref)[None]))
+    assert value == pytest.approx(metrics.lsd(ref, est, 48000), rel=1e-4)
+
+    silent = torch.zeros(1, 24000, requires_grad=True)  # both at the floor: a zero-distance frame
+    lsd_torch(silent, torch.zeros(1, 24000), eps=1e-6).sum().backward()
+    assert torch.isfinite(silent.grad).all()
+
+
+def test_shipped_configs_agree_so_the_fine_tune_can_start_from_the_base_run():
+    from pathlib import Path
+
+    from bandlift.train.model import Generator, GeneratorConfig, count_params
+    from bandlift.train.trainer import DEFAULTS, load_config
+
+    train_dir = Path(__file__).resolve().parents[2] / "train"
+    base, tune = (load_config(train_dir / name) for name in ("default.yaml", "finetune.yaml"))
+    assert base["model"] == tune["model"] == GeneratorConfig().to_dict() == DEFAULTS["model"]
+    assert count_params(Generator(GeneratorConfig.from_dict(base["model"]))) == 232_962  # the default's size
+    assert tune["loss"]["lsd"] > 0 and tune["train"]["gan_start"] < tune["train"]["steps"]
+    # the GAN is active for most of the run, not its last 10 %
+    assert base["train"]["gan_start"] <= 0.2 * base["train"]["steps"]
+    ablations = {name: load_config(train_dir / f"ablation-{name}.yaml") for name in ("no-gan", "no-context")}
+    assert ablations["no-gan"]["train"]["gan_start"] > ablations["no-gan"]["train"]["steps"]
+    assert ablations["no-context"]["model"] == {**base["model"], "context_fft": 0, "gru": 0, "exciter": False}
+    for cfg in ablations.values():  # each ablation changes one thing
+        assert cfg["loss"] == base["loss"]
+        assert cfg["data"] == base["data"]
+
+
+def test_unknown_model_keys_are_refused():
+    from bandlift.train.model import GeneratorConfig
+
+    with pytest.raises(ValueError, match="unknown model config key"):
+        GeneratorConfig.from_dict({"chanels": 8})
+
+
+def test_a_malicious_checkpoint_does_not_run(tmp_path, manifest):
+    """A .pt whose pickle calls os.system is refused by every loader (weights_only=True)."""
+    from bandlift.train.trainer import load_checkpoint, load_generator
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"generator": Evil(), "config": {"model": {}}}, path)
+    for load in (load_checkpoint, load_generator):
+        with pytest.raises(ValueError, match="refused to unpickle"):
+            load(path)
+    assert main(["export", str(path), "-o", str(tmp_path / "x.onnx")]) == 2
+    run_dir = tmp_path / "run"  # resuming from a planted last.pt
+    run_dir.mkdir()
+    (run_dir / "last.pt").write_bytes(path.read_bytes())
+    assert main(["train", "--config", str(write_config(tmp_path, manifest)), "--run-dir", str(run_dir)]) == 2
+    assert not marker.exists()

@@ -1,0 +1,109 @@
+"""`bandlift eval`: LSD / LSD-HF / SNR / SI-SDR of the model and the baselines on reference files."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+
+from bandlift.rt.cli.errors import CLIError, missing_extra
+
+
+def _cutoff(text: str):
+    if text == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected Hz or 'auto', got {text!r}") from None
+
+
+def configure(parser) -> None:
+    from bandlift.train.eval.baselines import BASELINES
+
+    parser.add_argument("--data", nargs="+", required=True, metavar="DIR_OR_FILE",
+                        help="full-band reference files, folders searched recursively, or .jsonl "
+                             "manifests (rows with a 'path')")
+    parser.add_argument("--split", default=None, metavar="NAME",
+                        help="only the manifest rows of this split (e.g. test)")
+    parser.add_argument("--input-rate", type=int, required=True, metavar="HZ",
+                        help="rate of the low-band input made from each reference (soxr down)")
+    parser.add_argument("--input-cutoff", type=_cutoff, default=None, metavar="HZ|auto",
+                        help="band limit of the input: brick-wall low-pass at HZ (needed when "
+                             "--input-rate equals --rate), or 'auto': tell every method the "
+                             "bandwidth measured on the input (default: input Nyquist)")
+    parser.add_argument("--rate", type=int, default=48000, metavar="HZ",
+                        help="output and scoring rate (default 48000; references below it are skipped)")
+    parser.add_argument("--model", default=None, metavar="PATH",
+                        help="streaming ONNX model to evaluate (default: the shipped model, if any)")
+    parser.add_argument("--no-model", action="store_true", help="evaluate the baselines only")
+    parser.add_argument("--baselines", default=",".join(BASELINES), metavar="LIST",
+                        help=f"comma-separated baselines (default: {','.join(BASELINES)}; '' for none)")
+    parser.add_argument("--oracle", action="store_true",
+                        help="also score oracle_noise: noise shaped to the reference's own high band, the "
+                             "bound for any method that cannot know the phase (e.g. on SNR)")
+    parser.add_argument("--json", default=None, metavar="FILE", help="write all results as JSON")
+    parser.add_argument("--png", default=None, metavar="DIR", help="write spectrogram comparisons (PNG)")
+    parser.add_argument("--max-files", type=int, default=None, metavar="N", help="evaluate at most N files")
+    parser.add_argument("--seconds", type=float, default=None, metavar="S",
+                        help="use the first S seconds of each file")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _methods(args) -> dict:
+    from bandlift.train.eval.baselines import BASELINES
+    from bandlift.train.eval.evaluate import model_method
+
+    methods = {}
+    if args.model is not None and args.no_model:
+        raise CLIError("--model and --no-model contradict each other")
+    if not args.no_model:
+        try:
+            methods["model"] = model_method(args.model, args.rate)
+        except Exception as exc:  # ModelError, unsupported rate, engine not available ...
+            if args.model is not None:
+                raise CLIError(f"cannot use model {args.model}: {exc}") from exc
+            print(f"note: no model evaluated (shipped model unavailable: {exc}); baselines only",
+                  file=sys.stderr)
+    names = [n.strip() for n in args.baselines.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise CLIError(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
+    methods.update((n, BASELINES[n]) for n in names)
+    if args.oracle:
+        from bandlift.train.eval.baselines import oracle_noise
+
+        methods["oracle_noise"] = oracle_noise
+    if not methods:
+        raise CLIError("nothing to evaluate: no model and no baselines")
+    return methods
+
+
+def run(args) -> int:
+    from bandlift.train.eval.evaluate import EvalConfig, EvalError, evaluate, format_table, to_json
+
+    for module, needed in (("librosa", True), ("matplotlib", args.png)):  # the baselines' STFT, the plots
+        if needed and importlib.util.find_spec(module) is None:
+            raise missing_extra("eval --png" if module == "matplotlib" else "eval", "eval")
+    if args.max_files is not None and args.max_files < 1:
+        raise CLIError(f"--max-files must be at least 1, got {args.max_files}")
+    cfg = EvalConfig(input_rate=args.input_rate, input_cutoff=args.input_cutoff, rate=args.rate,
+                     seconds=args.seconds, max_files=args.max_files, split=args.split)
+    try:
+        cfg.check()
+        methods = _methods(args)
+        results = evaluate(args.data, methods, cfg, png_dir=args.png, progress=not args.quiet)
+    except EvalError as exc:
+        raise CLIError(str(exc)) from exc
+    print(format_table(results))
+    if args.json:
+        try:
+            with open(args.json, "w") as f:
+                json.dump(to_json(results), f, indent=2, allow_nan=False)
+                f.write("\n")
+        except OSError as exc:
+            raise CLIError(f"cannot write {args.json}: {exc}") from exc
+        print(f"wrote {args.json}")
+    if args.png:
+        print(f"wrote {len(results['files'])} spectrogram comparison(s) to {args.png}")
+    return 0
