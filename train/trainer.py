@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import hashlib
 import math
 import os
 import pickle
@@ -138,6 +139,7 @@ class Trainer:
         self.skipped_steps = 0
         self.best_lsd = math.inf
         self.best_score = (-math.inf, -math.inf)  # (ViSQOL, -LSD) of best.pt
+        self.valid_key = None  # which validation files best_score was measured on
         self.epoch = 0
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -162,6 +164,7 @@ class Trainer:
         self.opt_d.load_state_dict(ckpt["opt_d"])
         self.step, self.best_lsd = ckpt["step"], ckpt["best_lsd"]
         self.best_score = tuple(ckpt.get("best_score", (-math.inf, -self.best_lsd)))
+        self.valid_key = ckpt.get("valid_key")
         self.epoch = int(ckpt.get("epoch", 0))
         if self.rank == 0:
             print(f"resumed from {last} at step {self.step} (best valid LSD {self.best_lsd:.3f})")
@@ -187,6 +190,7 @@ class Trainer:
             "generator": self.gen.state_dict(), "discriminators": self.disc.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "step": self.step, "best_lsd": self.best_lsd, "best_score": list(self.best_score),
+            "valid_key": self.valid_key,
             "epoch": self.epoch, "config": self.cfg,
             "params": count_params(self.gen), "world_size": self.world,
         }
@@ -206,6 +210,12 @@ class Trainer:
                             source_balance=dcfg["source_balance"])
         perceptual = ClipDataset(dcfg["manifest"], "valid", seconds=dcfg["visqol_seconds"], seed=VALID_SEED + 1,
                                  length=dcfg["visqol_clips"], source_balance=1.0, progress=False)
+        key = hashlib.sha1("\n".join(sorted(r["path"] for r in valid.rows)).encode()).hexdigest()[:16]
+        if key != self.valid_key and self.best_score[0] > -math.inf:  # scores on other files do not compare
+            if self.rank == 0:
+                print("validation files changed since best.pt was chosen: the next validation picks anew")
+            self.best_lsd, self.best_score = math.inf, (-math.inf, -math.inf)
+        self.valid_key = key
         return train, valid, perceptual
 
     def _epoch_loader(self, train):
