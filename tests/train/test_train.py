@@ -17,7 +17,8 @@ from bandlift.rt.cli import main  # noqa: E402
 
 TINY = {
     "model": {"channels": 16, "dilations": [1, 2, 4]},
-    "data": {"seconds": 0.25, "batch_size": 2, "workers": 0, "valid_clips": 2},
+    "data": {"seconds": 0.25, "batch_size": 2, "workers": 0, "valid_clips": 2, "visqol_clips": 1,
+             "visqol_seconds": 1.0},
     "train": {"gan_start": 3, "valid_every": 3, "ckpt_every": 2, "log_every": 1, "lr": 1e-3},
 }
 
@@ -82,6 +83,27 @@ def test_train_checkpoints_resume_and_export(tmp_path, manifest):
     assert not torch.equal(ckpt["generator"]["out.weight"], before)
     assert [int(r["step"]) for r in csv.DictReader((run / "metrics.csv").open())][-2:] == [7, 8]
     assert out.stat().st_size > 10_000
+
+
+def test_best_checkpoint_is_picked_by_visqol_and_anew_when_the_valid_split_changes(tmp_path, manifest, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(write_config(tmp_path, manifest)), "--run-dir", str(run), "--steps", "3"]) == 0
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    score = float(rows[-1]["valid_visqol"])
+    assert 1.0 <= score <= 5.0
+    best = torch.load(run / "best.pt", weights_only=True)
+    assert best["best_score"][0] == pytest.approx(score, abs=1e-3) and best["valid_key"]
+    assert "picks anew" not in capsys.readouterr().out
+
+    # the same run resumed on a manifest whose valid split differs: old scores do not compare
+    moved = tmp_path / "moved.jsonl"
+    lines = [json.loads(line) for line in manifest.read_text().splitlines()]
+    for row in lines:
+        row["split"] = "valid" if row["split"] == "test" else row["split"]
+    moved.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert main(["train", "--config", str(write_config(tmp_path, moved)), "--run-dir", str(run), "--steps", "6"]) == 0
+    assert "picks anew" in capsys.readouterr().out
+    assert torch.load(run / "best.pt", weights_only=True)["valid_key"] != best["valid_key"]
 
 
 def test_train_without_data_is_a_clear_error(tmp_path, capsys):
