@@ -18,7 +18,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -30,6 +32,11 @@ LICENCE = ("Spotify 30 s preview, Spotify Developer Terms: personal/research use
            "redistribute")
 SOURCE = "spotify"
 PAGE = 50  # Spotify's maximum page size for search
+TRACK_ID = re.compile(r"[A-Za-z0-9]{1,64}")  # Spotify ids are base62; anything else never names a file
+RETRIES = 5  # spotipy's urllib3 retries (connection errors and 429/5xx), with backoff
+MAX_LIMIT = 1000  # Spotify's search offset ends at 1000
+MAX_PAGES = 1000  # per playlist: an API that pages forever is stopped
+MAX_PREVIEW_BYTES = 20 << 20  # a 30 s preview is ~0.5 MB; a server sending more is refused, not buffered
 
 
 def configure(p, common) -> None:
@@ -70,7 +77,7 @@ def _client():
     auth_url = os.environ.get("BANDLIFT_SPOTIFY_AUTH_URL")
     if auth_url:
         auth.OAUTH_TOKEN_URL = auth_url
-    sp = spotipy.Spotify(auth_manager=auth, retries=5, status_retries=5, backoff_factor=0.5,
+    sp = spotipy.Spotify(auth_manager=auth, retries=RETRIES, status_retries=RETRIES, backoff_factor=0.5,
                          requests_timeout=20)
     api = os.environ.get("BANDLIFT_SPOTIFY_API")
     if api:
@@ -78,50 +85,83 @@ def _client():
     return sp
 
 
+def _dict(value) -> dict:
+    """`value` if the API sent an object there, else {} (a hostile or broken API sends anything)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _text(value) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def valid_track_id(value) -> bool:
+    return isinstance(value, str) and TRACK_ID.fullmatch(value) is not None
+
+
 def _track_meta(track: dict) -> dict:
+    artists = track.get("artists")
+    url = _text(track.get("preview_url"))
     return {
         "spotify_id": track["id"],
-        "name": track.get("name"),
-        "artists": [a.get("name") for a in track.get("artists") or []],
-        "album": (track.get("album") or {}).get("name"),
-        "duration_ms": track.get("duration_ms"),
-        "preview_url": track.get("preview_url"),
-        "external_url": (track.get("external_urls") or {}).get("spotify"),
+        "name": _text(track.get("name")),
+        "artists": [_text(_dict(a).get("name")) for a in _list(artists)],
+        "album": _text(_dict(track.get("album")).get("name")),
+        "duration_ms": track.get("duration_ms") if isinstance(track.get("duration_ms"), int) else None,
+        "preview_url": url if url and url.startswith(("http://", "https://")) else None,
+        "external_url": _text(_dict(track.get("external_urls")).get("spotify")),
     }
 
 
 def _spotify_call(fn, *args, **kwargs):
+    """fn's result as a dict ({} for anything else); API, auth and network failures as one line."""
+    import requests
     from spotipy.exceptions import SpotifyException
+    from spotipy.oauth2 import SpotifyOauthError
 
     try:
-        return fn(*args, **kwargs)
+        return _dict(fn(*args, **kwargs))
     except SpotifyException as exc:
         if exc.http_status == 429:
             raise RateLimited("Spotify Web API rate limit persists after retries") from None
-        raise CLIError(f"Spotify API error {exc.http_status}: {exc.msg.splitlines()[-1].strip()}") from None
+        detail = (str(exc.msg).strip().splitlines() or [""])[-1].strip()
+        raise CLIError(f"Spotify API error {exc.http_status}: {detail}") from None
+    except SpotifyOauthError as exc:
+        raise CLIError(f"Spotify refused the credentials ({exc.error or 'no reason given'}); check "
+                       "SPOTIPY_CLIENT_ID and SPOTIPY_CLIENT_SECRET") from None
+    except requests.RequestException as exc:
+        raise CLIError(f"cannot reach Spotify: {type(exc).__name__}") from None
 
 
 def _collect_query(sp, kind: str, value: str, limit: int, market: str | None):
     """Yield track objects for one query spec."""
     if kind == "playlist":
         page = _spotify_call(sp.playlist_items, value, additional_types=("track",))
-        while page:
-            for item in page.get("items") or []:
-                track = item.get("track") if isinstance(item, dict) else None
-                if track and track.get("id"):
+        for _ in range(MAX_PAGES):
+            for item in _list(page.get("items")):
+                track = _dict(_dict(item).get("track"))
+                if track.get("id"):
                     yield track
-            page = _spotify_call(sp.next, page) if page.get("next") else None
+            nxt = page.get("next")
+            # the next page only from the API itself: the bearer token never goes anywhere else
+            if not (isinstance(nxt, str) and nxt.startswith(sp.prefix)):
+                return
+            page = _spotify_call(sp.next, page)
         return
     q = {"query": value, "artist": f'artist:"{value}"', "genre": f'genre:"{value}"'}[kind]
     offset = 0
     while offset < limit:
         res = _spotify_call(sp.search, q=q, type="track", limit=min(PAGE, limit - offset),
                             offset=offset, market=market)
-        items = ((res or {}).get("tracks") or {}).get("items") or []
-        for track in items:
-            if track and track.get("id"):
+        tracks = _dict(res.get("tracks"))
+        items = _list(tracks.get("items"))
+        for track in map(_dict, items):
+            if track.get("id"):
                 yield track
-        if not items or not (res["tracks"].get("next")):
+        if not items or not tracks.get("next"):
             break
         offset += len(items)
 
@@ -131,9 +171,20 @@ class State:
 
     def __init__(self, path: Path):
         self.path = path
-        data = json.loads(path.read_text()) if path.exists() else {}
-        self.tracks: dict = data.get("tracks", {})
-        self.done: list = data.get("done_queries", [])
+        try:
+            data = json.loads(path.read_text()) if path.exists() else {}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CLIError(f"{path}: unreadable collection state ({type(exc).__name__}); move it away to "
+                           "start over") from None
+        data = _dict(data)
+        # only entries whose id can name a file inside previews/ (an edited state file is no way out)
+        self.tracks: dict = {k: v for k, v in _dict(data.get("tracks")).items()
+                             if valid_track_id(k) and isinstance(v, dict) and v.get("spotify_id") == k}
+        for entry in self.tracks.values():
+            entry["status"] = str(entry.get("status", "new"))
+            entry["queries"] = [q for q in _list(entry.get("queries")) if isinstance(q, str)]
+            entry["preview_url"] = _track_meta(entry | {"id": entry["spotify_id"]})["preview_url"]
+        self.done: list = [q for q in _list(data.get("done_queries")) if isinstance(q, str)]
 
     def save(self):
         tmp = self.path.with_suffix(".tmp")
@@ -141,21 +192,32 @@ class State:
         os.replace(tmp, self.path)
 
 
+def preview_path(previews: Path, track_id: str) -> Path:
+    """previews/<id>.mp3, checked to stay inside `previews` (ids come from a server)."""
+    path = (previews / f"{track_id}.mp3").resolve()
+    if not valid_track_id(track_id) or path.parent != previews.resolve():
+        raise ValueError(f"refused track id {track_id!r}")
+    return path
+
+
 def _download(session, url: str, dest: Path, max_wait: float) -> None:
     """GET url into dest atomically, sitting out 429/503 Retry-After (up to max_wait each)."""
     for attempt in range(6):
-        resp = session.get(url, timeout=30)
-        if resp.status_code in (429, 503):
-            wait = _retry_after(resp.headers.get("Retry-After"), attempt)
-            if wait > max_wait:
-                raise RateLimited(f"preview server asks to wait {wait:.0f} s")
-            time.sleep(wait)
-            continue
-        resp.raise_for_status()
-        if not resp.content:
+        with session.get(url, timeout=30, stream=True) as resp:
+            if resp.status_code in (429, 503):
+                wait = _retry_after(resp.headers.get("Retry-After"), attempt)
+                if wait > max_wait:
+                    raise RateLimited(f"preview server asks to wait {wait:.0f} s")
+                time.sleep(wait)
+                continue
+            resp.raise_for_status()
+            content = resp.raw.read(MAX_PREVIEW_BYTES + 1, decode_content=True)
+        if not content:
             raise ValueError("empty preview file")
+        if len(content) > MAX_PREVIEW_BYTES:
+            raise ValueError(f"preview larger than {MAX_PREVIEW_BYTES >> 20} MB")
         tmp = dest.with_suffix(".part")
-        tmp.write_bytes(resp.content)
+        tmp.write_bytes(content)
         os.replace(tmp, dest)
         return
     raise RateLimited("preview server keeps answering 429")
@@ -163,9 +225,10 @@ def _download(session, url: str, dest: Path, max_wait: float) -> None:
 
 def _retry_after(value, attempt: int) -> float:
     try:
-        return max(float(value), 0.0)
+        wait = float(value)
     except (TypeError, ValueError):
-        return min(2.0 ** attempt, 60.0)
+        wait = math.nan
+    return max(wait, 0.0) if math.isfinite(wait) else min(2.0 ** attempt, 60.0)
 
 
 def run(args, dest: Path, manifest: Path, index_and_write) -> int:
@@ -181,14 +244,17 @@ def run(args, dest: Path, manifest: Path, index_and_write) -> int:
              + [("genre", v) for v in args.genre] + [("playlist", v) for v in args.playlist])
     if not specs:
         raise CLIError("give at least one --query, --artist, --genre or --playlist")
-    if args.limit < 1:
-        raise CLIError("--limit must be >= 1")
+    if not 1 <= args.limit <= MAX_LIMIT:
+        raise CLIError(f"--limit must be in 1..{MAX_LIMIT} (Spotify pages search results up to there)")
+    if not 0 <= args.max_wait <= 86400:
+        raise CLIError(f"--max-wait must be 0..86400 seconds, got {args.max_wait}")
     folder = dest / "spotify"
     previews = folder / "previews"
     previews.mkdir(parents=True, exist_ok=True)
     state = State(folder / "state.json")
     sp = _client()
     stopped = None
+    invalid = 0
     try:
         for kind, value in specs:
             key = f"{kind}:{value}:{args.limit}:{args.market}"
@@ -197,6 +263,9 @@ def run(args, dest: Path, manifest: Path, index_and_write) -> int:
                 continue
             n = 0
             for track in _collect_query(sp, kind, value, args.limit, args.market):
+                if not valid_track_id(track["id"]):
+                    invalid += 1
+                    continue
                 entry = state.tracks.setdefault(track["id"], {"status": "new", "queries": []})
                 entry.update(_track_meta(track))
                 if key not in entry["queries"]:
@@ -209,10 +278,10 @@ def run(args, dest: Path, manifest: Path, index_and_write) -> int:
         from tqdm import tqdm
 
         todo = [t for t in state.tracks.values()
-                if t.get("preview_url") and not (previews / f"{t['spotify_id']}.mp3").exists()]
+                if t.get("preview_url") and not preview_path(previews, t["spotify_id"]).exists()]
         for t in tqdm(todo, desc="previews", unit="file", disable=args.no_progress, file=sys.stderr):
             try:
-                _download(session, t["preview_url"], previews / f"{t['spotify_id']}.mp3", args.max_wait)
+                _download(session, t["preview_url"], preview_path(previews, t["spotify_id"]), args.max_wait)
                 t["status"] = "downloaded"
             except RateLimited:
                 raise
@@ -226,18 +295,20 @@ def run(args, dest: Path, manifest: Path, index_and_write) -> int:
     for t in state.tracks.values():
         if not t.get("preview_url"):
             t["status"] = "no preview"
-        elif (previews / f"{t['spotify_id']}.mp3").exists():
+        elif preview_path(previews, t["spotify_id"]).exists():
             t["status"] = "downloaded"
     state.save()
     counts = {"tracks": len(state.tracks),
               "no_preview": sum(t["status"] == "no preview" for t in state.tracks.values()),
               "downloaded": sum(t["status"] == "downloaded" for t in state.tracks.values()),
-              "failed": sum(t["status"].startswith("failed") for t in state.tracks.values())}
+              "failed": sum(t["status"].startswith("failed") for t in state.tracks.values()),
+              "invalid_ids": invalid}
     print(f"spotify: {counts['tracks']} tracks, {counts['downloaded']} previews downloaded, "
-          f"{counts['no_preview']} without a preview, {counts['failed']} failed")
+          f"{counts['no_preview']} without a preview, {counts['failed']} failed"
+          + (f", {invalid} refused (invalid track id)" if invalid else ""))
     candidates = []
     for t in sorted(state.tracks.values(), key=lambda t: t["spotify_id"]):
-        path = previews / f"{t['spotify_id']}.mp3"
+        path = preview_path(previews, t["spotify_id"])
         if t["status"] == "downloaded":
             extra = {k: t.get(k) for k in ("spotify_id", "name", "artists", "album", "external_url")}
             candidates.append(Candidate(str(path), SOURCE, LICENCE, f"spotify:{t['spotify_id']}", extra))

@@ -58,7 +58,8 @@ def test_collects_previews_counts_missing_honours_429_and_resumes(fake, tmp_path
     out = capsys.readouterr()
     # search (limit 4) finds t1, t2, t3 "Rainbow", t5; the playlist adds t4
     summary = json.loads((tmp_path / "s.json").read_text())
-    assert summary["spotify"] == {"tracks": 5, "no_preview": 1, "downloaded": 4, "failed": 0}
+    assert summary["spotify"] == {"tracks": 5, "no_preview": 1, "downloaded": 4, "failed": 0,
+                                  "invalid_ids": 0}
     assert "1 without a preview" in out.out
     rows = read_manifest(dest / "manifest.jsonl")
     assert sorted(r["spotify_id"] for r in rows) == ["t1", "t2", "t3", "t4"]
