@@ -30,6 +30,14 @@ PARAMS = "bandlift.params"
 MFLOPS_PER_SECOND = "bandlift.mflops_per_second"
 CONFIG = "bandlift.config"  # JSON of the generator config
 REQUIRED_KEYS = (SAMPLE_RATE, FRAME, DELAY, STATE)
+FLOAT = "tensor(float)"  # every input and output is float32
+
+# Bounds on what metadata may ask for (a model file from someone else never drives allocation)
+MAX_RATE = 768_000
+MAX_FRAME = 1 << 16
+MAX_DELAY_SECONDS = 10
+MAX_STATES = 256
+MAX_STATE_VALUES = 1 << 20  # per channel, all states together (the shipped model: ~8k)
 
 
 class ModelError(ValueError):
@@ -78,13 +86,69 @@ def metadata(sample_rate: int, frame: int, delay: int, states, version: str, par
     return meta
 
 
-def parse_info(meta: dict, inputs: list[str], outputs: list[str], path: str = "") -> ModelInfo:
-    """Check a model's metadata map and input/output names against the contract; its ModelInfo."""
+def _parse_states(text: str) -> list[tuple[str, tuple[int, ...]]]:
+    states = json.loads(text)
+    if not isinstance(states, list) or len(states) > MAX_STATES:
+        raise ValueError(f"state must be a list of at most {MAX_STATES} entries")
+    out, total = [], 0
+    for s in states:
+        name, shape = s["name"], s["shape"]
+        if not isinstance(name, str) or not isinstance(shape, list) or len(shape) > 8:
+            raise ValueError(f"state entry {s!r} is not {{'name': str, 'shape': [int, ...]}}")
+        if not all(type(d) is int and d >= 1 for d in shape):
+            raise ValueError(f"state {name!r}: shape {shape} must be positive integers")
+        size = 1
+        for d in shape:
+            size *= d
+        total += size
+        if total > MAX_STATE_VALUES:
+            raise ValueError(f"state asks for more than {MAX_STATE_VALUES} values per channel")
+        out.append((name, tuple(shape)))
+    return out
+
+
+def _check_declared(info: ModelInfo, declared: dict, path: str) -> None:
+    """Types and ranks of the graph's declared inputs/outputs, and their fixed dims against the metadata."""
+    want = {AUDIO: (None, None), CUTOFF: (None,), AUDIO_OUT: (None, None)}
+    for name, shape in info.states:
+        want[name] = want[name + STATE_OUT_SUFFIX] = (None, *shape)
+    for name, (kind, dims) in declared.items():
+        expect = want.get(name)
+        if kind != FLOAT:
+            raise ModelError(f"{path}: {name} is {kind}, the contract wants {FLOAT}")
+        if expect is None or dims is None:
+            continue
+        fixed_mismatch = any(isinstance(d, int) and e is not None and d != e for d, e in zip(dims, expect))
+        if len(dims) != len(expect) or fixed_mismatch:
+            shown = ["C" if e is None else e for e in expect]
+            raise ModelError(f"{path}: {name} is declared {list(dims)}, the metadata says {shown}")
+
+
+def check_outputs(info: ModelInfo, outputs: list, channels: int, samples: int, path: str = "") -> None:
+    """Arrays a model returned for an [channels, samples] block: audio_out then the states, as the
+    contract says (float32, [C, B] and [C, *shape])."""
+    names = output_names([n for n, _ in info.states])
+    shapes = [(channels, samples), *[(channels, *s) for _, s in info.states]]
+    if len(outputs) != len(names):
+        raise ModelError(f"{path}: the model returned {len(outputs)} outputs, the contract wants {len(names)}")
+    for name, shape, value in zip(names, shapes, outputs):
+        dtype, got = str(getattr(value, "dtype", type(value).__name__)), tuple(getattr(value, "shape", ()))
+        if dtype != "float32" or got != shape:
+            raise ModelError(f"{path}: the model returned {name} as {dtype} {list(got)} for a "
+                             f"[{channels}, {samples}] block; the contract wants float32 {list(shape)}")
+
+
+def parse_info(meta: dict, inputs: list[str], outputs: list[str], path: str = "",
+               declared: dict | None = None) -> ModelInfo:
+    """Check a model's metadata map and input/output names against the contract; its ModelInfo.
+
+    `declared` (optional): name -> (type string, dims: ints for fixed, anything else for free), as the
+    graph declares its inputs and outputs; checked against the contract and the metadata's shapes."""
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
         raise ModelError(f"{path or 'model'}: not a bandlift streaming model (metadata lacks {', '.join(missing)})")
     try:
-        states = [(s["name"], tuple(int(d) for d in s["shape"])) for s in json.loads(meta[STATE])]
+        states = _parse_states(meta[STATE])
         info = ModelInfo(
             sample_rate=int(meta[SAMPLE_RATE]), frame=int(meta[FRAME]),
             delay=int(meta[DELAY]), states=states, version=meta.get(VERSION, ""),
@@ -92,13 +156,17 @@ def parse_info(meta: dict, inputs: list[str], outputs: list[str], path: str = ""
             mflops_per_second=float(meta[MFLOPS_PER_SECOND]) if MFLOPS_PER_SECOND in meta else None,
             config=json.loads(meta.get(CONFIG, "{}")), path=str(path),
         )
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ModelError(f"{path or 'model'}: malformed bandlift metadata: {exc}") from exc
-    if info.sample_rate <= 0 or info.frame <= 0 or info.delay < 0:
-        raise ModelError(f"{path}: bad metadata rate={info.sample_rate} frame={info.frame} delay={info.delay}")
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise ModelError(f"{path or 'model'}: malformed bandlift metadata: {str(exc)[:200]}") from None
+    if not (0 < info.sample_rate <= MAX_RATE and 0 < info.frame <= MAX_FRAME
+            and 0 <= info.delay <= MAX_DELAY_SECONDS * info.sample_rate):
+        raise ModelError(f"{path}: bad metadata rate={info.sample_rate} frame={info.frame} delay={info.delay} "
+                         f"(rate 1..{MAX_RATE} Hz, frame 1..{MAX_FRAME}, delay at most {MAX_DELAY_SECONDS} s)")
     names = [n for n, _ in states]
     want_in, want_out = input_names(names), output_names(names)
     if list(inputs) != want_in or list(outputs) != want_out:
         raise ModelError(f"{path}: inputs/outputs {list(inputs)} -> {list(outputs)} do not follow the contract "
                          f"{want_in} -> {want_out}")
+    if declared:
+        _check_declared(info, declared, path)
     return info

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from bandlift.rt.model.contract import (AUDIO, AUDIO_OUT, CUTOFF, STATE_OUT_SUFFIX, ModelError,  # noqa: F401
-                                        ModelInfo, parse_info)
+                                        ModelInfo, check_outputs, parse_info)
 
 PROVIDERS = ("auto", "cpu", "cuda")
 _CPU = "CPUExecutionProvider"
@@ -46,8 +46,21 @@ def read_info(model, path: str = "") -> ModelInfo:
             model = ort.InferenceSession(str(model), providers=[_CPU])
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"cannot load model {path}: {exc}") from exc
+    ios = [*model.get_inputs(), *model.get_outputs()]
     return parse_info(model.get_modelmeta().custom_metadata_map, [i.name for i in model.get_inputs()],
-                      [o.name for o in model.get_outputs()], path)
+                      [o.name for o in model.get_outputs()], path, {i.name: (i.type, i.shape) for i in ios})
+
+
+def probe(session, info: ModelInfo, path: str = "") -> None:
+    """Run one frame of silence on the CPU and check what comes back against the contract: a model that
+    breaks it at run time is a ModelError at load, before any audio is touched."""
+    feeds = {AUDIO: np.zeros((1, info.frame), np.float32), CUTOFF: np.full(1, 0.5, np.float32),
+             **{name: np.zeros((1, *shape), np.float32) for name, shape in info.states}}
+    try:
+        outputs = session.run(None, feeds)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ModelError(f"{path}: the model fails on one frame of silence: {str(exc).splitlines()[0]}") from None
+    check_outputs(info, outputs, 1, info.frame, path)
 
 
 def choose_providers(provider: str) -> list[str]:
@@ -92,6 +105,7 @@ class ModelSession:
                                "(CUDA/cuDNN libraries missing?); use --provider cpu")
         self.device = "cuda" if _CUDA in self.providers else "cpu"
         self.info = read_info(self.session, str(self.path))
+        probe(self.session, self.info, str(self.path))
         self._ort = ort
         self._channels = 0
         self._binding_shape = None
@@ -181,7 +195,11 @@ class ModelSession:
         self._audio_in[...] = block
         self._cutoff_in[...] = cutoff
         binding = self._bindings[self._current]
-        self.session.run_with_iobinding(binding)
+        try:
+            self.session.run_with_iobinding(binding)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"{self.path}: the model broke the contract on a [{channels}, {samples}] block: "
+                             f"{str(exc).splitlines()[0]}") from None
         self._current = 1 - self._current  # the outputs just written are the next inputs
         if out is not None:
             out[...] = self._audio_out

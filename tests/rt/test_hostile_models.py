@@ -1,0 +1,117 @@
+"""Malformed ONNX models: metadata that asks for any state size, state shapes the graph does not
+declare, outputs of the wrong type or shape, a missing output. Each is one ModelError at load, and one
+clear line from `upsample`, `bench` and `live` (no traceback, no output file)."""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from bandlift.rt import Upsampler
+from bandlift.rt.cli import main
+from bandlift.rt.model import contract
+from bandlift.rt.model.contract import ModelError, parse_info
+
+
+def malformed_model(path, kind: str):
+    """A one-state pass-through model (audio_out = audio, s_out = s) broken in one way."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    f32 = TensorProto.FLOAT
+    state_meta, state_dims, out_dims = [4], ["C", 4], ["C", "B"]
+    nodes = [helper.make_node("Identity", ["s"], ["s_out"])]
+    audio_out_type = f32
+    if kind == "huge state":  # 4 TiB per channel asked for by the metadata alone
+        state_meta, state_dims = [1 << 20, 1 << 20], ["C", "a", "b"]
+    elif kind == "state shape differs from the graph":
+        state_meta = [7]
+    if kind == "float64 output":
+        nodes.append(helper.make_node("Cast", ["audio"], ["audio_out"], to=TensorProto.DOUBLE))
+        audio_out_type = TensorProto.DOUBLE
+    elif kind == "short output":  # one sample short, shapes left free in the graph
+        for name, value in (("st", [0]), ("en", [-1]), ("ax", [1])):
+            nodes.append(helper.make_node("Constant", [], [name], value=helper.make_tensor(
+                name, TensorProto.INT64, [1], value)))
+        nodes.append(helper.make_node("Slice", ["audio", "st", "en", "ax"], ["audio_out"]))
+        out_dims = ["C", "B1"]
+    else:
+        nodes.append(helper.make_node("Identity", ["audio"], ["audio_out"]))
+    inputs = [helper.make_tensor_value_info("audio", f32, ["C", "B"]),
+              helper.make_tensor_value_info("cutoff", f32, ["C"]),
+              helper.make_tensor_value_info("s", f32, state_dims)]
+    outputs = [helper.make_tensor_value_info("audio_out", audio_out_type, out_dims),
+               helper.make_tensor_value_info("s_out", f32, state_dims)]
+    if kind == "missing output":
+        outputs = outputs[:1]
+        nodes = nodes[1:]
+    graph = helper.make_graph(nodes, kind.replace(" ", "_"), inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, contract.metadata(48000, 64, 0, [("s", state_meta)], "test"))
+    onnx.save(model, str(path))
+    return path
+
+
+KINDS = {"huge state": "more than", "state shape differs from the graph": "declared",
+         "float64 output": r"is tensor\(double\)", "short output": r"the contract wants float32 \[1, 64\]",
+         "missing output": "do not follow the contract"}
+
+
+@pytest.fixture(scope="module")
+def wav(tmp_path_factory):
+    path = tmp_path_factory.mktemp("in") / "in.wav"
+    sf.write(path, (0.1 * np.sin(np.arange(1600) * 0.05)).astype(np.float32), 16000)
+    return path
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_malformed_model_is_one_model_error_at_load(tmp_path, kind):
+    path = malformed_model(tmp_path / "m.onnx", kind)
+    with pytest.raises(ModelError, match=KINDS[kind]):
+        Upsampler(path)
+
+
+@pytest.mark.parametrize("command", ["upsample", "bench", "live"])
+@pytest.mark.parametrize("kind", ["huge state", "float64 output", "short output", "missing output"])
+def test_malformed_model_is_one_line_from_every_command(tmp_path, wav, capsys, command, kind):
+    model = str(malformed_model(tmp_path / "m.onnx", kind))
+    out = tmp_path / "out.wav"
+    argv = {"upsample": ["upsample", str(wav), str(out), "--model", model],
+            "bench": ["bench", "--model", model, "--seconds", "0.1", "--block", "128"],
+            "live": ["live", "--model", model, "--seconds", "0.1"]}[command]
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith(f"bandlift {command}: error:") and re.search(KINDS[kind], errors[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+GOOD = {contract.SAMPLE_RATE: "48000", contract.FRAME: "64", contract.DELAY: "0",
+        contract.STATE: json.dumps([{"name": "s", "shape": [4]}])}
+
+
+@pytest.mark.parametrize("key, value, message", [
+    (contract.SAMPLE_RATE, "2147483648", "bad metadata"),
+    (contract.SAMPLE_RATE, "48000.5", "malformed"),
+    (contract.FRAME, "0", "bad metadata"),
+    (contract.FRAME, "1000000000", "bad metadata"),
+    (contract.DELAY, "-1", "bad metadata"),
+    (contract.DELAY, str(48000 * 3600), "bad metadata"),
+    (contract.STATE, json.dumps([{"name": "s", "shape": [1.5]}]), "positive integers"),
+    (contract.STATE, json.dumps([{"name": "s", "shape": [0]}]), "positive integers"),
+    (contract.STATE, json.dumps([{"name": "s", "shape": [True]}]), "positive integers"),
+    (contract.STATE, json.dumps([{"name": "s", "shape": [1 << 30]}]), "more than"),
+    (contract.STATE, json.dumps({"name": "s"}), "list"),
+    (contract.STATE, json.dumps([{"name": 3, "shape": [4]}]), "not"),
+    (contract.STATE, "[" * 100000, "malformed"),
+])
+def test_metadata_out_of_bounds_is_a_model_error(key, value, message):
+    meta = {**GOOD, key: value}
+    with pytest.raises(ModelError, match=message):
+        parse_info(meta, ["audio", "cutoff", "s"], ["audio_out", "s_out"], "m.onnx")
+    assert parse_info(GOOD, ["audio", "cutoff", "s"], ["audio_out", "s_out"], "m.onnx").states == [("s", (4,))]
