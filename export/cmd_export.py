@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bandlift.rt.cli.errors import CLIError, missing_extra
+from bandlift.rt.cli.errors import CLIError, in_range, missing_extra
 
 
 def configure(parser):
@@ -20,6 +20,7 @@ def run(args) -> int:
         import torch  # noqa: F401
     except ModuleNotFoundError:
         raise missing_extra("export", "train") from None
+    in_range(args.tolerance, "--tolerance", 0, 1)
     from bandlift.export.onnx_export import check_parity, export_generator
     from bandlift.train.trainer import CheckpointError, load_generator
 

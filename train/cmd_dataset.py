@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from bandlift.rt.cli.errors import CLIError
+from bandlift.rt.cli.errors import CLIError, in_range
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -83,7 +83,12 @@ def _paths(args) -> tuple[Path, Path]:
     return dest, manifest
 
 
+MAX_JOBS = 64
+
+
 def run(args) -> int:
+    if hasattr(args, "jobs"):
+        in_range(args.jobs, "--jobs", 1, MAX_JOBS)
     if args.source == "info":
         return _info(args)
     if args.source == "cache":
@@ -104,8 +109,6 @@ def index_and_write(candidates, sources: set[str], manifest: Path, args, desc: s
     """Index candidates (reusing unchanged rows), merge into the manifest, print a summary."""
     from bandlift.train import data_sources as ds
 
-    if getattr(args, "jobs", 1) < 1:
-        raise CLIError("--jobs must be >= 1")
     try:
         previous = {} if getattr(args, "force", False) else ds.previous_rows(manifest)
     except ValueError as exc:
@@ -113,7 +116,10 @@ def index_and_write(candidates, sources: set[str], manifest: Path, args, desc: s
     result = ds.index_files(candidates, previous, jobs=args.jobs,
                             progress=not getattr(args, "no_progress", False), desc=desc)
     ds.report_errors(result.errors)
-    ds.merge_manifest(manifest, result.rows, sources)
+    try:
+        ds.merge_manifest(manifest, result.rows, sources)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
     summary = {
         "manifest": str(manifest),
         "indexed_files": len(result.rows),
@@ -223,12 +229,15 @@ def _info(args) -> int:
 def _cache(args) -> int:
     from bandlift.train import data_sources as ds
 
+    from bandlift.rt.model.contract import MAX_RATE
+
+    in_range(args.rate, "--rate", 1000, MAX_RATE)
     manifest, rows = _manifest_rows(args)
     rows = [r for r in rows if args.split is None or r.get("split") in args.split]
     if not rows:
         raise CLIError(f"no manifest rows in {manifest}")
     cache_dir = args.cache_dir or manifest.parent / "cache" / str(args.rate)
-    errors = ds.build_caches(rows, cache_dir, args.rate, jobs=max(args.jobs, 1),
+    errors = ds.build_caches(rows, cache_dir, args.rate, jobs=args.jobs,
                              progress=not args.no_progress)
     ds.report_errors(errors)
     print(f"cache: {cache_dir} ({len(rows) - len(errors)} files ready)")

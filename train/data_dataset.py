@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from bandlift.train.degrade import MIN_CUTOFF, band_limit, degrade
-from bandlift.train.data_sources import build_cache, cache_path, read_manifest
+from bandlift.train.data_sources import DataError, build_cache, cache_path, read_manifest
 
 SILENCE_RMS_DBFS = -50.0
 CEILING_MARGIN = 0.9  # cutoff <= 0.9 * measured bandwidth
@@ -42,7 +42,8 @@ class ClipDataset(torch.utils.data.Dataset):
         self.gain_db, self.noise_prob = gain_db, noise_prob
         self.epoch = 0
         self.cache_dir = Path(cache_dir) if cache_dir else self.manifest.parent / "cache" / str(rate)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        if not self.manifest.is_file():
+            raise DataError(f"manifest not found: {self.manifest} (see `bandlift dataset`)")
         rows = [r for r in read_manifest(self.manifest) if split is None or r.get("split") == split]
         if sources is not None:
             rows = [r for r in rows if r["source"] in set(sources)
@@ -50,8 +51,9 @@ class ClipDataset(torch.utils.data.Dataset):
         self.too_narrow = [r for r in rows if r["bandwidth"] < min_bandwidth]
         rows = [r for r in rows if r["bandwidth"] >= min_bandwidth]
         if not rows:
-            raise ValueError(f"no usable {split!r} files in {self.manifest} "
-                             f"({len(self.too_narrow)} below {min_bandwidth:.0f} Hz bandwidth)")
+            raise DataError(f"no usable {split!r} files in {self.manifest} "
+                            f"({len(self.too_narrow)} below {min_bandwidth:.0f} Hz bandwidth)")
+        self.cache_dir.mkdir(parents=True, exist_ok=True)  # only once the manifest has proved usable
         self.rows, self.files, self.failed = [], [], []
         self._prepare(rows, progress)
         lengths = []
@@ -92,7 +94,7 @@ class ClipDataset(torch.utils.data.Dataset):
             print(f"ClipDataset: skipped {len(self.failed)} unreadable file(s), e.g. "
                   f"{self.failed[0][0]}: {self.failed[0][1]}", file=sys.stderr)
         if not self.rows:
-            raise ValueError("no readable files")
+            raise DataError(f"no readable {split!r} files in {self.manifest}")
 
     def __getstate__(self):  # memmaps are reopened in each DataLoader worker
         state = dict(self.__dict__)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -30,6 +31,14 @@ from bandlift.rt.io.files import AUDIO_EXTENSIONS  # noqa: F401 (re-exported for
 
 SPLITS = ("train", "valid", "test")
 SPLIT_FRACTIONS = (0.90, 0.05, 0.05)
+MAX_LINE = 1 << 20  # bytes per manifest row: a longer line is a broken file, never read whole
+# What every row must have (the trainer and `dataset info` use them), and optional fields' types
+ROW_FIELDS = {"path": str, "source": str, "duration": float, "bandwidth": float}
+OPTIONAL_FIELDS = {"sample_rate": int, "channels": int, "size": int, "mtime": float, "split": str}
+
+
+class DataError(ValueError):
+    """A manifest or dataset that cannot be used (the message names the file, line and field)."""
 
 
 def default_data_dir() -> Path:
@@ -241,19 +250,49 @@ def build_caches(rows: list[dict], cache_dir: Path, rate: int, jobs: int = 1,
     return errors
 
 
+def row_problem(row) -> str | None:
+    """What is wrong with one manifest row (None: nothing)."""
+    if not isinstance(row, dict):
+        return f"a row must be a JSON object, got {type(row).__name__}"
+    for key, kind in [*ROW_FIELDS.items(), *OPTIONAL_FIELDS.items()]:
+        if key not in row:
+            if key in ROW_FIELDS:
+                return f"row lacks {key!r}"
+            continue
+        value = row[key]
+        number = kind in (int, float) and type(value) in ((int,) if kind is int else (int, float))
+        if not (number or kind is str and isinstance(value, str)):
+            return f"{key!r} must be {'a number' if kind is float else kind.__name__}, got {value!r:.60}"
+        if number and not (math.isfinite(value) and value >= (1 if key in ("sample_rate", "channels") else 0)):
+            return f"{key!r} out of range: {value!r}"
+    if row.get("split", "train") not in SPLITS:
+        return f"'split' must be one of {', '.join(SPLITS)}, got {row['split']!r:.60}"
+    return None
+
+
 def read_manifest(path: str | os.PathLike) -> list[dict]:
-    """Rows of a JSONL manifest ([] if it does not exist). Bad lines raise with their line number."""
+    """Rows of a JSONL manifest ([] if it does not exist). A bad line raises DataError naming its number."""
     path = Path(path)
     if not path.exists():
         return []
     rows = []
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if line.strip():
+    try:
+        with path.open(encoding="utf-8") as fh:
+            for number, line in enumerate(iter(lambda: fh.readline(MAX_LINE + 1), ""), 1):
+                if len(line) > MAX_LINE:
+                    raise DataError(f"{path}:{number}: line longer than {MAX_LINE} characters")
+                if not line.strip():
+                    continue
                 try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{number}: not a JSON line ({exc.msg})") from None
+                    row = json.loads(line)
+                except (json.JSONDecodeError, RecursionError) as exc:
+                    raise DataError(f"{path}:{number}: not a JSON line ({getattr(exc, 'msg', 'nested too deep')})") from None
+                problem = row_problem(row)
+                if problem:
+                    raise DataError(f"{path}:{number}: {problem}")
+                rows.append(row)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: unreadable manifest ({type(exc).__name__})") from None
     return rows
 
 

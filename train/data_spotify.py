@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from bandlift.rt.cli.errors import CLIError, missing_extra
+from bandlift.rt.cli.errors import CLIError, in_range, missing_extra
 
 HELP = "collect 30 s Spotify previews (spotipy; SPOTIPY_CLIENT_ID/SECRET from the environment)"
 LICENCE = ("Spotify 30 s preview, Spotify Developer Terms: personal/research use, do not "
@@ -244,10 +244,8 @@ def run(args, dest: Path, manifest: Path, index_and_write) -> int:
              + [("genre", v) for v in args.genre] + [("playlist", v) for v in args.playlist])
     if not specs:
         raise CLIError("give at least one --query, --artist, --genre or --playlist")
-    if not 1 <= args.limit <= MAX_LIMIT:
-        raise CLIError(f"--limit must be in 1..{MAX_LIMIT} (Spotify pages search results up to there)")
-    if not 0 <= args.max_wait <= 86400:
-        raise CLIError(f"--max-wait must be 0..86400 seconds, got {args.max_wait}")
+    in_range(args.limit, "--limit", 1, MAX_LIMIT)  # Spotify pages search results up to there
+    in_range(args.max_wait, "--max-wait", 0, 86400)
     folder = dest / "spotify"
     previews = folder / "previews"
     previews.mkdir(parents=True, exist_ok=True)

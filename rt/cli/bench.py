@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bandlift.rt.cli.errors import CLIError, missing_extra
+from bandlift.rt.cli.errors import CLIError, in_range, missing_extra
 
 
 def configure(p) -> None:
@@ -161,10 +161,14 @@ def plot(results: dict, path: str) -> None:
 
 
 def run(args) -> int:
+    from bandlift.rt.model.contract import MAX_RATE
     from bandlift.rt.model.session import ModelError, ModelSession
 
-    if args.seconds <= 0:
-        raise CLIError("--seconds must be positive")
+    in_range(args.seconds, "--seconds", 0.01, 3600)
+    in_range(args.input_rate, "--input-rate", 1, MAX_RATE)
+    in_range(args.rate, "--rate", 1, MAX_RATE)
+    in_range(args.threads, "--threads", 1, 256)
+    in_range(args.margin, "--margin", 0, 1 << 16)
     if args.png and importlib.util.find_spec("matplotlib") is None:
         raise missing_extra("bench --png", "eval")
     try:
@@ -180,7 +184,10 @@ def run(args) -> int:
         block = args.block[0] if len(args.block) == 1 else 128
         out.update(bench_live(session, args, block))
     else:
-        results = bench_offline(session, args)
+        try:
+            results = bench_offline(session, args)
+        except ModelError as exc:  # a model that breaks the contract on some block size
+            raise CLIError(str(exc)) from None
         primary = 128 if 128 in results else args.block[0]
         out.update({k: v for k, v in results[primary].items() if k != "_times"})
         out["per_block"] = {str(b): {k: v for k, v in r.items() if k != "_times"} for b, r in results.items()}

@@ -96,3 +96,124 @@ def test_spotify_auth_network_and_state_errors_are_one_line(spotify, tmp_path, m
     expected = {"bad secret": "refused the credentials", "auth unreachable": "cannot reach Spotify",
                 "api unreachable": "cannot reach Spotify", "corrupt state": "unreadable collection state"}[case]
     assert expected in line and SECRET not in line and "wrong" not in line
+
+
+# -- manifests ------------------------------------------------------------------------------------
+GOOD_ROW = {"path": "/x.wav", "source": "s", "duration": 1.0, "bandwidth": 8000.0, "split": "train"}
+BAD_ROWS = {
+    "no source": ({k: v for k, v in GOOD_ROW.items() if k != "source"}, "lacks 'source'"),
+    "no path": ({k: v for k, v in GOOD_ROW.items() if k != "path"}, "lacks 'path'"),
+    "text duration": ({**GOOD_ROW, "duration": "long"}, "'duration' must be a number"),
+    "nan bandwidth": ({**GOOD_ROW, "bandwidth": float("nan")}, "'bandwidth' out of range"),
+    "negative duration": ({**GOOD_ROW, "duration": -1}, "'duration' out of range"),
+    "bool rate": ({**GOOD_ROW, "sample_rate": True}, "'sample_rate' must be int"),
+    "odd split": ({**GOOD_ROW, "split": "holdout"}, "'split' must be one of"),
+    "a list": ([1, 2], "must be a JSON object"),
+}
+
+
+def write_manifest_with(path, bad_line: str):
+    path.write_text(json.dumps(GOOD_ROW) + "\n" + bad_line + "\n")
+    return path
+
+
+@pytest.mark.parametrize("case", [*BAD_ROWS, "not json", "too deep", "huge line"])
+@pytest.mark.parametrize("command", ["info", "train"])
+def test_bad_manifest_row_is_one_line_naming_it(tmp_path, capsys, case, command):
+    if case in BAD_ROWS:
+        line, expected = json.dumps(BAD_ROWS[case][0]), BAD_ROWS[case][1]
+    else:
+        line, expected = {"not json": ("{oops", "not a JSON line"), "too deep": ("[" * 100000, "nested too deep"),
+                          "huge line": ('"' + "x" * (2 << 20) + '"', "longer than")}[case]
+    manifest = write_manifest_with(tmp_path / "m.jsonl", line)
+    before = manifest.read_bytes()
+    argv = (["dataset", "info", "--manifest", str(manifest)] if command == "info" else
+            ["train", "--manifest", str(manifest), "--run-dir", str(tmp_path / "run")])
+    error = one_line_error(capsys, main(argv))
+    assert f"{manifest}:2:" in error and expected in error
+    assert manifest.read_bytes() == before and not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+def test_reindexing_next_to_a_bad_manifest_keeps_it(tmp_path, capsys):
+    import soundfile as sf
+
+    (tmp_path / "music").mkdir()
+    sf.write(tmp_path / "music" / "a.wav", broadband(44100, 0.5), 44100)
+    manifest = write_manifest_with(tmp_path / "m.jsonl", json.dumps(BAD_ROWS["no source"][0]))
+    before = manifest.read_bytes()
+    error = one_line_error(capsys, main(["dataset", "folder", str(tmp_path / "music"), "--manifest", str(manifest),
+                                         "--no-progress", "--force"]))
+    assert "lacks 'source'" in error and manifest.read_bytes() == before
+
+
+def test_train_on_a_missing_manifest_creates_nothing(tmp_path, capsys):
+    """Before: ClipDataset made <manifest folder>/cache/48000 (/cache/48000 for /nonexistent.jsonl) and the
+    run folder, then a traceback."""
+    manifest = tmp_path / "nowhere" / "m.jsonl"
+    error = one_line_error(capsys, main(["train", "--manifest", str(manifest), "--run-dir", str(tmp_path / "run")]))
+    assert "manifest not found" in error
+    assert files_under(tmp_path) == []
+
+
+def test_clip_dataset_checks_the_manifest_before_making_its_cache(tmp_path):
+    from bandlift.train.data_dataset import ClipDataset
+    from bandlift.train.data_sources import DataError
+
+    with pytest.raises(DataError, match="manifest not found"):
+        ClipDataset(tmp_path / "nowhere" / "m.jsonl")
+    with pytest.raises(DataError, match="no usable"):
+        ClipDataset(write_manifest_with(tmp_path / "m.jsonl", ""), split="valid")
+    assert files_under(tmp_path) == ["m.jsonl"]
+
+
+# -- training config and arguments ------------------------------------------------------------------
+CONFIGS = {
+    "bad yaml": ("data: [1, 2\ntrain: {steps: 3}\n", "not valid YAML at line"),
+    "a list": ("- 1\n- 2\n", "must be a mapping of sections"),
+    "section not a mapping": ("data: 5\n", "'data' must be a mapping"),
+    "unknown key": ("train:\n  stepz: 5\n", "unknown key 'train.stepz'"),
+    "text number": ("train:\n  lr: 2e-4\n", "'train.lr' must be like"),
+    "nan number": ("train:\n  lr: .nan\n", "'train.lr' must be like"),
+    "binary": (b"\xff\xfe\x00garbage", "cannot read it"),
+}
+
+
+@pytest.mark.parametrize("case", [*CONFIGS, "missing", "a folder"])
+def test_bad_training_config_is_one_line(tmp_path, capsys, case):
+    config = tmp_path / "cfg.yaml"
+    if case == "a folder":
+        config.mkdir()
+        expected = "cannot read it"
+    elif case != "missing":
+        text, expected = CONFIGS[case]
+        config.write_bytes(text if isinstance(text, bytes) else text.encode())
+    else:
+        expected = "cannot read it"
+    error = one_line_error(capsys, main(["train", "--config", str(config), "--manifest", str(tmp_path / "m.jsonl"),
+                                         "--run-dir", str(tmp_path / "run")]))
+    assert expected in error and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["train", "--steps", "0"], "--steps must be in"),
+    (["train", "--steps", "-5"], "--steps must be in"),
+    (["train", "--max-minutes", "nan"], "--max-minutes must be"),
+    (["train", "--max-minutes", "-1"], "--max-minutes must be"),
+    (["export", "x.pt", "-o", "x.onnx", "--tolerance", "nan"], "--tolerance must be"),
+    (["dataset", "info", "--json", "x"], "no manifest rows"),
+    (["dataset", "cache", "--rate", "0"], "--rate must be"),
+    (["dataset", "cache", "--rate", "2147483648"], "--rate must be"),
+    (["dataset", "cache", "--jobs", "100000"], "--jobs must be"),
+    (["dataset", "folder", ".", "--jobs", "0"], "--jobs must be"),
+    (["dataset", "folder", ".", "--jobs", "100000"], "--jobs must be"),
+    (["dataset", "spotify", "--query", "x", "--limit", "100000000"], "--limit must be"),
+    (["dataset", "spotify", "--query", "x", "--max-wait", "nan"], "--max-wait must be"),
+])
+def test_out_of_bounds_arguments_are_one_line(tmp_path, capsys, monkeypatch, argv, expected):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BANDLIFT_DATA", str(tmp_path / "data"))
+    if argv[0] == "train":
+        argv = [*argv, "--run-dir", str(tmp_path / "run"), "--manifest", str(tmp_path / "m.jsonl")]
+    error = one_line_error(capsys, main(argv))
+    assert expected in error
+    assert not (tmp_path / "run").exists() and not (tmp_path / "x.onnx").exists()
