@@ -1,0 +1,158 @@
+"""Property tests over the Python API (`Upsampler.process`, `Upsampler.stream`): any dtype, shape,
+memory layout, block, rate and chunking either gives the one-shot result (aligned, finite, of the
+promised length) or raises one clear ValueError. Also the bounds of `bandlift bench`'s arguments."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bandlift.rt import Upsampler
+from bandlift.rt.cli import main
+from jack_server import build_model
+
+# bounded, reproducible runs: a failure is a bug, never a flake
+SETTINGS = settings(max_examples=30, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+RATES = [1000, 7999, 8000, 11025, 16000, 22050, 44100, 48000]
+BLOCKS = [64, 128, 192, 512, 2048]
+SIGNED = ["int8", "int16", "int32"]
+FLOATS = ["float32", "float64"]
+
+
+@pytest.fixture(scope="module")
+def ups(tmp_path_factory):
+    """One Upsampler per block on a pure-delay model (its output is block-invariant)."""
+    path = build_model(tmp_path_factory.mktemp("m") / "delay.onnx", "delay", delay=5)
+    return {b: Upsampler(path, block=b, provider="cpu") for b in BLOCKS}
+
+
+@st.composite
+def signals(draw, dtypes=(*FLOATS, *SIGNED)):
+    dtype = np.dtype(draw(st.sampled_from(dtypes)))
+    channels = draw(st.integers(1, 3))
+    n = draw(st.integers(0, 2500))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    if dtype.kind == "f":
+        scale = draw(st.sampled_from([1e-30, 1e-3, 1.0, 1e6, 1e30]))
+        x = (rng.standard_normal((n, channels)) * scale).astype(dtype)
+    else:
+        info = np.iinfo(dtype)
+        x = rng.integers(info.min, info.max, (n, channels), endpoint=True, dtype=dtype)
+    if channels == 1 and draw(st.booleans()):
+        x = x[:, 0]
+    layout = draw(st.sampled_from(["C", "F", "strided"]))
+    if layout == "F":
+        x = np.asfortranarray(x)
+    elif layout == "strided":  # every other frame of a twice-as-long buffer
+        wide = np.repeat(x, 2, axis=0)
+        x = wide[::2]
+    return x
+
+
+def as_float32(x: np.ndarray) -> np.ndarray:
+    """What the API promises to do with a dtype: integers scaled to [-1, 1), floats as float32."""
+    if x.dtype.kind == "i":
+        return (x.astype(np.float64) / (np.iinfo(x.dtype).max + 1.0)).astype(np.float32)
+    return np.ascontiguousarray(x, np.float32)
+
+
+@SETTINGS
+@given(x=signals(), rate=st.sampled_from(RATES), block=st.sampled_from(BLOCKS), data=st.data())
+def test_process_equals_the_float32_one_shot_at_block_128_and_chunked_streaming(ups, x, rate, block, data):
+    y, out_rate = ups[block].process(x, rate)
+    assert out_rate == 48000 and y.dtype == np.float32
+    assert y.shape == ((round(len(x) * 48000 / rate),) + x.shape[1:])
+    assert np.isfinite(y).all()
+    reference, _ = ups[128].process(as_float32(x), rate)
+    assert np.array_equal(y, reference)  # dtype, layout and block change nothing
+    # the same signal streamed in chunks of any size
+    frames = as_float32(x).reshape(len(x), x.shape[1] if x.ndim == 2 else 1)
+    stream = ups[block].stream(rate, frames.shape[1])
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(x)), max_size=6)))
+    parts = [stream.process(frames[a:b]) for a, b in zip([0, *cuts], [*cuts, len(x)])]
+    parts.append(stream.flush())
+    assert np.array_equal(np.concatenate(parts).reshape(y.shape), y)
+
+
+@SETTINGS
+@given(x=signals(dtypes=FLOATS), rate=st.sampled_from(RATES), where=st.floats(0, 1),
+       bad=st.sampled_from([np.nan, np.inf, -np.inf]))
+def test_a_non_finite_sample_is_named_by_index_and_channel(ups, x, rate, where, bad):
+    if not len(x):
+        x = np.zeros(1, x.dtype)
+    x = np.array(x)  # writable copy
+    index = min(int(where * len(x)), len(x) - 1)
+    channel = x.shape[1] - 1 if x.ndim == 2 else 0
+    x[(index, channel) if x.ndim == 2 else index] = bad
+    with pytest.raises(ValueError, match=f"first at sample {index} \\(channel {channel}\\)"):
+        ups[128].process(x, rate)
+
+
+BAD_RATES = [0, -1, 16000.5, float("nan"), "16000", None, 96000, 2**31, 10**30,
+             pytest.param(float("inf"), marks=pytest.mark.xfail(
+                 strict=True, reason="owned by #14 item 7 (API numeric edges: OverflowError), branch files"))]
+BAD_AUDIO = [np.zeros((10, 0), np.float32), np.zeros((4, 65), np.float32), np.zeros((2, 2, 2), np.float32),
+             np.zeros(5, complex), np.zeros(5, bool), np.array(["a", "b"]), np.array([None, 1.0], object),
+             np.float32(0.5)]
+
+
+@pytest.mark.parametrize("rate", BAD_RATES, ids=repr)
+def test_a_bad_rate_is_one_value_error(ups, rate):
+    with pytest.raises(ValueError, match="sample_rate|input rate"):
+        ups[128].process(np.zeros(100, np.float32), rate)
+    with pytest.raises(ValueError, match="sample_rate|input rate"):
+        ups[128].stream(rate, 1)
+
+
+@pytest.mark.parametrize("audio", BAD_AUDIO, ids=lambda a: f"{a.dtype}{a.shape}")
+def test_bad_audio_is_one_value_error(ups, audio):
+    with pytest.raises(ValueError, match="audio must be"):
+        ups[128].process(audio, 16000)
+
+
+@pytest.mark.parametrize("block", [0, -64, 100, 64.5, pytest.param("128", marks=pytest.mark.xfail(
+    strict=True, reason="owned by #14 item 2 (block bounds: TypeError), branch speed"))], ids=repr)
+def test_a_bad_block_is_one_value_error(ups, block):
+    with pytest.raises(ValueError, match="block"):
+        Upsampler(ups[128].session.path, block=block, provider="cpu")
+
+
+@pytest.mark.xfail(strict=True, reason="owned by #14 item 7 (unsigned integers get no midpoint offset), branch files")
+@pytest.mark.parametrize("dtype", ["uint8", "uint16"])
+def test_unsigned_silence_stays_silent(ups, dtype):
+    midpoint = np.iinfo(dtype).max // 2 + 1
+    y, _ = ups[128].process(np.full(2000, midpoint, dtype), 16000)
+    assert np.abs(y).max() < 1e-6
+
+
+@pytest.mark.xfail(strict=True, reason="owned by #14 item 7 (finite float32-max input gives inf), branch files")
+def test_float32_max_stays_finite(ups):
+    x = np.zeros(2000, np.float32)
+    x[100] = np.finfo(np.float32).max
+    y, _ = ups[128].process(x, 16000)
+    assert np.isfinite(y).all()
+
+
+@pytest.mark.xfail(strict=True, reason="owned by #14 item 7 (API numeric edges: stream() takes integer chunks "
+                                       "unscaled, process() scales them), branch files")
+def test_stream_scales_integer_chunks_as_process_does(ups):
+    x = (np.sin(np.arange(3000) * 0.05) * 20000).astype(np.int16)[:, None]
+    y, _ = ups[128].process(x, 16000)
+    stream = ups[128].stream(16000, 1)
+    streamed = np.concatenate([stream.process(x[:1000]), stream.process(x[1000:]), stream.flush()])
+    assert np.array_equal(streamed, y)
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--seconds", "nan"), ("--seconds", "inf"), ("--seconds", "-1"), ("--seconds", "0"),
+    ("--rate", "0"), ("--rate", "2147483648"), ("--input-rate", "-16000"), ("--threads", "0"),
+    ("--threads", "100000"), ("--margin", "-1"), ("--margin", "1000000000"),
+])
+def test_bench_arguments_out_of_bounds_are_one_line(ups, capsys, flag, value):
+    rc = main(["bench", "--model", str(ups[128].session.path), "--block", "128", "--seconds", "0.1", flag, value])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert err.strip().splitlines() == [f"bandlift bench: error: {flag} must be in " + err.split(" must be in ")[1].strip()]
