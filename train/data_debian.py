@@ -28,6 +28,7 @@ class Package:
     min_rate: int = 0  # if set, leave out files below this rate and 8-bit PCM (a noise-filled top band)
 
 
+PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")  # Debian policy 5.6.1
 PACKAGES = {
     p.name: p for p in [
         # Takes of one sample family ("tabla_ghe5", "tabla_ghe8"; "loop_perc1", "loop_perc2") stay together.
@@ -96,6 +97,8 @@ def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 def fetch_package(name: str, dest: Path, log=print) -> Path:
     """Download and unpack `name` under dest/debian/<name> (skipped when already unpacked)."""
+    if not PACKAGE_NAME.fullmatch(name):  # names a folder that is emptied, and an apt-get argument
+        raise DebianError(f"{name!r} is not a Debian package name (lower-case letters, digits, + - .)")
     root = dest / "debian" / name
     marker = root / ".unpacked"
     if marker.exists():

@@ -217,3 +217,16 @@ def test_out_of_bounds_arguments_are_one_line(tmp_path, capsys, monkeypatch, arg
     error = one_line_error(capsys, main(argv))
     assert expected in error
     assert not (tmp_path / "run").exists() and not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("name", ["../../victim", "-oDir=/", "Upper"])
+def test_debian_package_name_cannot_name_another_folder(tmp_path, capsys, name):
+    """Before: `--packages ../../victim` found ../../victim_*.deb from dest/debs and emptied
+    dest/debian/../../victim (rmtree of a half-unpacked tree) before dpkg failed."""
+    (tmp_path / "victim").mkdir()
+    (tmp_path / "victim" / "keep.txt").write_text("mine")
+    (tmp_path / "victim_1.deb").write_bytes(b"not a deb")
+    error = one_line_error(capsys, main(["dataset", "debian", f"--packages={name}", "--dest", str(tmp_path / "data"),
+                                         "--no-progress"]))
+    assert "not a Debian package name" in error
+    assert (tmp_path / "victim" / "keep.txt").read_text() == "mine"
