@@ -51,6 +51,8 @@ def read_config(path, overrides: dict) -> dict:
 
     from bandlift.train.trainer import DEFAULTS, load_config, merge
 
+    if path is not None and not Path(path).is_file():  # missing, a folder, or a FIFO that blocks
+        raise CLIError(f"--config {path}: cannot read it (not a regular file)")
     try:
         config = load_config(path)
     except (OSError, UnicodeDecodeError) as exc:

@@ -275,6 +275,8 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
     path = Path(path)
     if not path.exists():
         return []
+    if not path.is_file():  # a folder, or a FIFO that would block the read forever
+        raise DataError(f"{path}: not a regular file")
     rows = []
     try:
         with path.open(encoding="utf-8") as fh:

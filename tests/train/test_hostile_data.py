@@ -230,3 +230,20 @@ def test_debian_package_name_cannot_name_another_folder(tmp_path, capsys, name):
                                          "--no-progress"]))
     assert "not a Debian package name" in error
     assert (tmp_path / "victim" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("command", ["info", "train config", "train manifest"])
+def test_a_fifo_as_manifest_or_config_does_not_hang(tmp_path, command):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    argv = {"info": ["dataset", "info", "--manifest", str(fifo)],
+            "train config": ["train", "--config", str(fifo), "--run-dir", str(tmp_path / "run")],
+            "train manifest": ["train", "--manifest", str(fifo), "--run-dir", str(tmp_path / "run")]}[command]
+    try:
+        proc = subprocess.run([sys.executable, "-m", "bandlift.rt.cli", *argv], capture_output=True, text=True,
+                              timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{command} waits forever on a FIFO")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "not a regular file" in lines[0] or "manifest not found" in lines[0]
