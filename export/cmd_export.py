@@ -26,11 +26,18 @@ def run(args) -> int:
 
     if not Path(args.checkpoint).is_file():
         raise CLIError(f"checkpoint not found: {args.checkpoint}")
+    if Path(args.output).exists() and Path(args.output).resolve() == Path(args.checkpoint).resolve():
+        raise CLIError(f"refusing to overwrite the checkpoint {args.checkpoint} with the model")
+    if Path(args.output).is_dir():
+        raise CLIError(f"-o {args.output} is a folder: name the .onnx file")
     try:
         gen = load_generator(args.checkpoint)
     except CheckpointError as exc:
         raise CLIError(str(exc)) from None
-    path = export_generator(gen, args.output)
+    try:
+        path = export_generator(gen, args.output)
+    except OSError as exc:
+        raise CLIError(f"cannot write {args.output}: {exc.strerror or type(exc).__name__}") from None
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
     if args.check:
         errors = check_parity(gen, path)

@@ -5,6 +5,8 @@ session reads back.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +31,23 @@ class _StreamingWrapper(torch.nn.Module):
 
 
 def export_generator(gen: Generator, path: str | Path, extra_metadata: dict | None = None) -> Path:
-    """Write ``gen`` as a streaming ONNX model with its metadata; returns the path."""
+    """Write ``gen`` as a streaming ONNX model with its metadata; returns the path. Written under a
+    temporary name and renamed at the end: a failed export leaves an existing file as it was."""
     gen = gen.eval()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx", dir=path.parent)
+    os.close(fd)
+    try:
+        _export(gen, tmp, extra_metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _export(gen: Generator, path: str, extra_metadata: dict | None) -> None:
     names = [name for name, _ in gen.state_shapes()]
     block = gen.config.frame * 2
     example = (torch.zeros(1, block), torch.full((1,), 0.5), *gen.initial_states(1))
@@ -55,7 +70,6 @@ def export_generator(gen: Generator, path: str | Path, extra_metadata: dict | No
     onnx.helper.set_model_props(model, metadata)
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
-    return path
 
 
 def check_parity(gen: Generator, path: str | Path, blocks=(64, 128, 512), seconds=0.5, seed=0) -> dict:

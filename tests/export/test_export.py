@@ -59,3 +59,20 @@ def test_export_cli_roundtrip(tmp_path, exported):
     assert main(["export", str(ckpt), "-o", str(out), "--check"]) == 0
     assert out.stat().st_size > 10_000
     assert main(["export", str(tmp_path / "missing.pt"), "-o", str(out)]) == 2
+
+
+@pytest.mark.parametrize("case", ["output is the checkpoint", "output is a folder", "output under a file"])
+def test_export_to_a_bad_output_is_one_line_and_loses_nothing(tmp_path, capsys, case):
+    from bandlift.rt.cli import main
+    from bandlift.train.trainer import DEFAULTS, merge
+
+    gen = Generator(GeneratorConfig(channels=8, dilations=[1, 2]))
+    ckpt = tmp_path / "g.pt"
+    torch.save({"generator": gen.state_dict(), "config": merge(DEFAULTS, {"model": gen.config.to_dict()})}, ckpt)
+    before = ckpt.read_bytes()
+    out = {"output is the checkpoint": ckpt, "output is a folder": tmp_path,
+           "output under a file": ckpt / "m.onnx"}[case]
+    assert main(["export", str(ckpt), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert ckpt.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["g.pt"]
