@@ -32,8 +32,9 @@ def malformed_model(path, kind: str):
     if kind == "float64 output":
         nodes.append(helper.make_node("Cast", ["audio"], ["audio_out"], to=TensorProto.DOUBLE))
         audio_out_type = TensorProto.DOUBLE
-    elif kind == "short output":  # one sample short, shapes left free in the graph
-        for name, value in (("st", [0]), ("en", [-1]), ("ax", [1])):
+    elif kind in ("short output", "one frame only"):  # shapes left free in the graph
+        end = [-1] if kind == "short output" else [64]  # one sample short, or right only for one frame
+        for name, value in (("st", [0]), ("en", end), ("ax", [1])):
             nodes.append(helper.make_node("Constant", [], [name], value=helper.make_tensor(
                 name, TensorProto.INT64, [1], value)))
         nodes.append(helper.make_node("Slice", ["audio", "st", "en", "ax"], ["audio_out"]))
@@ -59,6 +60,23 @@ def malformed_model(path, kind: str):
 KINDS = {"huge state": "more than", "state shape differs from the graph": "declared",
          "float64 output": r"is tensor\(double\)", "short output": r"the contract wants float32 \[1, 64\]",
          "missing output": "do not follow the contract"}
+
+
+def test_a_model_that_breaks_the_contract_only_on_longer_blocks(tmp_path, capsys):
+    """One frame passes the load-time probe; a 128-sample block is a ModelError at run time, one line
+    from upsample and bench."""
+    model = str(malformed_model(tmp_path / "m.onnx", "one frame only"))
+    wav = tmp_path / "in.wav"
+    sf.write(wav, np.zeros(1600, np.float32), 16000)
+    with pytest.raises(ModelError, match=r"broke the contract on a \[1, 128\] block"):
+        Upsampler(model, provider="cpu").process(np.zeros(1600, np.float32), 16000)
+    for argv in (["upsample", str(wav), str(tmp_path / "out.wav"), "--model", model],
+                 ["bench", "--model", model, "--seconds", "0.1", "--block", "128"]):
+        rc = main(argv)
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if "error" in line.lower()]
+        assert rc == 2 and "Traceback" not in err and len(errors) == 1 and "broke the contract" in errors[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav", "m.onnx"]
 
 
 @pytest.fixture(scope="module")
