@@ -247,3 +247,14 @@ def test_a_fifo_as_manifest_or_config_does_not_hang(tmp_path, command):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "not a regular file" in lines[0] or "manifest not found" in lines[0]
+
+
+def test_an_oversized_preview_is_refused_not_buffered(spotify, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("bandlift.train.data_spotify.MAX_PREVIEW_BYTES", 1000)  # the fake's MP3 is ~10 kB
+    dest = tmp_path / "data"
+    summary = tmp_path / "s.json"
+    assert main(["dataset", "spotify", "--query", "rain", "--dest", str(dest), "--no-progress",
+                 "--json", str(summary)]) == 0
+    counts = json.loads(summary.read_text())["spotify"]
+    assert counts["failed"] == 1 and counts["downloaded"] == 0
+    assert files_under(dest / "spotify" / "previews") == []
