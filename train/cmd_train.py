@@ -56,7 +56,8 @@ def read_config(path, overrides: dict) -> dict:
     try:
         config = load_config(path)
     except (OSError, UnicodeDecodeError) as exc:
-        raise CLIError(f"--config {path}: cannot read it ({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise CLIError(f"--config {path}: cannot read it ({reason})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

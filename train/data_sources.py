@@ -288,7 +288,8 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
                 try:
                     row = json.loads(line)
                 except (json.JSONDecodeError, RecursionError) as exc:
-                    raise DataError(f"{path}:{number}: not a JSON line ({getattr(exc, 'msg', 'nested too deep')})") from None
+                    reason = getattr(exc, "msg", "nested too deep")
+                    raise DataError(f"{path}:{number}: not a JSON line ({reason})") from None
                 problem = row_problem(row)
                 if problem:
                     raise DataError(f"{path}:{number}: {problem}")

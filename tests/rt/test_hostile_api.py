@@ -155,4 +155,5 @@ def test_bench_arguments_out_of_bounds_are_one_line(ups, capsys, flag, value):
     rc = main(["bench", "--model", str(ups[128].session.path), "--block", "128", "--seconds", "0.1", flag, value])
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err
-    assert err.strip().splitlines() == [f"bandlift bench: error: {flag} must be in " + err.split(" must be in ")[1].strip()]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"bandlift bench: error: {flag} must be in ")
