@@ -202,13 +202,13 @@ def _folder(args) -> int:
     return 0
 
 
-def _manifest_rows(args):
+def _manifest_rows(args, required=("path",)):
     """(manifest path, its rows); a malformed manifest is a CLIError."""
     from bandlift.train import data_sources as ds
 
     _, manifest = _paths(args)
     try:
-        return manifest, ds.read_manifest(manifest)
+        return manifest, ds.read_manifest(manifest, required)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
 
@@ -216,7 +216,7 @@ def _manifest_rows(args):
 def _info(args) -> int:
     from bandlift.train import data_sources as ds
 
-    manifest, rows = _manifest_rows(args)
+    manifest, rows = _manifest_rows(args, ds.TRAINING_FIELDS)
     if not rows:
         raise CLIError(f"no manifest rows in {manifest} (run `bandlift dataset debian` first)")
     summary = {"manifest": str(manifest), "sources": ds.summarize(rows)}

@@ -72,13 +72,13 @@ def read_config(path, overrides: dict) -> dict:
 
 def check_manifest(manifest) -> None:
     """Before anything is created: the manifest exists, parses, and has train and valid rows."""
-    from bandlift.train.data_sources import DataError, read_manifest
+    from bandlift.train.data_sources import TRAINING_FIELDS, DataError, read_manifest
 
     path = Path(manifest).expanduser()
     if not path.is_file():
         raise CLIError(f"manifest not found: {path} (see `bandlift dataset`)")
     try:
-        splits = {row.get("split", "train") for row in read_manifest(path)}
+        splits = {row.get("split", "train") for row in read_manifest(path, TRAINING_FIELDS)}
     except DataError as exc:
         raise CLIError(str(exc)) from None
     missing = [s for s in ("train", "valid") if s not in splits]

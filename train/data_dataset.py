@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from bandlift.train.degrade import MIN_CUTOFF, band_limit, degrade
-from bandlift.train.data_sources import DataError, build_cache, cache_path, read_manifest
+from bandlift.train.data_sources import TRAINING_FIELDS, DataError, build_cache, cache_path, read_manifest
 
 SILENCE_RMS_DBFS = -50.0
 CEILING_MARGIN = 0.9  # cutoff <= 0.9 * measured bandwidth
@@ -44,7 +44,7 @@ class ClipDataset(torch.utils.data.Dataset):
         self.cache_dir = Path(cache_dir) if cache_dir else self.manifest.parent / "cache" / str(rate)
         if not self.manifest.is_file():
             raise DataError(f"manifest not found: {self.manifest} (see `bandlift dataset`)")
-        rows = [r for r in read_manifest(self.manifest) if split is None or r.get("split") == split]
+        rows = [r for r in read_manifest(self.manifest, TRAINING_FIELDS) if split is None or r.get("split") == split]
         if sources is not None:
             rows = [r for r in rows if r["source"] in set(sources)
                     or r["source"].split(":")[0] in set(sources)]

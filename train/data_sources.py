@@ -32,9 +32,10 @@ from bandlift.rt.io.files import AUDIO_EXTENSIONS  # noqa: F401 (re-exported for
 SPLITS = ("train", "valid", "test")
 SPLIT_FRACTIONS = (0.90, 0.05, 0.05)
 MAX_LINE = 1 << 20  # bytes per manifest row: a longer line is a broken file, never read whole
-# What every row must have (the trainer and `dataset info` use them), and optional fields' types
-ROW_FIELDS = {"path": str, "source": str, "duration": float, "bandwidth": float}
-OPTIONAL_FIELDS = {"sample_rate": int, "channels": int, "size": int, "mtime": float, "split": str}
+# The types of the fields a row may have; every row has a path, training and `dataset info` need more
+FIELDS = {"path": str, "source": str, "duration": float, "bandwidth": float, "sample_rate": int,
+          "channels": int, "size": int, "mtime": float, "split": str}
+TRAINING_FIELDS = ("path", "source", "duration", "bandwidth")
 
 
 class DataError(ValueError):
@@ -250,14 +251,15 @@ def build_caches(rows: list[dict], cache_dir: Path, rate: int, jobs: int = 1,
     return errors
 
 
-def row_problem(row) -> str | None:
+def row_problem(row, required=("path",)) -> str | None:
     """What is wrong with one manifest row (None: nothing)."""
     if not isinstance(row, dict):
         return f"a row must be a JSON object, got {type(row).__name__}"
-    for key, kind in [*ROW_FIELDS.items(), *OPTIONAL_FIELDS.items()]:
+    missing = [key for key in required if key not in row]
+    if missing:
+        return f"row lacks {missing[0]!r}"
+    for key, kind in FIELDS.items():
         if key not in row:
-            if key in ROW_FIELDS:
-                return f"row lacks {key!r}"
             continue
         value = row[key]
         number = kind in (int, float) and type(value) in ((int,) if kind is int else (int, float))
@@ -270,8 +272,9 @@ def row_problem(row) -> str | None:
     return None
 
 
-def read_manifest(path: str | os.PathLike) -> list[dict]:
-    """Rows of a JSONL manifest ([] if it does not exist). A bad line raises DataError naming its number."""
+def read_manifest(path: str | os.PathLike, required=("path",)) -> list[dict]:
+    """Rows of a JSONL manifest ([] if it does not exist), each with the `required` fields and every
+    known field of its type. A bad line raises DataError naming its number."""
     path = Path(path)
     if not path.exists():
         return []
@@ -290,7 +293,7 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
                 except (json.JSONDecodeError, RecursionError) as exc:
                     reason = getattr(exc, "msg", "nested too deep")
                     raise DataError(f"{path}:{number}: not a JSON line ({reason})") from None
-                problem = row_problem(row)
+                problem = row_problem(row, required)
                 if problem:
                     raise DataError(f"{path}:{number}: {problem}")
                 rows.append(row)

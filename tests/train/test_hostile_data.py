@@ -139,11 +139,20 @@ def test_reindexing_next_to_a_bad_manifest_keeps_it(tmp_path, capsys):
 
     (tmp_path / "music").mkdir()
     sf.write(tmp_path / "music" / "a.wav", broadband(44100, 0.5), 44100)
-    manifest = write_manifest_with(tmp_path / "m.jsonl", json.dumps(BAD_ROWS["no source"][0]))
+    manifest = write_manifest_with(tmp_path / "m.jsonl", json.dumps(BAD_ROWS["text duration"][0]))
     before = manifest.read_bytes()
     error = one_line_error(capsys, main(["dataset", "folder", str(tmp_path / "music"), "--manifest", str(manifest),
                                          "--no-progress", "--force"]))
-    assert "lacks 'source'" in error and manifest.read_bytes() == before
+    assert "'duration' must be a number" in error and manifest.read_bytes() == before
+
+
+def test_an_evaluation_manifest_needs_only_paths(tmp_path):
+    from bandlift.train.data_sources import DataError
+
+    manifest = write_manifest_with(tmp_path / "m.jsonl", json.dumps({"path": "a.wav", "split": "test"}))
+    assert [r["path"] for r in read_manifest(manifest)] == ["/x.wav", "a.wav"]
+    with pytest.raises(DataError, match="lacks 'source'"):
+        read_manifest(manifest, ("path", "source"))
 
 
 def test_train_on_a_missing_manifest_creates_nothing(tmp_path, capsys):
