@@ -140,17 +140,16 @@ def _collect_query(sp, kind: str, value: str, limit: int, market: str | None):
     """Yield track objects for one query spec."""
     if kind == "playlist":
         page = _spotify_call(sp.playlist_items, value, additional_types=("track",))
-        for _ in range(MAX_PAGES):
+        for number in range(1, MAX_PAGES + 1):
             for item in _list(page.get("items")):
                 track = _dict(_dict(item).get("track"))
                 if track.get("id"):
                     yield track
             nxt = page.get("next")
             # the next page only from the API itself: the bearer token never goes anywhere else
-            if not (isinstance(nxt, str) and nxt.startswith(sp.prefix)):
+            if number == MAX_PAGES or not (isinstance(nxt, str) and nxt.startswith(sp.prefix)):
                 return
             page = _spotify_call(sp.next, page)
-        return
     q = {"query": value, "artist": f'artist:"{value}"', "genre": f'genre:"{value}"'}[kind]
     offset = 0
     while offset < limit:

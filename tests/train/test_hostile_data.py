@@ -267,3 +267,34 @@ def test_an_oversized_preview_is_refused_not_buffered(spotify, tmp_path, monkeyp
     counts = json.loads(summary.read_text())["spotify"]
     assert counts["failed"] == 1 and counts["downloaded"] == 0
     assert files_under(dest / "spotify" / "previews") == []
+
+
+class PagingAPI:
+    """A Spotify client stand-in whose playlist pages point wherever `next_url` says."""
+
+    prefix = "http://api.test/v1/"
+
+    def __init__(self, next_url):
+        self.next_url, self.calls = next_url, 0
+
+    def page(self):
+        self.calls += 1
+        return {"items": [{"track": {"id": f"t{self.calls}"}}], "next": self.next_url}
+
+    def playlist_items(self, *args, **kwargs):
+        return self.page()
+
+    def next(self, page):
+        return self.page()
+
+
+@pytest.mark.parametrize("next_url, pages", [("http://elsewhere.test/v1/steal-the-token", 1),
+                                             ("http://api.test/v1/playlists/PL/items?again", 3),
+                                             (["not", "a", "url"], 1)])
+def test_playlist_paging_stays_on_the_api_and_ends(monkeypatch, next_url, pages):
+    from bandlift.train import data_spotify
+
+    monkeypatch.setattr(data_spotify, "MAX_PAGES", 3)
+    api = PagingAPI(next_url)
+    tracks = [t["id"] for t in data_spotify._collect_query(api, "playlist", "PL", 100, None)]
+    assert api.calls == pages and tracks == [f"t{i}" for i in range(1, pages + 1)]
