@@ -51,7 +51,23 @@ class GeneratorConfig:
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown model config key(s): {', '.join(sorted(unknown))}")
-        return cls(**data)
+        config = cls(**data)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """Types and sane bounds, before anything is allocated (configs and checkpoints come from others)."""
+        limits = {"sample_rate": (8000, 384000), "frame": (1, 4096), "n_fft": (2, 16384), "channels": (1, 1024),
+                  "kernel": (1, 31), "context_fft": (0, 65536), "context_bins": (0, 32769), "gru": (0, 1024)}
+        for name, (low, high) in limits.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ValueError(f"model.{name} must be an integer in {low}..{high}, not {value!r}")
+        if (not isinstance(self.dilations, list) or not 1 <= len(self.dilations) <= 64
+                or not all(isinstance(d, int) and 1 <= d <= 4096 for d in self.dilations)):
+            raise ValueError(f"model.dilations must be 1-64 integers in 1..4096, not {self.dilations!r}")
+        if self.arch not in ("spectral", "waveform"):
+            raise ValueError(f"model.arch must be 'spectral' or 'waveform', not {self.arch!r}")
 
 
 class StreamConv1d(nn.Module):

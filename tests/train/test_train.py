@@ -205,6 +205,9 @@ def test_unknown_model_keys_are_refused():
 
     with pytest.raises(ValueError, match="unknown model config key"):
         GeneratorConfig.from_dict({"chanels": 8})
+    for bad in ({"channels": 10**9}, {"dilations": [1] * 10**6}, {"gru": -1}, {"n_fft": "128"}, {"arch": "x"}):
+        with pytest.raises(ValueError, match="model\\."):  # refused before any weight is allocated
+            GeneratorConfig.from_dict(bad)
 
 
 def test_a_malicious_checkpoint_does_not_run(tmp_path, manifest):
