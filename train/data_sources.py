@@ -5,7 +5,8 @@ No torch here (the `dataset` subcommands import this). A manifest row describes 
     {"path": absolute path, "source": "debian:sonic-pi-samples" | "folder" | "spotify",
      "licence": short note, "duration": seconds, "sample_rate": Hz, "channels": int,
      "codec": "FLAC/PCM_16" | "OGG/VORBIS" | "MP3/MPEG_LAYER_III" | ..., "bandwidth": Hz (measured),
-     "split": "train" | "valid" | "test", "group": split key, "size": bytes, "mtime": float, ...}
+     "split": "train" | "valid" | "test", "group": split key, "category": see CATEGORIES,
+     "size": bytes, "mtime": float, ...}
 
 Splits are assigned by a hash of the row's group (by default the file's path relative to its source
 root, optionally a folder such as one drum kit), so no recording ever feeds two splits, and the
@@ -109,6 +110,24 @@ def _probe_safe(path: str):
         return None, f"{type(exc).__name__}: {exc}".strip()
 
 
+CATEGORIES = ("speech", "music", "instruments", "other")  # what `bandlift eval` reports per
+
+
+def source_category(source: str) -> str:
+    """A source's category: a Debian package's own, "music" for Spotify, else "other"."""
+    if source.startswith("debian:"):
+        from bandlift.train.data_debian import PACKAGES
+
+        package = PACKAGES.get(source.removeprefix("debian:"))
+        return package.category if package else "other"
+    return "music" if source == "spotify" else "other"
+
+
+def row_category(row: dict) -> str:
+    """A manifest row's category; rows of manifests written before it existed go by their source."""
+    return row.get("category") or source_category(row.get("source", ""))
+
+
 @dataclass
 class Candidate:
     """A file to index: where it is, and the manifest fields that do not need decoding."""
@@ -178,7 +197,7 @@ def _collect(cand, row, err, rows, errors) -> float:
 
 def _finish_row(row: dict, cand: Candidate) -> dict:
     row.update(source=cand.source, licence=cand.licence, group=cand.group,
-               split=assign_split(cand.group))
+               split=assign_split(cand.group), category=source_category(cand.source))
     if cand.extra:
         row.update(cand.extra)
     return row
