@@ -234,7 +234,7 @@ def candidates(name: str, root: Path) -> list[Candidate]:
         else:
             group = rel.as_posix()
         out.append(Candidate(str(f), f"debian:{name}", licence, f"debian:{name}:{group}",
-                             {"package": name}))
+                             {"package": name, "category": pkg.category}))
     return out
 
 

@@ -110,22 +110,7 @@ def _probe_safe(path: str):
         return None, f"{type(exc).__name__}: {exc}".strip()
 
 
-CATEGORIES = ("speech", "music", "instruments", "other")  # what `bandlift eval` reports per
-
-
-def source_category(source: str) -> str:
-    """A source's category: a Debian package's own, "music" for Spotify, else "other"."""
-    if source.startswith("debian:"):
-        from bandlift.train.data_debian import PACKAGES
-
-        package = PACKAGES.get(source.removeprefix("debian:"))
-        return package.category if package else "other"
-    return "music" if source == "spotify" else "other"
-
-
-def row_category(row: dict) -> str:
-    """A manifest row's category; rows of manifests written before it existed go by their source."""
-    return row.get("category") or source_category(row.get("source", ""))
+CATEGORIES = ("speech", "music", "instruments", "other")  # a row's "category": what `bandlift eval` reports per
 
 
 @dataclass
@@ -197,7 +182,7 @@ def _collect(cand, row, err, rows, errors) -> float:
 
 def _finish_row(row: dict, cand: Candidate) -> dict:
     row.update(source=cand.source, licence=cand.licence, group=cand.group,
-               split=assign_split(cand.group), category=source_category(cand.source))
+               split=assign_split(cand.group))
     if cand.extra:
         row.update(cand.extra)
     return row
