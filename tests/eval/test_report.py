@@ -48,9 +48,9 @@ def test_report_page_is_static_and_complete(report):
     for src in sources:
         assert not src.startswith(("/", "http:", "https:", "file:")) and (html_dir / src).is_file()
     assert page.count("<section>") == 2 and "overall: 2 file(s)" in page and "noise_fill" in page
-    rates = {sf.info(html_dir / "audio" / f"001_{name}.wav").samplerate for name in ("reference", "sinc")}
-    assert rates == {44100} and sf.info(html_dir / "audio" / "001_input.wav").samplerate == 16000
-    info = sf.info(html_dir / "audio" / "001_reference.wav")
+    rates = {sf.info(html_dir / "audio" / f"001_{name}.flac").samplerate for name in ("reference", "sinc")}
+    assert rates == {44100} and sf.info(html_dir / "audio" / "001_input.flac").samplerate == 16000
+    info = sf.info(html_dir / "audio" / "001_reference.flac")
     assert info.subtype == "PCM_16" and info.channels == 2 and info.duration == pytest.approx(1.0, abs=1e-3)
 
 
@@ -73,7 +73,7 @@ def test_the_probe_catches_a_broken_file(report, tmp_path):
     (tmp_path / "broken.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEjunk")
     page = tmp_path / "index.html"
     page.write_text('<audio src="broken.wav"></audio><audio src="missing.flac"></audio>'
-                    f'<audio src="{(html_dir / "audio" / "000_sinc.wav").as_uri()}"></audio>')
+                    f'<audio src="{(html_dir / "audio" / "000_sinc.flac").as_uri()}"></audio>')
     audio = evaluate_in_page(page.as_uri(), PROBE_AUDIO)
     assert [a["problem"] is not None for a in audio] == [True, True, False]
     assert [a["played"] for a in audio] == [False, False, True]
@@ -92,10 +92,10 @@ def test_blind_report_hides_the_methods(tmp_path):
     section = (tmp_path / "html" / "index.html").read_text().split("<section>")[1]
     assert not any(name in section for name in ("sinc", "sbr", "noise_fill", "LSD"))
     audio = sorted(p.name for p in (tmp_path / "html" / "audio").iterdir())
-    assert audio == ["000_A.wav", "000_B.wav", "000_C.wav", "000_input.wav", "000_reference.wav"]
+    assert audio == ["000_A.flac", "000_B.flac", "000_C.flac", "000_input.flac", "000_reference.flac"]
     # The key points at the right files: only sinc's has nothing above the 8 kHz cutoff.
     for label, name in key.items():
-        y, rate = sf.read(tmp_path / "html" / "audio" / f"000_{label}.wav")
+        y, rate = sf.read(tmp_path / "html" / "audio" / f"000_{label}.flac")
         power = np.abs(np.fft.rfft(y)) ** 2
         high_share = power[int(len(y) * 10000 / rate):].sum() / power.sum()
         assert (high_share < 1e-4) == (name == "sinc"), (name, high_share)

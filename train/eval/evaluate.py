@@ -436,15 +436,21 @@ def to_json(results: dict) -> dict:
     return results
 
 
-def draw_spectrogram(ax, y, sr: float, top_hz: float) -> None:
-    """The LSD's log-power spectrogram of `y` (first channel) in dB on `ax`, 0 to top_hz."""
+def spectrogram_db(y) -> np.ndarray:
+    """The LSD's log-power spectrogram of `y` (first channel) in dB, [bins, frames]."""
     y = np.asarray(y, dtype=np.float64)
-    y = y[:, 0] if y.ndim == 2 else y
-    db = 10 * metrics.log_power_spectrogram(y)[0]
+    return 10 * metrics.log_power_spectrogram(y[:, 0] if y.ndim == 2 else y)[0]
+
+
+def draw_spectrogram(ax, y, sr: float, top_hz: float, vmax_db: float | None = None) -> None:
+    """`spectrogram_db(y)` on `ax`, 0 to top_hz, colours from the LSD's floor (-80 dB) to vmax_db
+    (default: its own peak)."""
+    db = spectrogram_db(y)
     extent = (0.0, len(y) / sr, 0.0, sr / 2000.0)
-    ax.imshow(db, origin="lower", aspect="auto", extent=extent, cmap="magma",
-              vmin=-80, vmax=max(float(db.max()), -40.0))
+    vmax = max(float(db.max()) if vmax_db is None else vmax_db, -40.0)
+    ax.imshow(db, origin="lower", aspect="auto", extent=extent, cmap="magma", vmin=-80, vmax=vmax)
     ax.set_ylim(0, top_hz / 1000.0)
+    ax.set_facecolor("black")  # above a low-rate input's Nyquist: nothing
     ax.set_ylabel("kHz")
 
 

@@ -1,7 +1,7 @@
 """The listening report of `bandlift eval --html DIR`: one static page, relative links only.
 
 DIR/index.html holds the summary table (per category and overall) and, per reference file, a player
-and a spectrogram for the reference, the input and every method; DIR/audio/ the 16-bit WAV excerpts
+and a spectrogram for the reference, the input and every method; DIR/audio/ the 16-bit FLAC excerpts
 that were scored (one gain per file, so that none clips and levels stay comparable), DIR/spectrograms/
 the PNGs. Blind: each file's methods appear under letters in a shuffled order of their own, without
 their scores; the key (file -> letter -> method) goes into the eval's JSON.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bandlift.train.eval.evaluate import COLUMNS, draw_spectrogram, group_title
+from bandlift.train.eval.evaluate import COLUMNS, draw_spectrogram, group_title, spectrogram_db
 
 PEAK = 0.99  # highest sample of a file's excerpts after its gain
 
@@ -45,14 +45,15 @@ class ListeningReport:
         rows += [(labels[n], signals["outputs"][n], rate, record["metrics"][n]) for n in names]
         peak = max(float(np.max(np.abs(y))) if np.size(y) else 0.0 for _, y, _, _ in rows)
         gain = min(1.0, PEAK / peak) if peak > 0 else 1.0
+        vmax_db = float(spectrogram_db(signals["reference"]).max())  # one colour scale per file
         cells = []
         for label, y, sr, scores in rows:
             stem = f"{index:03d}_{label}"
-            _write_wav(self.folder / "audio" / f"{stem}.wav", np.asarray(y) * gain, sr)
-            _write_png(self.folder / "spectrograms" / f"{stem}.png", y, sr, rate / 2)
+            _write_audio(self.folder / "audio" / f"{stem}.flac", np.asarray(y) * gain, sr)
+            _write_png(self.folder / "spectrograms" / f"{stem}.png", y, sr, rate / 2, vmax_db)
             shown = "" if scores is None or self.blind else _scores(scores)
             cells.append(f'<tr><th>{html.escape(label)}</th><td><audio controls preload="metadata" '
-                         f'src="audio/{stem}.wav"></audio>{shown}</td><td><img src="spectrograms/{stem}.png" '
+                         f'src="audio/{stem}.flac"></audio>{shown}</td><td><img src="spectrograms/{stem}.png" '
                          f'alt="spectrogram of {html.escape(label)}"></td></tr>')
         name = html.escape(Path(record["path"]).name)
         about = (f'{html.escape(record["category"])}, {record["seconds"]:g} s at {rate} Hz, input cut at '
@@ -77,20 +78,20 @@ class ListeningReport:
         return out
 
 
-def _write_wav(path: Path, y: np.ndarray, rate: int) -> None:
+def _write_audio(path: Path, y: np.ndarray, rate: int) -> None:
     import soundfile as sf
 
-    sf.write(str(path), np.clip(y, -1.0, 1.0).astype(np.float32), int(rate), subtype="PCM_16")
+    sf.write(str(path), np.clip(y, -1.0, 1.0).astype(np.float32), int(rate), format="FLAC", subtype="PCM_16")
 
 
-def _write_png(path: Path, y, sr: float, top_hz: float) -> None:
+def _write_png(path: Path, y, sr: float, top_hz: float, vmax_db: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4.5, 1.6))
-    draw_spectrogram(ax, y, sr, top_hz)
+    draw_spectrogram(ax, y, sr, top_hz, vmax_db)
     ax.set_xlabel("s", labelpad=0)
     fig.tight_layout(pad=0.3)
     fig.savefig(path, dpi=72)
