@@ -91,7 +91,7 @@ def lsd(ref, est, sr: float, hf_from: float | None = None, lf_to: float | None =
 
 
 VISQOL_RATE = 48000
-VISQOL_MIN_SECONDS = 1.0  # its patches need ~0.96 s of audio
+VISQOL_MIN_SECONDS = 0.97  # its patches need 0.96 s of audio
 _visqol_api = None
 
 
