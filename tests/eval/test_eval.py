@@ -221,3 +221,18 @@ def test_references_are_judged_at_their_own_rate(tmp_path, capsys):
     assert rc == 0 and [r["rate"] for r in res["files"]] == [48000]  # b96 only
     assert list(res["summary"]["by_category"]) == ["instruments"]  # files outside a manifest: --category
     assert [s["path"][-7:] for s in res["skipped"]] == ["a44.wav", "c22.wav"]
+
+
+def test_dataset_folder_category_reaches_the_eval(tmp_path):
+    """`bandlift dataset folder --category` writes the category into the manifest rows; eval groups by it."""
+    (tmp_path / "voices").mkdir()
+    for i in range(2):
+        sf.write(tmp_path / "voices" / f"{i}.wav", music_like(0.5, seed=20 + i), 48000)
+    manifest = tmp_path / "manifest.jsonl"
+    assert main(["dataset", "folder", str(tmp_path / "voices"), "--manifest", str(manifest),
+                 "--category", "speech", "--no-progress"]) == 0
+    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    assert [r["category"] for r in rows] == ["speech", "speech"]
+    rc, res = run_eval(tmp_path, "--data", manifest, "--input-rate", 16000, "--no-model", "--baselines", "sinc")
+    assert rc == 0 and list(res["summary"]["by_category"]) == ["speech"]
+    assert res["summary"]["by_category"]["speech"]["files"] == 2

@@ -7,7 +7,7 @@ baselines of `bandlift.train.eval.baselines` and `model_method(path)` (the strea
 
 References are audio files, folders (searched recursively) or .jsonl manifests (rows with a
 "path", optionally filtered by their "split"); a manifest row's category (speech / music / instruments,
-`bandlift.train.data_sources.row_category`) groups the results, other files get `EvalConfig.category`.
+`row_category`) groups the results, other files get `EvalConfig.category`.
 For each reference file: read (optionally the first `seconds`), resample to the judged rate (by default
 the file's own rate, at most 48 kHz; a fixed `rate` refuses files below it: they have no band to
 compare against), make the low-band input (soxr down to `input_rate`; then a brick-wall low-pass at
@@ -74,9 +74,10 @@ class EvalConfig:
         if self.seconds is not None and self.seconds < MIN_SECONDS:
             raise EvalError(f"seconds must be at least {MIN_SECONDS}, got {self.seconds}")
 
-    def judged_rate(self, file_rate: int) -> int:
-        """The rate a reference of `file_rate` is scored at."""
-        return self.rate or min(int(file_rate), MAX_RATE)
+
+def judged_rate(rate: int | None, file_rate: int) -> int:
+    """The rate a reference of `file_rate` is scored at: `rate`, or None: its own, at most MAX_RATE."""
+    return rate or min(int(file_rate), MAX_RATE)
 
 
 # --- files ----------------------------------------------------------------------------------------
@@ -156,7 +157,7 @@ def load_reference(path: Path, rate: int | None, seconds: float | None = None) -
         x, file_rate = sf.read(str(path), frames=frames, dtype="float64", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
         raise SkipFile(f"unreadable ({exc})") from exc
-    rate = rate or min(file_rate, MAX_RATE)
+    rate = judged_rate(rate, file_rate)
     if file_rate < rate:
         raise SkipFile(f"its rate {file_rate} Hz is below the output rate {rate} Hz, so it has no "
                        f"reference for the band above {file_rate / 2:g} Hz (without --rate, each file "
@@ -250,7 +251,7 @@ def evaluate_file(path: Path, methods: dict[str, Method], cfg: EvalConfig,
     from bandlift.rt.dsp.bandwidth import effective_bandwidth
 
     ref, file_rate = load_reference(path, cfg.rate, cfg.seconds)
-    rate = cfg.judged_rate(file_rate)
+    rate = judged_rate(cfg.rate, file_rate)
     if cfg.input_rate > rate or (cfg.input_rate == rate and not isinstance(cfg.input_cutoff, (int, float))):
         raise SkipFile(f"judged at its own rate {rate} Hz, it has no band above a {cfg.input_rate} Hz "
                        "input" + ("" if cfg.input_rate > rate else " without --input-cutoff"))
