@@ -31,8 +31,9 @@ def configure(parser) -> None:
     parser.add_argument("--input-rate", type=int, required=True, metavar="HZ",
                         help="rate of the low-band input made from each reference (soxr down)")
     parser.add_argument("--input-cutoff", type=_cutoff, default=None, metavar="HZ|auto",
-                        help="band limit of the input: brick-wall low-pass at HZ (needed when "
-                             "--input-rate equals --rate), or 'auto': tell every method the "
+                        help="band limit of the input: brick-wall low-pass at HZ (needed where "
+                             "--input-rate equals the rate a reference is judged at), or 'auto': tell "
+                             "every method the "
                              "bandwidth measured on the input (default: input Nyquist)")
     parser.add_argument("--category", choices=CATEGORIES, default="other",
                         help="category of references that are not manifest rows (default: other)")
