@@ -33,6 +33,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                        help="re-measure every file (default: reuse rows of unchanged files)")
 
     from bandlift.train import data_debian
+    from bandlift.train.data_sources import CATEGORIES
 
     p = sub.add_parser("debian", help="apt-get download + dpkg -x Debian packages with recordings",
                        description="Download (apt-get download, no root needed) and unpack (dpkg -x) "
@@ -46,6 +47,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("folders", nargs="+", type=Path, metavar="DIR")
     p.add_argument("--name", default=None, help="source name (default: folder:<first folder name>)")
     p.add_argument("--licence", default="user-provided", help="licence note for the manifest")
+    p.add_argument("--category", choices=CATEGORIES, default="other",
+                   help="what `bandlift eval` reports these files under (default: other)")
     common(p)
 
     p = sub.add_parser("cache", help="decode and resample manifest files into the training cache",
@@ -174,7 +177,7 @@ def _debian(args) -> int:
     return 0
 
 
-def folder_candidates(folders: list[Path], source: str, licence: str):
+def folder_candidates(folders: list[Path], source: str, licence: str, category: str = "other"):
     from bandlift.train.data_sources import AUDIO_EXTENSIONS, Candidate
 
     out = []
@@ -185,7 +188,8 @@ def folder_candidates(folders: list[Path], source: str, licence: str):
         for f in sorted(folder.rglob("*")):
             if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS:
                 rel = f.relative_to(folder).as_posix()
-                out.append(Candidate(str(f), source, licence, f"{source}:{folder.name}/{rel}"))
+                out.append(Candidate(str(f), source, licence, f"{source}:{folder.name}/{rel}",
+                                     {"category": category}))
     return out
 
 
@@ -194,7 +198,7 @@ def _folder(args) -> int:
 
     _, manifest = _paths(args)
     source = args.name or f"folder:{args.folders[0].expanduser().resolve().name}"
-    candidates = folder_candidates(args.folders, source, args.licence)
+    candidates = folder_candidates(args.folders, source, args.licence, args.category)
     if not candidates:
         raise CLIError("no audio files found (looked for " + ", ".join(
             sorted(AUDIO_EXTENSIONS)) + ")")

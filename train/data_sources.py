@@ -5,7 +5,8 @@ No torch here (the `dataset` subcommands import this). A manifest row describes 
     {"path": absolute path, "source": "debian:sonic-pi-samples" | "folder" | "spotify",
      "licence": short note, "duration": seconds, "sample_rate": Hz, "channels": int,
      "codec": "FLAC/PCM_16" | "OGG/VORBIS" | "MP3/MPEG_LAYER_III" | ..., "bandwidth": Hz (measured),
-     "split": "train" | "valid" | "test", "group": split key, "size": bytes, "mtime": float, ...}
+     "split": "train" | "valid" | "test", "group": split key, "category": see CATEGORIES,
+     "size": bytes, "mtime": float, ...}
 
 Splits are assigned by a hash of the row's group (by default the file's path relative to its source
 root, optionally a folder such as one drum kit), so no recording ever feeds two splits, and the
@@ -117,6 +118,9 @@ def _probe_safe(path: str):
         return probe_file(path), None
     except Exception as exc:  # noqa: BLE001 - reported and skipped, never a crash
         return None, f"{type(exc).__name__}: {exc}".strip()
+
+
+CATEGORIES = ("speech", "music", "instruments", "other")  # a row's "category": what `bandlift eval` reports per
 
 
 @dataclass

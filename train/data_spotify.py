@@ -308,6 +308,7 @@ def run(args, dest: Path, manifest: Path, index_and_write) -> int:
         path = preview_path(previews, t["spotify_id"])
         if t["status"] == "downloaded":
             extra = {k: t.get(k) for k in ("spotify_id", "name", "artists", "album", "external_url")}
+            extra["category"] = "music"
             candidates.append(Candidate(str(path), SOURCE, LICENCE, f"spotify:{t['spotify_id']}", extra))
     summary = index_and_write(candidates, {SOURCE}, manifest, args, "indexing spotify")
     summary.update(spotify=counts)

@@ -119,3 +119,25 @@ def test_oracle_noise_matches_the_reference_band_and_bounds_snr(signals):
     assert 1.0 < snr_loss < 4.0
     with pytest.raises(ValueError, match="reference"):
         baselines.oracle_noise(low, 16000, RATE)
+
+
+def test_oracle_envelope_follows_the_reference_band_by_band_and_frame_by_frame(signals):
+    """A coarse envelope (16 bands, ~21 ms frames) of the reference's own high band: each part of the
+    band at the reference's level, silence where the reference's high band stops, and so an LSD
+    between the per-bin oracle's and that of the noise fill, which cannot know where it stops."""
+    ref, low = signals
+    sinc = baselines.sinc(low, 16000, RATE)
+    gate = (np.arange(len(ref)) < len(ref) // 2).astype(np.float32)  # the high band stops half-way
+    gated = sinc + (ref - sinc) * gate
+    oracle = baselines.oracle_envelope(low, 16000, RATE, reference=gated)
+    assert oracle.shape == ref.shape and np.isfinite(oracle).all()
+    first, second = slice(0, len(ref) // 2 - 2048), slice(len(ref) // 2 + 2048, None)
+    for lo, hi in ((9000, 11000), (12000, 15000), (16000, 21000)):
+        assert abs(band_db(oracle[first], lo, hi) - band_db(gated[first], lo, hi)) < 1.5, (lo, hi)
+    assert band_db(oracle[second], 9000, 20000) < band_db(oracle[first], 9000, 20000) - 40
+    # The noise fill only sees the (ungated) low band: it cannot know where the high band stops.
+    per_bin = baselines.oracle_noise(low, 16000, RATE, reference=gated)
+    fill = baselines.noise_fill(low, 16000, RATE)
+    assert metrics.lsd(gated, per_bin, RATE) < metrics.lsd(gated, oracle, RATE) < metrics.lsd(gated, fill, RATE)
+    with pytest.raises(ValueError, match="reference"):
+        baselines.oracle_envelope(low, 16000, RATE)

@@ -22,9 +22,9 @@ def refs(tmp_path_factory):
     return d
 
 
-def run_eval(tmp_path, *args):
+def run_eval(tmp_path, *args, visqol=False):
     out = tmp_path / "eval.json"
-    rc = main(["eval", "--quiet", "--json", str(out), *map(str, args)])
+    rc = main(["eval", "--quiet", "--json", str(out), *map(str, args), *([] if visqol else ["--no-visqol"])])
     return rc, (json.loads(out.read_text()) if rc == 0 else None)
 
 
@@ -37,6 +37,7 @@ def test_eval_all_baselines_end_to_end(refs, tmp_path, capsys):
     for record in res["files"]:
         assert set(record["metrics"]) == set(names)
         for m in record["metrics"].values():
+            assert m.pop("visqol") is None  # --no-visqol
             assert set(m) == {"lsd", "lsd_hf", "snr", "si_sdr"} and all(np.isfinite(list(m.values())))
         assert record["metrics"]["noise_fill"]["lsd"] < record["metrics"]["sinc"]["lsd"]
         assert record["input_cutoff_hz"] == 8000
@@ -91,7 +92,7 @@ def test_bad_files_are_skipped_with_reasons(refs, tmp_path, capsys):
     nan[100] = np.nan
     sf.write(bad / "nan.wav", nan, 48000, subtype="FLOAT")
     rc, res = run_eval(tmp_path, "--data", refs / "mono.wav", bad, "--input-rate", 16000, "--no-model",
-                       "--baselines", "sinc", "--seconds", 0.5)
+                       "--baselines", "sinc", "--seconds", 0.5, "--rate", 48000)
     assert rc == 0 and len(res["files"]) == 1 and res["files"][0]["seconds"] == 0.5
     reasons = {s["path"].split("/")[-1]: s["reason"] for s in res["skipped"]}
     assert "unreadable" in reasons["garbage.wav"]
@@ -101,9 +102,11 @@ def test_bad_files_are_skipped_with_reasons(refs, tmp_path, capsys):
     assert "skipping" in err and "garbage.wav" in err
 
     # Nothing usable: a clear error naming the files and why, exit status 2.
-    rc = main(["eval", "--quiet", "--data", str(bad / "low_rate.wav"), "--input-rate", "16000", "--no-model"])
+    rc = main(["eval", "--quiet", "--data", str(bad / "low_rate.wav"), "--input-rate", "16000", "--no-model",
+               "--rate", "48000"])
     assert rc == 2
-    assert "no usable reference" in (err := capsys.readouterr().err) and "low_rate.wav" in err and "--rate 44100" in err
+    err = capsys.readouterr().err
+    assert "no usable reference" in err and "low_rate.wav" in err and "without --rate" in err
 
 
 @pytest.mark.parametrize("args, message", [
@@ -149,3 +152,87 @@ def test_a_silent_channel_is_left_out(tmp_path):
     sf.write(tmp_path / "half.wav", stereo, 48000, subtype="FLOAT")
     ref, _ = load_reference(tmp_path / "half.wav", 48000)
     assert ref.shape == (48000, 1) and np.allclose(ref[:, 0], stereo[:, 0])
+
+
+def test_per_category_and_overall_with_visqol(tmp_path, capsys):
+    """Means per category (from the manifest's rows; old rows without one go by their source) and
+    overall; ViSQOL puts sinc below both oracles in each category; clips too short for ViSQOL are
+    scored on the other metrics and counted apart."""
+    rows = []
+    for i, (category, source, seconds) in enumerate([
+            ("speech", "folder:mine", 1.2), ("speech", "folder:mine", 1.3), ("speech", "folder:mine", 0.6),
+            (None, "debian:wesnoth-1.16-music", 1.2), (None, "debian:wesnoth-1.16-music", 1.25)]):
+        sf.write(tmp_path / f"{i}.wav", music_like(seconds, seed=10 + i), 48000)
+        rows.append({"path": f"{i}.wav", "source": source, "split": "test"}
+                    | ({"category": category} if category else {}))
+    rows.append({"path": "0.wav", "source": "folder:mine", "split": "train", "category": "instruments"})
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rc, res = run_eval(tmp_path, "--data", manifest, "--split", "test", "--input-rate", 16000, "--no-model",
+                       "--baselines", "sinc", "--oracle", visqol=True)
+    assert rc == 0
+    assert res["config"]["methods"] == ["sinc", "oracle_noise", "oracle_envelope"]
+    assert [r["category"] for r in res["files"]] == ["speech"] * 3 + ["music"] * 2
+    summary = res["summary"]
+    assert list(summary["by_category"]) == ["speech", "music"]
+    assert [(g["files"], g["visqol_files"]) for g in summary["by_category"].values()] == [(3, 2), (2, 2)]
+    assert (summary["files"], summary["visqol_files"]) == (5, 4)
+    assert res["files"][2]["metrics"]["sinc"]["visqol"] is None  # 0.6 s: too short for ViSQOL
+    for category, group in summary["by_category"].items():
+        files = [r for r in res["files"] if r["category"] == category]
+        for name in res["config"]["methods"]:
+            for key in ("lsd", "snr"):
+                assert group["mean"][name][key] == pytest.approx(np.mean([r["metrics"][name][key] for r in files]))
+            assert group["mean"][name]["visqol"] == pytest.approx(
+                np.mean([r["metrics"][name]["visqol"] for r in files if r["seconds"] >= 1.0]))
+        mean = group["mean"]
+        for oracle in ("oracle_noise", "oracle_envelope"):
+            assert mean["sinc"]["visqol"] + 1.0 < mean[oracle]["visqol"] <= 5
+            assert mean[oracle]["lsd"] < mean["sinc"]["lsd"]
+        assert 1 <= mean["sinc"]["visqol"]
+    table = capsys.readouterr().out
+    assert "speech: 3 file(s), ViSQOL on 2" in table and "music: 2 file(s)" in table
+    assert "overall: 5 file(s)" in table
+    assert "ViSQOL" in table.splitlines()[table.splitlines().index("Mean, music: 2 file(s)") + 1]
+
+
+def test_references_are_judged_at_their_own_rate(tmp_path, capsys):
+    """Without --rate: a 44.1 kHz reference is judged at 44.1 kHz, a 96 kHz one at 48 kHz; a reference
+    with no band above the input is skipped with the reason. --rate still fixes one rate for all."""
+    sf.write(tmp_path / "a44.wav", music_like(1.0, rate=44100, seed=1, channels=2), 44100)
+    sf.write(tmp_path / "b96.wav", music_like(1.0, rate=96000, seed=2), 96000)
+    sf.write(tmp_path / "c22.wav", music_like(1.0, rate=22050, seed=3), 22050)
+    rc, res = run_eval(tmp_path, "--data", tmp_path, "--input-rate", 24000, "--no-model",
+                       "--baselines", "sinc,noise_fill")
+    assert rc == 0
+    assert [(r["path"][-7:], r["file_rate"], r["rate"]) for r in res["files"]] == [
+        ("a44.wav", 44100, 44100), ("b96.wav", 96000, 48000)]
+    assert [s["path"][-7:] for s in res["skipped"]] == ["c22.wav"]
+    assert "no band above a 24000 Hz input" in res["skipped"][0]["reason"]
+    for record in res["files"]:
+        assert record["metrics"]["noise_fill"]["lsd"] < record["metrics"]["sinc"]["lsd"]
+    # A 44.1 kHz file with a 16 kHz wall: the 44.1 kHz input keeps its rate, the band above 16 kHz is missing.
+    rc, res = run_eval(tmp_path, "--data", tmp_path / "a44.wav", "--input-rate", 44100, "--input-cutoff", 16000,
+                       "--no-model", "--baselines", "sinc,noise_fill")
+    assert rc == 0 and res["files"][0]["rate"] == 44100 and res["files"][0]["input_cutoff_hz"] == 16000
+    assert res["summary"]["mean"]["noise_fill"]["lsd_hf"] < res["summary"]["mean"]["sinc"]["lsd_hf"]
+    rc, res = run_eval(tmp_path, "--data", tmp_path, "--input-rate", 16000, "--rate", 48000, "--no-model",
+                       "--baselines", "sinc", "--category", "instruments")
+    assert rc == 0 and [r["rate"] for r in res["files"]] == [48000]  # b96 only
+    assert list(res["summary"]["by_category"]) == ["instruments"]  # files outside a manifest: --category
+    assert [s["path"][-7:] for s in res["skipped"]] == ["a44.wav", "c22.wav"]
+
+
+def test_dataset_folder_category_reaches_the_eval(tmp_path):
+    """`bandlift dataset folder --category` writes the category into the manifest rows; eval groups by it."""
+    (tmp_path / "voices").mkdir()
+    for i in range(2):
+        sf.write(tmp_path / "voices" / f"{i}.wav", music_like(0.5, seed=20 + i), 48000)
+    manifest = tmp_path / "manifest.jsonl"
+    assert main(["dataset", "folder", str(tmp_path / "voices"), "--manifest", str(manifest),
+                 "--category", "speech", "--no-progress"]) == 0
+    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    assert [r["category"] for r in rows] == ["speech", "speech"]
+    rc, res = run_eval(tmp_path, "--data", manifest, "--input-rate", 16000, "--no-model", "--baselines", "sinc")
+    assert rc == 0 and list(res["summary"]["by_category"]) == ["speech"]
+    assert res["summary"]["by_category"]["speech"]["files"] == 2

@@ -114,6 +114,9 @@ def test_visqol_ranks_a_band_limited_copy_below_the_original():
     same, limited = metrics.visqol(ref, ref, sr), metrics.visqol(ref, low, sr)
     assert 4.3 < same <= 5.0
     assert 1.0 <= limited < same - 0.3
+    short = int(0.9 * sr)  # below ViSQOL's shortest: a clear error, not its patch arithmetic
+    with pytest.raises(ValueError, match="at least 0.97 s"):
+        metrics.visqol(ref[:short], ref[:short], sr)
 
 
 @pytest.mark.parametrize("n", [500, 1025, 48000 + 17])

@@ -15,8 +15,11 @@ describes a same-rate signal whose band stops at ``cutoff_hz`` (e.g. a low-passe
 - griffin_lim: the full-band magnitude (sinc below the cutoff, SBR above) with a phase rebuilt by
   Griffin-Lim (librosa, 32 iterations).
 - oracle_noise (`eval --oracle`): a bound, not a method: noise shaped to the reference's own high
-  band. It shows the SNR any phase-blind generator can reach (sinc's minus about 3 dB wherever the
-  high band carries energy: the error is then the missing band plus an uncorrelated copy of it).
+  band, bin by bin. It shows the SNR any phase-blind generator can reach (sinc's minus about 3 dB
+  wherever the high band carries energy: the error is then the missing band plus an uncorrelated copy
+  of it).
+- oracle_envelope (`eval --oracle`): the ceiling an envelope-driven generator can reach: noise
+  following the reference's own high-band envelope in ENVELOPE_BANDS bands per ~21 ms frame.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ CURVE_DB = 3.0         # dB/octave^2: the extrapolated spectrum bends down above
 RAYLEIGH_DB = 2.51     # mean dB of Gaussian noise's power lies this far below its mean power
 ACTIVE_RANGE_DB = 60.0  # the tilt is fitted on frames within this range of the loudest
 SILENT_DB = -120.0     # frames whose top octave is quieter than this (dB re full scale) get nothing
+ENVELOPE_BANDS = 16    # oracle_envelope: bands (equal in octaves) from FILL_FROM x cutoff to Nyquist
 
 
 def _as_channels(x) -> tuple[np.ndarray, bool]:
@@ -220,6 +224,32 @@ def oracle_noise(x_low, in_rate, out_rate, cutoff_hz=None, reference=None, seed:
 
 
 oracle_noise.needs_reference = True
+
+
+def oracle_envelope(x_low, in_rate, out_rate, cutoff_hz=None, reference=None, seed: int = 0):
+    """Not a method, a bound: sinc + noise whose power follows the REFERENCE's own high band averaged
+    over ENVELOPE_BANDS bands (equal widths in octaves) in every analysis frame (1024 samples at
+    48 kHz, ~21 ms): a perfect coarse envelope with a random phase."""
+    if reference is None:
+        raise ValueError("oracle_envelope needs the reference signal")
+    y, was_1d, cutoff, sp = _prepare(x_low, in_rate, out_rate, cutoff_hz)
+    if sp is None:
+        return _restore(y, was_1d)
+    ref = _fit_length(_as_channels(np.asarray(reference, np.float64))[0], y.shape[1])
+    ref_power = np.abs(sp.stft(ref)) ** 2
+    edges = np.geomspace(FILL_FROM * cutoff, out_rate / 2, ENVELOPE_BANDS + 1)
+    band = np.searchsorted(edges, sp.freqs, side="right") - 1  # -1 below the first edge
+    band[sp.freqs >= edges[-1]] = ENVELOPE_BANDS - 1  # Nyquist's bin joins the top band
+    target = np.zeros_like(ref_power)
+    for b in range(ENVELOPE_BANDS):
+        bins = band == b
+        if bins.any():
+            target[:, bins, :] = ref_power[:, bins, :].mean(axis=1, keepdims=True)
+    return _restore(_shaped_noise(y, sp, target, seed), was_1d)
+
+
+oracle_envelope.needs_reference = True
+ORACLES = {"oracle_noise": oracle_noise, "oracle_envelope": oracle_envelope}
 
 
 # --- spectral band replication ------------------------------------------------------------------

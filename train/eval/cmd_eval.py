@@ -1,4 +1,5 @@
-"""`bandlift eval`: LSD / LSD-HF / SNR / SI-SDR of the model and the baselines on reference files."""
+"""`bandlift eval`: ViSQOL / LSD / LSD-HF / SNR / SI-SDR of the model and the baselines on reference
+files, per category and overall; optionally a listening report (HTML)."""
 from __future__ import annotations
 
 import argparse
@@ -19,31 +20,44 @@ def _cutoff(text: str):
 
 
 def configure(parser) -> None:
+    from bandlift.train.data_sources import CATEGORIES
     from bandlift.train.eval.baselines import BASELINES
 
     parser.add_argument("--data", nargs="+", required=True, metavar="DIR_OR_FILE",
                         help="full-band reference files, folders searched recursively, or .jsonl "
-                             "manifests (rows with a 'path')")
+                             "manifests (rows with a 'path'; their category groups the results)")
     parser.add_argument("--split", default=None, metavar="NAME",
                         help="only the manifest rows of this split (e.g. test)")
     parser.add_argument("--input-rate", type=int, required=True, metavar="HZ",
                         help="rate of the low-band input made from each reference (soxr down)")
     parser.add_argument("--input-cutoff", type=_cutoff, default=None, metavar="HZ|auto",
-                        help="band limit of the input: brick-wall low-pass at HZ (needed when "
-                             "--input-rate equals --rate), or 'auto': tell every method the "
+                        help="band limit of the input: brick-wall low-pass at HZ (needed where "
+                             "--input-rate equals the rate a reference is judged at), or 'auto': tell "
+                             "every method the "
                              "bandwidth measured on the input (default: input Nyquist)")
-    parser.add_argument("--rate", type=int, default=48000, metavar="HZ",
-                        help="output and scoring rate (default 48000; references below it are skipped)")
+    parser.add_argument("--category", choices=CATEGORIES, default="other",
+                        help="category of references that are not manifest rows (default: other)")
+    parser.add_argument("--rate", type=int, default=None, metavar="HZ",
+                        help="output and scoring rate (default: each reference's own rate, at most 48000; "
+                             "with HZ, references below it are skipped)")
     parser.add_argument("--model", default=None, metavar="PATH",
                         help="streaming ONNX model to evaluate (default: the shipped model, if any)")
     parser.add_argument("--no-model", action="store_true", help="evaluate the baselines only")
     parser.add_argument("--baselines", default=",".join(BASELINES), metavar="LIST",
                         help=f"comma-separated baselines (default: {','.join(BASELINES)}; '' for none)")
     parser.add_argument("--oracle", action="store_true",
-                        help="also score oracle_noise: noise shaped to the reference's own high band, the "
-                             "bound for any method that cannot know the phase (e.g. on SNR)")
+                        help="also score two ceilings with random phase above the cutoff: oracle_noise "
+                             "(the reference's own high band, bin by bin: the SNR bound of any method "
+                             "that cannot know the phase) and oracle_envelope (its envelope in 16 bands "
+                             "per ~21 ms frame)")
+    parser.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (~1 s per 5 s of audio and method)")
     parser.add_argument("--json", default=None, metavar="FILE", help="write all results as JSON")
     parser.add_argument("--png", default=None, metavar="DIR", help="write spectrogram comparisons (PNG)")
+    parser.add_argument("--html", default=None, metavar="DIR",
+                        help="write a listening report: DIR/index.html with players and spectrograms")
+    parser.add_argument("--blind", action="store_true",
+                        help="in the listening report, letters in a random order per file instead of "
+                             "method names (the key is in the JSON)")
     parser.add_argument("--max-files", type=int, default=None, metavar="N", help="evaluate at most N files")
     parser.add_argument("--seconds", type=float, default=None, metavar="S",
                         help="use the first S seconds of each file")
@@ -59,7 +73,7 @@ def _methods(args) -> dict:
         raise CLIError("--model and --no-model contradict each other")
     if not args.no_model:
         try:
-            methods["model"] = model_method(args.model, args.rate)
+            methods["model"] = model_method(args.model)
         except Exception as exc:  # ModelError, unsupported rate, engine not available ...
             if args.model is not None:
                 raise CLIError(f"cannot use model {args.model}: {exc}") from exc
@@ -71,9 +85,9 @@ def _methods(args) -> dict:
         raise CLIError(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
     methods.update((n, BASELINES[n]) for n in names)
     if args.oracle:
-        from bandlift.train.eval.baselines import oracle_noise
+        from bandlift.train.eval.baselines import ORACLES
 
-        methods["oracle_noise"] = oracle_noise
+        methods.update(ORACLES)
     if not methods:
         raise CLIError("nothing to evaluate: no model and no baselines")
     return methods
@@ -82,19 +96,33 @@ def _methods(args) -> dict:
 def run(args) -> int:
     from bandlift.train.eval.evaluate import EvalConfig, EvalError, evaluate, format_table, to_json
 
-    for module, needed in (("librosa", True), ("matplotlib", args.png)):  # the baselines' STFT, the plots
+    for module, needed in (("librosa", True), ("matplotlib", args.png or args.html),
+                           ("visqol", not args.no_visqol)):  # the baselines' STFT, the plots, ViSQOL
         if needed and importlib.util.find_spec(module) is None:
-            raise missing_extra("eval --png" if module == "matplotlib" else "eval", "eval")
+            raise missing_extra("eval" if module == "librosa" else f"eval ({module})", "eval")
     if args.max_files is not None and args.max_files < 1:
         raise CLIError(f"--max-files must be at least 1, got {args.max_files}")
+    if args.blind and not args.html:
+        raise CLIError("--blind labels the listening report: give --html DIR too")
     cfg = EvalConfig(input_rate=args.input_rate, input_cutoff=args.input_cutoff, rate=args.rate,
-                     seconds=args.seconds, max_files=args.max_files, split=args.split)
+                     seconds=args.seconds, max_files=args.max_files, split=args.split,
+                     visqol=not args.no_visqol, category=args.category)
     try:
         cfg.check()
         methods = _methods(args)
-        results = evaluate(args.data, methods, cfg, png_dir=args.png, progress=not args.quiet)
+        report = None
+        if args.html:
+            from bandlift.train.eval.report import ListeningReport
+
+            report = ListeningReport(args.html, blind=args.blind)
+        results = evaluate(args.data, methods, cfg, png_dir=args.png, progress=not args.quiet,
+                           on_file=report.add if report else None)
+        if report:
+            results["listening"] = report.write(results)
     except EvalError as exc:
         raise CLIError(str(exc)) from exc
+    except OSError as exc:  # the plots or the listening report
+        raise CLIError(f"cannot write {exc.filename or ''}: {exc.strerror or exc}") from exc
     print(format_table(results))
     if args.json:
         try:
@@ -106,4 +134,6 @@ def run(args) -> int:
         print(f"wrote {args.json}")
     if args.png:
         print(f"wrote {len(results['files'])} spectrogram comparison(s) to {args.png}")
+    if args.html:
+        print(f"wrote the listening report {results['listening']['html']}")
     return 0

@@ -1,4 +1,4 @@
-"""Objective evaluation: full-band references -> low-band inputs -> every method -> LSD/SNR/SI-SDR.
+"""Objective evaluation: full-band references -> low-band inputs -> every method -> ViSQOL/LSD/SNR.
 
 The library behind ``bandlift eval`` (numpy/scipy/soxr/librosa; no torch). A *method* is any
 callable ``fn(x_low, in_rate, out_rate, cutoff_hz) -> y`` at out_rate, aligned with x_low: the
@@ -6,12 +6,14 @@ baselines of `bandlift.train.eval.baselines` and `model_method(path)` (the strea
 ``bandlift.rt.api.Upsampler``) alike.
 
 References are audio files, folders (searched recursively) or .jsonl manifests (rows with a
-"path", optionally filtered by their "split"). For each reference file: read (optionally the first `seconds`), resample to the output rate (refused
-when the file's rate is lower: it has no band to compare against), make the low-band input (soxr down
-to `input_rate`; then a brick-wall low-pass at `input_cutoff` when given), run every method, and
-score it against the reference at the output rate (`bandlift.train.eval.metrics`). Files that cannot be
-used are skipped with the reason; per-file results, means over files and LSD ratios are returned as
-a JSON-ready dict.
+"path", optionally filtered by their "split"); a manifest row's category (speech / music / instruments,
+`row_category`) groups the results, other files get `EvalConfig.category`.
+For each reference file: read (optionally the first `seconds`), resample to the judged rate (by default
+the file's own rate, at most 48 kHz; a fixed `rate` refuses files below it: they have no band to
+compare against), make the low-band input (soxr down to `input_rate`; then a brick-wall low-pass at
+`input_cutoff` when given), run every method, and score it against the reference at the judged rate
+(`bandlift.train.eval.metrics`). Files that cannot be used are skipped with the reason; per-file
+results, means over files (per category and overall) and LSD ratios are returned as a JSON-ready dict.
 """
 from __future__ import annotations
 
@@ -28,8 +30,9 @@ from bandlift.rt.io.files import AUDIO_EXTENSIONS
 from bandlift.train.eval import metrics
 
 Method = Callable[..., np.ndarray]
-METRICS = ("lsd", "lsd_hf", "snr", "si_sdr")
+METRICS = ("visqol", "lsd", "lsd_hf", "snr", "si_sdr")
 MIN_SECONDS = 0.1
+MAX_RATE = 48000  # the model's rate: references above it are judged here
 REFERENCE_BAND_WARN = 0.9  # warn when a reference's measured bandwidth is below this x rate/2
 
 
@@ -45,16 +48,19 @@ class SkipFile(Exception):
 class EvalConfig:
     input_rate: int
     input_cutoff: float | str | None = None  # Hz, "auto" (measured on the input) or None (= Nyquist)
-    rate: int = 48000
+    rate: int | None = None  # output and scoring rate; None: each reference's own, at most MAX_RATE
     seconds: float | None = None
     max_files: int | None = None
     split: str | None = None  # rows of .jsonl manifests to use (e.g. "test")
+    visqol: bool = True
+    category: str = "other"  # of references that are not manifest rows
 
     def check(self) -> None:
-        if self.input_rate <= 0 or self.rate <= 0:
+        if self.input_rate <= 0 or (self.rate is not None and self.rate <= 0):
             raise EvalError(f"rates must be positive (input {self.input_rate} Hz, output {self.rate} Hz)")
-        if self.input_rate > self.rate:
-            raise EvalError(f"input rate {self.input_rate} Hz is above the output rate {self.rate} Hz")
+        top = self.rate or MAX_RATE
+        if self.input_rate > top:
+            raise EvalError(f"input rate {self.input_rate} Hz is above the output rate {top} Hz")
         cutoff = self.input_cutoff
         if isinstance(cutoff, (int, float)):
             if not 0 < cutoff <= self.input_rate / 2:
@@ -62,18 +68,23 @@ class EvalConfig:
                                 f"for a {self.input_rate} Hz input")
         elif cutoff not in (None, "auto"):
             raise EvalError(f"input cutoff must be Hz or 'auto', got {cutoff!r}")
-        if self.input_rate == self.rate and not isinstance(cutoff, (int, float)):
-            raise EvalError(f"input rate = output rate ({self.rate} Hz): give the band limit with an "
+        if self.input_rate == top and not isinstance(cutoff, (int, float)):
+            raise EvalError(f"input rate = output rate ({top} Hz): give the band limit with an "
                             "input cutoff in Hz, otherwise there is nothing to extend")
         if self.seconds is not None and self.seconds < MIN_SECONDS:
             raise EvalError(f"seconds must be at least {MIN_SECONDS}, got {self.seconds}")
 
 
+def judged_rate(rate: int | None, file_rate: int) -> int:
+    """The rate a reference of `file_rate` is scored at: `rate`, or None: its own, at most MAX_RATE."""
+    return rate or min(int(file_rate), MAX_RATE)
+
+
 # --- files ----------------------------------------------------------------------------------------
 
-def manifest_files(path: Path, split: str | None = None) -> list[Path]:
-    """Audio paths listed in a JSON-lines manifest (one {"path": ..., "split": ...} per line), relative
-    paths taken from the manifest's folder; read by the dataset's own reader."""
+def manifest_files(path: Path, split: str | None = None) -> list[tuple[Path, str]]:
+    """(audio path, category) of the rows of a JSON-lines manifest (one {"path": ..., "split": ...} per
+    line), relative paths taken from the manifest's folder; read by the dataset's own reader."""
     from bandlift.train.data_sources import read_manifest
 
     try:
@@ -87,13 +98,26 @@ def manifest_files(path: Path, split: str | None = None) -> list[Path]:
         except (KeyError, TypeError) as exc:
             raise EvalError(f"{path}: row {number}: not a manifest row with a 'path' ({exc})") from exc
         if split is None or row.get("split") == split:
-            files.append(file if file.is_absolute() else path.parent / file)
+            files.append((file if file.is_absolute() else path.parent / file, row_category(row)))
     return files
 
 
-def find_audio_files(paths, warn: Callable[[str], None] = print, split: str | None = None) -> list[Path]:
-    """Files given directly, audio files found recursively in folders (sorted per folder), and
-    the files of .jsonl manifests (only those of `split` when given).
+def row_category(row: dict) -> str:
+    """A manifest row's category; rows written before rows had one go by their source."""
+    from bandlift.train.data_debian import PACKAGES
+
+    if row.get("category"):
+        return row["category"]
+    source = str(row.get("source", ""))
+    package = PACKAGES.get(source.removeprefix("debian:")) if source.startswith("debian:") else None
+    return package.category if package else "music" if source == "spotify" else "other"
+
+
+def find_audio_files(paths, warn: Callable[[str], None] = print, split: str | None = None,
+                     category: str = "other") -> list[tuple[Path, str]]:
+    """(path, category) of files given directly, audio files found recursively in folders (sorted per
+    folder), and the files of .jsonl manifests (only those of `split` when given). Manifest rows carry
+    their category, other files get `category`.
 
     Missing paths and folders without audio are warned about; EvalError if nothing is left.
     """
@@ -106,14 +130,14 @@ def find_audio_files(paths, warn: Callable[[str], None] = print, split: str | No
             files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS)
             if not files:
                 warn(f"warning: {p}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this folder")
-            found += files
+            found += [(f, category) for f in files]
         elif p.suffix == ".jsonl" and p.is_file():
             files = manifest_files(p, split)
             if not files:
                 warn(f"warning: {p}: no files" + (f" in split {split!r}" if split else ""))
             found += files
         elif p.exists():
-            found.append(p)
+            found.append((p, category))
         else:
             warn(f"warning: {p}: no such file or folder")
     if not found:
@@ -121,8 +145,9 @@ def find_audio_files(paths, warn: Callable[[str], None] = print, split: str | No
     return found
 
 
-def load_reference(path: Path, rate: int, seconds: float | None = None) -> tuple[np.ndarray, int]:
-    """(n, channels) float64 at `rate` and the file's own rate; SkipFile says why a file is unusable."""
+def load_reference(path: Path, rate: int | None, seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """(n, channels) float64 at `rate` (None: the file's own, at most MAX_RATE) and the file's own
+    rate; SkipFile says why a file is unusable."""
     import soundfile as sf
     import soxr
 
@@ -132,9 +157,11 @@ def load_reference(path: Path, rate: int, seconds: float | None = None) -> tuple
         x, file_rate = sf.read(str(path), frames=frames, dtype="float64", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
         raise SkipFile(f"unreadable ({exc})") from exc
+    rate = judged_rate(rate, file_rate)
     if file_rate < rate:
         raise SkipFile(f"its rate {file_rate} Hz is below the output rate {rate} Hz, so it has no "
-                       f"reference for the band above {file_rate / 2:g} Hz (use --rate {file_rate})")
+                       f"reference for the band above {file_rate / 2:g} Hz (without --rate, each file "
+                       "is judged at its own rate)")
     if len(x) < MIN_SECONDS * file_rate:
         raise SkipFile(f"too short ({len(x)} samples; at least {MIN_SECONDS} s needed)")
     if not np.isfinite(x).all():
@@ -162,11 +189,11 @@ def band_limit(x: np.ndarray, sr: float, cutoff_hz: float) -> np.ndarray:
     return np.stack([limit_1d(x[:, c], sr, cutoff_hz) for c in range(x.shape[1])], axis=1)
 
 
-def make_input(ref: np.ndarray, cfg: EvalConfig) -> tuple[np.ndarray, float | None]:
-    """Low-band input at cfg.input_rate from a reference at cfg.rate, and the cutoff methods get."""
+def make_input(ref: np.ndarray, rate: int, cfg: EvalConfig) -> tuple[np.ndarray, float | None]:
+    """Low-band input at cfg.input_rate from a reference at `rate`, and the cutoff methods get."""
     import soxr
 
-    x = ref if cfg.input_rate == cfg.rate else soxr.resample(ref, cfg.rate, cfg.input_rate, quality="VHQ")
+    x = ref if cfg.input_rate == rate else soxr.resample(ref, rate, cfg.input_rate, quality="VHQ")
     if cfg.input_cutoff is None:
         return x, None
     if cfg.input_cutoff == "auto":
@@ -182,14 +209,17 @@ def make_input(ref: np.ndarray, cfg: EvalConfig) -> tuple[np.ndarray, float | No
 
 # --- the model as a method ------------------------------------------------------------------------
 
-def model_method(model=None, rate: int = 48000) -> Method:
-    """The streaming model (path, or None for the shipped default) as a method, via Upsampler."""
+def model_method(model=None) -> Method:
+    """The streaming model (path, or None for the shipped default) as a method, via Upsampler: one
+    per output rate (the engine's own output resampler when it is not 48 kHz)."""
     from bandlift.rt.api import Upsampler
 
-    upsampler = Upsampler(model=model, out_rate=rate)  # the engine's own output resampler when rate != 48 kHz
+    upsamplers = {MAX_RATE: Upsampler(model=model, out_rate=MAX_RATE)}  # loads (and checks) the model now
 
     def run_model(x_low, in_rate, out_rate, cutoff_hz=None):
-        y, y_rate = upsampler.process(x_low, in_rate, input_cutoff=cutoff_hz)
+        if out_rate not in upsamplers:
+            upsamplers[out_rate] = Upsampler(model=model, out_rate=out_rate)
+        y, y_rate = upsamplers[out_rate].process(x_low, in_rate, input_cutoff=cutoff_hz)
         if y_rate != out_rate:
             raise RuntimeError(f"model produced {y_rate} Hz, expected {out_rate} Hz")
         return y
@@ -199,12 +229,15 @@ def model_method(model=None, rate: int = 48000) -> Method:
 
 # --- evaluation -----------------------------------------------------------------------------------
 
-def score(ref: np.ndarray, est: np.ndarray, rate: int, hf_from: float) -> dict:
+def score(ref: np.ndarray, est: np.ndarray, rate: int, hf_from: float, visqol: bool = True) -> dict:
+    """Every metric of `est` against `ref`; ViSQOL is NaN when off or the clip is too short for it."""
     est = np.asarray(est, dtype=np.float64)
     est = est[:, None] if est.ndim == 1 else est
     if not np.isfinite(est).all():
         raise ValueError("output contains NaN or inf")
+    long_enough = len(ref) >= metrics.VISQOL_MIN_SECONDS * rate
     return {
+        "visqol": metrics.visqol(ref, est, rate) if visqol and long_enough else float("nan"),
         "lsd": metrics.lsd(ref, est, rate),
         "lsd_hf": metrics.lsd(ref, est, rate, hf_from=hf_from),
         "snr": metrics.snr(ref, est),
@@ -212,61 +245,87 @@ def score(ref: np.ndarray, est: np.ndarray, rate: int, hf_from: float) -> dict:
     }
 
 
-def evaluate_file(path: Path, methods: dict[str, Method], cfg: EvalConfig) -> tuple[dict, dict]:
+def evaluate_file(path: Path, methods: dict[str, Method], cfg: EvalConfig,
+                  category: str = "other") -> tuple[dict, dict]:
     """Metrics of every method on one reference -> (JSON record, signals for plotting)."""
     from bandlift.rt.dsp.bandwidth import effective_bandwidth
 
     ref, file_rate = load_reference(path, cfg.rate, cfg.seconds)
-    x_low, cutoff = make_input(ref, cfg)
+    rate = judged_rate(cfg.rate, file_rate)
+    if cfg.input_rate > rate or (cfg.input_rate == rate and not isinstance(cfg.input_cutoff, (int, float))):
+        raise SkipFile(f"judged at its own rate {rate} Hz, it has no band above a {cfg.input_rate} Hz "
+                       "input" + ("" if cfg.input_rate > rate else " without --input-cutoff"))
+    x_low, cutoff = make_input(ref, rate, cfg)
     hf_from = cutoff if cutoff is not None else cfg.input_rate / 2
     record = {
         "path": str(path),
+        "category": category,
         "file_rate": int(file_rate),
+        "rate": rate,
         "channels": int(ref.shape[1]),
-        "seconds": round(len(ref) / cfg.rate, 3),
+        "seconds": round(len(ref) / rate, 3),
         "input_cutoff_hz": hf_from,
-        "reference_bandwidth_hz": float(effective_bandwidth(ref, cfg.rate)),
+        "reference_bandwidth_hz": float(effective_bandwidth(ref, rate)),
         "metrics": {},
     }
     outputs = {}
     for name, method in methods.items():
         try:
             extra = {"reference": ref} if getattr(method, "needs_reference", False) else {}
-            y = method(x_low.astype(np.float32), cfg.input_rate, cfg.rate, cutoff, **extra)
-            record["metrics"][name] = score(ref, y, cfg.rate, hf_from)
+            y = method(x_low.astype(np.float32), cfg.input_rate, rate, cutoff, **extra)
+            record["metrics"][name] = score(ref, y, rate, hf_from, cfg.visqol)
         except Exception as exc:
             raise EvalError(f"method {name!r} failed on {path}: {type(exc).__name__}: {exc}") from exc
         outputs[name] = y
-    return record, {"reference": ref, "input": x_low, "outputs": outputs, "hf_from": hf_from}
+    return record, {"reference": ref, "input": x_low, "outputs": outputs, "hf_from": hf_from,
+                    "input_rate": cfg.input_rate}
 
 
 def _mean(values) -> float:
-    return float(np.mean(values)) if len(values) else float("nan")
+    values = [v for v in values if not math.isnan(v)]  # NaN: ViSQOL off or the clip too short
+    return float(np.mean(values)) if values else float("nan")
+
+
+def means(records: list[dict], names: list[str]) -> dict:
+    """{"files": n, "visqol_files": n scored by ViSQOL, "mean": {method: {metric: mean over files}}}."""
+    scored = [r for r in records if names and not math.isnan(r["metrics"][names[0]]["visqol"])]
+    return {"files": len(records), "visqol_files": len(scored),
+            "mean": {name: {key: _mean([r["metrics"][name][key] for r in records]) for key in METRICS}
+                     for name in names}}
 
 
 def summarize(records: list[dict], names: list[str]) -> dict:
-    """Means over files per method, and LSD ratios (method / sinc, method / noise_fill)."""
-    means = {name: {key: _mean([r["metrics"][name][key] for r in records]) for key in METRICS}
-             for name in names}
-    summary: dict = {"files": len(records), "mean": means, "lsd_ratio": {}}
+    """Means over files per method, overall and per category, and LSD ratios (method / sinc, method /
+    noise_fill)."""
+    from bandlift.train.data_sources import CATEGORIES
+
+    summary: dict = means(records, names)
+    present = {r["category"] for r in records}
+    summary["by_category"] = {
+        cat: means([r for r in records if r["category"] == cat], names)
+        for cat in [*CATEGORIES, *sorted(present - set(CATEGORIES))] if cat in present}
+    overall = summary["mean"]
+    summary["lsd_ratio"] = {}
     for base in ("sinc", "noise_fill"):
-        if base in means:
+        if base in overall:
             summary["lsd_ratio"][f"over_{base}"] = {
-                name: means[name]["lsd"] / means[base]["lsd"] if means[base]["lsd"] > 0 else float("nan")
+                name: overall[name]["lsd"] / overall[base]["lsd"] if overall[base]["lsd"] > 0 else float("nan")
                 for name in names}
-    if "model" in means:
+    if "model" in overall:
         for base in ("sinc", "noise_fill"):
-            if base in means:
+            if base in overall:
                 summary[f"model_over_{base}_lsd"] = summary["lsd_ratio"][f"over_{base}"]["model"]
     return summary
 
 
 def evaluate(paths, methods: dict[str, Method], cfg: EvalConfig, png_dir=None, progress: bool = True,
-             warn: Callable[[str], None] | None = None) -> dict:
+             warn: Callable[[str], None] | None = None,
+             on_file: Callable[[int, dict, dict], None] | None = None) -> dict:
     """Evaluate every method on every usable reference in `paths` -> JSON-ready results.
 
     Unusable files are skipped with a warning (and listed under "skipped"); EvalError when none is
-    usable. `png_dir`: one spectrogram comparison per file.
+    usable. `png_dir`: one spectrogram comparison per file. `on_file(index, record, signals)` is
+    called for every evaluated file (e.g. `bandlift.train.eval.report.ListeningReport.add`).
     """
     from tqdm import tqdm
 
@@ -274,20 +333,20 @@ def evaluate(paths, methods: dict[str, Method], cfg: EvalConfig, png_dir=None, p
     if not methods:
         raise EvalError("no methods to evaluate")
     warn = warn or (lambda msg: tqdm.write(msg, file=sys.stderr))
-    files = find_audio_files(paths, warn, cfg.split)
+    files = find_audio_files(paths, warn, cfg.split, cfg.category)
     if cfg.max_files is not None:
         files = files[: cfg.max_files]
     if png_dir is not None:
         os.makedirs(png_dir, exist_ok=True)
     records, skipped = [], []
-    for i, path in enumerate(tqdm(files, desc="eval", unit="file", disable=not progress)):
+    for i, (path, category) in enumerate(tqdm(files, desc="eval", unit="file", disable=not progress)):
         try:
-            record, signals = evaluate_file(path, methods, cfg)
+            record, signals = evaluate_file(path, methods, cfg, category)
         except SkipFile as exc:
             skipped.append({"path": str(path), "reason": str(exc)})
             warn(f"warning: skipping {path}: {exc}")
             continue
-        if record["reference_bandwidth_hz"] < REFERENCE_BAND_WARN * cfg.rate / 2:
+        if record["reference_bandwidth_hz"] < REFERENCE_BAND_WARN * record["rate"] / 2:
             warn(f"warning: {path}: the reference itself stops at about "
                  f"{record['reference_bandwidth_hz']:.0f} Hz; high-band scores reward methods "
                  "that leave the band above it empty")
@@ -295,6 +354,8 @@ def evaluate(paths, methods: dict[str, Method], cfg: EvalConfig, png_dir=None, p
             png = Path(png_dir) / f"{i:03d}_{path.stem}.png"
             plot_comparison(png, signals, record, cfg)
             record["png"] = str(png)
+        if on_file is not None:
+            on_file(i, record, signals)
         records.append(record)
     if not records:
         reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:5])
@@ -302,10 +363,13 @@ def evaluate(paths, methods: dict[str, Method], cfg: EvalConfig, png_dir=None, p
     names = list(methods)
     return {
         "config": {
-            "input_rate": cfg.input_rate, "input_cutoff": cfg.input_cutoff, "rate": cfg.rate,
+            "input_rate": cfg.input_rate, "input_cutoff": cfg.input_cutoff,
+            "rate": cfg.rate or f"each reference's own, at most {MAX_RATE}",
             "seconds": cfg.seconds, "split": cfg.split, "methods": names,
             "lsd": f"NU-Wave 2/AERO/AP-BWE: STFT n_fft {metrics.N_FFT}, hop {metrics.HOP}, Hann, centred; "
                    f"log10 power floored at {metrics.POWER_FLOOR:g}; LSD-HF from bin int(1025*cutoff/nyquist)",
+            "visqol": (f"ViSQOL v3 audio mode (visqol-python) at {metrics.VISQOL_RATE} Hz, mono; clips under "
+                       f"{metrics.VISQOL_MIN_SECONDS:g} s unscored" if cfg.visqol else "off"),
         },
         "files": records,
         "skipped": skipped,
@@ -319,8 +383,21 @@ def _fmt(value: float, width: int, digits: int) -> str:
     return f"{value:{width}.{digits}f}" if math.isfinite(value) else f"{value!s:>{width}}"
 
 
+COLUMNS = [("ViSQOL", "visqol", 2), ("LSD", "lsd", 3), ("LSD-HF", "lsd_hf", 3), ("SNR dB", "snr", 2),
+           ("SI-SDR dB", "si_sdr", 2)]
+
+
+def group_title(name: str, group: dict) -> str:
+    """"speech: 4 file(s), ViSQOL on 3"; the ViSQOL count only where it differs."""
+    title = f"{name}: {group['files']} file(s)"
+    if 0 < group["visqol_files"] < group["files"]:
+        title += f", ViSQOL on {group['visqol_files']} (the others are under {metrics.VISQOL_MIN_SECONDS:g} s)"
+    return title
+
+
 def format_table(results: dict) -> str:
-    """Plain-text report: LSD per file and method, then means of every metric per method."""
+    """Plain-text report: LSD per file and method, then the means of every metric per method, per
+    category and overall."""
     names = results["config"]["methods"]
     summary = results["summary"]
     width = max(10, *(len(n) + 1 for n in names))
@@ -331,16 +408,16 @@ def format_table(results: dict) -> str:
     for name, record in zip(files, results["files"]):
         lines.append(name[:fw].ljust(fw) + "".join(
             _fmt(record["metrics"][n]["lsd"], width, 3) for n in names))
-    lines += ["", f"Mean over {summary['files']} file(s)"]
-    ratios = summary["lsd_ratio"]
-    columns = [("LSD", "lsd", 3), ("LSD-HF", "lsd_hf", 3), ("SNR dB", "snr", 2), ("SI-SDR dB", "si_sdr", 2)]
-    header = "method".ljust(width) + "".join(t.rjust(11) for t, _, _ in columns)
-    header += "".join(f"LSD/{b[5:]}".rjust(16) for b in ratios)
-    lines.append(header)
-    for n in names:
-        row = n.ljust(width) + "".join(_fmt(summary["mean"][n][k], 11, d) for _, k, d in columns)
-        row += "".join(_fmt(ratios[b][n], 16, 3) for b in ratios)
-        lines.append(row)
+    columns = [c for c in COLUMNS if summary["visqol_files"] or c[1] != "visqol"]
+    groups = [*summary["by_category"].items(), ("overall", summary)]
+    for title, group in groups:
+        ratios = summary["lsd_ratio"] if group is summary else {}
+        lines += ["", "Mean, " + group_title(title, group)]
+        header = "method".ljust(width) + "".join(t.rjust(11) for t, _, _ in columns)
+        lines.append(header + "".join(f"LSD/{b[5:]}".rjust(16) for b in ratios))
+        for n in names:
+            row = n.ljust(width) + "".join(_fmt(group["mean"][n][k], 11, d) for _, k, d in columns)
+            lines.append(row + "".join(_fmt(ratios[b][n], 16, 3) for b in ratios))
     for key in ("model_over_sinc_lsd", "model_over_noise_fill_lsd"):
         if key in summary:
             lines.append(f"{key}: {summary[key]:.3f}")
@@ -360,6 +437,24 @@ def to_json(results: dict) -> dict:
     return results
 
 
+def spectrogram_db(y) -> np.ndarray:
+    """The LSD's log-power spectrogram of `y` (first channel) in dB, [bins, frames]."""
+    y = np.asarray(y, dtype=np.float64)
+    return 10 * metrics.log_power_spectrogram(y[:, 0] if y.ndim == 2 else y)[0]
+
+
+def draw_spectrogram(ax, y, sr: float, top_hz: float, vmax_db: float | None = None) -> None:
+    """`spectrogram_db(y)` on `ax`, 0 to top_hz, colours from the LSD's floor (-80 dB) to vmax_db
+    (default: its own peak)."""
+    db = spectrogram_db(y)
+    extent = (0.0, len(y) / sr, 0.0, sr / 2000.0)
+    vmax = max(float(db.max()) if vmax_db is None else vmax_db, -40.0)
+    ax.imshow(db, origin="lower", aspect="auto", extent=extent, cmap="magma", vmin=-80, vmax=vmax)
+    ax.set_ylim(0, top_hz / 1000.0)
+    ax.set_facecolor("black")  # above a low-rate input's Nyquist: nothing
+    ax.set_ylabel("kHz")
+
+
 def plot_comparison(png: Path, signals: dict, record: dict, cfg: EvalConfig) -> None:
     """Spectrograms (first channel): input, each method, reference; frequency axis to rate/2."""
     import matplotlib
@@ -367,22 +462,16 @@ def plot_comparison(png: Path, signals: dict, record: dict, cfg: EvalConfig) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rate = record["rate"]
     rows = [(f"input ({cfg.input_rate} Hz, cutoff {signals['hf_from']:.0f} Hz)", signals["input"],
              cfg.input_rate)]
     rows += [(f"{name}  LSD {record['metrics'][name]['lsd']:.2f}  LSD-HF "
-              f"{record['metrics'][name]['lsd_hf']:.2f}", y, cfg.rate)
+              f"{record['metrics'][name]['lsd_hf']:.2f}", y, rate)
              for name, y in signals["outputs"].items()]
-    rows.append(("reference", signals["reference"], cfg.rate))
+    rows.append(("reference", signals["reference"], rate))
     fig, axes = plt.subplots(len(rows), 1, figsize=(9, 1.9 * len(rows)), sharex=True, squeeze=False)
     for ax, (title, y, sr) in zip(axes[:, 0], rows):
-        y = np.asarray(y, dtype=np.float64)
-        y = y[:, 0] if y.ndim == 2 else y
-        db = 10 * metrics.log_power_spectrogram(y)[0]
-        extent = (0.0, len(y) / sr, 0.0, sr / 2000.0)
-        ax.imshow(db, origin="lower", aspect="auto", extent=extent, cmap="magma",
-                  vmin=-80, vmax=max(float(db.max()), -40.0))
-        ax.set_ylim(0, cfg.rate / 2000.0)
-        ax.set_ylabel("kHz")
+        draw_spectrogram(ax, y, sr, rate / 2)
         ax.set_title(title, fontsize=9, loc="left")
     axes[-1, 0].set_xlabel("s")
     fig.suptitle(Path(record["path"]).name, fontsize=10)

@@ -91,17 +91,21 @@ def lsd(ref, est, sr: float, hf_from: float | None = None, lf_to: float | None =
 
 
 VISQOL_RATE = 48000
+VISQOL_MIN_SECONDS = 0.97  # its patches need 0.96 s of audio
 _visqol_api = None
 
 
 def visqol(ref, est, sr: float) -> float:
-    """ViSQOL v3 audio-mode MOS-LQO of `est` against `ref` (1-5, higher is better)."""
+    """ViSQOL v3 audio-mode MOS-LQO of `est` against `ref` (1-5, higher is better); ValueError for
+    clips shorter than VISQOL_MIN_SECONDS."""
     global _visqol_api
     try:
         from visqol import VisqolApi
     except ImportError as exc:
         raise ImportError("ViSQOL needs the eval extra: pip install 'bandlift[eval]'") from exc
     r, e = _pair(ref, est)
+    if r.shape[1] < VISQOL_MIN_SECONDS * sr:
+        raise ValueError(f"ViSQOL needs at least {VISQOL_MIN_SECONDS:g} s, got {r.shape[1] / sr:.2f} s")
     r, e = r.mean(axis=0), e.mean(axis=0)
     if sr != VISQOL_RATE:
         import soxr
