@@ -17,11 +17,16 @@ Signal flow per model block (``block`` samples at the model rate, a multiple of 
 
 ``active`` moves between 0 and 1 with a raised-cosine crossfade over one block when bypass is toggled,
 when a block is slow in real-time mode (compute time > block duration: the model output of that
-late block is still used to fade out), and it drops to 0 at once when a block is NaN/inf or explodes
-(peak > 4 x input peak + 0.5): that block's model output is discarded, the model state is reset and a
-short de-click ramp hides the step. After a fault or overload the model stays off for a hold time
-that doubles for repeated events (0.5 s .. 8 s), then fades back in; so a model that cannot keep up
-costs one crossfade per hold period, never a run of clicks. ``mix`` and ``gain`` changes are ramped
+late block is still used to fade out), and it drops to 0 at once when a block is NaN/inf, or, in
+real-time mode only, explodes (peak > 4 x the model's own recent output peak, or this block's
+passband, + 0.5; or above +24 dBFS): that block's model output is discarded, the model state is
+reset (a NaN may sit in it) and a short de-click ramp hides the step. Offline, only a non-finite
+output is a fault: a loud but finite output is the model's answer. After a fault or overload the
+model stays off for a hold time that doubles for repeated events (0.5 s .. 8 s), then fades back
+in; during the last `WARM_S` of the hold the model runs on the input again with its output
+discarded, so it returns warm (its state holds the recent signal, no dropout of its delay), and an
+overload never resets it. A model that cannot keep up costs one crossfade per hold period, never a
+run of clicks. ``mix`` and ``gain`` changes are ramped
 linearly over one block. All of this acts at the model rate, before the output resampler: the
 resampler is linear and smooth, so crossfades and de-click ramps stay crossfades, and a discarded
 (NaN) model block never reaches its filter state.
@@ -47,8 +52,13 @@ from bandlift.rt.dsp.ringbuffer import RingBuffer, ring_available, ring_read, ri
 DEFAULT_BLOCK = 128
 EXPLODE_RATIO = 4.0
 EXPLODE_OFFSET = 0.5
+EXPLODE_CEILING = 16.0  # +24 dBFS: no model output is legitimately louder
+EXPLODE_RELEASE_S = 1.0  # the model's recent output peak halves over this
 HOLD_S = 0.5
 MAX_HOLD_S = 8.0
+WARM_S = 0.1  # model run before its return (>= the shipped model's reach: 124 frames of 32 + 96 = 85 ms)
+REASONS = {"nan": "non-finite model output", "explode": "model output exploded",
+           "overload": "overload (late block)", "user": "bypass switched on"}
 DECLICK = 64  # samples of the ramp that removes the step of a hard switch
 
 
@@ -110,7 +120,7 @@ class StreamEngine:
 
     def __init__(self, session=None, in_rate: int = 48000, out_rate: int = 48000, channels: int = 1,
                  block: int | None = None, input_cutoff_hz: float | None = None, realtime: bool = False,
-                 model_rate: int | None = None):
+                 model_rate: int | None = None, explode_guard: bool | None = None):
         self.session = session
         self.in_rate, self.out_rate, self.channels = int(in_rate), int(out_rate), int(channels)
         self.model_rate = int(session.sample_rate if session is not None else (model_rate or out_rate))
@@ -127,7 +137,10 @@ class StreamEngine:
         self.block_out = -(-self.block * self.out_rate // self.model_rate)
         self.latency = self.delay + self.block_out
         self.realtime = realtime
+        self.explode_guard = explode_guard  # None: on in real-time mode only
         self.block_seconds = self.block / self.model_rate
+        self._warm_blocks = max(1, math.ceil(WARM_S * self.model_rate / self.block))
+        self._peak_decay = 0.5 ** (self.block_seconds / EXPLODE_RELEASE_S)
         self.set_input_cutoff(input_cutoff_hz)
         t = (np.arange(self.block) + 1.0) / self.block
         self._fade = (0.5 - 0.5 * np.cos(np.pi * t)).astype(np.float32)  # 0 -> 1 raised cosine
@@ -162,6 +175,7 @@ class StreamEngine:
         self._mix_now, self._gain_now = self.mix, self.gain
         self._hold_blocks = 0
         self._hold_s = HOLD_S
+        self._wet_peak = 0.0  # the model's recent output peak (decaying)
         self._clean_blocks = 0
         self.samples_out = 0  # model-rate samples made (the time base of stats.events)
         self.stats = EngineStats()
@@ -215,13 +229,33 @@ class StreamEngine:
         self.stats.bypass_events += 1
         self.stats.events.append((self.samples_out, reason))
 
+    def event_lines(self, start: int = 0) -> list[str]:
+        """Console lines for the bypass events from index `start` on: time and cause."""
+        return [f"bypass at {sample / self.model_rate:.2f} s: {REASONS.get(reason, reason)}"
+                for sample, reason in self.stats.events[start:]]
+
     def _engage_hold(self, reason: str) -> None:
-        self._event(reason)
-        self._hold_blocks = max(1, math.ceil(self._hold_s * self.model_rate / self.block))
+        """Bypass for the hold time; the model state is kept on an overload (it is only late), reset
+        on a fault (it may hold the NaN), and warmed up again before the model returns."""
+        if not self._hold_blocks:  # a warm-up block that fails restarts the hold (no new bypass)
+            self._event(reason)
+        self._hold_blocks = max(self._warm_blocks + 1, math.ceil(self._hold_s * self.model_rate / self.block))
         self._hold_s = min(self._hold_s * 2, MAX_HOLD_S)
         self._clean_blocks = 0
-        if self.session is not None:
+        self._wet_peak = 0.0
+        if self.session is not None and reason != "overload":
             self.session.reset()
+
+    def _exploded(self, wet: np.ndarray, dry: np.ndarray) -> bool:
+        """Real-time guard: far above the model's own recent level (or this block's passband, which the
+        model passes through: an onset is not an explosion)."""
+        if not (self.realtime if self.explode_guard is None else self.explode_guard):
+            return False
+        peak = float(np.abs(wet).max())
+        if peak > EXPLODE_CEILING or peak > EXPLODE_RATIO * max(self._wet_peak, float(np.abs(dry).max())) + EXPLODE_OFFSET:
+            return True
+        self._wet_peak = max(peak, self._wet_peak * self._peak_decay)
+        return False
 
     def force_bypass(self, reason: str) -> None:
         """Drop to bypass at the next block without a crossfade (e.g. the output already ran late),
@@ -240,32 +274,40 @@ class StreamEngine:
         if self._hold_blocks:
             self._hold_blocks -= 1
         target = 0.0 if (self.bypass or self._hold_blocks or self.session is None) else 1.0
+        warming = 0 < self._hold_blocks <= self._warm_blocks  # the end of a hold: output discarded
         wet = None
         hard = False
-        run_model = self.session is not None and not self._hold_blocks and (target > 0 or start > 0 or self.bypass)
+        run_model = self.session is not None and (
+            warming or (not self._hold_blocks and (target > 0 or start > 0 or self.bypass)))
         if run_model:
             t0 = time.perf_counter()
             wet = self.session.run(x, self._cutoff)
             elapsed = time.perf_counter() - t0
             stats.add_time(elapsed)
+            fault = None
             if not np.isfinite(wet).all():
                 stats.faults_nan += 1
-                wet, hard = None, True
-                self._engage_hold("nan")
+                fault = "nan"
             # the wet block is aligned with the delayed input (dry): an impulse that entered one block
             # earlier is legitimately in this block's output
-            elif np.abs(wet).max() > EXPLODE_RATIO * max(np.abs(x).max(), np.abs(dry).max()) + EXPLODE_OFFSET:
+            elif self._exploded(wet, dry):
                 stats.faults_explode += 1
-                wet, hard = None, True
-                self._engage_hold("explode")
-            elif self.realtime and elapsed > self.block_seconds:
+                fault = "explode"
+            elif self.realtime and elapsed > self.block_seconds and self._hold_blocks != self._warm_blocks:
+                # (the first warm-up call may be slow from cold caches; a later late one restarts the hold)
                 stats.deadline_misses += 1
                 stats.overloads += 1
-                self._engage_hold("overload")  # this late block is still used to fade out
+                fault = "overload"  # this late block is still used to fade out
             else:
                 self._clean_blocks += 1
                 if self._clean_blocks * self.block_seconds > 2 * MAX_HOLD_S:
                     self._hold_s = HOLD_S  # recovered for long enough: forget the back-off
+            if fault in ("nan", "explode"):
+                wet, hard = None, start > 0
+            if fault:
+                self._engage_hold(fault)
+            if warming:
+                wet = None
             if self._hold_blocks:
                 target = 0.0
         elif start > 0 and self.session is not None:

@@ -176,7 +176,17 @@ def run(args) -> int:
     ms = lambda n: 1000.0 * n / rate  # noqa: E731
     try:
         with _Keys(engine, runner):
+            shown = 0
+
+            def show_events():  # every bypass, with its time and cause, on its own line
+                nonlocal shown
+                lines = engine.event_lines(shown)
+                shown += len(lines)
+                for line in lines:
+                    sys.stderr.write(("\r" if not args.quiet else "") + line.ljust(100) + "\n")
+
             def tick(r):
+                show_events()
                 if not args.quiet:
                     sys.stderr.write("\r" + r.status_line() + "   ")
                     sys.stderr.flush()
@@ -198,6 +208,7 @@ def run(args) -> int:
             except KeyboardInterrupt:
                 runner.stop()
                 summary = runner.summary()
+            show_events()
     except LiveError as exc:
         raise CLIError(str(exc)) from None
     if not args.quiet:

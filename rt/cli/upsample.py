@@ -103,7 +103,7 @@ def upsample_file(up, src, dst, input_cutoff="auto", delay_compensation=True, pr
             "input_cutoff_hz": eng.input_cutoff_hz, "delay_samples": eng.delay,
             "latency_samples": eng.latency, "latency_ms": 1000 * eng.latency / eng.out_rate,
             "delay_compensated": delay_compensation, "peak": peak,
-            "bypass_events": eng.stats.bypass_events}
+            "bypass_events": eng.stats.bypass_events, "bypasses": eng.event_lines()}
 
 
 # -- folder mode (worker processes hold one Upsampler each) -------------------------------------------
@@ -131,7 +131,8 @@ def _describe(info: dict) -> str:
     clip = " (peak above 0 dBFS: kept in float WAV, clipped in FLAC)" if info["peak"] > 1.0 else ""
     return (f"{info['input']} -> {info['output']}: {info['input_rate']} -> {info['output_rate']} Hz, "
             f"{info['channels']} ch, {info['output_frames'] / info['output_rate']:.2f} s, input band "
-            f"{info['input_cutoff_hz']:.0f} Hz, latency {info['latency_ms']:.2f} ms ({comp}){clip}")
+            f"{info['input_cutoff_hz']:.0f} Hz, latency {info['latency_ms']:.2f} ms ({comp}){clip}"
+            + "".join(f"\n  {line}" for line in info.get("bypasses", [])))
 
 
 def run(args) -> int:
