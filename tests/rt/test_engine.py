@@ -406,11 +406,11 @@ def test_live_explode_guard_follows_the_models_own_level(tmp_path):
     loud = build_model(tmp_path / "x8.onnx", "explode", fault_after=0, explode_gain=8.0)
     n = 48000
     x = (0.2 * np.minimum(np.arange(n) / 24000, 1) * np.sin(2 * np.pi * 300 * np.arange(n) / 48000)).astype(np.float32)
-    eng = StreamEngine(ModelSession(loud), 48000, 48000, 1, 128, realtime=True)
+    eng = StreamEngine(ModelSession(loud), 48000, 48000, 1, 128, explode_guard=True)  # live's guard, no deadlines
     y = eng.process(x[None])
     assert eng.stats.faults_explode == 0 and np.abs(y).max() > 1.5
     jump = build_model(tmp_path / "jump.onnx", "explode", fault_after=24000, fault_until=24100)
-    eng = StreamEngine(ModelSession(jump), 48000, 48000, 1, 128, realtime=True)
+    eng = StreamEngine(ModelSession(jump), 48000, 48000, 1, 128, explode_guard=True)
     eng.process(x[None])
     assert eng.stats.faults_explode == 1 and eng.event_lines() == ["bypass at 0.50 s: model output exploded"]
 
