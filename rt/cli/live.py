@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -37,7 +38,7 @@ def configure(p) -> None:
                    help="input device rate if different (e.g. 16000 for a headset): two streams")
     p.add_argument("--channels", type=int, choices=[1, 2], default=1)
     p.add_argument("--block", type=int, default=128, help="model block (samples at the model rate, 48 kHz)")
-    p.add_argument("--frames", type=int, help=f"device period in frames (default: the block; {PULSE_FRAMES} "
+    p.add_argument("--frames", type=int, help=f"device period in frames (default: a JACK server's period, else the block; {PULSE_FRAMES} "
                    "with --loopback, which goes through PulseAudio/PipeWire)")
     p.add_argument("--margin", type=int, default=0,
                    help="extra buffering in samples beyond the minimum (robustness against a busy CPU)")
@@ -164,7 +165,7 @@ def run(args) -> int:
         else:
             input_device = find_device(args.input, "input")
         output_device = find_device(args.output, "output")
-        frames = args.frames or (max(args.block, PULSE_FRAMES) if args.loopback else args.block)
+        frames = args.frames or (max(args.block, PULSE_FRAMES) if args.loopback else None)  # None: the period
         runner = LiveRunner(engine, input_device, output_device, frames=frames,
                             watchdog_s=PULSE_WATCHDOG_S if args.loopback else 1.0,
                             margin=args.margin, source=source,
@@ -174,6 +175,7 @@ def run(args) -> int:
 
     rate = args.rate
     ms = lambda n: 1000.0 * n / rate  # noqa: E731
+    failure = None
     try:
         with _Keys(engine, runner):
             shown = 0
@@ -203,11 +205,18 @@ def run(args) -> int:
                   f"(in+out) samples at {rate} Hz", file=sys.stderr)
             if sys.stdin.isatty():
                 print("keys: b bypass, +/- gain, [ ] wet/dry, q quit", file=sys.stderr)
+            # SIGTERM stops like Ctrl-C: what was captured is still written
+            old_term = signal.signal(signal.SIGTERM, lambda *_: runner._stop.set())
             try:
                 summary = runner.run(args.seconds, tick, start=False)
             except KeyboardInterrupt:
                 runner.stop()
                 summary = runner.summary()
+            except LiveError as exc:  # the device died: keep the recording and the summary, then fail
+                failure = str(exc)
+                summary = runner.summary()
+            finally:
+                signal.signal(signal.SIGTERM, old_term)
             show_events()
     except LiveError as exc:
         raise CLIError(str(exc)) from None
@@ -221,13 +230,17 @@ def run(args) -> int:
     print(f"ran {summary.seconds:.1f} s: xruns {summary.xruns}, late blocks {summary.late_blocks}, "
           f"block p50 {summary.engine['block_ms_p50']:.3f} ms p99 {summary.engine['block_ms_p99']:.3f} ms "
           f"max {summary.engine['block_ms_max']:.3f} ms, bypass events {summary.engine['bypass_events']}, "
-          f"latency {result['latency_ms']:.2f} ms", file=sys.stderr)
+          f"latency {result['latency_ms']:.2f} ms"
+          + (f", resynchronised {summary.resyncs}x after a stall (input dropped, latency kept)" if summary.resyncs else ""),
+          file=sys.stderr)
     if args.record:
         import soundfile as sf
 
         sf.write(args.record, runner.recorded(), rate, subtype="FLOAT")
         print(f"recorded input -> {args.record}", file=sys.stderr)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        Path(args.json).write_text(json.dumps({**result, "error": failure}, indent=2))
+    if failure:
+        raise CLIError(failure)
     return 0
 

@@ -75,6 +75,35 @@ def _within(fn, seconds: float) -> bool:
 
 
 # -- devices ----------------------------------------------------------------------------------------
+def jack_period(device) -> int | None:
+    """The JACK server's period in frames when `device` (index or None: the default output) is a JACK
+    device, else None. PortAudio does not tell: ask libjack (a short-lived client of the same server)."""
+    import ctypes
+    import ctypes.util
+
+    import sounddevice as sd
+
+    try:
+        info = sd.query_devices(device, "output" if device is None else None)
+        if "JACK" not in sd.query_hostapis(info["hostapi"])["name"]:
+            return None
+        lib = ctypes.CDLL(ctypes.util.find_library("jack") or "libjack.so.0")
+    except (OSError, ValueError, sd.PortAudioError):
+        return None
+    lib.jack_client_open.restype = ctypes.c_void_p
+    lib.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+    lib.jack_get_buffer_size.restype = ctypes.c_uint32
+    lib.jack_get_buffer_size.argtypes = lib.jack_client_close.argtypes = [ctypes.c_void_p]
+    status = ctypes.c_int(0)
+    client = lib.jack_client_open(b"bandlift-probe", 1, ctypes.byref(status))  # 1: JackNoStartServer
+    if not client:
+        return None
+    try:
+        return int(lib.jack_get_buffer_size(client))
+    finally:
+        lib.jack_client_close(client)
+
+
 def list_devices() -> str:
     import sounddevice as sd
 
@@ -122,10 +151,11 @@ def _input_side(indata, in_data, in_ctr, source, record, stats, in_rate, out_rat
         cb = stats[CALLBACKS]
         want = ((cb + 1) * frames * in_rate) // out_rate - (cb * frames * in_rate) // out_rate
         cap = in_data.shape[0]
-        if want > cap - ring_available(in_ctr):
-            stats[IN_RING_FULL] += 1
-            return
         pos = stats[SRC_POS]
+        if want > cap - ring_available(in_ctr):  # dropped, as a device's input would be: time goes on
+            stats[IN_RING_FULL] += 1
+            stats[SRC_POS] = pos + want
+            return
         w = in_ctr[0]
         for i in range(want):
             row = (w + i) % cap
@@ -258,6 +288,7 @@ class LiveSummary:
     output_underflows: int
     late_blocks: int
     in_ring_full: int
+    resyncs: int
     buffering: int
     device_latency: int
     engine: dict
@@ -278,7 +309,13 @@ class LiveRunner:
         self.sd = sd
         self.engine = engine
         engine.realtime = True
-        self.frames = int(frames or engine.block)
+        # PortAudio splits a JACK period into callbacks of `frames` and runs them back to back: the
+        # worker then gets its input in bursts and the buffering below would be too small
+        self.host_period = jack_period(output_device)
+        self.frames = int(frames or self.host_period or engine.block)
+        if self.host_period and self.frames % self.host_period:
+            raise LiveError(f"--frames {self.frames} does not fit the JACK server's period of {self.host_period} "
+                            f"frames: use {self.host_period} or a multiple of it")
         self.channels = engine.channels
         self.source = (np.zeros((0, self.channels), np.float32) if source is None
                        else np.ascontiguousarray(source, np.float32).reshape(len(source), -1))
@@ -299,8 +336,10 @@ class LiveRunner:
         self.buffering = required_buffering(engine, self.frames) + self.margin
         if not self.duplex:  # no phase relation between the two callbacks: one more period of slack
             self.buffering += self.frames
-        self.watchdog_s = watchdog_s
+        self.watchdog_s = watchdog_s  # at least; scaled to the measured callback interval
         self.startup_s = startup_s
+        self.callback_interval = self.frames / engine.out_rate  # measured once callbacks come
+        self.resyncs = 0
         self.latency_arg = latency
         self.input_device, self.output_device = input_device, output_device
         self.error: str | None = None
@@ -360,16 +399,24 @@ class LiveRunner:
         except (OSError, AttributeError):
             self.worker_priority = "normal (no real-time permission)"
 
+    def _watchdog(self) -> float:
+        """Seconds without a callback that mean the device is gone: a few callback intervals."""
+        return max(self.watchdog_s, 4 * self.callback_interval)
+
     def _work(self):
         self._raise_priority()
         eng, ring_in, ring_out = self.engine, self.in_ring, self.out_ring
         last_cb, last_change = -1, time.monotonic()
+        first_cb, first_time = 0, 0.0
         seen_full = 0
         try:
             while not self._stop.is_set():
                 ready, _, _ = select.select([self._wake_r], [], [], 0.05)
                 if ready:
                     os.read(self._wake_r, 4096)
+                if self.stats[IN_RING_FULL] != seen_full:  # stalled for seconds: drop the stale input first
+                    seen_full = self.stats[IN_RING_FULL]
+                    self._resync()
                 n = ring_available(ring_in.counters)
                 if n:
                     n = ring_read(ring_in.data, ring_in.counters, self._chunk[:n])
@@ -378,14 +425,15 @@ class LiveRunner:
                         ring_write(ring_out.data, ring_out.counters, np.ascontiguousarray(y.T))
                         if ring_out.counters[0] < ring_out.counters[1] and not eng.holding:
                             eng.force_bypass("overload")  # output ran late: catch up on the cheap path
-                if self.stats[IN_RING_FULL] != seen_full:
-                    seen_full = self.stats[IN_RING_FULL]
-                    self._resync()
                 cb = int(self.stats[CALLBACKS] + self.stats[OUT_CALLBACKS])
                 now = time.monotonic()
                 if cb != last_cb:
+                    if cb > 0 and not first_cb:
+                        first_cb, first_time = cb, now
+                    elif cb > first_cb > 0:
+                        self.callback_interval = max(self.callback_interval, (now - first_time) / (cb - first_cb))
                     last_cb, last_change = cb, now
-                elif (now - last_change > (self.watchdog_s if cb > 0 else self.startup_s)
+                elif (now - last_change > (self._watchdog() if cb > 0 else self.startup_s)
                       and not self._stop.is_set()):
                     self.error = (f"no audio callbacks for {now - last_change:.1f} s: the audio device or "
                                   "server stopped (JACK server gone? device unplugged?)" if cb > 0 else
@@ -396,9 +444,11 @@ class LiveRunner:
             self._stop.set()
 
     def _resync(self):
-        """The input ring overflowed (worker stalled for seconds): restart from now, same latency."""
+        """The input ring overflowed (worker stalled for seconds): drop what is stale and restart the
+        output timeline from now, at the declared latency (counted in `resyncs`)."""
         eng = self.engine
         eng.reset()
+        self.resyncs += 1
         self.in_ring.counters[1] = self.in_ring.counters[0]
         self.out_ring.counters[0] = self.out_ring.counters[1]
         ring_write(self.out_ring.data, self.out_ring.counters, np.zeros((self.buffering, self.channels), np.float32))
@@ -463,10 +513,13 @@ class LiveRunner:
     def running(self) -> bool:
         return not self._stop.is_set()
 
+    def _close_timeout(self) -> float:
+        return max(1.0, 4 * self.callback_interval + 1.0)  # PortAudio's JACK stop takes up to ~2.5 periods
+
     def stop(self):
         self._stop.set()
         for s in self.streams:
-            if not _within(s.abort if self.error else s.stop, 1.0):
+            if not _within(s.abort if self.error else s.stop, self._close_timeout()):
                 self._abandon()
                 break
         if self._worker is not None:
@@ -484,7 +537,7 @@ class LiveRunner:
 
     def close(self):
         for s in self.streams:
-            if not _within(lambda: s.close(ignore_errors=True), 1.0):
+            if not _within(lambda: s.close(ignore_errors=True), self._close_timeout()):
                 self._abandon()
                 break
         self.streams = []
@@ -527,7 +580,7 @@ class LiveRunner:
         return LiveSummary(seconds=time.monotonic() - self._started if self._started else 0.0,
                            callbacks=int(st[CALLBACKS] + st[OUT_CALLBACKS]), xruns=int(st[XRUNS]),
                            input_overflows=int(st[IN_OVERFLOW]), output_underflows=int(st[OUT_UNDERFLOW]),
-                           late_blocks=int(st[LATE]), in_ring_full=int(st[IN_RING_FULL]),
+                           late_blocks=int(st[LATE]), in_ring_full=int(st[IN_RING_FULL]), resyncs=self.resyncs,
                            buffering=self.buffering, device_latency=self.device_latency,
                            engine=self.engine.stats.summary())
 

@@ -359,3 +359,117 @@ def test_loopback_captures_what_the_machine_plays(tmp_path):
     assert abs(np.fft.rfftfreq(len(body), 1 / rate)[spectrum.argmax()] - 1000) < 5
     assert np.sqrt(np.mean(body ** 2)) == pytest.approx(0.3 / np.sqrt(2), rel=0.1)
     assert json.loads(js.read_text())["frames"] == 1024  # the pulse-safe default period
+
+
+# -- timing edges (issue 14): device period, slow servers, stalls, and what a dying run keeps ----------
+CLI = "import sys; from bandlift.rt.cli import main; sys.exit(main())"
+
+
+@pytest.mark.parametrize("frames", ["7", "100"])
+def test_frames_that_do_not_fit_the_jack_period_are_refused(jack, models, tmp_path, capsys, frames):
+    """PortAudio would split each 128-frame JACK cycle into back-to-back callbacks (bursts): the output
+    broke up (a third of the samples right) with exit 0. Refused with one line instead."""
+    jack.activate()
+    sounddevice_rescan()
+    src = tmp_path / "s.wav"
+    noise(src, 48000, 1.0)
+    rc = main(["live", "--input", "loopback", "--output", "loopback", "--model", str(models["conv"]), "--source",
+               str(src), "--seconds", "1", "--quiet", "--frames", frames, "--record", str(tmp_path / "r.wav")])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"--frames {frames} does not fit the JACK server's period of 128 frames" in err
+    assert "Traceback" not in err
+
+
+def start_live(env, *args):
+    """A `bandlift live` subprocess; returns it once it printed its latency line (and those lines)."""
+    proc = subprocess.Popen([sys.executable, "-c", CLI, "live", *args], env=dict(env, PYTHONUNBUFFERED="1"),
+                            stderr=subprocess.PIPE, text=True)
+    lines = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        lines.append(line)
+        if line.startswith("latency") or not line:
+            break
+    assert any(ln.startswith("latency") for ln in lines), "".join(lines)
+    return proc, lines
+
+
+def test_slow_server_is_not_taken_for_a_dead_one(models, tmp_path):
+    """A healthy JACK server whose period takes 2 s (8192 frames at 4096 Hz): the watchdog follows the
+    measured callback interval (no "server gone"), and the stream is stopped cleanly (PortAudio takes
+    ~2.5 periods: no abandoned client, no crash at exit)."""
+    server = JackServer(4096, 8192).start()
+    try:
+        proc, _ = start_live(server.env, "--input", "loopback", "--output", "loopback", "--model",
+                             str(models["conv"]), "--seconds", "5", "--quiet", "--rate", "4096")
+        _, err = proc.communicate(timeout=60)
+    finally:
+        server.stop()
+    print(err)
+    assert proc.returncode == 0, err
+    assert "server gone" not in err and "could not be closed" not in err
+
+
+def test_stall_resynchronises_at_the_declared_latency(jack, models, tmp_path):
+    """The worker stalls for 4.5 s (this thread keeps the GIL): the input ring overflows, and the run goes
+    on at the declared latency (a click train comes back where it should), reporting the resync."""
+    from bandlift.rt.engine import StreamEngine
+    from bandlift.rt.io.live import LiveRunner, click_train, find_device
+    from bandlift.rt.model.session import ModelSession
+
+    jack.activate()
+    sounddevice_rescan()
+    rate, seconds = 48000, 9.0
+    x, clicks = click_train(int(rate * seconds), rate, 1, every_s=0.25)
+    eng = StreamEngine(ModelSession(models["conv"]), rate, rate, 1, PERIOD)
+    runner = LiveRunner(eng, find_device("loopback", "input"), find_device("loopback", "output"), frames=PERIOD,
+                        source=x, record_seconds=seconds + 1)
+    runner.start()
+    try:
+        time.sleep(1.0)
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(30.0)
+        try:
+            start = time.perf_counter()
+            while time.perf_counter() - start < 4.5:  # pure Python: the worker cannot run
+                pass
+        finally:
+            sys.setswitchinterval(switch)
+        time.sleep(seconds - 5.5)
+    finally:
+        runner.stop()
+    summary = runner.summary()
+    rec = runner.recorded()[:, 0]
+    declared = runner.total_latency
+    late = [c for c in clicks if c > 7 * rate and c + declared + 200 < len(rec)]  # well after the stall
+    found = [declared - 200 + int(np.argmax(np.abs(rec[c + declared - 200:c + declared + 200]))) for c in late]
+    print(f"\nresyncs {summary.resyncs}, declared {declared}, clicks after the stall at {found}")
+    assert summary.resyncs >= 1 and summary.in_ring_full >= 1
+    assert len(found) >= 4
+    assert np.median(found) == declared
+
+
+def test_sigterm_and_a_dying_server_keep_the_recording_and_summary(models, tmp_path):
+    for ending in ("sigterm", "server"):
+        server = JackServer(48000, PERIOD).start()
+        rec, js = tmp_path / f"{ending}.wav", tmp_path / f"{ending}.json"
+        try:
+            proc, _ = start_live(server.env, "--input", "loopback", "--output", "loopback", "--model",
+                                 str(models["conv"]), "--seconds", "60", "--quiet", "--record", str(rec),
+                                 "--json", str(js))
+            time.sleep(1.5)
+            if ending == "sigterm":
+                proc.send_signal(15)
+            else:
+                server.stop()
+            _, err = proc.communicate(timeout=20)
+        finally:
+            server.stop()
+        print(f"{ending}: rc {proc.returncode}: {err.strip()}")
+        assert proc.returncode == (0 if ending == "sigterm" else 2), err
+        assert "Traceback" not in err
+        recorded, rate = sf.read(str(rec))
+        result = json.loads(js.read_text())
+        assert rate == 48000 and len(recorded) >= 1.0 * rate
+        assert result["callbacks"] > 0 and (result["error"] is None) == (ending == "sigterm")
