@@ -10,8 +10,12 @@ shifts the timing: what it writes for positions the consumer already passed is s
 This keeps the latency constant (no drift) whatever happens.
 
 The live engine's audio callback is a C function (numba `cfunc`) that runs without the GIL, so the
-two sides really run concurrently: each side publishes its counter only after a memory fence that
-follows its data copy, so the other side never sees a count before the frames it covers.
+two sides really run concurrently, and on a weakly ordered CPU (arm64) loads and stores may be seen
+out of order. The fences are PortAudio's pa_ringbuffer's: after loading the other side's counter,
+the reader takes an acquire fence (no frame is read before the count that covers it) and the writer
+a full fence (no slot is overwritten before the reader's count that freed it); the writer publishes
+its count after a release fence (the frames are visible first), the reader after a full fence (its
+reads are done before the slots are handed back).
 """
 from __future__ import annotations
 
@@ -55,14 +59,21 @@ class RingBuffer:
         self.data.fill(0.0)
 
 
-@intrinsic
-def _fence(typingctx):
-    """A full memory fence: the frames copied before it are visible before the counter after it."""
-    def codegen(context, builder, signature, args):
-        builder.fence("seq_cst")
-        return context.get_dummy_value()
+def _make_fence(ordering: str):
+    @intrinsic
+    def fence(typingctx):
+        def codegen(context, builder, signature, args):
+            builder.fence(ordering)
+            return context.get_dummy_value()
 
-    return types.void(), codegen
+        return types.void(), codegen
+
+    return fence
+
+
+fence_acquire = _make_fence("acquire")  # after loading the other side's counter, before using the slots
+fence_release = _make_fence("release")  # after writing frames, before publishing the write counter
+fence_full = _make_fence("seq_cst")  # loads before it complete before stores after it
 
 
 @njit(cache=True)
@@ -79,14 +90,15 @@ def ring_space(data, counters):
 
 @njit(cache=True)
 def _copy_in(data, counters, frames, n):
-    """Copy frames[:n] in at the write position and advance it."""
+    """Copy frames[:n] in at the write position and publish it (the caller loaded the read counter)."""
     cap = data.shape[0]
     pos = counters[0]
+    fence_full()  # the reader's count was loaded before any slot it freed is overwritten
     for i in range(n):
         row = (pos + i) % cap
         for c in range(data.shape[1]):
             data[row, c] = frames[i, c]
-    _fence()
+    fence_release()
     counters[0] = pos + n
 
 
@@ -110,12 +122,13 @@ def ring_read(data, counters, out):
     """Read up to out.shape[0] frames into out[n, C]; returns how many were read."""
     cap = data.shape[0]
     n = min(out.shape[0], ring_available(counters))
+    fence_acquire()  # the frames the write count covers are visible from here on
     pos = counters[1]
     for i in range(n):
         row = (pos + i) % cap
         for c in range(out.shape[1]):
             out[i, c] = data[row, c]
-    _fence()
+    fence_full()  # reads done before the slots are handed back
     counters[1] = pos + n
     return n
 
@@ -127,6 +140,7 @@ def ring_read_fixed(data, counters, out):
     cap = data.shape[0]
     want = out.shape[0]
     n = min(want, ring_available(counters))
+    fence_acquire()
     pos = counters[1]
     # frames the producer already wrote but the reader skipped earlier are behind `pos`; an
     # underrun leaves pos ahead of counters[0]
@@ -137,6 +151,6 @@ def ring_read_fixed(data, counters, out):
     for i in range(n, want):
         for c in range(out.shape[1]):
             out[i, c] = 0.0
-    _fence()
+    fence_full()
     counters[1] = pos + want
     return n

@@ -40,10 +40,12 @@ from numba import carray, cfunc, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from bandlift.rt.dsp.ringbuffer import RingBuffer, ring_available, ring_read, ring_read_fixed, ring_write
+from bandlift.rt.dsp.ringbuffer import (RingBuffer, fence_full, fence_release, ring_available, ring_read,
+                                        ring_read_fixed, ring_write)
 
 # counters shared with the callback (int64 array)
-CALLBACKS, IN_OVERFLOW, OUT_UNDERFLOW, XRUNS, LATE, IN_RING_FULL, SRC_POS, REC_POS, OUT_CALLBACKS = range(9)
+(CALLBACKS, IN_OVERFLOW, OUT_UNDERFLOW, XRUNS, LATE, IN_RING_FULL, SRC_POS, REC_POS, OUT_CALLBACKS,
+ WAKE_NS_SUM, WAKE_NS_MAX, CLOCK_SEC, CLOCK_NSEC, NSTATS) = range(14)  # CLOCK_*: a struct timespec
 # what the C callbacks get through PortAudio's userData: an int64 array of addresses and sizes
 (CTX_IN_DATA, CTX_IN_CAP, CTX_CHANNELS, CTX_IN_CTR, CTX_OUT_DATA, CTX_OUT_CAP, CTX_OUT_CTR, CTX_STATS,
  CTX_SRC, CTX_SRC_LEN, CTX_REC, CTX_REC_LEN, CTX_IN_RATE, CTX_OUT_RATE, CTX_WAKE_FD, CTX_LEN) = range(16)
@@ -157,11 +159,13 @@ def _input_side(indata, in_data, in_ctr, source, record, stats, in_rate, out_rat
             stats[SRC_POS] = pos + want
             return
         w = in_ctr[0]
+        fence_full()  # as ring_write: the read count is loaded before the slots it freed are written
         for i in range(want):
             row = (w + i) % cap
             k = pos + i
             for c in range(in_data.shape[1]):
                 in_data[row, c] = source[k, c] if k < source.shape[0] else 0.0
+        fence_release()
         in_ctr[0] = w + want
         stats[SRC_POS] = pos + want
     else:
@@ -182,6 +186,7 @@ def _output_side(outdata, out_data, out_ctr, stats):
 # These run on PortAudio's audio thread with no Python involved (python-rtmixer's design).
 _PA_CALLBACK = types.int32(types.voidptr, types.voidptr, types.uintp, types.voidptr, types.uintp, types.voidptr)
 _libc_write = types.ExternalFunction("write", types.intp(types.int32, types.voidptr, types.uintp))
+_clock_gettime = types.ExternalFunction("clock_gettime", types.int32(types.int32, types.voidptr))  # vDSO
 
 
 @intrinsic
@@ -208,7 +213,7 @@ def _signal(ctx, sample, n):
 def _begin(userdata, status):
     """A callback's context and counters from PortAudio's userData; the stream's xrun flags counted."""
     ctx = carray(userdata, (CTX_LEN,), np.int64)
-    stats = carray(_pointer(ctx[CTX_STATS]), (9,), np.int64)
+    stats = carray(_pointer(ctx[CTX_STATS]), (NSTATS,), np.int64)
     _count_flags(stats, status)
     return ctx, stats
 
@@ -230,7 +235,18 @@ def _take_input(iptr, frames, ctx, stats, in_rate, out_rate):
     _input_side(indata, in_data, in_ctr, _signal(ctx, CTX_SRC, CTX_SRC_LEN), _signal(ctx, CTX_REC, CTX_REC_LEN),
                 stats, in_rate, out_rate)
     stats[CALLBACKS] += 1
+    before = _now_ns(ctx, stats)
     _libc_write(np.int32(ctx[CTX_WAKE_FD]), iptr, 1)  # wake the worker (non-blocking pipe)
+    took = _now_ns(ctx, stats) - before  # what this system call costs the audio thread (in the summary)
+    stats[WAKE_NS_SUM] += took
+    if took > stats[WAKE_NS_MAX]:
+        stats[WAKE_NS_MAX] = took
+
+
+@njit(cache=True)
+def _now_ns(ctx, stats):
+    _clock_gettime(np.int32(1), _pointer(ctx[CTX_STATS] + 8 * CLOCK_SEC))  # CLOCK_MONOTONIC
+    return stats[CLOCK_SEC] * 1_000_000_000 + stats[CLOCK_NSEC]
 
 
 @njit(cache=True)
@@ -289,6 +305,8 @@ class LiveSummary:
     late_blocks: int
     in_ring_full: int
     resyncs: int
+    wake_us_mean: float  # the callback's wake-up write() to the worker: its cost on the audio thread
+    wake_us_max: float
     buffering: int
     device_latency: int
     engine: dict
@@ -328,7 +346,7 @@ class LiveRunner:
         self.duplex = not two_streams
         rec_frames = int(record_seconds * engine.out_rate)
         self.record = np.zeros((rec_frames, self.channels), np.float32)
-        self.stats = np.zeros(9, np.int64)
+        self.stats = np.zeros(NSTATS, np.int64)
         cap = max(4 * engine.out_rate, 1 << 15)  # 4 s of slack before the input ring overflows
         self.in_ring = RingBuffer(cap, self.channels)
         self.out_ring = RingBuffer(cap, self.channels)
@@ -459,9 +477,9 @@ class LiveRunner:
         eng = self.engine
         dummy_in = np.zeros((self.frames, self.channels), np.float32)
         ring, ctr = np.zeros_like(self.in_ring.data[:4 * self.frames]), np.zeros(2, np.int64)
-        _input_side(dummy_in, ring, ctr, self.source[:0], self.record[:0], np.zeros(9, np.int64),
+        _input_side(dummy_in, ring, ctr, self.source[:0], self.record[:0], np.zeros(NSTATS, np.int64),
                     eng.in_rate, eng.out_rate)
-        _output_side(dummy_in, ring, ctr, np.zeros(9, np.int64))
+        _output_side(dummy_in, ring, ctr, np.zeros(NSTATS, np.int64))
         eng.process(np.zeros((self.channels, 4 * eng.block), np.float32))
         eng.reset()
 
@@ -581,6 +599,8 @@ class LiveRunner:
                            callbacks=int(st[CALLBACKS] + st[OUT_CALLBACKS]), xruns=int(st[XRUNS]),
                            input_overflows=int(st[IN_OVERFLOW]), output_underflows=int(st[OUT_UNDERFLOW]),
                            late_blocks=int(st[LATE]), in_ring_full=int(st[IN_RING_FULL]), resyncs=self.resyncs,
+                           wake_us_mean=float(st[WAKE_NS_SUM]) / max(1, int(st[CALLBACKS])) / 1e3,
+                           wake_us_max=float(st[WAKE_NS_MAX]) / 1e3,
                            buffering=self.buffering, device_latency=self.device_latency,
                            engine=self.engine.stats.summary())
 
