@@ -31,6 +31,12 @@ def configure(p) -> None:
     p.add_argument("--output", help="output device: index or name substring (default: system default)")
     p.add_argument("--loopback", action="store_true",
                    help="capture what the computer plays (PulseAudio/PipeWire monitor of the default sink)")
+    p.add_argument("--virtual-mic", nargs="?", const="bandlift_mic", metavar="NAME",
+                   help="create a virtual microphone NAME (default bandlift_mic) on the PulseAudio/PipeWire server "
+                        "and play the upsampled input into it; apps pick it as their microphone; removed on exit")
+    p.add_argument("--virtual-sink", nargs="?", const="bandlift_speaker", metavar="NAME",
+                   help="create a virtual speaker NAME (default bandlift_speaker) that apps play into; its sound is "
+                        "upsampled to --output; removed on exit")
     p.add_argument("--rate", type=int, default=48000,
                    help="output device rate in Hz (default 48000, the model's rate; e.g. 44100: the model's "
                         "output is resampled)")
@@ -129,6 +135,11 @@ def run(args) -> int:
 
     if args.list_devices:
         print(list_devices())
+        from bandlift.rt.io.virtual import server_devices
+
+        lines = server_devices()
+        if lines:
+            print("\nsound server (PulseAudio/PipeWire) devices, reached through 'pulse':\n  " + "\n  ".join(lines))
         return 0
     if not 0.0 <= args.mix <= 1.0:
         raise CLIError(f"--mix must be in [0, 1], got {args.mix}")
@@ -156,18 +167,65 @@ def run(args) -> int:
     engine.gain = 10 ** (args.gain / 20)
     engine.mix = args.mix
     engine.reset()
+    virtual = _virtual_device(args)
     try:
-        if args.loopback:
-            os.environ["PULSE_SOURCE"] = _monitor_source()
+        return _run_devices(args, engine, session, source, in_rate, virtual)
+    except CLIError as exc:
+        if virtual is not None and not virtual.alive():
+            raise CLIError(f"the sound server stopped or restarted and took the virtual {virtual.kind} "
+                           f"'{virtual.name}' with it ({exc}); start bandlift again") from None
+        raise
+    finally:
+        if virtual is not None:
+            virtual.remove()
+
+
+def _virtual_device(args):
+    """Create the --virtual-mic / --virtual-sink device (None without one); from here on SIGTERM and
+    SIGHUP stop the run like Ctrl-C, so that the device is removed."""
+    if args.virtual_mic is None and args.virtual_sink is None:
+        return None
+    from bandlift.rt.io.virtual import VirtualDevice, VirtualDeviceError
+
+    if args.loopback or (args.virtual_mic and args.virtual_sink):
+        raise CLIError("choose one of --loopback, --virtual-mic, --virtual-sink")
+    kind, name = ("mic", args.virtual_mic) if args.virtual_mic is not None else ("sink", args.virtual_sink)
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
+    try:
+        dev = VirtualDevice(kind, name, args.channels, args.rate).__enter__()
+    except VirtualDeviceError as exc:
+        raise CLIError(str(exc)) from None
+    print(f"virtual {'microphone' if kind == 'mic' else 'speaker'} '{name}' ready ({dev.description}): pick it in "
+          "your apps; it is removed when bandlift stops", file=sys.stderr)
+    return dev
+
+
+def _run_devices(args, engine, session, source, in_rate, virtual) -> int:
+    import sounddevice as sd
+
+    from bandlift.rt.io.live import LiveError, LiveRunner, find_device
+
+    pulse = args.loopback or virtual is not None
+    try:
+        if args.loopback or (virtual is not None and virtual.kind == "sink"):
+            os.environ["PULSE_SOURCE"] = virtual.monitor if virtual is not None else _monitor_source()
+        if virtual is not None and virtual.kind == "mic":
+            os.environ["PULSE_SINK"] = virtual.sink
+        if pulse:
             sd._terminate()
             sd._initialize()
-            input_device = find_device(args.input or "pulse", "input")
-        else:
-            input_device = find_device(args.input, "input")
-        output_device = find_device(args.output, "output")
-        frames = args.frames or (max(args.block, PULSE_FRAMES) if args.loopback else None)  # None: the period
+        reads_server = args.loopback or (virtual is not None and virtual.kind == "sink")
+        input_device = find_device(args.input or ("pulse" if reads_server else None), "input")
+        writes_server = virtual is not None and virtual.kind == "mic"
+        output_device = find_device(args.output or ("pulse" if writes_server else None), "output")
+        frames = args.frames or (max(args.block, PULSE_FRAMES) if pulse else None)  # None: the period
         runner = LiveRunner(engine, input_device, output_device, frames=frames,
-                            watchdog_s=PULSE_WATCHDOG_S if args.loopback else 1.0,
+                            watchdog_s=PULSE_WATCHDOG_S if pulse else 1.0,
                             margin=args.margin, source=source,
                             record_seconds=(args.seconds or 600) + 1 if args.record else 0.0)
     except (LiveError, ValueError, sd.PortAudioError) as exc:

@@ -27,6 +27,7 @@ callback: PulseAudio's ALSA plugin takes 1.5-2 s to deliver it).
 """
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 import select
@@ -80,7 +81,6 @@ def _within(fn, seconds: float) -> bool:
 def jack_period(device) -> int | None:
     """The JACK server's period in frames when `device` (index or None: the default output) is a JACK
     device, else None. PortAudio does not tell: ask libjack (a short-lived client of the same server)."""
-    import ctypes
     import ctypes.util
 
     import sounddevice as sd
@@ -532,7 +532,8 @@ class LiveRunner:
         return not self._stop.is_set()
 
     def _close_timeout(self) -> float:
-        return max(1.0, 4 * self.callback_interval + 1.0)  # PortAudio's JACK stop takes up to ~2.5 periods
+        # PortAudio's JACK stop takes up to ~2.5 periods; PulseAudio's ALSA plugin up to its watchdog time
+        return max(1.0, self.watchdog_s, 4 * self.callback_interval + 1.0)
 
     def stop(self):
         self._stop.set()
@@ -548,6 +549,10 @@ class LiveRunner:
         """PortAudio hangs on a stream whose server died: leave it (and PortAudio's exit-time
         shutdown, which would hang the same way) alone so the process can still end."""
         _ABANDONED.extend(self.streams)
+        # the stream's C callback may still run until the process ends: its rings, counters and context
+        # must outlive the interpreter's teardown (else it writes into freed memory: a crash at exit)
+        for keep in (self, *self.streams):
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(keep))
         self.streams = []
         self.sd._initialized = 0
         if self.error:

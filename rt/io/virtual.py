@@ -1,0 +1,126 @@
+"""Virtual devices on the running PulseAudio server (or PipeWire's PulseAudio interface), made with
+the server's own `pactl`: what apps see and pick like any microphone or speaker.
+
+- virtual microphone NAME: a null sink `NAME_feed` that bandlift plays the upsampled input into, and
+  a source NAME remapped from its monitor (apps record from it), as NoiseTorch and the
+  noise-suppression-for-voice README set one up;
+- virtual speaker NAME: a null sink NAME that apps play into; bandlift records its monitor, upsamples
+  it and plays it on the real output.
+
+Each module carries `bandlift.owner=<pid>` in its properties (how `--list-devices` tells bandlift's own
+from the rest) and is unloaded when the context ends, however it ends (the CLI turns SIGTERM into a
+normal stop; only SIGKILL leaves them, and the next run with the same name says so). A restarted
+server has lost them anyway.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+OWNER = "bandlift.owner"
+
+
+class VirtualDeviceError(RuntimeError):
+    """The sound server is missing or refused; the message says what to do."""
+
+
+def _pactl(*args: str) -> str:
+    if not shutil.which("pactl"):
+        raise VirtualDeviceError("virtual devices need PulseAudio or PipeWire (pactl not found)")
+    try:
+        done = subprocess.run(["pactl", *args], capture_output=True, text=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        raise VirtualDeviceError("the sound server does not answer (pactl timed out)") from None
+    if done.returncode:
+        raise VirtualDeviceError(f"pactl {args[0]} failed: {(done.stderr or done.stdout).strip()}")
+    return done.stdout
+
+
+def _names(kind: str) -> set[str]:
+    """Names of the server's sinks or sources."""
+    return {line.split("\t")[1] for line in _pactl("list", "short", kind).splitlines() if "\t" in line}
+
+
+def owned_modules() -> list[str]:
+    """The server's modules that a bandlift process made: 'index name arguments' lines."""
+    try:
+        lines = _pactl("list", "short", "modules").splitlines()
+    except VirtualDeviceError:
+        return []
+    return [" ".join(line.split("\t")) for line in lines if f"{OWNER}=" in line]
+
+
+def server_devices() -> list[str]:
+    """The sound server's sinks and sources, bandlift's own marked with the process that made them;
+    empty without a server."""
+    owners = {}
+    for line in owned_modules():
+        pid = line.split(f"{OWNER}=")[1].split()[0].strip('"')
+        for word in line.split():
+            if word.startswith(("sink_name=", "source_name=")):
+                name = word.split("=", 1)[1]
+                owners.update({name: pid, f"{name}.monitor": pid})
+    try:
+        found = [(kind[:-1], name) for kind in ("sinks", "sources") for name in sorted(_names(kind))]
+    except VirtualDeviceError:
+        return []
+    return [f"{kind:6} {name}" + (f"   [bandlift's own, pid {owners[name]}]" if name in owners else "")
+            for kind, name in found]
+
+
+class VirtualDevice:
+    """`with VirtualDevice("mic", "bandlift_mic", channels, rate) as dev:` - bandlift writes into
+    `dev.sink` (mic) or reads `dev.monitor` (speaker) through the ALSA pulse plugin."""
+
+    def __init__(self, kind: str, name: str, channels: int, rate: int):
+        if kind not in ("mic", "sink"):
+            raise ValueError(kind)
+        if not name or any(c in name for c in " \t\"'=/\\"):
+            raise VirtualDeviceError(f"bad virtual device name {name!r}: letters, digits, '_', '-' and '.' only")
+        self.kind, self.name, self.channels, self.rate = kind, name, int(channels), int(rate)
+        self.sink = f"{name}_feed" if kind == "mic" else name
+        self.monitor = f"{self.sink}.monitor"
+        self.modules: list[str] = []
+
+    @property
+    def description(self) -> str:
+        return "bandlift microphone (upsampled)" if self.kind == "mic" else "bandlift speaker (upsampled)"
+
+    def __enter__(self) -> "VirtualDevice":
+        taken = (_names("sinks") | _names("sources")) & {self.sink, self.name, self.monitor}
+        if taken:
+            raise VirtualDeviceError(f"a sound device named {sorted(taken)[0]!r} already exists (another bandlift "
+                                     "with this name?): pick another name, or stop that one")
+        props = f"{OWNER}={os.getpid()}"
+        feed = "bandlift feed" if self.kind == "mic" else self.description
+        try:
+            self._load("module-null-sink", f"sink_name={self.sink}", f"rate={self.rate}", "format=float32le",
+                       f"channels={self.channels}", f"sink_properties=\"device.description='{feed}' {props}\"")
+            if self.kind == "mic":
+                self._load("module-remap-source", f"master={self.monitor}", f"source_name={self.name}",
+                           f"source_properties=\"device.description='{self.description}' {props}\"")
+        except VirtualDeviceError:
+            self.remove()
+            raise
+        return self
+
+    def _load(self, module: str, *args: str) -> None:
+        self.modules.append(_pactl("load-module", module, *args).strip())
+
+    def alive(self) -> bool:
+        """Are this device's modules still loaded (False after a server restart)?"""
+        mine = {line.split()[0] for line in owned_modules() if f"{OWNER}={os.getpid()}" in line}
+        return bool(self.modules) and set(self.modules) <= mine
+
+    def remove(self) -> None:
+        """Unload what this made (newest first); a server that restarted has nothing left to unload."""
+        while self.modules:
+            index = self.modules.pop()
+            try:
+                _pactl("unload-module", index)
+            except VirtualDeviceError:
+                pass
+
+    def __exit__(self, *exc) -> None:
+        self.remove()

@@ -1,0 +1,130 @@
+"""`bandlift live --virtual-mic/--virtual-sink` on a private PulseAudio server: what a real recording
+client (parec) captures from the virtual microphone equals offline `bandlift upsample`, and the
+server's modules are gone after every kind of exit."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from bandlift.rt.cli import main
+from jack_server import PulseServer, build_model
+
+pytestmark = [pytest.mark.live,
+              pytest.mark.skipif(not PulseServer.available(), reason="pulseaudio/pactl/ALSA pulse plugin missing")]
+CLI = "import sys; from bandlift.rt.cli import main; sys.exit(main())"
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return build_model(tmp_path_factory.mktemp("models") / "conv2.onnx", "conv", delay=2)
+
+
+def owned(server) -> list[str]:
+    out = subprocess.run(["pactl", "list", "short", "modules"], env=server.env, capture_output=True, text=True)
+    return [line for line in out.stdout.splitlines() if "bandlift.owner=" in line]
+
+
+def start_live(server, *args):
+    proc = subprocess.Popen([sys.executable, "-c", CLI, "live", *args], env=dict(server.env, PYTHONUNBUFFERED="1"),
+                            stderr=subprocess.PIPE, text=True)
+    lines = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        lines.append(proc.stderr.readline())
+        if lines[-1].startswith("latency") or not lines[-1]:
+            break
+    assert lines[-1].startswith("latency"), "".join(lines)
+    return proc
+
+
+def longest_exact_run(captured, offline, chunk=1024):
+    """Longest stretch of whole chunks of `captured` that equal `offline` exactly at one shift."""
+    best = run = 0
+    shift = None
+    for start in range(0, len(captured) - chunk, chunk):
+        seg = captured[start:start + chunk]
+        if not np.abs(seg).max() > 0:
+            run = 0
+            continue
+        k = int(np.argmax(np.correlate(offline, seg, "valid")))
+        exact = np.array_equal(offline[k:k + chunk], seg)
+        run = run + chunk if exact and k - start == shift else (chunk if exact else 0)
+        shift = k - start
+        best = max(best, run)
+    return best
+
+
+def test_virtual_mic_capture_equals_offline_upsample(model, tmp_path):
+    """16 kHz in, 48 kHz float32 through the virtual mic: the server converts nothing (null sink and
+    remap source at 48 kHz float32, the streams at 100 % volume), so in steady state the capture is
+    bit-exact. While the server's streams start up it adapts their rate (resampling, about one sample per
+    1024 for the first second or two): the tolerance is therefore "at least 0.75 s contiguous and
+    bit-exact at one alignment", not every sample."""
+    server = PulseServer(tmp_path / "pulse").start()
+    src, cap, js = tmp_path / "src.wav", tmp_path / "cap.raw", tmp_path / "live.json"
+    x = (np.random.default_rng(0).standard_normal((16000 * 9, 1)) * 0.1).astype(np.float32)
+    sf.write(str(src), x, 16000, subtype="FLOAT")
+    try:
+        proc = start_live(server, "--virtual-mic", "bl_mic", "--input", "pulse", "--source", str(src),
+                          "--model", str(model), "--seconds", "9", "--quiet", "--json", str(js))
+        assert len(owned(server)) == 2  # null sink + remap source, marked as bandlift's
+        listing = subprocess.run([sys.executable, "-c", CLI, "live", "--list-devices"], env=server.env,
+                                 capture_output=True, text=True, timeout=60).stdout
+        assert "source bl_mic   [bandlift's own" in listing and "bl_play" in listing
+        rec = subprocess.Popen(["parec", "-d", "bl_mic", "--format=float32le", "--rate=48000", "--channels=1",
+                                "--raw", str(cap)], env=server.env)
+        time.sleep(6.0)
+        rec.terminate()
+        rec.wait(10)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert owned(server) == []  # removed on a normal end
+    finally:
+        server.stop()
+    offline = tmp_path / "offline.wav"
+    assert main(["upsample", str(src), str(offline), "--model", str(model), "--block", "128",
+                 "--no-delay-compensation", "--input-cutoff", "nyquist"]) == 0
+    off, _ = sf.read(str(offline), dtype="float32")
+    captured = np.fromfile(cap, np.float32)
+    exact = longest_exact_run(captured, off)
+    print(f"\ncaptured {len(captured) / 48000:.2f} s, longest bit-exact stretch {exact / 48000:.2f} s; "
+          f"{json.loads(js.read_text())['late_blocks']} late blocks")
+    assert exact >= 0.75 * 48000  # 36,000 samples of noise cannot match by chance
+
+
+@pytest.mark.parametrize("ending", ["sigint", "sigterm", "server restart", "duplicate name"])
+def test_virtual_mic_is_removed_on_every_exit(model, tmp_path, ending):
+    server = PulseServer(tmp_path / "pulse").start()
+    args = ("--virtual-mic", "bl_mic", "--input", "pulse", "--model", str(model), "--seconds", "60", "--quiet")
+    try:
+        proc = start_live(server, *args)
+        assert len(owned(server)) == 2
+        if ending == "duplicate name":
+            second = subprocess.run([sys.executable, "-c", CLI, "live", *args], env=server.env, capture_output=True,
+                                    text=True, timeout=60)
+            assert second.returncode == 2 and "a sound device named 'bl_mic' already exists" in second.stderr, second.stderr
+            assert len(second.stderr.strip().splitlines()) == 1
+            assert len(owned(server)) == 2  # the first one's devices are untouched
+            proc.send_signal(signal.SIGINT)
+        elif ending == "server restart":
+            server.stop()
+            server = PulseServer(tmp_path / "pulse").start()
+        else:
+            proc.send_signal(signal.SIGINT if ending == "sigint" else signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        print(f"{ending}: rc {proc.returncode}: {err.strip()[-300:]}")
+        assert "Traceback" not in err
+        if ending == "server restart":
+            assert proc.returncode == 2 and "sound server stopped or restarted" in err
+        else:
+            assert proc.returncode == 0
+        assert owned(server) == []
+    finally:
+        server.stop()
