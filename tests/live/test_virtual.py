@@ -128,3 +128,34 @@ def test_virtual_mic_is_removed_on_every_exit(model, tmp_path, ending):
         assert owned(server) == []
     finally:
         server.stop()
+
+
+def test_virtual_sink_upsamples_what_apps_play(model, tmp_path):
+    """An app (paplay) plays a 16 kHz-band tone into the virtual speaker; bandlift plays it on the real
+    output (the server's bl_out sink here), where a recording client finds the tone at its level."""
+    server = PulseServer(tmp_path / "pulse").start()
+    rate = 48000
+    tone, cap = tmp_path / "tone.wav", tmp_path / "out.raw"
+    sf.write(str(tone), 0.3 * np.sin(2 * np.pi * 1000 * np.arange(10 * rate) / rate), rate, subtype="FLOAT")
+    try:
+        proc = start_live(server, "--virtual-sink", "bl_spk", "--output", "pulse", "--model", str(model),
+                          "--seconds", "8", "--quiet")
+        assert len(owned(server)) == 1
+        env = dict(server.env)
+        player = subprocess.Popen(["paplay", "-d", "bl_spk", str(tone)], env=env)
+        rec = subprocess.Popen(["parec", "-d", "bl_play.monitor", "--format=float32le", "--rate=48000",
+                                "--channels=1", "--raw", str(cap)], env=env)
+        time.sleep(5.0)
+        rec.terminate()
+        rec.wait(10)
+        player.terminate()
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert owned(server) == []
+    finally:
+        server.stop()
+    body = np.fromfile(cap, np.float32)
+    body = body[np.nonzero(np.abs(body) > 0.01)[0][0]:][rate // 2: 3 * rate]  # the played stretch
+    spectrum = np.abs(np.fft.rfft(body * np.hanning(len(body))))
+    assert abs(np.fft.rfftfreq(len(body), 1 / rate)[spectrum.argmax()] - 1000) < 5
+    assert np.sqrt(np.mean(body ** 2)) == pytest.approx(0.3 / np.sqrt(2), rel=0.1)
