@@ -71,6 +71,8 @@ class EngineStats:
     faults_nan: int = 0
     faults_explode: int = 0
     overloads: int = 0
+    bypass_run: int = 0  # blocks since the model last played (fault/overload holds, not the user's bypass)
+    longest_bypass_blocks: int = 0
     events: list = field(default_factory=list)  # (model-rate sample index, reason)
     times: np.ndarray = field(default_factory=lambda: np.zeros(1 << 16))  # last compute times (s)
 
@@ -89,7 +91,7 @@ class EngineStats:
                 "block_ms_max": float(t.max()) if len(t) else float("nan"),
                 "deadline_misses": self.deadline_misses, "bypass_events": self.bypass_events,
                 "faults_nan": self.faults_nan, "faults_explode": self.faults_explode,
-                "overloads": self.overloads}
+                "overloads": self.overloads, "longest_bypass_blocks": self.longest_bypass_blocks}
 
 
 def check_rates(in_rate: int, out_rate: int, model_rate: int) -> None:
@@ -334,4 +336,6 @@ class StreamEngine:
             self._event("user")
         self._last_out = out[:, -1].copy()
         self.samples_out += self.block
+        stats.bypass_run = stats.bypass_run + 1 if (end < 1.0 and self._hold_blocks and self.session) else 0
+        stats.longest_bypass_blocks = max(stats.longest_bypass_blocks, stats.bypass_run)
         return out.astype(np.float32, copy=False)

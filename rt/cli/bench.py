@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -36,6 +39,10 @@ def configure(p) -> None:
     p.add_argument("--input", help="live: input device (index or name substring)")
     p.add_argument("--output", help="live: output device (index or name substring)")
     p.add_argument("--margin", type=int, default=0, help="live: extra buffering in samples")
+    p.add_argument("--stress", action="store_true",
+                   help="live: keep every CPU core busy from 20 %% to 60 %% of the run (one busy process per core) "
+                        "and report xruns, late blocks, bypass events, the longest bypass and whether the model is "
+                        "back at the end")
 
 
 def _stats(times: np.ndarray, budget: float) -> dict:
@@ -109,7 +116,16 @@ def bench_live(session, args, block: int) -> dict:
     try:
         runner = LiveRunner(eng, find_device(args.input, "input"), find_device(args.output, "output"),
                             frames=block, margin=args.margin, source=source, record_seconds=args.seconds + 1)
-        summary = runner.run(args.seconds)
+        stress = CpuStress() if args.stress else None
+        if stress is not None:
+            timers = stress.during(0.2 * args.seconds, 0.6 * args.seconds)
+        try:
+            summary = runner.run(args.seconds)
+        finally:
+            if stress is not None:
+                for t in timers:
+                    t.cancel()
+                stress.stop()
     except (LiveError, sd.PortAudioError) as exc:
         raise CLIError(str(exc)) from None
     rec = runner.recorded()[:, 0]
@@ -127,13 +143,41 @@ def bench_live(session, args, block: int) -> dict:
               "declared_latency_samples": declared, "declared_latency_ms": 1e3 * declared / rate,
               "buffering_samples": runner.buffering, "device_latency_samples": runner.device_latency,
               "xruns": summary.xruns, "late_blocks": summary.late_blocks, "seconds": summary.seconds,
-              "worker_priority": runner.worker_priority, **summary.engine}
+              "worker_priority": runner.worker_priority, **summary.engine,
+              "stress": f"{stress.cores} busy processes from 20 % to 60 % of the run" if args.stress else None,
+              "longest_bypass_s": summary.engine["longest_bypass_blocks"] * eng.block_seconds,
+              "model_at_end": eng.active == 1.0, "bypasses": eng.event_lines()}
     print(f"live block {block}: round trip {result['roundtrip_ms']:.2f} ms measured "
           f"({result['clicks_detected']}/{len(clicks)} clicks, {100 * result['roundtrip_exact_fraction']:.0f}% "
           f"exactly the declared {result['declared_latency_ms']:.2f} ms), xruns {summary.xruns}, late blocks "
           f"{summary.late_blocks}, block p99 {summary.engine['block_ms_p99']:.3f} ms, "
-          f"bypass events {summary.engine['bypass_events']}", file=sys.stderr)
+          f"bypass events {summary.engine['bypass_events']} (longest {result['longest_bypass_s']:.2f} s), model "
+          f"{'back' if result['model_at_end'] else 'NOT back'} at the end", file=sys.stderr)
     return result
+
+
+class CpuStress:
+    """One busy-looping process per CPU core (normal priority) between `start()` and `stop()`."""
+
+    def __init__(self, cores: int | None = None):
+        self.cores = cores or os.cpu_count() or 1
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self) -> None:
+        self.procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(self.cores)]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+        self.procs = []
+
+    def during(self, begin_s: float, end_s: float) -> list[threading.Timer]:
+        timers = [threading.Timer(begin_s, self.start), threading.Timer(end_s, self.stop)]
+        for t in timers:
+            t.daemon = True
+            t.start()
+        return timers
 
 
 def plot(results: dict, path: str) -> None:
