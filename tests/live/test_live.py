@@ -172,12 +172,14 @@ def test_slow_model_crossfades_to_bypass_without_glitches(jack, models, tmp_path
     assert np.abs(body).max() <= 0.5 + 1e-6
 
 
-def test_nan_model_is_caught_live(jack, models, tmp_path):
+def test_nan_model_is_caught_live(jack, models, tmp_path, capsys):
     src = tmp_path / "n.wav"
     x = noise(src, 48000, 2.0)
     recorded, result = live(tmp_path, models["nan"], src, 2.0)
     assert np.isfinite(recorded).all()
     assert result["faults_nan"] >= 1 and result["bypass_events"] >= 1
+    err = capsys.readouterr().err
+    assert err.count("bypass at ") == result["bypass_events"] and ": non-finite model output" in err
     assert np.abs(recorded).max() <= np.abs(x).max() * 1.2
 
 
