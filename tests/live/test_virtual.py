@@ -99,9 +99,11 @@ def test_virtual_mic_capture_equals_offline_upsample(model, tmp_path):
     assert exact >= 0.75 * 48000  # 36,000 samples of noise cannot match by chance
 
 
-@pytest.mark.parametrize("ending", ["sigint", "sigterm", "server restart", "duplicate name"])
+@pytest.mark.parametrize("ending", ["sigint", "sigterm", "server restart", "duplicate name", "worker crash"])
 def test_virtual_mic_is_removed_on_every_exit(model, tmp_path, ending):
     server = PulseServer(tmp_path / "pulse").start()
+    if ending == "worker crash":  # ONNX Runtime raises in the worker after 1 s of audio
+        model = build_model(tmp_path / "fail.onnx", "fail", fault_after=48000)
     args = ("--virtual-mic", "bl_mic", "--input", "pulse", "--model", str(model), "--seconds", "60", "--quiet")
     try:
         proc = start_live(server, *args)
@@ -116,13 +118,15 @@ def test_virtual_mic_is_removed_on_every_exit(model, tmp_path, ending):
         elif ending == "server restart":
             server.stop()
             server = PulseServer(tmp_path / "pulse").start()
-        else:
+        elif ending != "worker crash":
             proc.send_signal(signal.SIGINT if ending == "sigint" else signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
         print(f"{ending}: rc {proc.returncode}: {err.strip()[-300:]}")
         assert "Traceback" not in err
         if ending == "server restart":
             assert proc.returncode == 2 and "sound server stopped or restarted" in err
+        elif ending == "worker crash":
+            assert proc.returncode == 2 and "engine failure" in err
         else:
             assert proc.returncode == 0
         assert owned(server) == []
