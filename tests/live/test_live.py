@@ -340,7 +340,8 @@ def test_loopback_captures_what_the_machine_plays(tmp_path):
     server = PulseServer(tmp_path / "pulse").start()
     rate = 48000
     tone = tmp_path / "tone.wav"
-    sf.write(str(tone), 0.3 * np.sin(2 * np.pi * 1000 * np.arange(8 * rate) / rate), rate, subtype="PCM_16")
+    # long enough to outlast a slow start under load (the player is stopped after the run)
+    sf.write(str(tone), 0.3 * np.sin(2 * np.pi * 1000 * np.arange(30 * rate) / rate), rate, subtype="PCM_16")
     rec, js = tmp_path / "rec.wav", tmp_path / "live.json"
     try:
         player = subprocess.Popen(["paplay", str(tone)], env=server.env)
@@ -350,6 +351,7 @@ def test_loopback_captures_what_the_machine_plays(tmp_path):
                                  "--seconds", "3", "--record", str(rec), "--json", str(js), "--quiet"],
                                 env={**server.env, "PULSE_SINK": "bl_out"}, capture_output=True, text=True,
                                 timeout=60)
+        player.terminate()
         player.wait(15)
     finally:
         server.stop()
