@@ -18,12 +18,19 @@ replacing samples would hide a broken upstream stage, and the engine's output mu
 
 For long signals, `stream()` returns an `UpsampleStream` that takes chunks and returns aligned output
 chunks with constant memory (used by ``bandlift upsample`` for files of any length).
+
+Each `stream()` and each `process()` call gets its own engine and model state (the loaded model is
+shared), so streams are independent and threads may call `process()` on one Upsampler at once; one
+stream used from two threads at once raises RuntimeError. Without an explicit `block`, whole signals
+run in large blocks (`engine.file_block`, all channels in one model call), which equals block 128 to
+float rounding for a block-invariant model such as the shipped one; give `block` to get exactly the
+live engine's blocks.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from bandlift.rt.engine import StreamEngine, check_rates
+from bandlift.rt.engine import DEFAULT_BLOCK, StreamEngine, check_rates, default_block, file_block
 from bandlift.rt.model.session import ModelSession
 
 CHUNK = 1 << 16
@@ -87,8 +94,9 @@ class UpsampleStream:
         """frames (n, C) at the input rate -> output frames (m, C) ready so far."""
         frames = np.asarray(frames, np.float32)
         check_finite(frames, self.n_in)
+        y = self.engine.process(frames.T)
         self.n_in += frames.shape[0]
-        return self._emit(self.engine.process(frames.T))
+        return self._emit(y)
 
     def total_length(self) -> int:
         e = self.engine
@@ -120,39 +128,37 @@ class Upsampler:
 
     model: path to a .onnx streaming model, or None for the shipped default.
     out_rate: output rate in Hz (default 48000, the model's rate; others, e.g. 44100, 32000 or 96000,
-    resample the model's output). block: model block in samples at the model rate (multiple of the
-    model frame; default 128). provider: "auto" | "cpu" | "cuda". threads: ONNX Runtime intra-op threads.
-    `latency`: algorithmic latency in samples at out_rate of the last rate processed (of out_rate
-    until then): resampler delays + model delay + one block. `delay`: the part `process` compensates
-    (also in samples at out_rate, a whole number).
+    resample the model's output). block: model block in samples at the model rate (a multiple of the
+    model frame, up to engine.MAX_BLOCK); None (default) runs whole signals in large blocks
+    (engine.file_block) and reports the latency of the live default, 128. provider: "auto" | "cpu" |
+    "cuda". threads: ONNX Runtime intra-op threads. `latency`: algorithmic latency in samples at
+    out_rate of the last rate processed (of out_rate until then): resampler delays + model delay + one
+    live block. `delay`: the part `process` compensates (also in samples at out_rate, a whole number).
     """
 
     def __init__(self, model=None, out_rate: int = 48000, block: int | None = None, provider: str = "auto",
                  threads: int = 1):
         self.out_rate = positive_int(out_rate, "out_rate")
         self.session = ModelSession(model, provider=provider, threads=threads)
-        self.block = block
-        self._engines: dict[tuple[int, int], StreamEngine] = {}
-        self._last = self.engine(self.out_rate, 1)
+        self.block = None if block is None else default_block(self.session.frame, block)
+        self.engine(self.out_rate, 1)
 
     def engine(self, sample_rate: int, channels: int, input_cutoff_hz: float | None = None) -> StreamEngine:
-        key = (int(sample_rate), int(channels))
-        if key not in self._engines:
-            self._engines[key] = StreamEngine(self.session, key[0], self.out_rate, key[1], self.block)
-        eng = self._engines[key]
-        self.session.set_channels(channels)
-        eng.set_input_cutoff(input_cutoff_hz)
-        eng.reset()
-        self._last = eng
+        """A new engine (its own model state) for one signal at `sample_rate` with `channels` channels."""
+        block = self.block or file_block(self.session.frame, int(channels))
+        eng = StreamEngine(self.session, int(sample_rate), self.out_rate, int(channels), block, input_cutoff_hz)
+        # the delay does not depend on the block; the latency is that of the live block
+        self._delay = eng.delay
+        self._latency = eng.delay + -(-(self.block or DEFAULT_BLOCK) * self.out_rate // eng.model_rate)
         return eng
 
     @property
     def latency(self) -> int:
-        return self._last.latency
+        return self._latency
 
     @property
     def delay(self) -> int:
-        return self._last.delay
+        return self._delay
 
     def check_rate(self, sample_rate) -> int:
         """`sample_rate` as an int if this upsampler takes it (at most max(out_rate, model rate)), else
@@ -160,10 +166,6 @@ class Upsampler:
         rate = positive_int(sample_rate, "sample_rate")
         check_rates(rate, self.out_rate, self.session.sample_rate)
         return rate
-
-    def reset(self) -> None:
-        for eng in self._engines.values():
-            eng.reset()
 
     def resolve_cutoff(self, input_cutoff, audio: np.ndarray | None, sample_rate: int) -> float:
         """None -> sample_rate/2; "auto" -> measured effective bandwidth; a number -> Hz."""

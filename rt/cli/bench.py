@@ -3,9 +3,18 @@
 Offline, each block size runs the real engine (resamplers + model + crossfade logic) one model block of
 input at a time on noise, timing every call: p50/p99/max in ms, RTF = compute time / audio time, deadline
 misses = calls slower than the block's duration. The bypass path (what overload falls back to) is
-measured in the same run. `--live` runs the engine on an audio device with a click train as input,
-records what comes back through a loopback connection (cable, or JACK's loopback port) and measures
-the round trip click-in -> click-out, against the declared latency, and counts xruns.
+measured in the same run. Beside wall-clock times, each call's CPU time (of this thread: what a shared
+machine's other load does not inflate) and the model's own share; the model's MFLOP per second of
+audio (its metadata) over the model time gives the achieved GFLOP/s. `--streams N` batches N
+independent streams into one model call per block (the server case; real-time streams served = N /
+RTF). `--live` runs the engine on an audio device with a click train as input, records what comes back
+through a loopback connection (cable, or JACK's loopback port) and measures the round trip click-in ->
+click-out, against the declared latency, and counts xruns.
+
+`--gpu-check` is the whole GPU check in one call (a few minutes): the CUDA provider found (else one
+"no GPU" line and exit 0), parity with the CPU within 1e-4, per-block p50/p99 at blocks 64-512 with
+and without CUDA graphs, streams/s at N = 1, 64, 1024. `--gpu-check --provider cpu` runs the same code
+on the CPU (how CI tests it).
 """
 from __future__ import annotations
 
@@ -30,8 +39,14 @@ def configure(p) -> None:
     p.add_argument("--rate", type=int, default=48000,
                    help="output rate (default 48000, the model's rate; e.g. 44100: the output is resampled)")
     p.add_argument("--channels", type=int, choices=[1, 2], default=1)
+    p.add_argument("--streams", type=int, nargs="+", default=[1],
+                   help="independent streams batched into one model call per block (e.g. 1 64 1024)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="cpu")
+    p.add_argument("--provider", choices=["auto", "cpu", "cuda"],
+                   help="default: cpu (cuda for --gpu-check)")
+    p.add_argument("--cuda-graph", action="store_true", help="CUDA provider: replay captured CUDA graphs")
+    p.add_argument("--gpu-check", action="store_true",
+                   help="the whole GPU check: provider, parity with CPU, block times, streams/s (see above)")
     p.add_argument("--model", help="streaming ONNX model (default: the shipped model)")
     p.add_argument("--json", help="write results here")
     p.add_argument("--png", help="write a histogram of block times here")
@@ -45,17 +60,32 @@ def configure(p) -> None:
                         "back at the end")
 
 
-def _stats(times: np.ndarray, budget: float) -> dict:
-    """Per-call times (s) against the audio duration of one call (s)."""
+def _stats(times: np.ndarray, budget: float, cpu: np.ndarray | None = None) -> dict:
+    """Per-call wall (and CPU) times (s) against the audio duration of one call (s)."""
     ms = times * 1e3
-    return {"block_ms_p50": float(np.percentile(ms, 50)), "block_ms_p99": float(np.percentile(ms, 99)),
-            "block_ms_max": float(ms.max()), "block_ms_mean": float(ms.mean()),
-            "rtf": float(times.sum() / (len(times) * budget)), "deadline_misses": int((times > budget).sum()),
-            "blocks": int(len(times)), "budget_ms": 1e3 * budget}
+    out = {"block_ms_p50": float(np.percentile(ms, 50)), "block_ms_p99": float(np.percentile(ms, 99)),
+           "block_ms_max": float(ms.max()), "block_ms_mean": float(ms.mean()),
+           "rtf": float(times.sum() / (len(times) * budget)), "deadline_misses": int((times > budget).sum()),
+           "blocks": int(len(times)), "budget_ms": 1e3 * budget}
+    if cpu is not None:
+        out.update({"block_cpu_ms_p50": float(np.percentile(cpu, 50) * 1e3),
+                    "block_cpu_ms_p99": float(np.percentile(cpu, 99) * 1e3),
+                    "rtf_cpu": float(cpu.sum() / (len(cpu) * budget))})
+    return out
 
 
-def time_engine(engine, seconds: float, seed: int = 0) -> np.ndarray:
-    """Feed noise one model block at a time; seconds per call (each call makes one model block)."""
+def _model_stats(engine, mflops: float | None) -> dict:
+    """The model call's own time (engine.stats) and, from the model's MFLOP per second of audio and
+    channel, the achieved GFLOP/s."""
+    t50 = float(np.percentile(engine.stats.compute_times(), 50))
+    t99 = float(np.percentile(engine.stats.compute_times(), 99))
+    gflops = mflops * engine.channels * engine.block_seconds / t50 / 1e3 if mflops else None
+    return {"model_ms_p50": 1e3 * t50, "model_ms_p99": 1e3 * t99, "model_mflops_per_second": mflops,
+            "achieved_gflops": gflops}
+
+
+def time_engine(engine, seconds: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Feed noise one model block at a time -> wall and CPU seconds per call (each makes one model block)."""
     rate_in, rate_model, block = engine.in_rate, engine.model_rate, engine.block
     calls = max(1, int(seconds * rate_model / block))
     n_total = int(np.ceil((calls + 2) * block * rate_in / rate_model)) + 1
@@ -63,40 +93,50 @@ def time_engine(engine, seconds: float, seed: int = 0) -> np.ndarray:
     # warm up (jit, allocator), then start from a clean state
     engine.process(x[:, : 4 * block])
     engine.reset()
-    times = np.zeros(calls)
+    times, cpu = np.zeros(calls), np.zeros(calls)
     pos = 0
     for i in range(calls):
         end = ((i + 1) * block * rate_in) // rate_model
+        c0 = time.thread_time()
         t0 = time.perf_counter()
         engine.process(x[:, pos:end])
         times[i] = time.perf_counter() - t0
+        cpu[i] = time.thread_time() - c0
         pos = end
-    return times
+    return times, cpu
+
+
+def bench_block(session, args, block: int, streams: int = 1) -> dict:
+    """One block size (and number of batched streams): the model engine and the bypass engine."""
+    from bandlift.rt.engine import StreamEngine
+
+    channels = args.channels * streams
+    try:
+        eng = StreamEngine(session, args.input_rate, args.rate, channels, block)
+        byp = StreamEngine(None, args.input_rate, args.rate, channels, block, model_rate=session.sample_rate)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    model_t, model_cpu = time_engine(eng, args.seconds)
+    bypass_t, bypass_cpu = time_engine(byp, args.seconds)
+    r = {"block": block, "streams": streams, "latency_samples": eng.latency,
+         "latency_ms": 1e3 * eng.latency / args.rate, "delay_samples": eng.delay,
+         **_stats(model_t, eng.block_seconds, model_cpu), **_model_stats(eng, session.info.mflops_per_second),
+         "bypass": {"latency_ms": 1e3 * byp.latency / args.rate, **_stats(bypass_t, byp.block_seconds, bypass_cpu)}}
+    r["realtime_streams"] = streams / r["rtf"]  # streams one such call loop serves in real time
+    r["_times"] = (model_t, bypass_t)
+    gflops = f", {r['achieved_gflops']:.2f} GFLOP/s" if r["achieved_gflops"] else ""
+    many = f" x {streams} streams ({r['realtime_streams']:.0f} real-time)" if streams > 1 else ""
+    print(f"block {block:4d}{many}: latency {r['latency_ms']:.2f} ms | p50 {r['block_ms_p50']:.3f} "
+          f"p99 {r['block_ms_p99']:.3f} max {r['block_ms_max']:.3f} ms (cpu p50 {r['block_cpu_ms_p50']:.3f} "
+          f"p99 {r['block_cpu_ms_p99']:.3f}; model p50 {r['model_ms_p50']:.3f}{gflops}), RTF {r['rtf']:.3f}, "
+          f"misses {r['deadline_misses']} | bypass p50 {r['bypass']['block_ms_p50']:.3f} p99 "
+          f"{r['bypass']['block_ms_p99']:.3f} ms, RTF {r['bypass']['rtf']:.4f}", file=sys.stderr)
+    return r
 
 
 def bench_offline(session, args) -> dict:
-    from bandlift.rt.engine import StreamEngine
-
-    results = {}
-    for block in args.block:
-        try:
-            eng = StreamEngine(session, args.input_rate, args.rate, args.channels, block)
-            byp = StreamEngine(None, args.input_rate, args.rate, args.channels, block,
-                               model_rate=session.sample_rate)
-        except ValueError as exc:
-            raise CLIError(str(exc)) from None
-        model_t = time_engine(eng, args.seconds)
-        bypass_t = time_engine(byp, args.seconds)
-        r = {"block": block, "latency_samples": eng.latency, "latency_ms": 1e3 * eng.latency / args.rate,
-             "delay_samples": eng.delay, **_stats(model_t, eng.block_seconds),
-             "bypass": {"latency_ms": 1e3 * byp.latency / args.rate, **_stats(bypass_t, byp.block_seconds)}}
-        r["_times"] = (model_t, bypass_t)
-        results[block] = r
-        print(f"block {block:4d}: latency {r['latency_ms']:.2f} ms | model p50 {r['block_ms_p50']:.3f} "
-              f"p99 {r['block_ms_p99']:.3f} max {r['block_ms_max']:.3f} ms, RTF {r['rtf']:.3f}, "
-              f"misses {r['deadline_misses']} | bypass p99 {r['bypass']['block_ms_p99']:.3f} ms, "
-              f"RTF {r['bypass']['rtf']:.4f}", file=sys.stderr)
-    return results
+    return {(block, streams): bench_block(session, args, block, streams)
+            for streams in args.streams for block in args.block}
 
 
 def bench_live(session, args, block: int) -> dict:
@@ -187,7 +227,7 @@ def plot(results: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(len(results), 1, figsize=(7, 2.2 * len(results)), squeeze=False)
-    for ax, (block, r) in zip(axes[:, 0], results.items()):
+    for ax, ((block, streams), r) in zip(axes[:, 0], results.items()):
         model_t, bypass_t = r["_times"]
         bins = np.logspace(np.log10(max(min(model_t.min(), bypass_t.min()) * 1e3, 1e-4)),
                            np.log10(max(model_t.max(), bypass_t.max()) * 1e3 * 1.05), 60)
@@ -196,12 +236,54 @@ def plot(results: dict, path: str) -> None:
         ax.axvline(r["budget_ms"], color="k", linestyle="--", label="block duration")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_title(f"block {block}: p99 {r['block_ms_p99']:.3f} ms, RTF {r['rtf']:.3f}", fontsize=9)
+        many = f" x {streams} streams" if streams > 1 else ""
+        ax.set_title(f"block {block}{many}: p99 {r['block_ms_p99']:.3f} ms, RTF {r['rtf']:.3f}", fontsize=9)
         ax.legend(fontsize=7)
     axes[-1, 0].set_xlabel("compute time per block (ms)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _public(r: dict) -> dict:
+    return {k: v for k, v in r.items() if k != "_times"}
+
+
+def gpu_check(args) -> dict:
+    """The GPU check (module docstring); with --provider cpu the same steps on the CPU."""
+    import onnxruntime as ort
+
+    from bandlift.rt.engine import StreamEngine
+    from bandlift.rt.model.session import ModelSession
+
+    provider = "cuda" if args.provider in (None, "auto") else args.provider
+    available = ort.get_available_providers()
+    if provider == "cuda" and "CUDAExecutionProvider" not in available:
+        print(f"no GPU: this onnxruntime has no CUDAExecutionProvider (available: {', '.join(available)}); "
+              "nothing to check (install bandlift[gpu] on a machine with an NVIDIA GPU)")
+        return {"gpu": False, "available_providers": available}
+    try:
+        device = ModelSession(args.model, provider=provider, threads=args.threads)
+    except RuntimeError as exc:  # onnxruntime-gpu installed, no usable GPU
+        print(f"no GPU: {exc}; nothing to check")
+        return {"gpu": False, "available_providers": available}
+    cpu = ModelSession(args.model, provider="cpu", threads=args.threads)
+    out = {"gpu": device.device == "cuda", "provider": device.device, "providers": device.providers}
+    print(f"provider: {', '.join(device.providers)}", file=sys.stderr)
+    # parity: 1 s of noise, stereo, block 128, through both
+    x = (np.random.default_rng(1).standard_normal((2, 48000)) * 0.1).astype(np.float32)
+    y_dev = StreamEngine(device, 48000, 48000, 2, 128).process(x)
+    y_cpu = StreamEngine(cpu, 48000, 48000, 2, 128).process(x)
+    out["parity_max_abs"] = float(np.abs(y_dev - y_cpu).max())
+    out["parity_ok"] = out["parity_max_abs"] <= 1e-4
+    print(f"parity with CPU: max |diff| {out['parity_max_abs']:.2e} ({'ok' if out['parity_ok'] else 'FAILED'}, "
+          "limit 1e-4)", file=sys.stderr)
+    out["blocks"] = {str(b): _public(bench_block(device, args, b)) for b in args.block}
+    if device.device == "cuda":
+        graphs = ModelSession(args.model, provider="cuda", threads=args.threads, cuda_graph=True)
+        out["blocks_cuda_graph"] = {str(b): _public(bench_block(graphs, args, b)) for b in args.block}
+    out["streams"] = {str(n): _public(bench_block(device, args, 128, n)) for n in args.streams}
+    return out
 
 
 def run(args) -> int:
@@ -213,17 +295,33 @@ def run(args) -> int:
     in_range(args.rate, "--rate", 1, MAX_RATE)
     in_range(args.threads, "--threads", 1, 256)
     in_range(args.margin, "--margin", 0, 1 << 16)
+    for streams in args.streams:
+        in_range(streams, "--streams", 1, 4096)
     if args.png and importlib.util.find_spec("matplotlib") is None:
         raise missing_extra("bench --png", "eval")
+    if args.gpu_check:
+        if args.streams == [1]:
+            args.streams = [1, 64, 1024]
+        try:
+            out = gpu_check(args)
+        except (ModelError, ValueError, RuntimeError) as exc:
+            raise CLIError(str(exc)) from None
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=2))
+            print(f"results -> {args.json}", file=sys.stderr)
+        return 0 if out.get("parity_ok", True) else 1
     try:
-        session = ModelSession(args.model, provider=args.provider, threads=args.threads, channels=args.channels)
+        session = ModelSession(args.model, provider=args.provider or "cpu", threads=args.threads,
+                               cuda_graph=args.cuda_graph)
     except (ModelError, ValueError, RuntimeError) as exc:
         raise CLIError(str(exc)) from None
+    mflops = session.info.mflops_per_second
     print(f"model: {session.describe()}, {args.threads} thread(s), "
-          f"{args.rate if args.live else args.input_rate} -> {args.rate} Hz, {args.channels} ch", file=sys.stderr)
+          f"{args.rate if args.live else args.input_rate} -> {args.rate} Hz, {args.channels} ch"
+          + (f", {mflops:.0f} MFLOP per second of audio" if mflops else ""), file=sys.stderr)
     out = {"model": session.info.path, "provider": session.device, "threads": args.threads,
            "input_rate": args.rate if args.live else args.input_rate, "rate": args.rate,
-           "channels": args.channels, "seconds": args.seconds}
+           "channels": args.channels, "seconds": args.seconds, "model_mflops_per_second": mflops}
     if args.live:
         block = args.block[0] if len(args.block) == 1 else 128
         out.update(bench_live(session, args, block))
@@ -232,9 +330,13 @@ def run(args) -> int:
             results = bench_offline(session, args)
         except ModelError as exc:  # a model that breaks the contract on some block size
             raise CLIError(str(exc)) from None
-        primary = 128 if 128 in results else args.block[0]
-        out.update({k: v for k, v in results[primary].items() if k != "_times"})
-        out["per_block"] = {str(b): {k: v for k, v in r.items() if k != "_times"} for b, r in results.items()}
+        first = args.streams[0]
+        primary = (128 if 128 in args.block else args.block[0], first)
+        out.update(_public(results[primary]))
+        out["per_block"] = {str(b): _public(r) for (b, n), r in results.items() if n == first}
+        if args.streams != [1]:
+            out["per_streams"] = {str(n): {str(b): _public(r) for (b, m), r in results.items() if m == n}
+                                  for n in args.streams}
         if args.png:
             plot(results, args.png)
             print(f"histogram -> {args.png}", file=sys.stderr)

@@ -158,7 +158,7 @@ def run(args) -> int:
         if not np.isfinite(source).all():
             raise CLIError(f"{args.source} contains NaN/inf samples")
     try:
-        session = ModelSession(args.model, provider=args.provider, threads=args.threads, channels=args.channels)
+        session = ModelSession(args.model, provider=args.provider, threads=args.threads)
         engine = StreamEngine(session, in_rate, args.rate, args.channels, args.block,
                               input_cutoff_hz=args.input_cutoff, realtime=True)
     except (ModelError, ValueError, RuntimeError) as exc:

@@ -32,8 +32,9 @@ def configure(p) -> None:
                    help="bandwidth of the input in Hz, or 'auto' to measure it per file (default), "
                         "or 'nyquist' for half the input rate")
     p.add_argument("--model", help="streaming ONNX model (default: the shipped model)")
-    p.add_argument("--block", type=int, default=128, help="model block in samples at the model rate, 48 kHz "
-                                                          "(as in `live`)")
+    p.add_argument("--block", type=int, help="model block in samples at the model rate, 48 kHz (as in `live`: "
+                                             "the same output sample for sample); default: large blocks, equal "
+                                             "to block 128 within float rounding")
     p.add_argument("--no-delay-compensation", action="store_true",
                    help="keep the raw stream timing (output lags by the engine delay)")
     p.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto")
@@ -101,7 +102,7 @@ def upsample_file(up, src, dst, input_cutoff="auto", delay_compensation=True, pr
     return {"input": str(src), "output": str(dst), "input_rate": rate, "output_rate": up.out_rate,
             "channels": channels, "input_frames": stream.n_in, "output_frames": stream.n_out,
             "input_cutoff_hz": eng.input_cutoff_hz, "delay_samples": eng.delay,
-            "latency_samples": eng.latency, "latency_ms": 1000 * eng.latency / eng.out_rate,
+            "latency_samples": up.latency, "latency_ms": 1000 * up.latency / eng.out_rate,
             "delay_compensated": delay_compensation, "peak": peak,
             "bypass_events": eng.stats.bypass_events, "bypasses": eng.event_lines()}
 
@@ -169,7 +170,7 @@ def run(args) -> int:
                        threads=args.threads)
     except (ModelError, ValueError, RuntimeError) as exc:
         raise CLIError(str(exc)) from None
-    print(f"model: {up.session.describe()}, block {up.block or 128}", file=sys.stderr)
+    print(f"model: {up.session.describe()}, block {up.block or 'large (files)'}", file=sys.stderr)
 
     results = []
     if not folder:

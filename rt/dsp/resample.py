@@ -86,6 +86,7 @@ class StreamingResampler:
         # phase p, tap i -> h[p + i*L]
         self.polyphase = np.ascontiguousarray(padded.reshape(per_phase, self.up).T)
         self.history_len = per_phase - 1
+        self._buf = np.zeros(0, np.float32)  # history + input, joined for the filter loop
         self.reset()
 
     @property
@@ -113,7 +114,9 @@ class StreamingResampler:
             return x.copy()
         m = self.output_count(x.shape[1])
         out = np.empty((self.channels, m), np.float32)
-        _polyphase(self.history, x, self.polyphase, self.up, self.down, self.consumed, self.produced, out)
+        if len(self._buf) < self.history_len + x.shape[1]:
+            self._buf = np.zeros(2 * (self.history_len + x.shape[1]), np.float32)
+        _polyphase(self.history, x, self.polyphase, self.up, self.down, self.consumed, self.produced, out, self._buf)
         hl = self.history_len
         if hl:
             if x.shape[1] >= hl:
@@ -126,21 +129,22 @@ class StreamingResampler:
 
 
 @njit(cache=True, nogil=True)
-def _polyphase(history, x, poly, up, down, consumed, produced, out):
+def _polyphase(history, x, poly, up, down, consumed, produced, out, buf):
+    """out[c, k] = sum_i poly[phase, i] * signal[m0 - i] over history + x (joined in buf, no branch
+    per tap)."""
     channels, hl = history.shape
     n_taps = poly.shape[1]
+    n = x.shape[1]
     base = consumed - hl  # absolute index of history[:, 0]
-    for k in range(out.shape[1]):
-        t = (produced + k) * down
-        m0 = t // up
-        phase = t - m0 * up
-        for c in range(channels):
+    for c in range(channels):
+        buf[:hl] = history[c]
+        buf[hl:hl + n] = x[c]
+        for k in range(out.shape[1]):
+            t = (produced + k) * down
+            m0 = t // up
+            phase = t - m0 * up
+            j0 = m0 - base
             acc = 0.0
-            for i in range(n_taps):
-                m = m0 - i
-                if m < 0:
-                    break
-                j = m - base
-                v = history[c, j] if j < hl else x[c, j - hl]
-                acc += poly[phase, i] * v
+            for i in range(min(n_taps, m0 + 1)):  # m0 - i >= 0: nothing before the first sample
+                acc += poly[phase, i] * buf[j0 - i]
             out[c, k] = acc

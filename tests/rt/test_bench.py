@@ -34,6 +34,44 @@ def test_offline_bench_reports_model_and_bypass(models, tmp_path):
     assert png.stat().st_size > 5000 and png.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_offline_bench_reports_flops_cpu_time_and_batched_streams(models, tmp_path):
+    js = tmp_path / "b.json"
+    assert main(["bench", "--model", str(models["conv"]), "--seconds", "0.3", "--block", "128", "256",
+                 "--streams", "1", "4", "--json", str(js)]) == 0
+    r = json.loads(js.read_text())
+    assert r["model_mflops_per_second"] == 0.1  # the test model's metadata
+    for n in ("1", "4"):
+        for b in ("128", "256"):
+            s = r["per_streams"][n][b]
+            assert s["streams"] == int(n) and s["blocks"] == int(0.3 * 48000) // int(b)
+            assert s["achieved_gflops"] == pytest.approx(0.1 * int(n) * int(b) / 48000 / s["model_ms_p50"])
+            assert 0 < s["model_ms_p50"] <= s["block_ms_max"] and 0 < s["block_cpu_ms_p50"] <= s["block_cpu_ms_p99"]
+            assert s["realtime_streams"] == pytest.approx(int(n) / s["rtf"])
+    assert r["per_block"]["128"] == r["per_streams"]["1"]["128"]
+
+
+def test_gpu_check_cpu_path(models, tmp_path, capsys):
+    """The GPU check's code on the CPU (--provider cpu): parity, block times, batched streams."""
+    js = tmp_path / "gpu.json"
+    assert main(["bench", "--gpu-check", "--provider", "cpu", "--model", str(models["conv"]), "--seconds", "0.2",
+                 "--block", "64", "128", "--streams", "1", "8", "--json", str(js)]) == 0
+    r = json.loads(js.read_text())
+    assert r["provider"] == "cpu" and r["parity_ok"] and r["parity_max_abs"] == 0.0
+    assert set(r["blocks"]) == {"64", "128"} and set(r["streams"]) == {"1", "8"}
+    assert r["streams"]["8"]["streams"] == 8 and r["streams"]["8"]["block"] == 128
+    assert "parity with CPU" in capsys.readouterr().err
+
+
+def test_gpu_check_without_gpu_says_so(models, capsys):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has the CUDA provider")
+    assert main(["bench", "--gpu-check", "--model", str(models["conv"])]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("no GPU:") and len(out.splitlines()) == 1
+
+
 def test_offline_bench_at_44k_output(models, tmp_path):
     js = tmp_path / "b.json"
     assert main(["bench", "--model", str(models["conv"]), "--seconds", "0.5", "--block", "128",

@@ -142,7 +142,7 @@ def test_session_reads_contract_and_rejects_bad_files(models, tmp_path):
     with pytest.raises(ModelError, match="cannot load"):
         ModelSession(bad)
     with pytest.raises(ValueError, match="multiple of the model frame"):
-        s.run(np.zeros((1, 100), np.float32), np.ones(1, np.float32))
+        s.new_state(1).run(np.zeros((1, 100), np.float32), np.ones(1, np.float32))
 
 
 def test_session_cuda_unavailable_is_clear(models):

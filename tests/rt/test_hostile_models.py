@@ -68,7 +68,7 @@ def test_a_model_that_breaks_the_contract_only_on_longer_blocks(tmp_path, capsys
     model = str(malformed_model(tmp_path / "m.onnx", "one frame only"))
     wav = tmp_path / "in.wav"
     sf.write(wav, np.zeros(1600, np.float32), 16000)
-    with pytest.raises(ModelError, match=r"broke the contract on a \[1, 128\] block"):
+    with pytest.raises(ModelError, match=r"broke the contract on a \[1, \d+\] block"):  # whole signals: large blocks
         Upsampler(model, provider="cpu").process(np.zeros(1600, np.float32), 16000)
     for argv in (["upsample", str(wav), str(tmp_path / "out.wav"), "--model", model],
                  ["bench", "--model", model, "--seconds", "0.1", "--block", "128"]):

@@ -35,7 +35,7 @@ def test_delay_compensation_aligns_band_limited_input(models, rate, block):
     t = np.arange(m)[:, None] / 48000
     ref = np.array([0.5, 0.3]) * np.sin(2 * np.pi * freqs * t + np.arange(2))
     assert np.abs(y - ref)[200:-200].max() < 5e-4  # aligned to the sample (filter ripple only)
-    assert up.delay == up.session.delay + up._last.resampler.delay
+    assert up.delay == up.session.delay + up.stream(rate, 2).engine.resampler.delay
     assert up.latency == up.delay + block
     raw, _ = up.process(x, rate, delay_compensation=False)
     assert np.array_equal(raw[up.delay:], y[: m - up.delay])
@@ -106,10 +106,8 @@ def test_auto_cutoff_measures_the_band(models):
     up = Upsampler(models["conv"])
     noise = np.random.default_rng(0).standard_normal(48000 * 2)
     band = signal.sosfiltfilt(signal.cheby2(12, 80, 6000, fs=48000, output="sos"), noise) * 0.1  # a brick wall
-    up.process(band, 48000, input_cutoff="auto")
-    assert 5000 < up._last.input_cutoff_hz < 7500
-    up.process(band, 48000)
-    assert up._last.input_cutoff_hz == 24000
+    assert 5000 < up.resolve_cutoff("auto", band[:, None], 48000) < 7500
+    assert up.resolve_cutoff(None, band[:, None], 48000) == 24000
 
 
 def write(path, rate, channels, seconds=1.5):

@@ -45,7 +45,6 @@ def run(args) -> int:
 
     up = Upsampler(model=args.model, out_rate=out_rate)
     up.process(low[: args.input_rate // 10], args.input_rate)  # warm-up: JIT compile, session init
-    up.reset()
     started = time.perf_counter()
     y, rate = up.process(low, args.input_rate)
     seconds = time.perf_counter() - started
