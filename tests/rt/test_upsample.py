@@ -118,9 +118,14 @@ def write(path, rate, channels, seconds=1.5):
     return x
 
 
-@pytest.mark.parametrize("name,rate,channels,out", [("a.wav", 16000, 1, "a.flac"), ("b.flac", 44100, 2, "b.wav"),
-                                                     ("c.ogg", 22050, 1, "c.wav")])
-def test_cli_file_equals_api_and_streams(models, tmp_path, capsys, name, rate, channels, out):
+# one LSB of each output sample format; 16-bit outputs carry +-1 LSB of TPDF dither on top of rounding
+LSB = {"PCM_16": 2.0 ** -15, "PCM_24": 2.0 ** -23, "FLOAT": 0.0}
+
+
+@pytest.mark.parametrize("name,rate,channels,out,subtype", [("a.wav", 16000, 1, "a.flac", "PCM_16"),
+                                                             ("b.flac", 44100, 2, "b.wav", "PCM_16"),
+                                                             ("c.ogg", 22050, 1, "c.wav", "PCM_24")])
+def test_cli_file_equals_api_and_streams(models, tmp_path, capsys, name, rate, channels, out, subtype):
     src = tmp_path / name
     write(src, rate, channels, seconds=3.0)  # > 64k frames: several read blocks
     dst = tmp_path / "out" / out
@@ -131,15 +136,15 @@ def test_cli_file_equals_api_and_streams(models, tmp_path, capsys, name, rate, c
     x, _ = sf.read(str(src), dtype="float32", always_2d=True)
     ref, _ = Upsampler(models["conv"], block=128).process(x, rate)
     assert r == 48000 and y.shape == (round(len(x) * 48000 / rate), channels)
-    tol = 1e-7 if out.endswith(".wav") else 2.0 ** -22  # FLAC is 24-bit
-    assert np.abs(y - ref).max() <= tol
+    assert sf.info(str(dst)).subtype == subtype  # the input's sample format, or 24-bit for a lossy input
+    assert np.abs(y - ref).max() <= 2 * LSB[subtype] + 1e-7  # libsndfile writes x * 32767, reads / 32768
 
 
 def test_cli_rate_44100_writes_a_44k_file(models, tmp_path, capsys):
     src, dst = tmp_path / "a.wav", tmp_path / "a44.wav"
     x = write(src, 16000, 1, seconds=5.0)  # > 64k frames: several read blocks
     assert main(["upsample", str(src), str(dst), "--rate", "44100", "--model", str(models["conv"]),
-                 "--input-cutoff", "nyquist"]) == 0
+                 "--input-cutoff", "nyquist", "--subtype", "FLOAT"]) == 0
     assert "16000 -> 44100 Hz" in capsys.readouterr().out
     info = sf.info(str(dst))
     assert info.samplerate == 44100 and info.frames == round(len(x) * 44100 / 16000)
@@ -180,7 +185,7 @@ def test_cli_refuses_to_overwrite_input_and_bad_args(models, tmp_path, capsys):
     before = src.read_bytes()
     assert main(["upsample", str(src), str(src), "--model", str(models["conv"])]) == 2
     assert "refusing to overwrite" in capsys.readouterr().err and src.read_bytes() == before
-    assert main(["upsample", str(src), str(tmp_path / "x.mp3"), "--model", str(models["conv"])]) == 2
+    assert main(["upsample", str(src), str(tmp_path / "x.m4a"), "--model", str(models["conv"])]) == 2
     assert "unsupported extension" in capsys.readouterr().err
     assert main(["upsample", str(tmp_path / "nope.wav"), str(tmp_path / "x.wav")]) == 2
     assert main(["upsample", str(src), str(tmp_path / "x.wav"), "--model", str(tmp_path / "none.onnx")]) == 2
