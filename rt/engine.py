@@ -60,6 +60,7 @@ WARM_S = 0.1  # model run before its return (>= the shipped model's reach: 124 f
 REASONS = {"nan": "non-finite model output", "explode": "model output exploded",
            "overload": "overload (late block)", "user": "bypass switched on"}
 DECLICK = 64  # samples of the ramp that removes the step of a hard switch
+MAX_RATE = 768_000  # Hz; higher rates are refused (filters and buffers scale with the rate)
 
 
 @dataclass
@@ -97,8 +98,8 @@ class EngineStats:
 def check_rates(in_rate: int, out_rate: int, model_rate: int) -> None:
     """The engine resamples in -> model rate -> out; the input may be at most max(model, output rate)."""
     for name, rate in (("input", in_rate), ("output", out_rate), ("model", model_rate)):
-        if rate <= 0:
-            raise ValueError(f"{name} rate must be positive, got {rate}")
+        if not 0 < rate <= MAX_RATE:
+            raise ValueError(f"{name} rate must be 1..{MAX_RATE} Hz, got {rate}")
     if in_rate > max(out_rate, model_rate):
         raise ValueError(f"input rate {in_rate} Hz is above the output rate {out_rate} Hz and the model rate "
                          f"{model_rate} Hz; bandlift only upsamples (downsample first, e.g. with soxr)")

@@ -35,10 +35,11 @@ def test_delay_compensation_aligns_band_limited_input(models, rate, block):
     t = np.arange(m)[:, None] / 48000
     ref = np.array([0.5, 0.3]) * np.sin(2 * np.pi * freqs * t + np.arange(2))
     assert np.abs(y - ref)[200:-200].max() < 5e-4  # aligned to the sample (filter ripple only)
-    assert up.delay == up.session.delay + up._last.resampler.delay
-    assert up.latency == up.delay + block
+    assert up.delay_at(rate) == up.session.delay + up._last.resampler.delay
+    assert up.latency_at(rate) == up.delay_at(rate) + block
+    assert up.latency == up.session.delay + block  # at out_rate: no resampler
     raw, _ = up.process(x, rate, delay_compensation=False)
-    assert np.array_equal(raw[up.delay:], y[: m - up.delay])
+    assert np.array_equal(raw[up.delay_at(rate):], y[: m - up.delay_at(rate)])
 
 
 @pytest.mark.parametrize("out_rate", [44100, 32000, 96000])
@@ -57,9 +58,9 @@ def test_other_output_rates_are_aligned(models, rate, out_rate):
     ref = np.array([0.5, 0.3]) * np.sin(2 * np.pi * freqs * np.arange(m)[:, None] / out_rate + np.arange(2))
     edge = 400 if rate == 8000 else 200  # the filters' start-up transient
     assert np.abs(y - ref)[edge:-edge].max() < 5e-4
-    assert up.latency == up.delay + -(-128 * out_rate // 48000)
+    assert up.latency_at(rate) == up.delay_at(rate) + -(-128 * out_rate // 48000)
     raw, _ = up.process(x.astype(np.float32), rate, delay_compensation=False)
-    assert np.array_equal(raw[up.delay:], y[: m - up.delay])
+    assert np.array_equal(raw[up.delay_at(rate):], y[: m - up.delay_at(rate)])
 
 
 def test_44k_output_lag_zero_against_an_independent_resampler(models):
@@ -108,8 +109,11 @@ def test_auto_cutoff_measures_the_band(models):
     band = signal.sosfiltfilt(signal.cheby2(12, 80, 6000, fs=48000, output="sos"), noise) * 0.1  # a brick wall
     up.process(band, 48000, input_cutoff="auto")
     assert 5000 < up._last.input_cutoff_hz < 7500
-    up.process(band, 48000)
+    measured = up._last.input_cutoff_hz
+    up.process(band, 48000, input_cutoff="nyquist")
     assert up._last.input_cutoff_hz == 24000
+    up.process(band, 48000)  # the default is "auto", as in `bandlift upsample`
+    assert up._last.input_cutoff_hz == measured
 
 
 def write(path, rate, channels, seconds=1.5):
@@ -134,7 +138,7 @@ def test_cli_file_equals_api_and_streams(models, tmp_path, capsys, name, rate, c
     assert str(dst) in printed and "latency" in printed
     y, r = sf.read(str(dst), dtype="float32", always_2d=True)
     x, _ = sf.read(str(src), dtype="float32", always_2d=True)
-    ref, _ = Upsampler(models["conv"], block=128).process(x, rate)
+    ref, _ = Upsampler(models["conv"], block=128).process(x, rate, input_cutoff="nyquist")
     assert r == 48000 and y.shape == (round(len(x) * 48000 / rate), channels)
     assert sf.info(str(dst)).subtype == subtype  # the input's sample format, or 24-bit for a lossy input
     assert np.abs(y - ref).max() <= 2 * LSB[subtype] + 1e-7  # libsndfile writes x * 32767, reads / 32768
@@ -150,7 +154,7 @@ def test_cli_rate_44100_writes_a_44k_file(models, tmp_path, capsys):
     assert info.samplerate == 44100 and info.frames == round(len(x) * 44100 / 16000)
     y, _ = sf.read(str(dst), dtype="float32", always_2d=True)
     ref, _ = Upsampler(models["conv"], out_rate=44100).process(sf.read(str(src), dtype="float32", always_2d=True)[0],
-                                                               16000)
+                                                               16000, input_cutoff="nyquist")
     assert np.abs(y - ref).max() <= 1e-7
     hi = tmp_path / "hi.wav"
     write(hi, 96000, 1, seconds=0.1)
