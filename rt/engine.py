@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bandlift.rt.dsp.resample import StreamingResampler
+from bandlift.rt.dsp.resample import HighBand, StreamingResampler
 from bandlift.rt.dsp.ringbuffer import RingBuffer, ring_available, ring_read, ring_write
 
 DEFAULT_BLOCK = 128
@@ -137,6 +137,9 @@ class StreamEngine:
         self.out_resampler = StreamingResampler(self.model_rate, self.out_rate, self.channels,
                                                 prior_delay=self.resampler.delay + self.model_delay)
         self.delay = self.out_resampler.delay
+        # input and output above the model's rate: the band above its Nyquist passes through unchanged
+        self.high_band = (HighBand(self.in_rate, self.model_rate, self.out_rate, self.channels, self.model_delay,
+                                   self.delay) if min(self.in_rate, self.out_rate) > self.model_rate else None)
         self.block_out = -(-self.block * self.out_rate // self.model_rate)
         self.latency = self.delay + self.block_out
         self.realtime = realtime
@@ -167,6 +170,8 @@ class StreamEngine:
         """Forget all signal history (a new stream starts)."""
         self.resampler.reset()
         self.out_resampler.reset()
+        if self.high_band is not None:
+            self.high_band.reset()
         if self.session is not None:
             self.session.reset()
         cap = 1 << 15
@@ -199,6 +204,8 @@ class StreamEngine:
         if x.ndim != 2 or x.shape[0] != self.channels:
             raise ValueError(f"expected [{self.channels}, n] input, got {x.shape}")
         outs = []
+        if self.high_band is not None:
+            self.high_band.process(x)
         step = max(1, (self._pending.capacity // 2) * self.in_rate // self.model_rate)
         for start in range(0, x.shape[1], step):
             y = self.resampler.process(x[:, start:start + step])
@@ -209,7 +216,10 @@ class StreamEngine:
         if not outs:
             return np.zeros((self.channels, 0), np.float32)
         y = np.concatenate(outs, axis=1) if len(outs) > 1 else outs[0]
-        return y if self.out_resampler.passthrough else self.out_resampler.process(y)
+        y = y if self.out_resampler.passthrough else self.out_resampler.process(y)
+        if self.high_band is not None:
+            y += self.gain * self.high_band.take(y.shape[1])
+        return y
 
     def pending(self) -> int:
         """Resampled samples (model rate) waiting for a full block."""
