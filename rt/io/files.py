@@ -137,7 +137,8 @@ def output_format(path, source: sf.SoundFile | None = None, subtype: str | None 
         return fmt, subtype
     if Path(path).suffix.lower() == ".opus":
         return fmt, "OPUS"
-    if source is not None and sf.check_format(fmt, source.subtype):
+    if source is not None and sf.check_format(fmt, source.subtype) and (
+            source.subtype not in LOSSY or source.format == fmt):  # libsndfile writes MP3 only as .mp3
         return fmt, source.subtype
     return fmt, DEFAULT_SUBTYPES.get(fmt, FALLBACK_SUBTYPE)
 
