@@ -29,9 +29,10 @@ def configure(p) -> None:
     p.add_argument("--input-rate", type=int, default=48000, help="input rate (resampled to the model's 48 kHz)")
     p.add_argument("--rate", type=int, default=48000,
                    help="output rate (default 48000, the model's rate; e.g. 44100: the output is resampled)")
-    p.add_argument("--channels", type=int, choices=[1, 2], default=1)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="cpu")
+    p.add_argument("--channels", type=int, choices=[1, 2], default=1, help="channels processed (default 1)")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
+    p.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="cpu",
+                   help="ONNX Runtime execution provider (default cpu; auto: CUDA when onnxruntime-gpu sees a GPU)")
     p.add_argument("--model", help="streaming ONNX model (default: the shipped model)")
     p.add_argument("--json", help="write results here")
     p.add_argument("--png", help="write a histogram of block times here")
