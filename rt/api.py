@@ -28,13 +28,13 @@ from bandlift.rt.engine import StreamEngine, check_rates, default_block
 from bandlift.rt.model.session import ModelSession
 
 CHUNK = 1 << 16
-MAX_AMPLITUDE = 1e6  # 120 dB above full scale: larger (finite) samples would overflow the float32 filters
+MAX_AMPLITUDE = 1e36  # larger finite float32 samples (up to 3.4e38) overflow the filters to inf
 
 
 def positive_int(value, name: str) -> int:
     try:
         number = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
     if number != value or number <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -95,8 +95,9 @@ class UpsampleStream:
         return out.T
 
     def process(self, frames: np.ndarray) -> np.ndarray:
-        """frames (n, C) at the input rate -> output frames (m, C) ready so far."""
-        frames = np.asarray(frames, np.float32)
+        """frames (n, C) at the input rate -> output frames (m, C) ready so far (integers scaled as in
+        `Upsampler.process`)."""
+        frames = as_float_frames(frames)
         check_finite(frames, self.n_in)
         self.n_in += frames.shape[0]
         return self._emit(self.engine.process(frames.T))

@@ -71,6 +71,8 @@ def _decode_with_ffmpeg(path: Path) -> sf.SoundFile:
 
 def open_read(path: str | os.PathLike) -> sf.SoundFile:
     path = Path(path)
+    if path.exists() and not path.is_file():  # a FIFO or device would block or never end
+        raise AudioFileError(f"cannot read {path}: not a regular file")
     try:
         f = sf.SoundFile(str(path))
     except READ_ERRORS as exc:
