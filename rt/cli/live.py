@@ -146,10 +146,7 @@ def run(args) -> int:
                            "(start a sound server, or check that this user may open /dev/snd)")
         print(devices)
         if lines:
-            print("
-sound server (PulseAudio/PipeWire) devices, reached through 'pulse':
-  " + "
-  ".join(lines))
+            print("\nsound server (PulseAudio/PipeWire) devices, reached through 'pulse':\n  " + "\n  ".join(lines))
         return 0
     if not 0.0 <= args.mix <= 1.0:
         raise CLIError(f"--mix must be in [0, 1], got {args.mix}")
