@@ -12,7 +12,9 @@ def configure(parser):
     parser.add_argument("-o", "--output", required=True, help="ONNX file to write")
     parser.add_argument("--check", action="store_true",
                         help="compare ONNX Runtime block by block with torch on the whole signal")
-    parser.add_argument("--tolerance", type=float, default=1e-4)
+    parser.add_argument("--tolerance", type=float, default=1e-4,
+                        help="with --check: the largest |ONNX block by block - torch whole| sample difference "
+                             "accepted (default 1e-4)")
 
 
 def run(args) -> int:

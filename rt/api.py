@@ -30,16 +30,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from bandlift.rt.dsp.resample import StreamingResampler
 from bandlift.rt.engine import DEFAULT_BLOCK, StreamEngine, check_rates, default_block, file_block
 from bandlift.rt.model.session import ModelSession
 
 CHUNK = 1 << 16
+MAX_AMPLITUDE = 1e36  # larger finite float32 samples (up to 3.4e38) overflow the filters to inf
 
 
 def positive_int(value, name: str) -> int:
     try:
         number = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
     if number != value or number <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -55,8 +57,11 @@ def as_float_frames(audio) -> np.ndarray:
         a = a[:, None]
     if a.shape[1] < 1 or a.shape[1] > 64:
         raise ValueError(f"audio must be (n, channels) with 1..64 channels, got shape {a.shape}")
-    if np.issubdtype(a.dtype, np.integer):
-        a = a.astype(np.float32) / float(np.iinfo(a.dtype).max + 1)
+    if np.issubdtype(a.dtype, np.unsignedinteger):  # unsigned PCM: silence is the midpoint
+        mid = float(np.iinfo(a.dtype).max // 2 + 1)
+        a = (a.astype(np.float32) - np.float32(mid)) / np.float32(mid)
+    elif np.issubdtype(a.dtype, np.integer):
+        a = a.astype(np.float32) / np.float32(np.iinfo(a.dtype).max + 1)
     elif not np.issubdtype(a.dtype, np.floating):
         raise ValueError(f"audio must be numeric, got dtype {a.dtype}")
     return np.ascontiguousarray(a, np.float32)
@@ -68,6 +73,12 @@ def check_finite(frames: np.ndarray, offset: int = 0) -> None:
         sample, channel = np.argwhere(~finite)[0]
         raise ValueError(f"audio contains NaN/inf: first at sample {int(sample) + offset} (channel {int(channel)}); "
                          "clean the input (e.g. np.nan_to_num) before upsampling")
+    huge = np.abs(frames) > MAX_AMPLITUDE
+    if huge.any():
+        sample, channel = np.argwhere(huge)[0]
+        raise ValueError(f"audio sample {int(sample) + offset} (channel {int(channel)}) is "
+                         f"{float(frames[sample, channel]):.3g}, beyond +-{MAX_AMPLITUDE:.0e}; scale the input "
+                         "to about +-1 before upsampling")
 
 
 class UpsampleStream:
@@ -91,8 +102,9 @@ class UpsampleStream:
         return out.T
 
     def process(self, frames: np.ndarray) -> np.ndarray:
-        """frames (n, C) at the input rate -> output frames (m, C) ready so far."""
-        frames = np.asarray(frames, np.float32)
+        """frames (n, C) at the input rate -> output frames (m, C) ready so far (integers scaled as in
+        `Upsampler.process`)."""
+        frames = as_float_frames(frames)
         check_finite(frames, self.n_in)
         y = self.engine.process(frames.T)
         self.n_in += frames.shape[0]
@@ -131,9 +143,13 @@ class Upsampler:
     resample the model's output). block: model block in samples at the model rate (a multiple of the
     model frame, up to engine.MAX_BLOCK); None (default) runs whole signals in large blocks
     (engine.file_block) and reports the latency of the live default, 128. provider: "auto" | "cpu" |
-    "cuda". threads: ONNX Runtime intra-op threads. `latency`: algorithmic latency in samples at
-    out_rate of the last rate processed (of out_rate until then): resampler delays + model delay + one
-    live block. `delay`: the part `process` compensates (also in samples at out_rate, a whole number).
+    "cuda". threads: ONNX Runtime intra-op threads.
+    `latency_at(rate)`: algorithmic latency in samples at out_rate for input at `rate`: resampler
+    delays + model delay + one block (`block`, or 128 when None); `delay_at(rate)`: the part `process`
+    compensates (a whole number of samples at out_rate). Both depend only on the configuration;
+    `latency` and `delay` are their values for input at out_rate, and a stream's own are
+    `stream.engine.latency` / `.delay`.
+    `input_cutoff` defaults to "auto" (the measured bandwidth), as in `bandlift upsample`.
     """
 
     def __init__(self, model=None, out_rate: int = 48000, block: int | None = None, provider: str = "auto",
@@ -146,19 +162,30 @@ class Upsampler:
     def engine(self, sample_rate: int, channels: int, input_cutoff_hz: float | None = None) -> StreamEngine:
         """A new engine (its own model state) for one signal at `sample_rate` with `channels` channels."""
         block = self.block or file_block(self.session.frame, int(channels))
-        eng = StreamEngine(self.session, int(sample_rate), self.out_rate, int(channels), block, input_cutoff_hz)
-        # the delay does not depend on the block; the latency is that of the live block
-        self._delay = eng.delay
-        self._latency = eng.delay + -(-(self.block or DEFAULT_BLOCK) * self.out_rate // eng.model_rate)
-        return eng
+        return StreamEngine(self.session, int(sample_rate), self.out_rate, int(channels), block, input_cutoff_hz)
+
+    def _delays(self, sample_rate) -> tuple[int, int]:
+        """(delay, latency) at out_rate for input at `sample_rate`, from the same parts as the engine's."""
+        rate = self.check_rate(sample_rate)
+        model_rate = self.session.sample_rate
+        first = StreamingResampler(rate, model_rate, 1)
+        last = StreamingResampler(model_rate, self.out_rate, 1, prior_delay=first.delay + self.session.delay)
+        block = self.block or DEFAULT_BLOCK  # the live block: the delay does not depend on it
+        return last.delay, last.delay + -(-block * self.out_rate // model_rate)
+
+    def delay_at(self, sample_rate) -> int:
+        return self._delays(sample_rate)[0]
+
+    def latency_at(self, sample_rate) -> int:
+        return self._delays(sample_rate)[1]
 
     @property
     def latency(self) -> int:
-        return self._latency
+        return self.latency_at(self.out_rate)
 
     @property
     def delay(self) -> int:
-        return self._delay
+        return self.delay_at(self.out_rate)
 
     def check_rate(self, sample_rate) -> int:
         """`sample_rate` as an int if this upsampler takes it (at most max(out_rate, model rate)), else
@@ -168,15 +195,15 @@ class Upsampler:
         return rate
 
     def resolve_cutoff(self, input_cutoff, audio: np.ndarray | None, sample_rate: int) -> float:
-        """None -> sample_rate/2; "auto" -> measured effective bandwidth; a number -> Hz."""
-        if input_cutoff is None:
+        """None or "nyquist" -> sample_rate/2; "auto" -> measured effective bandwidth; a number -> Hz."""
+        if input_cutoff is None or input_cutoff == "nyquist":
             return sample_rate / 2
         if isinstance(input_cutoff, str):
             if input_cutoff != "auto":
                 try:
                     input_cutoff = float(input_cutoff)
                 except ValueError:
-                    raise ValueError(f"input_cutoff must be None, 'auto' or Hz, got {input_cutoff!r}") from None
+                    raise ValueError(f"input_cutoff must be 'auto', 'nyquist', None or Hz, got {input_cutoff!r}") from None
             else:
                 from bandlift.rt.dsp.bandwidth import effective_bandwidth
 
@@ -195,7 +222,7 @@ class Upsampler:
         hz = self.resolve_cutoff(input_cutoff, None, rate)
         return UpsampleStream(self.engine(rate, channels, hz), delay_compensation)
 
-    def process(self, audio, sample_rate, input_cutoff=None, delay_compensation: bool = True):
+    def process(self, audio, sample_rate, input_cutoff="auto", delay_compensation: bool = True):
         """Whole-signal upsampling -> (audio_out, out_rate); same layout as `audio`."""
         rate = self.check_rate(sample_rate)
         frames = as_float_frames(audio)

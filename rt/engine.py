@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
-from bandlift.rt.dsp.resample import StreamingResampler
+from bandlift.rt.dsp.resample import HighBand, StreamingResampler
 
 DEFAULT_BLOCK = 128
 MAX_BLOCK = 1 << 16  # 1.4 s at 48 kHz: more only costs memory (files: file_block)
@@ -65,6 +65,7 @@ WARM_S = 0.1  # model run before its return (>= the shipped model's reach: 124 f
 REASONS = {"nan": "non-finite model output", "explode": "model output exploded",
            "overload": "overload (late block)", "user": "bypass switched on"}
 DECLICK = 64  # samples of the ramp that removes the step of a hard switch
+MAX_RATE = 768_000  # Hz; higher rates are refused (filters and buffers scale with the rate)
 
 
 @dataclass
@@ -102,8 +103,8 @@ class EngineStats:
 def check_rates(in_rate: int, out_rate: int, model_rate: int) -> None:
     """The engine resamples in -> model rate -> out; the input may be at most max(model, output rate)."""
     for name, rate in (("input", in_rate), ("output", out_rate), ("model", model_rate)):
-        if rate <= 0:
-            raise ValueError(f"{name} rate must be positive, got {rate}")
+        if not 0 < rate <= MAX_RATE:
+            raise ValueError(f"{name} rate must be 1..{MAX_RATE} Hz, got {rate}")
     if in_rate > max(out_rate, model_rate):
         raise ValueError(f"input rate {in_rate} Hz is above the output rate {out_rate} Hz and the model rate "
                          f"{model_rate} Hz; bandlift only upsamples (downsample first, e.g. with soxr)")
@@ -151,6 +152,9 @@ class StreamEngine:
         self.out_resampler = StreamingResampler(self.model_rate, self.out_rate, self.channels,
                                                 prior_delay=self.resampler.delay + self.model_delay)
         self.delay = self.out_resampler.delay
+        # input and output above the model's rate: the band above its Nyquist passes through unchanged
+        self.high_band = (HighBand(self.in_rate, self.model_rate, self.out_rate, self.channels, self.model_delay,
+                                   self.delay) if min(self.in_rate, self.out_rate) > self.model_rate else None)
         self.block_out = -(-self.block * self.out_rate // self.model_rate)
         self.latency = self.delay + self.block_out
         self.realtime = realtime
@@ -191,6 +195,8 @@ class StreamEngine:
         try:
             self.resampler.reset()
             self.out_resampler.reset()
+            if self.high_band is not None:
+                self.high_band.reset()
             if self.model is not None:
                 self.model.reset()
             self._filled = 0
@@ -226,6 +232,8 @@ class StreamEngine:
             raise RuntimeError(IN_USE)
         try:
             made = 0
+            if self.high_band is not None:
+                self.high_band.process(x)
             pos, n = 0, x.shape[1]
             pending, cap, block = self._pending, self._pending.shape[1], self.block
             while pos < n:
@@ -249,7 +257,10 @@ class StreamEngine:
                     _shift_left(pending, start, self._filled)
                     self._filled -= start
             y = self._out[:, :made]
-            return y.copy() if self.out_resampler.passthrough else self.out_resampler.process(y)
+            y = y.copy() if self.out_resampler.passthrough else self.out_resampler.process(y)
+            if self.high_band is not None:
+                y += self.gain * self.high_band.take(y.shape[1])
+            return y
         finally:
             self._busy.release()
 

@@ -40,11 +40,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                        "Debian packages with real recordings, then index them. Packages: "
                        + "; ".join(f"{k}: {v.description}" for k, v in data_debian.PACKAGES.items()))
     p.add_argument("--packages", nargs="+", default=list(data_debian.DEFAULT), metavar="PKG",
-                   help="packages to fetch (default: all five; 'quick' = sonic-pi-samples klettres-data)")
+                   help=f"packages to fetch (default: all {len(data_debian.DEFAULT)}; 'quick' = "
+                        + " ".join(data_debian.QUICK) + ")")
     common(p)
 
     p = sub.add_parser("folder", help="index local audio folders recursively")
-    p.add_argument("folders", nargs="+", type=Path, metavar="DIR")
+    p.add_argument("folders", nargs="+", type=Path, metavar="DIR",
+                   help="folders searched recursively for audio files (corrupt files are reported and skipped)")
     p.add_argument("--name", default=None, help="source name (default: folder:<first folder name>)")
     p.add_argument("--licence", default="user-provided", help="licence note for the manifest")
     p.add_argument("--category", choices=CATEGORIES, default="other",
@@ -54,19 +56,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("cache", help="decode and resample manifest files into the training cache",
                        description="Pre-build ClipDataset's cache (float32 .npy at --rate) in "
                        "--jobs processes, so training starts at once.")
-    p.add_argument("--dest", type=Path, default=None)
-    p.add_argument("--manifest", type=Path, default=None)
+    p.add_argument("--dest", type=Path, default=None,
+                   help="data folder (default: $BANDLIFT_DATA or ~/.cache/bandlift/data)")
+    p.add_argument("--manifest", type=Path, default=None, help="manifest (default: DEST/manifest.jsonl)")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="default: <manifest folder>/cache/<rate> (ClipDataset's default)")
-    p.add_argument("--rate", type=int, default=48000)
-    p.add_argument("--split", choices=["train", "valid", "test"], nargs="+", default=None)
-    p.add_argument("--jobs", type=int, default=1)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--rate", type=int, default=48000, help="rate of the cached audio in Hz (default 48000)")
+    p.add_argument("--split", choices=["train", "valid", "test"], nargs="+", default=None,
+                   help="only these splits (default: all)")
+    p.add_argument("--jobs", type=int, default=1, help="decoding processes (default 1)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("info", help="summarise a manifest: hours per source and split, bandwidths")
-    p.add_argument("--dest", type=Path, default=None)
-    p.add_argument("--manifest", type=Path, default=None)
-    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--dest", type=Path, default=None,
+                   help="data folder (default: $BANDLIFT_DATA or ~/.cache/bandlift/data)")
+    p.add_argument("--manifest", type=Path, default=None, help="manifest (default: DEST/manifest.jsonl)")
+    p.add_argument("--json", type=Path, default=None, help="write the summary as JSON")
 
     try:
         data_spotify = importlib.import_module("bandlift.train.data_spotify")
@@ -108,8 +113,9 @@ def run(args) -> int:
     raise CLIError(f"unknown source {args.source!r}")
 
 
-def index_and_write(candidates, sources: set[str], manifest: Path, args, desc: str) -> dict:
-    """Index candidates (reusing unchanged rows), merge into the manifest, print a summary."""
+def index_and_write(candidates, sources: set[str], manifest: Path, args, desc: str, fill: bool = False) -> dict:
+    """Index candidates (reusing unchanged rows), merge into the manifest, print a summary; `fill`: a small
+    set gets a file in every split (data_sources.fill_splits)."""
     from bandlift.train import data_sources as ds
 
     try:
@@ -119,6 +125,8 @@ def index_and_write(candidates, sources: set[str], manifest: Path, args, desc: s
     result = ds.index_files(candidates, previous, jobs=args.jobs,
                             progress=not getattr(args, "no_progress", False), desc=desc)
     ds.report_errors(result.errors)
+    if fill:
+        ds.fill_splits(result.rows)
     try:
         ds.merge_manifest(manifest, result.rows, sources)
     except ValueError as exc:
@@ -202,7 +210,7 @@ def _folder(args) -> int:
     if not candidates:
         raise CLIError("no audio files found (looked for " + ", ".join(
             sorted(AUDIO_EXTENSIONS)) + ")")
-    index_and_write(candidates, {source}, manifest, args, f"indexing {source}")
+    index_and_write(candidates, {source}, manifest, args, f"indexing {source}", fill=True)
     return 0
 
 

@@ -51,8 +51,13 @@ class ClipDataset(torch.utils.data.Dataset):
         self.too_narrow = [r for r in rows if r["bandwidth"] < min_bandwidth]
         rows = [r for r in rows if r["bandwidth"] >= min_bandwidth]
         if not rows:
+            from bandlift.train.data_sources import SPLIT_FRACTIONS, SPLITS
+
+            shares = "/".join(f"{f:.0%}" for f in SPLIT_FRACTIONS)
             raise DataError(f"no usable {split!r} files in {self.manifest} "
-                            f"({len(self.too_narrow)} below {min_bandwidth:.0f} Hz bandwidth)")
+                            f"({len(self.too_narrow)} below {min_bandwidth:.0f} Hz bandwidth); splits "
+                            f"({'/'.join(SPLITS)}: {shares} of the recordings) need at least {len(SPLITS)} "
+                            "recordings: index at least that many with `bandlift dataset folder`")
         self.cache_dir.mkdir(parents=True, exist_ok=True)  # only once the manifest has proved usable
         self.rows, self.files, self.failed = [], [], []
         self._prepare(rows, progress)

@@ -55,13 +55,35 @@ def default_manifest(dest: Path) -> Path:
 
 def assign_split(key: str, fractions=SPLIT_FRACTIONS) -> str:
     """Deterministic split from a stable key (sha1 -> uniform in [0, 1))."""
-    u = int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big") / 2.0 ** 64
+    u = split_key(key)
     edge = 0.0
     for name, frac in zip(SPLITS, fractions):
         edge += frac
         if u < edge:
             return name
     return SPLITS[-1]
+
+
+def split_key(key: str) -> float:
+    return int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big") / 2.0 ** 64
+
+
+def fill_splits(rows: list[dict]) -> list[dict]:
+    """A small set (a few recordings) can hash every group into `train`; when it has at least one group
+    per split, each empty split takes the train group that hashed nearest to it (deterministic: the
+    same files always give the same splits; a set that fills every split on its own is unchanged)."""
+    groups = sorted({r["group"] for r in rows}, key=split_key)
+    if len(groups) < len(SPLITS):
+        return rows
+    split_of = {g: assign_split(g) for g in groups}
+    for name in SPLITS[1:]:
+        if name not in split_of.values():
+            movable = [g for g in groups if split_of[g] == SPLITS[0]]
+            if len(movable) > 1:
+                split_of[movable[-1]] = name  # the highest key: closest to the held-out range
+    for r in rows:
+        r["split"] = split_of[r["group"]]
+    return rows
 
 
 def load_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:

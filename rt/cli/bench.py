@@ -38,12 +38,13 @@ def configure(p) -> None:
     p.add_argument("--input-rate", type=int, default=48000, help="input rate (resampled to the model's 48 kHz)")
     p.add_argument("--rate", type=int, default=48000,
                    help="output rate (default 48000, the model's rate; e.g. 44100: the output is resampled)")
-    p.add_argument("--channels", type=int, choices=[1, 2], default=1)
+    p.add_argument("--channels", type=int, choices=[1, 2], default=1, help="channels processed (default 1)")
     p.add_argument("--streams", type=int, nargs="+", default=[1],
                    help="independent streams batched into one model call per block (e.g. 1 64 1024)")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
     p.add_argument("--provider", choices=["auto", "cpu", "cuda"],
-                   help="default: cpu (cuda for --gpu-check)")
+                   help="ONNX Runtime execution provider (default: cpu, cuda for --gpu-check; auto: CUDA when "
+                        "onnxruntime-gpu sees a GPU)")
     p.add_argument("--cuda-graph", action="store_true", help="CUDA provider: replay captured CUDA graphs")
     p.add_argument("--gpu-check", action="store_true",
                    help="the whole GPU check: provider, parity with CPU, block times, streams/s (see above)")

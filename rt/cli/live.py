@@ -23,6 +23,7 @@ from bandlift.rt.cli.errors import CLIError
 # and its recovery from an underrun under load can pause callbacks for over a second
 PULSE_FRAMES = 1024
 PULSE_WATCHDOG_S = 3.0
+MIN_GAIN_DB, MAX_GAIN_DB = -60.0, 24.0  # --gain and the +/- keys
 
 
 def configure(p) -> None:
@@ -42,7 +43,8 @@ def configure(p) -> None:
                         "output is resampled)")
     p.add_argument("--input-rate", type=int,
                    help="input device rate if different (e.g. 16000 for a headset): two streams")
-    p.add_argument("--channels", type=int, choices=[1, 2], default=1)
+    p.add_argument("--channels", type=int, choices=[1, 2], default=1,
+                   help="channels processed (default 1; 2 for stereo devices)")
     p.add_argument("--block", type=int, default=128, help="model block (samples at the model rate, 48 kHz)")
     p.add_argument("--frames", type=int, help=f"device period in frames (default: a JACK server's period, else the block; {PULSE_FRAMES} "
                    "with --loopback, which goes through PulseAudio/PipeWire)")
@@ -50,10 +52,11 @@ def configure(p) -> None:
                    help="extra buffering in samples beyond the minimum (robustness against a busy CPU)")
     p.add_argument("--input-cutoff", type=float, help="input bandwidth in Hz (default: input Nyquist)")
     p.add_argument("--model", help="streaming ONNX model (default: the shipped model)")
-    p.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="ONNX Runtime execution provider (auto: CUDA when onnxruntime-gpu sees a GPU, else CPU)")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
     p.add_argument("--bypass", action="store_true", help="start in bypass (toggle with b)")
-    p.add_argument("--gain", type=float, default=0.0, help="output gain in dB")
+    p.add_argument("--gain", type=float, default=0.0, help="output gain in dB, -60..24 (default 0)")
     p.add_argument("--mix", type=float, default=1.0, help="wet/dry mix, 0..1")
     p.add_argument("--seconds", type=float, help="stop after this many seconds")
     p.add_argument("--source", help="play this file through the engine instead of the input device "
@@ -109,9 +112,9 @@ class _Keys:
         if key == "b":
             eng.bypass = not eng.bypass
         elif key in "+=":
-            eng.gain = min(eng.gain * 10 ** (1 / 20), 10 ** (24 / 20))
+            eng.gain = min(eng.gain * 10 ** (1 / 20), 10 ** (MAX_GAIN_DB / 20))
         elif key in "-_":
-            eng.gain = max(eng.gain / 10 ** (1 / 20), 10 ** (-60 / 20))
+            eng.gain = max(eng.gain / 10 ** (1 / 20), 10 ** (MIN_GAIN_DB / 20))
         elif key == "[":
             eng.mix = max(0.0, round(eng.mix - 0.1, 2))
         elif key == "]":
@@ -134,15 +137,21 @@ def run(args) -> int:
     from bandlift.rt.model.session import ModelError, ModelSession
 
     if args.list_devices:
-        print(list_devices())
+        devices = list_devices()
         from bandlift.rt.io.virtual import server_devices
 
         lines = server_devices()
+        if not devices and not lines:
+            raise CLIError("no audio devices found: PortAudio sees no ALSA, JACK or PulseAudio device "
+                           "(start a sound server, or check that this user may open /dev/snd)")
+        print(devices)
         if lines:
             print("\nsound server (PulseAudio/PipeWire) devices, reached through 'pulse':\n  " + "\n  ".join(lines))
         return 0
     if not 0.0 <= args.mix <= 1.0:
         raise CLIError(f"--mix must be in [0, 1], got {args.mix}")
+    if not MIN_GAIN_DB <= args.gain <= MAX_GAIN_DB:
+        raise CLIError(f"--gain must be {MIN_GAIN_DB:g}..{MAX_GAIN_DB:g} dB, got {args.gain}")
     source = None
     in_rate = args.input_rate or args.rate
     if args.source:

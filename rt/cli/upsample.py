@@ -9,8 +9,9 @@ raw stream timing: the output lags by the printed delay).
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +22,23 @@ READ_FRAMES = 1 << 16
 
 
 def configure(p) -> None:
-    p.add_argument("input", help="audio file (wav/flac/ogg/mp3), or a folder processed recursively")
-    p.add_argument("output", nargs="?", help="output file (.wav or .flac); for a folder use -o")
+    from bandlift.rt.io.files import CONTAINERS
+
+    p.add_argument("input", help="audio file (wav/flac/ogg/mp3/...; m4a/aac through ffmpeg), or a folder "
+                                 "processed recursively")
+    p.add_argument("output", nargs="?", help="output file; its extension picks the container "
+                                             "(" + " ".join(CONTAINERS) + "); for a folder use -o")
     p.add_argument("-o", "--output-dir", help="output folder (folder mode); the input tree is mirrored")
-    p.add_argument("--format", choices=["wav", "flac"], default="wav", help="output format in folder mode")
+    p.add_argument("--format", choices=sorted({e[1:] for e in CONTAINERS}),
+                   help="output container in folder mode (default: each input's own; formats libsndfile "
+                        "cannot write become wav)")
+    p.add_argument("--subtype", help="output sample format, e.g. PCM_16, PCM_24, FLOAT, VORBIS (default: the "
+                                     "input's where the container takes it; 16-bit outputs are TPDF-dithered)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files (default: refuse)")
+    p.add_argument("--no-limit", action="store_true",
+                   help="keep the output's level even if it goes above the ceiling (default: one constant gain "
+                        "keeps the true peak at or below -0.1 dBTP, -1 dBTP for lossy formats; integer "
+                        "formats then clip)")
     p.add_argument("--rate", type=int, default=48000,
                    help="output rate in Hz (default 48000, the model's rate; e.g. 44100: the model's output "
                         "is resampled)")
@@ -37,8 +51,9 @@ def configure(p) -> None:
                                              "to block 128 within float rounding")
     p.add_argument("--no-delay-compensation", action="store_true",
                    help="keep the raw stream timing (output lags by the engine delay)")
-    p.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per job")
+    p.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="ONNX Runtime execution provider (auto: CUDA when onnxruntime-gpu sees a GPU, else CPU)")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads per job (default 1)")
     p.add_argument("--jobs", type=int, default=1, help="files processed in parallel (folder mode)")
     p.add_argument("--json", help="write a JSON summary here")
 
@@ -56,89 +71,145 @@ def _cutoff(arg: str, path, rate: int):
     return float(arg)
 
 
-def upsample_file(up, src, dst, input_cutoff="auto", delay_compensation=True, progress=False) -> dict:
+def upsample_file(up, src, dst, input_cutoff="auto", delay_compensation=True, progress=False, *,
+                  subtype=None, overwrite=False, limit=True) -> dict:
     """Stream `src` through `up` (an Upsampler) into `dst`; returns a summary dict."""
-    from bandlift.rt.io.files import AudioFileError, atomic_writer, blocks, open_read, output_format, same_file
+    import soundfile as sf
+
+    from bandlift.rt.io.files import AudioFileError, open_read, same_file
 
     if same_file(src, dst):
         raise AudioFileError(f"refusing to overwrite the input {src}")
-    output_format(dst)
-    with open_read(src) as f:
-        rate, channels, frames = f.samplerate, f.channels, f.frames
-        try:
-            up.check_rate(rate)
-        except ValueError as exc:
-            raise AudioFileError(f"{src}: {exc}") from exc
-        cutoff = _cutoff(input_cutoff, src, rate)
-        try:
-            stream = up.stream(rate, channels, cutoff, delay_compensation)
-        except ValueError as exc:
-            raise AudioFileError(f"{src}: {exc}") from exc
-        bar = None
-        if progress:
-            from tqdm import tqdm
+    try:
+        with open_read(src) as f:
+            return _upsample_open(up, f, src, dst, input_cutoff, delay_compensation, progress,
+                                  subtype=subtype, overwrite=overwrite, limit=limit)
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise AudioFileError(f"{src}: {exc}") from exc
+    except OSError as exc:  # e.g. a full disk or a read-only folder
+        raise AudioFileError(f"{dst}: {exc.strerror or exc}") from exc
 
-            bar = tqdm(total=frames if frames > 0 else None, unit="frame", unit_scale=True,
-                       desc=Path(src).name, leave=False, file=sys.stderr)
-        peak = 0.0
-        try:
-            with atomic_writer(dst, up.out_rate, channels) as out:
-                for data in blocks(f, READ_FRAMES):
-                    try:
-                        y = stream.process(data)
-                    except ValueError as exc:  # NaN/inf in the file
-                        raise AudioFileError(f"{src}: {exc}") from exc
-                    peak = max(peak, float(np.abs(y).max(initial=0.0)))
-                    out.write(y)
-                    if bar is not None:
-                        bar.update(len(data))
-                y = stream.flush()
-                peak = max(peak, float(np.abs(y).max(initial=0.0)))
+
+def _upsample_open(up, f, src, dst, input_cutoff, delay_compensation, progress, *, subtype, overwrite, limit):
+    from bandlift.rt.io.files import AudioFileError, blocks, staged_writer
+
+    rate, channels, frames = f.samplerate, f.channels, f.frames
+    try:
+        up.check_rate(rate)
+    except ValueError as exc:
+        raise AudioFileError(f"{src}: {exc}") from exc
+    cutoff = _cutoff(input_cutoff, src, rate)
+    try:
+        stream = up.stream(rate, channels, cutoff, delay_compensation)
+    except ValueError as exc:
+        raise AudioFileError(f"{src}: {exc}") from exc
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=frames if frames > 0 else None, unit="frame", unit_scale=True,
+                   desc=Path(src).name, leave=False, file=sys.stderr)
+    try:
+        with staged_writer(dst, up.out_rate, channels, source=f, subtype=subtype, overwrite=overwrite,
+                           limit=limit) as out:
+            for data in blocks(f, READ_FRAMES):
+                try:
+                    y = stream.process(data)
+                except ValueError as exc:  # NaN/inf in the file
+                    raise AudioFileError(f"{src}: {exc}") from exc
                 out.write(y)
-        finally:
-            if bar is not None:
-                bar.close()
+                if bar is not None:
+                    bar.update(len(data))
+            out.write(stream.flush())
+    finally:
+        if bar is not None:
+            bar.close()
     eng = stream.engine
+    latency = up.latency_at(rate)  # at the live block (or --block): the file's own block only adds buffering
     return {"input": str(src), "output": str(dst), "input_rate": rate, "output_rate": up.out_rate,
             "channels": channels, "input_frames": stream.n_in, "output_frames": stream.n_out,
+            "format": out.format, "subtype": out.subtype,
             "input_cutoff_hz": eng.input_cutoff_hz, "delay_samples": eng.delay,
-            "latency_samples": up.latency, "latency_ms": 1000 * up.latency / eng.out_rate,
-            "delay_compensated": delay_compensation, "peak": peak,
+            "latency_samples": latency, "latency_ms": 1000 * latency / eng.out_rate,
+            "delay_compensated": delay_compensation, "true_peak_dbtp": _db(out.true_peak),
+            "gain_reduction_db": round(out.gain_db, 3), "clipped_samples": out.clipped,
             "bypass_events": eng.stats.bypass_events, "bypasses": eng.event_lines()}
+
+
+def _db(value: float) -> float:
+    return round(20 * float(np.log10(value)), 3) if value > 0 else float("-inf")
 
 
 # -- folder mode (worker processes hold one Upsampler each) -------------------------------------------
 _worker_up = None
 
 
+def _stop(signum, frame):
+    """SIGTERM: unwind (hidden files are removed on the way out) instead of dying on the spot."""
+    raise SystemExit(128 + signum)
+
+
 def _init_worker(model, rate, block, provider, threads):
     global _worker_up
     from bandlift.rt.api import Upsampler
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops the workers
+    signal.signal(signal.SIGTERM, _stop)
     _worker_up = Upsampler(model, out_rate=rate, block=block, provider=provider, threads=threads)
 
 
-def _job(src, dst, cutoff, delay_compensation):
+def _job(job):
     from bandlift.rt.io.files import AudioFileError
 
+    src, dst, kwargs = job
     try:
-        return upsample_file(_worker_up, src, dst, cutoff, delay_compensation)
+        return upsample_file(_worker_up, src, dst, **kwargs)
     except (AudioFileError, ValueError) as exc:
         return {"input": str(src), "error": str(exc)}
+    except SystemExit as stop:  # SIGTERM mid-file: its hidden files are gone; leave the pool at once
+        os._exit(stop.code)
 
 
 def _describe(info: dict) -> str:
     comp = "delay compensated" if info["delay_compensated"] else f"output lags by {info['delay_samples']} samples"
-    clip = " (peak above 0 dBFS: kept in float WAV, clipped in FLAC)" if info["peak"] > 1.0 else ""
+    level = f"true peak {info['true_peak_dbtp']:.1f} dBTP"
+    if info["gain_reduction_db"] > 0:
+        level += f", gain reduced by {info['gain_reduction_db']:.2f} dB to stay below the ceiling"
+    if info["clipped_samples"]:
+        level += f", {info['clipped_samples']} samples clipped (--no-limit)"
     return (f"{info['input']} -> {info['output']}: {info['input_rate']} -> {info['output_rate']} Hz, "
-            f"{info['channels']} ch, {info['output_frames'] / info['output_rate']:.2f} s, input band "
-            f"{info['input_cutoff_hz']:.0f} Hz, latency {info['latency_ms']:.2f} ms ({comp}){clip}"
+            f"{info['channels']} ch, {info['format']} {info['subtype']}, "
+            f"{info['output_frames'] / info['output_rate']:.2f} s, input band "
+            f"{info['input_cutoff_hz']:.0f} Hz, latency {info['latency_ms']:.2f} ms ({comp}), {level}"
             + "".join(f"\n  {line}" for line in info.get("bypasses", [])))
+
+
+def folder_outputs(files: list[Path], src: Path, out_dir: Path, fmt: str | None) -> list[Path]:
+    """One distinct output per input: each input's own container (or `fmt`; wav for formats libsndfile
+    cannot write); names that would collide (a.wav + a.flac -> a.wav) keep the input's extension in
+    the name (a.flac.wav)."""
+    from bandlift.rt.io.files import CONTAINERS
+
+    def ext(f: Path) -> str:
+        if fmt:
+            return "." + fmt
+        return f.suffix if f.suffix.lower() in CONTAINERS else ".wav"
+
+    outs = [out_dir / f.relative_to(src).with_suffix(ext(f)) for f in files]
+    seen: dict[str, int] = {}
+    for o in outs:
+        seen[str(o)] = seen.get(str(o), 0) + 1
+    outs = [o if seen[str(o)] == 1 or f.name == o.name else o.with_name(f.name + ext(f))
+            for f, o in zip(files, outs)]
+    if len(set(map(str, outs))) != len(outs):
+        dup = next(o for o in outs if sum(str(p) == str(o) for p in outs) > 1)
+        raise CLIError(f"two inputs would both be written to {dup}; rename one of them")
+    return outs
 
 
 def run(args) -> int:
     from bandlift.rt.api import Upsampler
-    from bandlift.rt.io.files import AudioFileError, find_audio
+    from bandlift.rt.io.files import find_audio, same_file
     from bandlift.rt.model.session import ModelError
 
     if args.input_cutoff not in ("auto", "nyquist"):
@@ -160,45 +231,34 @@ def run(args) -> int:
         files = find_audio(src, exclude=out_dir)
         if not files:
             raise CLIError(f"no audio files ({', '.join(('wav', 'flac', 'ogg', 'mp3'))}) under {src}")
-        jobs = [(f, out_dir / f.relative_to(src).with_suffix("." + args.format)) for f in files]
+        jobs = list(zip(files, folder_outputs(files, src, out_dir, args.format)))
     else:
         if not args.output:
-            raise CLIError("give an output file (OUT.wav or OUT.flac)")
+            raise CLIError("give an output file (e.g. OUT.wav or OUT.flac)")
         jobs = [(src, Path(args.output))]
+    for s, d in jobs:
+        if same_file(s, d):
+            raise CLIError(f"refusing to overwrite the input {s}")
+    if not args.overwrite:
+        existing = [d for _, d in jobs if d.exists() or d.is_symlink()]
+        if existing:
+            more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+            raise CLIError(f"output {existing[0]}{more} exists; use --overwrite to replace")
     try:
         up = Upsampler(args.model, out_rate=args.rate, block=args.block, provider=args.provider,
                        threads=args.threads)
     except (ModelError, ValueError, RuntimeError) as exc:
         raise CLIError(str(exc)) from None
     print(f"model: {up.session.describe()}, block {up.block or 'large (files)'}", file=sys.stderr)
+    options = {"input_cutoff": args.input_cutoff, "delay_compensation": delay_comp, "subtype": args.subtype,
+               "overwrite": args.overwrite, "limit": not args.no_limit}
 
-    results = []
-    if not folder:
-        try:
-            info = upsample_file(up, src, jobs[0][1], args.input_cutoff, delay_comp, progress=True)
-        except (AudioFileError, ValueError) as exc:
-            raise CLIError(str(exc)) from None
-        print(_describe(info))
-        results.append(info)
-    else:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(jobs), unit="file", desc="upsample", file=sys.stderr)
-        if args.jobs > 1:
-            with ProcessPoolExecutor(args.jobs, initializer=_init_worker,
-                                     initargs=(args.model, args.rate, args.block, args.provider, args.threads)) as pool:
-                futures = [pool.submit(_job, s, d, args.input_cutoff, delay_comp) for s, d in jobs]
-                for fut in as_completed(futures):
-                    results.append(fut.result())
-                    bar.update()
-        else:
-            for s, d in jobs:
-                try:
-                    results.append(upsample_file(up, s, d, args.input_cutoff, delay_comp))
-                except (AudioFileError, ValueError) as exc:
-                    results.append({"input": str(s), "error": str(exc)})
-                bar.update()
-        bar.close()
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        results = _run_jobs(args, up, jobs, options, folder)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if folder:
         for info in sorted(results, key=lambda r: r["input"]):
             if "error" in info:
                 print(f"FAILED {info['error']}", file=sys.stderr)
@@ -210,3 +270,48 @@ def run(args) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"files": results}, indent=2))
     return 1 if any("error" in r for r in results) else 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # main() prints "interrupted"; hidden files are removed on the way out
+
+
+def _run_jobs(args, up, jobs, options, folder) -> list[dict]:
+    from bandlift.rt.io.files import AudioFileError
+
+    if not folder:
+        try:
+            info = upsample_file(up, *jobs[0], progress=True, **options)
+        except (AudioFileError, ValueError) as exc:
+            raise CLIError(str(exc)) from None
+        print(_describe(info))
+        return [info]
+    from tqdm import tqdm
+
+    results = []
+    with tqdm(total=len(jobs), unit="file", desc="upsample", file=sys.stderr) as bar:
+        if args.jobs > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            pool = ProcessPoolExecutor(args.jobs, initializer=_init_worker,
+                                       initargs=(args.model, args.rate, args.block, args.provider, args.threads))
+            try:
+                futures = [pool.submit(_job, (s, d, options)) for s, d in jobs]
+                for fut in as_completed(futures):
+                    results.append(fut.result())
+                    bar.update()
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                for worker in multiprocessing.active_children():
+                    worker.terminate()  # SIGTERM: it removes its hidden files and exits
+                raise
+            pool.shutdown()
+        else:
+            for s, d in jobs:
+                try:
+                    results.append(upsample_file(up, s, d, **options))
+                except (AudioFileError, ValueError) as exc:
+                    results.append({"input": str(s), "error": str(exc)})
+                bar.update()
+    return results

@@ -148,3 +148,39 @@ def _polyphase(history, x, poly, up, down, consumed, produced, out, buf):
             for i in range(min(n_taps, m0 + 1)):  # m0 - i >= 0: nothing before the first sample
                 acc += poly[phase, i] * buf[j0 - i]
             out[c, k] = acc
+
+
+class HighBand:
+    """The part of the input that a path through a lower rate cannot carry: for input and output rates
+    above `mid_rate` (e.g. 96 kHz through a 48 kHz model), the input at out_rate minus the input sent
+    through that path's own resamplers (in -> mid, `mid_delay` samples there, mid -> out). Added to the
+    path's output it restores everything above the mid rate's band, aligned to the path's `delay`."""
+
+    def __init__(self, in_rate: int, mid_rate: int, out_rate: int, channels: int, mid_delay: int, delay: int):
+        self.channels = channels
+        self.down = StreamingResampler(in_rate, mid_rate, channels)
+        self.up = StreamingResampler(mid_rate, out_rate, channels, prior_delay=self.down.delay + mid_delay)
+        self.direct = StreamingResampler(in_rate, out_rate, channels)
+        if self.up.delay != delay or self.direct.delay > delay:
+            raise ValueError(f"high-band path delay {self.up.delay}/{self.direct.delay} does not match {delay}")
+        self.mid_delay, self.lag = mid_delay, delay - self.direct.delay
+        self.reset()
+
+    def reset(self) -> None:
+        for r in (self.down, self.up, self.direct):
+            r.reset()
+        self._through = self.up.process(np.zeros((self.channels, self.mid_delay), np.float32))
+        self._direct = np.zeros((self.channels, self.lag), np.float32)
+
+    def process(self, x: np.ndarray) -> None:
+        """Feed x [C, n] at the input rate."""
+        self._through = np.concatenate([self._through, self.up.process(self.down.process(x))], axis=1)
+        self._direct = np.concatenate([self._direct, self.direct.process(x)], axis=1)
+
+    def take(self, n: int) -> np.ndarray:
+        """The next n output samples of the high band [C, n] (n at most what has been fed)."""
+        if n > min(self._through.shape[1], self._direct.shape[1]):
+            raise ValueError(f"high band: {n} samples asked, fewer fed")
+        high = self._direct[:, :n] - self._through[:, :n]
+        self._direct, self._through = self._direct[:, n:], self._through[:, n:]
+        return high

@@ -1,12 +1,19 @@
 """Audio file helpers for the engine's file paths: block-wise reading/writing with soundfile.
 
-Files are streamed in blocks so memory stays flat for any length; outputs are written to a temporary
-file next to the destination and renamed at the end, so a failed run never leaves a truncated file
-under the final name and never touches the input.
+Files are streamed in blocks so memory stays flat for any length. An output is written in two passes:
+the engine's float output goes to a hidden scratch file next to the destination while its true peak is
+measured; the second pass applies one constant gain if the peak would clip (transparent: no limiter
+distortion), dithers for 16/8-bit PCM, encodes to the chosen format and renames the result onto the
+destination. A failed or interrupted run never leaves a truncated file under the final name, never
+touches the input, and removes its hidden files. Formats libsndfile cannot read (m4a/AAC, WMA) are
+decoded with ffmpeg when it is installed.
 """
 from __future__ import annotations
 
 import os
+import shutil
+import stat
+import subprocess
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,21 +22,63 @@ import numpy as np
 import soundfile as sf
 
 # The one list of audio file extensions (folders for `upsample`, `eval` and `dataset` are searched for
-# these). soundfile reads most; m4a/aac/wma need the dataset indexer's librosa fallback.
+# these). soundfile reads most; m4a/aac/wma are decoded with ffmpeg.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64",
                     ".caf", ".m4a", ".aac", ".wma")
-OUTPUT_FORMATS = {".wav": ("WAV", "FLOAT"), ".flac": ("FLAC", "PCM_24")}  # float WAV never clips
+FFMPEG_ONLY = (".m4a", ".aac", ".wma", ".mp4")
+# Output containers by extension (libsndfile writes these).
+CONTAINERS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".oga": "OGG", ".opus": "OGG", ".mp3": "MP3",
+              ".aif": "AIFF", ".aiff": "AIFF", ".au": "AU", ".w64": "W64", ".caf": "CAF"}
+# Sample format when the input's does not fit the output container (e.g. float WAV -> FLAC).
+DEFAULT_SUBTYPES = {"FLAC": "PCM_24", "OGG": "VORBIS", "MP3": "MPEG_LAYER_III"}
+FALLBACK_SUBTYPE = "PCM_24"
+LOSSY = ("VORBIS", "OPUS", "MPEG_LAYER_I", "MPEG_LAYER_II", "MPEG_LAYER_III")
+DITHERED = {"PCM_16": 2.0 ** -15, "PCM_S8": 2.0 ** -7, "PCM_U8": 2.0 ** -7}  # subtype -> one LSB
+SAMPLE_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "ULAW": 1, "ALAW": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4,
+                "FLOAT": 4, "DOUBLE": 8}
+WAV_LIMIT = 0xFFFFFFFF  # a RIFF size field is 32 bits: larger WAV outputs are written as RF64
+CEILING_DBTP = -0.1  # true-peak ceiling of PCM/float outputs
+LOSSY_CEILING_DBTP = -1.0  # lossy encoders overshoot: more room (EBU R128 practice)
+SFC_GET_CHANNEL_MAP_INFO, SFC_SET_CHANNEL_MAP_INFO = 0x1100, 0x1101
+READ_ERRORS = (sf.LibsndfileError, RuntimeError, OSError)
 
 
 class AudioFileError(Exception):
     """A file that cannot be read or written (message names the file and the reason)."""
 
 
+def _decode_with_ffmpeg(path: Path) -> sf.SoundFile:
+    """Decode with ffmpeg into an unlinked temporary WAV (tags and channel layout kept) and open it."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise AudioFileError(f"cannot read {path}: libsndfile does not read {path.suffix or 'this format'}; "
+                             "install ffmpeg to read it (e.g. apt-get install ffmpeg)")
+    fd, tmp = tempfile.mkstemp(prefix=".bandlift-decode.", suffix=".wav")
+    os.close(fd)
+    try:
+        done = subprocess.run([ffmpeg, "-nostdin", "-v", "error", "-y", "-i", f"file:{path}", "-vn",
+                               "-c:a", "pcm_f32le", "-rf64", "auto", "-f", "wav", tmp],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        if done.returncode:
+            reason = (done.stderr.strip().splitlines() or ["ffmpeg failed"])[-1]
+            raise AudioFileError(f"cannot read {path}: {reason}")
+        return sf.SoundFile(tmp)
+    except READ_ERRORS as exc:
+        raise AudioFileError(f"cannot read {path}: {exc}") from exc
+    finally:
+        os.unlink(tmp)  # the open file stays readable; nothing is left behind
+
+
 def open_read(path: str | os.PathLike) -> sf.SoundFile:
+    path = Path(path)
+    if path.exists() and not path.is_file():  # a FIFO or device would block or never end
+        raise AudioFileError(f"cannot read {path}: not a regular file")
     try:
         f = sf.SoundFile(str(path))
-    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-        raise AudioFileError(f"cannot read {path}: {exc}") from exc
+    except READ_ERRORS as exc:
+        if path.suffix.lower() not in FFMPEG_ONLY:
+            raise AudioFileError(f"cannot read {path}: {exc}") from exc
+        f = _decode_with_ffmpeg(path)
     if f.samplerate <= 0 or f.channels <= 0:
         f.close()
         raise AudioFileError(f"cannot read {path}: no audio (rate {f.samplerate}, {f.channels} channels)")
@@ -41,7 +90,7 @@ def blocks(f: sf.SoundFile, frames: int):
     while True:
         try:
             data = f.read(frames, dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError) as exc:
+        except READ_ERRORS as exc:
             raise AudioFileError(f"read error in {f.name} at frame {f.tell()}: {exc}") from exc
         if not len(data):
             return
@@ -54,22 +103,53 @@ def analysis_excerpt(path, seconds_each: float = 10.0, pieces: int = 6) -> tuple
     with open_read(path) as f:
         rate, total = f.samplerate, f.frames
         each = int(seconds_each * rate)
-        if not f.seekable() or total <= each * pieces:
-            data = f.read(each * pieces, dtype="float32", always_2d=True)
-            return data, rate
-        parts = []
-        for start in np.linspace(0, total - each, pieces).astype(np.int64):
-            f.seek(int(start))
-            parts.append(f.read(each, dtype="float32", always_2d=True))
+        try:
+            if not f.seekable() or total <= each * pieces:
+                return f.read(each * pieces, dtype="float32", always_2d=True), rate
+            parts = []
+            for start in np.linspace(0, total - each, pieces).astype(np.int64):
+                f.seek(int(start))
+                parts.append(f.read(each, dtype="float32", always_2d=True))
+        except READ_ERRORS as exc:
+            raise AudioFileError(f"read error in {path}: {exc}") from exc
         return np.concatenate(parts, axis=1), rate
 
 
-def output_format(path: str | os.PathLike) -> tuple[str, str]:
+# -- output formats -------------------------------------------------------------------------------------
+def container_of(path: str | os.PathLike) -> str:
     ext = Path(path).suffix.lower()
-    if ext not in OUTPUT_FORMATS:
-        raise AudioFileError(f"output {path}: unsupported extension {ext or '(none)'}; use "
-                             + " or ".join(OUTPUT_FORMATS))
-    return OUTPUT_FORMATS[ext]
+    if ext not in CONTAINERS:
+        raise AudioFileError(f"output {path}: unsupported extension {ext or '(none)'}; use one of "
+                             + " ".join(CONTAINERS))
+    return CONTAINERS[ext]
+
+
+def output_format(path, source: sf.SoundFile | None = None, subtype: str | None = None) -> tuple[str, str]:
+    """(container, subtype) of an output: the container from the extension (a WAVEX input keeps WAVEX),
+    the input's sample format where the container takes it (16 -> 16 bit, float -> float), else the
+    container's default; `subtype` overrides."""
+    fmt = container_of(path)
+    if fmt == "WAV" and source is not None and source.format == "WAVEX":
+        fmt = "WAVEX"
+    if subtype is not None:
+        subtype = subtype.upper()
+        if not sf.check_format(fmt, subtype):
+            raise AudioFileError(f"output {path}: {fmt} cannot hold {subtype}; choose from "
+                                 + " ".join(sf.available_subtypes(fmt)))
+        return fmt, subtype
+    if Path(path).suffix.lower() == ".opus":
+        return fmt, "OPUS"
+    if source is not None and sf.check_format(fmt, source.subtype) and (
+            source.subtype not in LOSSY or source.format == fmt):  # libsndfile writes MP3 only as .mp3
+        return fmt, source.subtype
+    return fmt, DEFAULT_SUBTYPES.get(fmt, FALLBACK_SUBTYPE)
+
+
+def wav_format_for(fmt: str, subtype: str, frames: int, channels: int) -> str:
+    """WAV/WAVEX outputs whose data would pass the 4 GiB RIFF limit are written as RF64."""
+    if fmt in ("WAV", "WAVEX") and frames * channels * SAMPLE_BYTES.get(subtype, 4) + (1 << 16) > WAV_LIMIT:
+        return "RF64"
+    return fmt
 
 
 def same_file(a, b) -> bool:
@@ -80,21 +160,169 @@ def same_file(a, b) -> bool:
         return False
 
 
-@contextmanager
-def atomic_writer(path: str | os.PathLike, rate: int, channels: int):
-    """A SoundFile open on a temporary name; renamed to `path` only if the block exits cleanly."""
+def check_destination(path: str | os.PathLike, overwrite: bool) -> None:
     path = Path(path)
-    fmt, subtype = output_format(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    if path.is_dir():
+        raise AudioFileError(f"output {path} is a folder")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise AudioFileError(f"output {path} exists; use --overwrite to replace it")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    """Move the finished `tmp` onto `path` (its real target when `path` is a symlink). An existing file
+    keeps its mode, and its inode when it has other hard links; a new file gets 0666 less the umask."""
     try:
-        with sf.SoundFile(tmp, "w", samplerate=rate, channels=channels, format=fmt, subtype=subtype) as out:
-            yield out
+        st = os.stat(path)
+    except FileNotFoundError:
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+        return
+    if st.st_nlink > 1:
+        shutil.copyfile(tmp, path)  # in place: every hard link sees the new content
+        os.unlink(tmp)
+        return
+    os.chmod(tmp, stat.S_IMODE(st.st_mode))
+    os.replace(tmp, path)
+
+
+def _hidden(path: Path, suffix: str) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _channel_map(f: sf.SoundFile) -> list[int] | None:
+    buf = sf._ffi.new("int[]", f.channels)
+    if sf._snd.sf_command(f._file, SFC_GET_CHANNEL_MAP_INFO, buf, sf._ffi.sizeof(buf)) != 1:
+        return None
+    return list(buf)
+
+
+def source_properties(f: sf.SoundFile) -> dict:
+    """What an output carries over from its input: tags and the channel layout."""
+    return {"metadata": f.copy_metadata(), "channel_map": _channel_map(f)}
+
+
+def true_peak(x: np.ndarray, edge: int = 0) -> float:
+    """Peak of (n, C) after 4x oversampling (BS.1770 true peak), at least the sample peak; `edge`
+    samples at both ends are context only."""
+    from scipy import signal
+
+    if not len(x):
+        return 0.0
+    up = signal.resample_poly(x.astype(np.float64), 4, 1, axis=0)[4 * edge: 4 * (len(x) - edge)]
+    return float(max(np.abs(up).max(initial=0.0), np.abs(x).max()))
+
+
+class PeakTracker:
+    """Streaming true peak: each block is oversampled with the tail of the previous one as context."""
+    CONTEXT = 32
+    PIECE = 8192  # oversampled in pieces: memory stays small for any block
+
+    def __init__(self, channels: int):
+        self._tail = np.zeros((0, channels), np.float32)
+        self.peak = 0.0
+
+    def add(self, y: np.ndarray) -> None:
+        for start in range(0, len(y), self.PIECE):
+            self._add(y[start:start + self.PIECE])
+
+    def _add(self, y: np.ndarray) -> None:
+        both = np.concatenate([self._tail, y])
+        if len(both) > 2 * self.CONTEXT:  # the first and last CONTEXT/2 samples are edges: seen next time
+            self.peak = max(self.peak, true_peak(both, self.CONTEXT // 2))
+            both = both[len(both) - self.CONTEXT:]
+        self._tail = both
+
+    def close(self) -> float:
+        self.peak = max(self.peak, true_peak(self._tail))
+        return self.peak
+
+
+class StagedOutput:
+    """The first pass's sink: float scratch file + true-peak meter. `gain_db` is set by `finish`."""
+
+    def __init__(self, sink: sf.SoundFile, channels: int):
+        self.sink = sink
+        self.meter = PeakTracker(channels)
+        self.frames = 0
+        self.true_peak = 0.0
+        self.gain_db = 0.0
+        self.clipped = 0
+        self.format = self.subtype = ""
+
+    def write(self, y: np.ndarray) -> None:
+        self.meter.add(y)
+        self.sink.write(y)
+        self.frames += len(y)
+
+
+@contextmanager
+def staged_writer(path, rate: int, channels: int, *, source: sf.SoundFile | None = None,
+                  subtype: str | None = None, overwrite: bool = False, limit: bool = True,
+                  read_frames: int = 1 << 16):
+    """Yield a `StagedOutput` to write float blocks to; on a clean exit the output is made (peak gain,
+    dither, format, tags and channel layout of `source`) and moved onto `path`."""
+    path = Path(path)
+    fmt, subtype = output_format(path, source, subtype)
+    check_destination(path, overwrite)
+    carried = source_properties(source) if source is not None else {"metadata": {}, "channel_map": None}
+    target = path.resolve() if path.is_symlink() else path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch, final = _hidden(target, ".w64"), None
+    try:
+        with sf.SoundFile(scratch, "w", samplerate=rate, channels=channels, format="W64", subtype="FLOAT") as sink:
+            staged = StagedOutput(sink, channels)
+            yield staged
+        staged.true_peak = staged.meter.close()
+        ceiling = 10 ** ((LOSSY_CEILING_DBTP if subtype in LOSSY else CEILING_DBTP) / 20)
+        gain = ceiling / staged.true_peak if limit and staged.true_peak > ceiling else 1.0
+        staged.gain_db = -20 * float(np.log10(gain))
+        fmt = wav_format_for(fmt, subtype, staged.frames, channels)
+        staged.format, staged.subtype = fmt, subtype
+        final = _hidden(target, target.suffix)
+        _encode(scratch, final, path, rate, channels, fmt, subtype, gain, carried, staged, read_frames)
+        _commit(final, target)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for tmp in (scratch, final):
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def _encode(scratch, final, path, rate, channels, fmt, subtype, gain, carried, staged, read_frames) -> None:
+    lsb = DITHERED.get(subtype)
+    integer = subtype.startswith("PCM") or subtype in ("ULAW", "ALAW")
+    rng = np.random.default_rng(0)  # fixed seed: the same input gives the same file
+    try:
+        with sf.SoundFile(final, "w", samplerate=rate, channels=channels, format=fmt, subtype=subtype) as out:
+            for key, value in carried["metadata"].items():
+                try:
+                    setattr(out, key, value)
+                except (sf.LibsndfileError, RuntimeError):
+                    pass  # the container has no field for it
+            if carried["channel_map"] is not None:
+                buf = sf._ffi.new("int[]", carried["channel_map"])
+                sf._snd.sf_command(out._file, SFC_SET_CHANNEL_MAP_INFO, buf, sf._ffi.sizeof(buf))
+            with sf.SoundFile(scratch) as src:
+                for y in blocks(src, read_frames):
+                    if gain != 1.0:
+                        y = y * np.float32(gain)
+                    if lsb is not None:  # TPDF dither: two uniform LSB-wide noises summed
+                        y = y + (lsb * (rng.random(y.shape) - rng.random(y.shape))).astype(np.float32)
+                    if integer:
+                        over = np.abs(y) > 1.0
+                        if over.any():
+                            staged.clipped += int(over.sum())
+                            y = np.clip(y, -1.0, 1.0)
+                    out.write(y)
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise AudioFileError(f"cannot write {path} as {fmt} {subtype} at {rate} Hz, {channels} ch: {exc}") from exc
 
 
 def find_audio(folder: str | os.PathLike, exclude: str | os.PathLike | None = None) -> list[Path]:

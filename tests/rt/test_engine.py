@@ -197,8 +197,10 @@ def test_engine_rate_validation(models):
     session = ModelSession(models["conv"])
     with pytest.raises(ValueError, match="above the output rate 44100 Hz and the model rate 48000 Hz"):
         StreamEngine(session, 96000, 44100)
-    with pytest.raises(ValueError, match="output rate must be positive"):
+    with pytest.raises(ValueError, match="output rate must be 1..768000 Hz"):
         StreamEngine(session, 16000, 0)
+    with pytest.raises(ValueError, match="output rate must be 1..768000 Hz, got 2147483648"):
+        StreamEngine(session, 16000, 2 ** 31)  # was a 23 GB filter design
     assert StreamEngine(session, 96000, 96000).out_rate == 96000  # in <= out
     assert StreamEngine(session, 48000, 32000).out_rate == 32000  # in <= model rate
 

@@ -35,10 +35,11 @@ def test_delay_compensation_aligns_band_limited_input(models, rate, block):
     t = np.arange(m)[:, None] / 48000
     ref = np.array([0.5, 0.3]) * np.sin(2 * np.pi * freqs * t + np.arange(2))
     assert np.abs(y - ref)[200:-200].max() < 5e-4  # aligned to the sample (filter ripple only)
-    assert up.delay == up.session.delay + up.stream(rate, 2).engine.resampler.delay
-    assert up.latency == up.delay + block
+    assert up.delay_at(rate) == up.session.delay + up.stream(rate, 2).engine.resampler.delay
+    assert up.latency_at(rate) == up.delay_at(rate) + block
+    assert up.latency == up.session.delay + block  # at out_rate: no resampler
     raw, _ = up.process(x, rate, delay_compensation=False)
-    assert np.array_equal(raw[up.delay:], y[: m - up.delay])
+    assert np.array_equal(raw[up.delay_at(rate):], y[: m - up.delay_at(rate)])
 
 
 @pytest.mark.parametrize("out_rate", [44100, 32000, 96000])
@@ -57,9 +58,9 @@ def test_other_output_rates_are_aligned(models, rate, out_rate):
     ref = np.array([0.5, 0.3]) * np.sin(2 * np.pi * freqs * np.arange(m)[:, None] / out_rate + np.arange(2))
     edge = 400 if rate == 8000 else 200  # the filters' start-up transient
     assert np.abs(y - ref)[edge:-edge].max() < 5e-4
-    assert up.latency == up.delay + -(-128 * out_rate // 48000)
+    assert up.latency_at(rate) == up.delay_at(rate) + -(-128 * out_rate // 48000)
     raw, _ = up.process(x.astype(np.float32), rate, delay_compensation=False)
-    assert np.array_equal(raw[up.delay:], y[: m - up.delay])
+    assert np.array_equal(raw[up.delay_at(rate):], y[: m - up.delay_at(rate)])
 
 
 def test_44k_output_lag_zero_against_an_independent_resampler(models):
@@ -106,8 +107,15 @@ def test_auto_cutoff_measures_the_band(models):
     up = Upsampler(models["conv"])
     noise = np.random.default_rng(0).standard_normal(48000 * 2)
     band = signal.sosfiltfilt(signal.cheby2(12, 80, 6000, fs=48000, output="sos"), noise) * 0.1  # a brick wall
-    assert 5000 < up.resolve_cutoff("auto", band[:, None], 48000) < 7500
+    measured = up.resolve_cutoff("auto", band[:, None], 48000)
+    assert 5000 < measured < 7500
     assert up.resolve_cutoff(None, band[:, None], 48000) == 24000
+    assert up.resolve_cutoff("nyquist", band[:, None], 48000) == 24000
+    auto, _ = up.process(band, 48000)  # the default is "auto", as in `bandlift upsample`
+    assert np.array_equal(auto, up.process(band, 48000, input_cutoff=measured)[0])
+    assert not np.array_equal(auto, up.process(band, 48000, input_cutoff="nyquist")[0])
+    assert np.array_equal(up.process(band, 48000, input_cutoff=None)[0],
+                          up.process(band, 48000, input_cutoff="nyquist")[0])
 
 
 def write(path, rate, channels, seconds=1.5):
@@ -116,9 +124,14 @@ def write(path, rate, channels, seconds=1.5):
     return x
 
 
-@pytest.mark.parametrize("name,rate,channels,out", [("a.wav", 16000, 1, "a.flac"), ("b.flac", 44100, 2, "b.wav"),
-                                                     ("c.ogg", 22050, 1, "c.wav")])
-def test_cli_file_equals_api_and_streams(models, tmp_path, capsys, name, rate, channels, out):
+# one LSB of each output sample format; 16-bit outputs carry +-1 LSB of TPDF dither on top of rounding
+LSB = {"PCM_16": 2.0 ** -15, "PCM_24": 2.0 ** -23, "FLOAT": 0.0}
+
+
+@pytest.mark.parametrize("name,rate,channels,out,subtype", [("a.wav", 16000, 1, "a.flac", "PCM_16"),
+                                                             ("b.flac", 44100, 2, "b.wav", "PCM_16"),
+                                                             ("c.ogg", 22050, 1, "c.wav", "PCM_24")])
+def test_cli_file_equals_api_and_streams(models, tmp_path, capsys, name, rate, channels, out, subtype):
     src = tmp_path / name
     write(src, rate, channels, seconds=3.0)  # > 64k frames: several read blocks
     dst = tmp_path / "out" / out
@@ -127,23 +140,23 @@ def test_cli_file_equals_api_and_streams(models, tmp_path, capsys, name, rate, c
     assert str(dst) in printed and "latency" in printed
     y, r = sf.read(str(dst), dtype="float32", always_2d=True)
     x, _ = sf.read(str(src), dtype="float32", always_2d=True)
-    ref, _ = Upsampler(models["conv"], block=128).process(x, rate)
+    ref, _ = Upsampler(models["conv"], block=128).process(x, rate, input_cutoff="nyquist")
     assert r == 48000 and y.shape == (round(len(x) * 48000 / rate), channels)
-    tol = 1e-7 if out.endswith(".wav") else 2.0 ** -22  # FLAC is 24-bit
-    assert np.abs(y - ref).max() <= tol
+    assert sf.info(str(dst)).subtype == subtype  # the input's sample format, or 24-bit for a lossy input
+    assert np.abs(y - ref).max() <= 2 * LSB[subtype] + 1e-7  # libsndfile writes x * 32767, reads / 32768
 
 
 def test_cli_rate_44100_writes_a_44k_file(models, tmp_path, capsys):
     src, dst = tmp_path / "a.wav", tmp_path / "a44.wav"
     x = write(src, 16000, 1, seconds=5.0)  # > 64k frames: several read blocks
     assert main(["upsample", str(src), str(dst), "--rate", "44100", "--model", str(models["conv"]),
-                 "--input-cutoff", "nyquist"]) == 0
+                 "--input-cutoff", "nyquist", "--subtype", "FLOAT"]) == 0
     assert "16000 -> 44100 Hz" in capsys.readouterr().out
     info = sf.info(str(dst))
     assert info.samplerate == 44100 and info.frames == round(len(x) * 44100 / 16000)
     y, _ = sf.read(str(dst), dtype="float32", always_2d=True)
     ref, _ = Upsampler(models["conv"], out_rate=44100).process(sf.read(str(src), dtype="float32", always_2d=True)[0],
-                                                               16000)
+                                                               16000, input_cutoff="nyquist")
     assert np.abs(y - ref).max() <= 1e-7
     hi = tmp_path / "hi.wav"
     write(hi, 96000, 1, seconds=0.1)
@@ -178,7 +191,7 @@ def test_cli_refuses_to_overwrite_input_and_bad_args(models, tmp_path, capsys):
     before = src.read_bytes()
     assert main(["upsample", str(src), str(src), "--model", str(models["conv"])]) == 2
     assert "refusing to overwrite" in capsys.readouterr().err and src.read_bytes() == before
-    assert main(["upsample", str(src), str(tmp_path / "x.mp3"), "--model", str(models["conv"])]) == 2
+    assert main(["upsample", str(src), str(tmp_path / "x.m4a"), "--model", str(models["conv"])]) == 2
     assert "unsupported extension" in capsys.readouterr().err
     assert main(["upsample", str(tmp_path / "nope.wav"), str(tmp_path / "x.wav")]) == 2
     assert main(["upsample", str(src), str(tmp_path / "x.wav"), "--model", str(tmp_path / "none.onnx")]) == 2

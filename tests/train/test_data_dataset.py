@@ -53,8 +53,10 @@ def test_folder_manifest_rows(corpus, capsys):
     assert rows["silence.wav"]["bandwidth"] == 0.0
     for r in rows.values():
         assert r["split"] in ("train", "valid", "test") and r["source"] == "folder:music"
-        assert r["split"] == assign_split(r["group"])
         assert r["licence"]
+    # three recordings: hashing puts all of them in train; a small set gets one per split instead
+    assert [assign_split(r["group"]) for r in rows.values()].count("train") == 3
+    assert sorted(r["split"] for r in rows.values()) == ["test", "train", "valid"]
 
 
 def test_reindex_reuses_unchanged_rows_and_keeps_other_sources(corpus, tmp_path):
@@ -175,3 +177,28 @@ def test_source_balance_evens_out_sources(corpus, tmp_path):
     balanced = shares(ClipDataset(two, source_balance=1.0, **kwargs))
     assert plain["small"] < 0.5 * plain["big"]
     assert abs(balanced["small"] - 0.5) < 1e-9 and abs(balanced["big"] - 0.5) < 1e-9
+
+
+def test_small_folder_fills_every_split_or_says_how_many(tmp_path):
+    """Four files that all hash into `train`: training would end in "no usable 'valid' files"."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    for i, name in enumerate("abce"):
+        sf.write(folder / f"{name}.wav", broadband(48000, 1.0, seed=i)[:, 0], 48000)
+    assert all(assign_split(f"folder:small/{n}.wav") == "train" for n in "abce")
+    manifest = tmp_path / "manifest.jsonl"
+    assert main(["dataset", "folder", str(folder), "--manifest", str(manifest), "--no-progress"]) == 0
+    splits = [r["split"] for r in read_manifest(manifest)]
+    assert sorted(splits) == ["test", "train", "train", "valid"]
+    again = tmp_path / "again.jsonl"
+    assert main(["dataset", "folder", str(folder), "--manifest", str(again), "--no-progress"]) == 0
+    assert [r["split"] for r in read_manifest(again)] == splits  # deterministic
+    valid = ClipDataset(manifest, "valid", seconds=0.25, length=2, cache_dir=tmp_path / "cache", progress=False)
+    assert len(valid) == 2
+    two = tmp_path / "two"
+    two.mkdir()
+    for name in "ab":
+        (two / f"{name}.wav").write_bytes((folder / f"{name}.wav").read_bytes())
+    assert main(["dataset", "folder", str(two), "--manifest", str(tmp_path / "two.jsonl"), "--no-progress"]) == 0
+    with pytest.raises(ValueError, match="need at least 3 recordings"):
+        ClipDataset(tmp_path / "two.jsonl", "valid", seconds=0.25, cache_dir=tmp_path / "cache", progress=False)

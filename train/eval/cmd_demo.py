@@ -31,6 +31,7 @@ def configure(parser):
 
 def run(args) -> int:
     from bandlift.rt.api import Upsampler
+    from bandlift.rt.io.files import open_read, staged_writer
     from bandlift.train.eval.baselines import noise_fill
     from bandlift.train.eval.metrics import lsd
 
@@ -49,7 +50,10 @@ def run(args) -> int:
     y, rate = up.process(low, args.input_rate)
     seconds = time.perf_counter() - started
     out_path = out_dir / "example_48k_bandlift.wav"
-    sf.write(out_path, y, rate)
+    frames = y.reshape(len(y), -1)
+    with open_read(low_path) as low_file, staged_writer(out_path, rate, frames.shape[1], source=low_file,
+                                                        overwrite=True) as out:
+        out.write(frames)  # as `bandlift upsample` writes it: the input's 16-bit format, dithered, never clipped
     sf.write(out_dir / "example_48k_reference.wav", reference, out_rate)
 
     sinc = soxr.resample(low, args.input_rate, out_rate)
@@ -57,7 +61,8 @@ def run(args) -> int:
     cutoff = args.input_rate / 2
     figures = {
         "input": str(low_path), "output": str(out_path),
-        "latency_samples": int(up.latency), "latency_ms": round(1000 * up.latency / rate, 3),
+        "latency_samples": up.latency_at(args.input_rate),
+        "latency_ms": round(1000 * up.latency_at(args.input_rate) / rate, 3),
         "rtf": round(seconds / (len(low) / args.input_rate), 4),
         "lsd": {
             "bandlift": round(lsd(reference[:n], y[:n], out_rate), 3),
