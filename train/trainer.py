@@ -17,6 +17,8 @@ import hashlib
 import math
 import os
 import pickle
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -325,6 +327,11 @@ class Trainer:
         def out_of_time():
             return self.step >= tcfg["steps"] or (deadline is not None and time.time() > deadline)
 
+        def stop(signum, frame):  # SIGTERM (a session or job ending) saves last.pt as Ctrl-C does
+            raise KeyboardInterrupt
+
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, stop) if in_main else None
         try:
             while not out_of_time():
                 for batch in self._epoch_loader(train):
@@ -364,6 +371,8 @@ class Trainer:
         finally:
             self.save()
             bar.close()
+            if in_main:
+                signal.signal(signal.SIGTERM, previous)
         if self.distributed:
             self._check_replicas_agree()
         return self.run_dir / "best.pt"

@@ -106,6 +106,29 @@ def test_best_checkpoint_is_picked_by_visqol_and_anew_when_the_valid_split_chang
     assert torch.load(run / "best.pt", weights_only=True)["valid_key"] != best["valid_key"]
 
 
+def test_sigterm_saves_the_run_where_it_stopped(tmp_path, manifest):
+    """A session or job that ends with SIGTERM keeps its steps: last.pt is written on the way out."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    cfg = tmp_path / "long.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY, "data": {**TINY["data"], "manifest": str(manifest)},
+                                   "train": {**TINY["train"], "ckpt_every": 10**6, "valid_every": 10**6}}))
+    proc = subprocess.Popen([sys.executable, "-m", "bandlift.rt.cli", "train", "--config", str(cfg),
+                             "--run-dir", str(run), "--steps", "100000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 240
+    while time.time() < deadline and not ((run / "metrics.csv").exists() and len((run / "metrics.csv").read_text().splitlines()) > 3):
+        time.sleep(0.2)
+    assert not (run / "last.pt").exists()  # only the signal can have written it
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0].decode(errors="replace")
+    assert proc.returncode == 130, out[-2000:]
+    logged = int(list(csv.DictReader((run / "metrics.csv").open()))[-1]["step"])
+    assert torch.load(run / "last.pt", weights_only=True)["step"] >= logged >= 3
+
+
 def test_train_without_data_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "--run-dir", str(tmp_path / "r")]) == 2
     assert "--manifest" in capsys.readouterr().err
