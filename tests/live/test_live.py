@@ -193,19 +193,8 @@ def test_devices_listed_and_bad_device_is_clear(jack, models, capsys):
 def test_stopped_server_ends_run_with_clear_error(models, tmp_path):
     server = JackServer(48000, PERIOD).start()
     try:
-        env = dict(server.env, PYTHONUNBUFFERED="1")
-        cli = "import sys; from bandlift.rt.cli import main; sys.exit(main())"
-        proc = subprocess.Popen([sys.executable, "-c", cli, "live", "--input", "loopback",
-                                 "--output", "loopback", "--model", str(models["conv"]), "--seconds", "60",
-                                 "--quiet"], env=env, stderr=subprocess.PIPE, text=True)
-        lines = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            lines.append(line)
-            if line.startswith("latency") or not line:
-                break
-        assert any(ln.startswith("latency") for ln in lines), "".join(lines)
+        proc, lines = start_live(server.env, "--input", "loopback", "--output", "loopback",
+                                 "--model", str(models["conv"]), "--seconds", "60", "--quiet")
         time.sleep(0.5)
         server.stop()
         stopped = time.monotonic()

@@ -214,13 +214,21 @@ def oracle_noise(x_low, in_rate, out_rate, cutoff_hz=None, reference=None, seed:
     """Not a method, a bound: sinc + noise shaped to the REFERENCE's own power above the cutoff
     (every frame and bin). No method that does not know the reference's phase can do better on SNR;
     its LSD is what a perfect magnitude with a random phase scores. `reference`: (n[, C]) at out_rate."""
-    if reference is None:
-        raise ValueError("oracle_noise needs the reference signal")
-    y, was_1d, cutoff, sp = _prepare(x_low, in_rate, out_rate, cutoff_hz)
+    y, was_1d, cutoff, sp, ref_power = _oracle_inputs("oracle_noise", x_low, in_rate, out_rate, cutoff_hz, reference)
     if sp is None:
         return _restore(y, was_1d)
+    return _restore(_shaped_noise(y, sp, ref_power, seed), was_1d)
+
+
+def _oracle_inputs(name, x_low, in_rate, out_rate, cutoff_hz, reference):
+    """The sinc start, cutoff, spectral helper and the reference's own STFT power (None past full band)."""
+    if reference is None:
+        raise ValueError(f"{name} needs the reference signal")
+    y, was_1d, cutoff, sp = _prepare(x_low, in_rate, out_rate, cutoff_hz)
+    if sp is None:
+        return y, was_1d, cutoff, None, None
     ref = _fit_length(_as_channels(np.asarray(reference, np.float64))[0], y.shape[1])
-    return _restore(_shaped_noise(y, sp, np.abs(sp.stft(ref)) ** 2, seed), was_1d)
+    return y, was_1d, cutoff, sp, np.abs(sp.stft(ref)) ** 2
 
 
 oracle_noise.needs_reference = True
@@ -230,13 +238,10 @@ def oracle_envelope(x_low, in_rate, out_rate, cutoff_hz=None, reference=None, se
     """Not a method, a bound: sinc + noise whose power follows the REFERENCE's own high band averaged
     over ENVELOPE_BANDS bands (equal widths in octaves) in every analysis frame (1024 samples at
     48 kHz, ~21 ms): a perfect coarse envelope with a random phase."""
-    if reference is None:
-        raise ValueError("oracle_envelope needs the reference signal")
-    y, was_1d, cutoff, sp = _prepare(x_low, in_rate, out_rate, cutoff_hz)
+    y, was_1d, cutoff, sp, ref_power = _oracle_inputs("oracle_envelope", x_low, in_rate, out_rate, cutoff_hz,
+                                                      reference)
     if sp is None:
         return _restore(y, was_1d)
-    ref = _fit_length(_as_channels(np.asarray(reference, np.float64))[0], y.shape[1])
-    ref_power = np.abs(sp.stft(ref)) ** 2
     edges = np.geomspace(FILL_FROM * cutoff, out_rate / 2, ENVELOPE_BANDS + 1)
     band = np.searchsorted(edges, sp.freqs, side="right") - 1  # -1 below the first edge
     band[sp.freqs >= edges[-1]] = ENVELOPE_BANDS - 1  # Nyquist's bin joins the top band
