@@ -149,13 +149,29 @@ def _stop(signum, frame):
     raise SystemExit(128 + signum)
 
 
+def _stop_landed_in_a_callback(info):
+    """A stop raised inside a C callback (numba's compiler cache) cannot unwind from there and would
+    be printed as an ignored traceback: deliver it again shortly, from another thread, so that it
+    lands in Python code once the callback has returned."""
+    if info.exc_type is not None and issubclass(info.exc_type, SystemExit):
+        import threading
+
+        threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        return
+    sys.__unraisablehook__(info)
+
+
 def _init_worker(model, rate, block, provider, threads):
     global _worker_up
-    from bandlift.rt.api import Upsampler
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops the workers
     signal.signal(signal.SIGTERM, _stop)
-    _worker_up = Upsampler(model, out_rate=rate, block=block, provider=provider, threads=threads)
+    sys.unraisablehook = _stop_landed_in_a_callback
+    try:
+        from bandlift.rt.api import Upsampler
+
+        _worker_up = Upsampler(model, out_rate=rate, block=block, provider=provider, threads=threads)
+    except SystemExit as stop:  # stopped while starting: nothing written yet, nothing to print
+        os._exit(stop.code if isinstance(stop.code, int) else 1)
 
 
 def _job(job):

@@ -336,3 +336,27 @@ def test_latency_is_a_property_of_the_configuration(delay_model):
     assert (up.latency, up.latency_at(16000)) == before  # not changed by the last call
     assert up.latency_at(16000) == stream.engine.latency and up.delay_at(16000) == stream.engine.delay
     assert up.latency_at(8000) > up.latency_at(16000) > up.latency
+
+
+def test_a_stop_inside_a_c_callback_unwinds_instead_of_printing_a_traceback(capsys):
+    """A worker's SIGTERM can land while numba's compiler calls back into Python; SystemExit raised
+    there cannot unwind and used to be printed as an ignored traceback. It is delivered again."""
+    import ctypes
+
+    from bandlift.rt.cli import upsample
+
+    compare = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+    values = (ctypes.c_int * 2)(2, 1)
+    previous = signal.signal(signal.SIGTERM, upsample._stop)
+    hook, sys.unraisablehook = sys.unraisablehook, upsample._stop_landed_in_a_callback
+    try:
+        with pytest.raises(SystemExit) as stop:
+            ctypes.CDLL(None).qsort(values, 2, ctypes.sizeof(ctypes.c_int),
+                                    compare(lambda a, b: upsample._stop(signal.SIGTERM, None)))
+            for _ in range(1000):  # the re-delivered signal lands at a Python instruction
+                time.sleep(0.001)
+    finally:
+        sys.unraisablehook = hook
+        signal.signal(signal.SIGTERM, previous)
+    assert stop.value.code == 128 + signal.SIGTERM
+    assert "Traceback" not in capsys.readouterr().err

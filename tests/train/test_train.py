@@ -64,7 +64,7 @@ def test_train_checkpoints_resume_and_export(tmp_path, manifest):
     cfg = write_config(tmp_path, manifest)
     assert main(["train", "--config", str(cfg), "--run-dir", str(run), "--steps", "6"]) == 0
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["channels"] == 16
-    ckpt = torch.load(run / "last.pt", weights_only=False)
+    ckpt = torch.load(run / "last.pt", weights_only=True)
     assert ckpt["step"] == 6 and ckpt["config"]["model"]["channels"] == 16
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
@@ -78,7 +78,7 @@ def test_train_checkpoints_resume_and_export(tmp_path, manifest):
     out = tmp_path / "m.onnx"
     assert main(["train", "--config", str(cfg), "--run-dir", str(run), "--steps", "8",
                  "--export", str(out)]) == 0
-    ckpt = torch.load(run / "last.pt", weights_only=False)
+    ckpt = torch.load(run / "last.pt", weights_only=True)
     assert ckpt["step"] == 8
     assert not torch.equal(ckpt["generator"]["out.weight"], before)
     assert [int(r["step"]) for r in csv.DictReader((run / "metrics.csv").open())][-2:] == [7, 8]
@@ -147,7 +147,7 @@ def test_ddp_two_cpu_processes(tmp_path, manifest):
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    ckpt = torch.load(run / "last.pt", weights_only=False)
+    ckpt = torch.load(run / "last.pt", weights_only=True)
     assert ckpt["step"] == 4 and ckpt["world_size"] == 2
 
 
@@ -166,7 +166,7 @@ def test_fine_tune_starts_from_another_runs_weights(tmp_path, manifest):
     cfg = write_config(tmp_path, manifest)
     base = tmp_path / "base"
     assert main(["train", "--config", str(cfg), "--run-dir", str(base), "--steps", "2"]) == 0
-    start = torch.load(base / "last.pt", weights_only=False)
+    start = torch.load(base / "last.pt", weights_only=True)
 
     from bandlift.train.trainer import Trainer, load_config
 
