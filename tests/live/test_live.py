@@ -132,7 +132,12 @@ def check_roundtrip(tmp_path, model, rate, out_rate):
     assert not (clicks * out_rate % rate).any()  # each click sits on an output sample
     src = tmp_path / "clicks.wav"
     sf.write(str(src), x, rate, subtype="FLOAT")
-    recorded, result = live(tmp_path, model, src, 3.0, out_rate=out_rate)
+    for _ in range(3):  # an overload bypass (a late block at start-up) changes the data by design
+        recorded, result = live(tmp_path, model, src, 3.0, out_rate=out_rate)
+        if result["bypass_events"] == 0:
+            break
+        print(f"retrying: {result['bypass_events']} overload bypass event(s) under machine load")
+    assert result["bypass_events"] == 0, "every attempt fell back to bypass: the machine is overloaded"
     declared = result["latency_samples"]
     measured = []
     for c in clicks * out_rate // rate:
