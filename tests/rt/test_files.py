@@ -238,19 +238,25 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_stops_a_parallel_folder_run_promptly(delay_model, tmp_path, sig):
+def _folder_run_writing(model, tmp_path, files, **popen):
+    """`upsample DIR --jobs 2` on `files` 30 s inputs, returned once a worker is writing."""
     folder = tmp_path / "in"
     folder.mkdir()
-    for i in range(8):
+    for i in range(files):
         sf.write(folder / f"{i}.wav", np.random.default_rng(i).uniform(-0.3, 0.3, 16000 * 30), 16000)
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "bandlift.rt.cli", "upsample", str(folder), "-o", str(out),
-                             "--jobs", "2", "--model", str(delay_model), "--input-cutoff", "nyquist"],
-                            stderr=subprocess.PIPE, text=True)
+                             "--jobs", "2", "--model", str(model), "--input-cutoff", "nyquist"],
+                            stderr=subprocess.PIPE, text=True, **popen)
     deadline = time.monotonic() + 120
     while not list(out.glob(".*")) and time.monotonic() < deadline:  # a worker is writing
         time.sleep(0.05)
+    return proc, out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_a_parallel_folder_run_promptly(delay_model, tmp_path, sig):
+    proc, out = _folder_run_writing(delay_model, tmp_path, files=8)
     workers = _children(proc.pid)
     assert len(workers) >= 2
     proc.send_signal(sig)
@@ -266,17 +272,7 @@ def test_signal_stops_a_parallel_folder_run_promptly(delay_model, tmp_path, sig)
 
 
 def test_sigterm_to_a_worker_group_leaves_no_hidden_files(delay_model, tmp_path):
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for i in range(4):
-        sf.write(folder / f"{i}.wav", np.random.default_rng(i).uniform(-0.3, 0.3, 16000 * 30), 16000)
-    out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "bandlift.rt.cli", "upsample", str(folder), "-o", str(out),
-                             "--jobs", "2", "--model", str(delay_model), "--input-cutoff", "nyquist"],
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while not list(out.glob(".*")) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    proc, out = _folder_run_writing(delay_model, tmp_path, files=4, start_new_session=True)
     os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err
