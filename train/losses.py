@@ -55,3 +55,23 @@ def lsd_torch(y, target, n_fft=2048, hop=512, eps=0.0):
     pt = torch.view_as_real(torch.stft(target, n_fft, hop, window=window, return_complex=True)).pow(2).sum(-1)
     d = (torch.log10(pt.clamp_min(1e-8)) - torch.log10(py.clamp_min(1e-8))) ** 2
     return (d.mean(dim=-2) + eps).sqrt().mean(dim=-1)
+
+
+def band_envelope_loss(y, target, cutoff_hz, ceiling_hz, rate, n_fft=1024, bands_per_octave=3, low_hz=1000.0):
+    """Mean |dB| between the band energies of y and target above each clip's cutoff (and below its
+    ceiling): bands equal in octaves from low_hz, one value per ~21 ms frame at 48 kHz, as the oracle
+    envelope's. Frames more than 70 dB below the reference frame's mean power are floored there."""
+    py, pt = stft_magnitude(y, n_fft, n_fft // 4) ** 2, stft_magnitude(target, n_fft, n_fft // 4) ** 2  # [B, K, T]
+    freqs = torch.fft.rfftfreq(n_fft, 1.0 / rate).to(y.device)
+    edges = torch.tensor([low_hz * 2 ** (i / bands_per_octave) for i in range(64)], device=y.device)
+    edges = edges[edges < rate / 2]
+    member = ((freqs[:, None] >= edges[None, :]) & (freqs[:, None] < torch.cat([edges[1:], edges.new_tensor([rate])])[None, :])).float()
+    inside = ((freqs[None, :] >= cutoff_hz[:, None]) & (freqs[None, :] <= ceiling_hz[:, None])).float()  # [B, K]
+    weights = inside[:, :, None] * member[None]  # [B, K, bands]
+    count = weights.sum(1)  # [B, bands]
+    ey = torch.einsum("bkt,bkn->bnt", py, weights) / count.clamp_min(1)[:, :, None]
+    et = torch.einsum("bkt,bkn->bnt", pt, weights) / count.clamp_min(1)[:, :, None]
+    floor = pt.mean(1, keepdim=True) * 1e-7 + 1e-12  # [B, 1, T]
+    diff = (10 * torch.log10(ey + floor) - 10 * torch.log10(et + floor)).abs()
+    valid = (count > 0).float()[:, :, None].expand_as(diff)
+    return (diff * valid).sum() / valid.sum().clamp_min(1)

@@ -41,6 +41,9 @@ class GeneratorConfig:
     # Second excitation beside band replication: the spectrum of |x|, whose harmonics continue the
     # passband's above the cutoff and keep transients sharp; the model mixes the two per bin.
     exciter: bool = True
+    # Spectral arch: 0 = one log gain per bin; K > 0 = K band gains (equal in octaves from
+    # ENVELOPE_LOW_HZ to Nyquist) interpolated across the bins: a smooth envelope, as the oracle's.
+    envelope_bands: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,7 +61,8 @@ class GeneratorConfig:
     def check(self) -> None:
         """Types and sane bounds, before anything is allocated (configs and checkpoints come from others)."""
         limits = {"sample_rate": (8000, 384000), "frame": (1, 4096), "n_fft": (2, 16384), "channels": (1, 1024),
-                  "kernel": (1, 31), "context_fft": (0, 65536), "context_bins": (0, 32769), "gru": (0, 1024)}
+                  "kernel": (1, 31), "context_fft": (0, 65536), "context_bins": (0, 32769), "gru": (0, 1024),
+                  "envelope_bands": (0, 256)}
         for name, (low, high) in limits.items():
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
@@ -68,6 +72,27 @@ class GeneratorConfig:
             raise ValueError(f"model.dilations must be 1-64 integers in 1..4096, not {self.dilations!r}")
         if self.arch not in ("spectral", "waveform"):
             raise ValueError(f"model.arch must be 'spectral' or 'waveform', not {self.arch!r}")
+
+
+ENVELOPE_LOW_HZ = 1500.0  # the lowest band centre of an envelope_bands model
+
+
+def envelope_basis(bands: int, bins: int, rate: int) -> torch.Tensor:
+    """[bands, bins]: linear interpolation in log frequency from band centres (equal in octaves from
+    ENVELOPE_LOW_HZ to Nyquist) to the bins of an rfft with `bins` bins; flat beyond the end centres."""
+    centres = torch.log2(torch.logspace(math.log10(ENVELOPE_LOW_HZ), math.log10(rate / 2), bands, dtype=torch.float64))
+    freqs = torch.arange(bins, dtype=torch.float64) * (rate / 2) / (bins - 1)
+    position = torch.log2(freqs.clamp_min(ENVELOPE_LOW_HZ)).clamp(centres[0], centres[-1])
+    if bands == 1:
+        return torch.ones(1, bins)
+    idx = torch.searchsorted(centres, position, right=True).clamp(1, bands - 1)
+    left, right = centres[idx - 1], centres[idx]
+    frac = (position - left) / (right - left)
+    basis = torch.zeros(bands, bins, dtype=torch.float64)
+    cols = torch.arange(bins)
+    basis[idx - 1, cols] = 1.0 - frac
+    basis[idx, cols] += frac
+    return basis.float()
 
 
 class StreamConv1d(nn.Module):
@@ -195,15 +220,15 @@ class SpectralGenerator(nn.Module):
         k = torch.arange(self.bins, dtype=torch.float64)[None, :]
         t = torch.arange(n, dtype=torch.float64)[:, None]
         angle = 2 * math.pi * t * k / n
-        self.register_buffer("analysis_cos", (window[:, None] * torch.cos(angle)).float())
-        self.register_buffer("analysis_sin", (-window[:, None] * torch.sin(angle)).float())
+        self.register_buffer("analysis_cos", (window[:, None] * torch.cos(angle)).float(), persistent=False)
+        self.register_buffer("analysis_sin", (-window[:, None] * torch.sin(angle)).float(), persistent=False)
         # inverse real DFT with the synthesis window; sqrt-Hann squared at hop n/4 sums to 2
         weight = torch.full((self.bins, 1), 2.0, dtype=torch.float64)
         weight[0, 0] = weight[-1, 0] = 1.0
         norm = weight / n / (n / (2 * h))
-        self.register_buffer("synthesis_cos", (norm * torch.cos(angle.T) * window[None, :]).float())
-        self.register_buffer("synthesis_sin", (-norm * torch.sin(angle.T) * window[None, :]).float())
-        self.register_buffer("bin_index", torch.arange(self.bins, dtype=torch.float32))
+        self.register_buffer("synthesis_cos", (norm * torch.cos(angle.T) * window[None, :]).float(), persistent=False)
+        self.register_buffer("synthesis_sin", (-norm * torch.sin(angle.T) * window[None, :]).float(), persistent=False)
+        self.register_buffer("bin_index", torch.arange(self.bins, dtype=torch.float32), persistent=False)
         features = self.bins + 1
         self.context = config.context_fft if config.context_fft else 0
         if self.context:
@@ -217,10 +242,10 @@ class SpectralGenerator(nn.Module):
             cangle = 2 * math.pi * ct * ck / L
             # scaled so a sinusoid reads the same power in both analyses (level-relative features)
             scale = window.double().sum() / cwin.sum()
-            self.register_buffer("context_cos", (scale * cwin[:, None] * torch.cos(cangle)).float())
-            self.register_buffer("context_sin", (-scale * cwin[:, None] * torch.sin(cangle)).float())
+            self.register_buffer("context_cos", (scale * cwin[:, None] * torch.cos(cangle)).float(), persistent=False)
+            self.register_buffer("context_sin", (-scale * cwin[:, None] * torch.sin(cangle)).float(), persistent=False)
             # bin k of the long analysis is in the passband when k / L < cutoff / 2
-            self.register_buffer("context_freq", (2.0 * torch.arange(kb, dtype=torch.float32) / L))
+            self.register_buffer("context_freq", (2.0 * torch.arange(kb, dtype=torch.float32) / L), persistent=False)
             features += kb
         self.inp = nn.Conv1d(features, c, 1)
         self.blocks = nn.ModuleList(
@@ -229,8 +254,22 @@ class SpectralGenerator(nn.Module):
         self.film = nn.Sequential(nn.Linear(1, 32), nn.SiLU(), nn.Linear(32, c * len(config.dilations)))
         self.gru = nn.GRU(c, config.gru, batch_first=True) if config.gru else None
         self.gru_out = nn.Conv1d(config.gru, c, 1, bias=False) if config.gru else None
-        self.out = nn.Conv1d(c, self.bins * (2 if config.exciter else 1), 1)
+        outputs = config.envelope_bands or self.bins
+        if config.envelope_bands:
+            self.register_buffer("envelope_basis", envelope_basis(config.envelope_bands, self.bins, config.sample_rate),
+                                 persistent=False)
+        self.out = nn.Conv1d(c, outputs * (2 if config.exciter else 1), 1)
         self.slope = config.negative_slope
+        # The DFT matrices are derived from the config, not learned: checkpoints do not carry them
+        # (older ones did; their copies are dropped on load).
+        self._register_load_state_dict_pre_hook(self._drop_derived_buffers)
+
+    _DERIVED = ("analysis_cos", "analysis_sin", "synthesis_cos", "synthesis_sin", "bin_index",
+                "context_cos", "context_sin", "context_freq", "envelope_basis")
+
+    def _drop_derived_buffers(self, state_dict, prefix, *args):
+        for name in self._DERIVED:
+            state_dict.pop(prefix + name, None)
 
     @property
     def delay(self) -> int:
@@ -300,7 +339,12 @@ class SpectralGenerator(nn.Module):
             hid = hid + self.gru_out(seq.transpose(1, 2))
             new_states.append(h_n.transpose(0, 1).reshape(batch, 1, -1))
         pred = self.out(F.leaky_relu(hid, self.slope)).transpose(1, 2)  # [B, F, bins (x2)]
-        log_mag = pred[..., : self.bins] + 0.5 * level  # [B, F, bins]
+        outputs = self.config.envelope_bands or self.bins
+        gains, mixes = pred[..., :outputs], pred[..., outputs:]
+        if self.config.envelope_bands:
+            gains = gains @ self.envelope_basis
+            mixes = mixes @ self.envelope_basis if self.config.exciter else mixes
+        log_mag = gains + 0.5 * level  # [B, F, bins]
         gather = src[:, None, :].expand(batch, frames, self.bins)
         src_re, src_im = torch.gather(re, 2, gather), torch.gather(im, 2, gather)
         inv = torch.rsqrt(src_re * src_re + src_im * src_im + 1e-20)
@@ -309,7 +353,7 @@ class SpectralGenerator(nn.Module):
             ab = segments.abs()
             nl_re, nl_im = ab @ self.analysis_cos, ab @ self.analysis_sin
             nl_inv = torch.rsqrt(nl_re * nl_re + nl_im * nl_im + 1e-20)
-            mix = torch.sigmoid(pred[..., self.bins:])
+            mix = torch.sigmoid(mixes)
             exc_re = mix * exc_re + (1.0 - mix) * nl_re * nl_inv
             exc_im = mix * exc_im + (1.0 - mix) * nl_im * nl_inv
         gain = torch.exp(torch.clamp(log_mag, max=20.0))

@@ -30,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from bandlift.train.losses import (
+    band_envelope_loss,
     discriminator_loss,
     feature_loss,
     generator_loss,
@@ -51,7 +52,7 @@ DEFAULTS: dict = {
         "max_minutes": None, "init": None,
     },
     # summed over discriminators and layers as HiFi-GAN does (stft, lsd: weights of the mean terms)
-    "loss": {"stft": 10.0, "lsd": 0.0, "feature": 2.0, "adversarial": 1.0, "ffts": [256, 512, 1024, 2048]},
+    "loss": {"stft": 10.0, "lsd": 0.0, "envelope": 0.0, "feature": 2.0, "adversarial": 1.0, "ffts": [256, 512, 1024, 2048]},
 }
 VALID_SEED = 1234
 
@@ -292,6 +293,11 @@ class Trainer:
             loss_lsd = lsd_torch(y, target, eps=1e-6).mean()
             loss_g = loss_g + lcfg["lsd"] * loss_lsd
             logs["loss_lsd"] = loss_lsd.item()
+        if lcfg.get("envelope"):  # band energies above the cutoff in dB: what the oracle envelope gets right
+            ceiling = batch["ceiling"].to(self.device) if "ceiling" in batch else torch.full_like(cutoff_hz, rate / 2)
+            loss_env = band_envelope_loss(y, target, cutoff_hz, ceiling, rate)
+            loss_g = loss_g + lcfg["envelope"] * loss_env
+            logs["loss_env"] = loss_env.item()
         if use_gan:
             fake = self.disc_ddp(fake_d)
             with torch.no_grad():
@@ -319,7 +325,7 @@ class Trainer:
         train, valid, perceptual = self._loaders()
         deadline = time.time() + 60 * tcfg["max_minutes"] if tcfg.get("max_minutes") else None
         metrics_path = self.run_dir / "metrics.csv"
-        fields = ["step", "time", "epoch", "loss_g", "loss_stft", "loss_lsd", "loss_adv", "loss_fm", "loss_d",
+        fields = ["step", "time", "epoch", "loss_g", "loss_stft", "loss_lsd", "loss_env", "loss_adv", "loss_fm", "loss_d",
                   "valid_lsd", "valid_visqol", "skipped"]
         bar = tqdm(total=tcfg["steps"], initial=self.step, disable=self.rank != 0, desc="train", unit="step")
         started = time.time()

@@ -10,11 +10,13 @@ from bandlift.export.onnx_export import check_parity, export_generator  # noqa: 
 from bandlift.train.model import Generator, GeneratorConfig  # noqa: E402
 
 
-@pytest.fixture(scope="module", params=["spectral", "waveform"])
+@pytest.fixture(scope="module", params=["spectral", "spectral-envelope", "waveform"])
 def exported(request, tmp_path_factory):
     torch.manual_seed(1)
-    frame = 64 if request.param == "waveform" else 32  # waveform: the geometry these tolerances were set on
-    gen = Generator(GeneratorConfig(arch=request.param, frame=frame, channels=24, dilations=[1, 2, 4, 8])).eval()
+    arch, _, envelope = request.param.partition("-")
+    frame = 64 if arch == "waveform" else 32  # waveform: the geometry these tolerances were set on
+    gen = Generator(GeneratorConfig(arch=arch, frame=frame, channels=24, dilations=[1, 2, 4, 8],
+                                    envelope_bands=16 if envelope else 0)).eval()
     if request.param == "waveform":  # untrained residual weights are tiny: make the residual matter
         with torch.no_grad():
             for p in gen.parameters():

@@ -4,14 +4,22 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from bandlift.train.losses import lsd_torch, multi_resolution_stft_loss  # noqa: E402
-from bandlift.train.model import Discriminators, Generator, GeneratorConfig, count_params  # noqa: E402
+from bandlift.train.losses import band_envelope_loss, lsd_torch, multi_resolution_stft_loss  # noqa: E402
+from bandlift.train.model import (  # noqa: E402
+    Discriminators,
+    Generator,
+    GeneratorConfig,
+    count_params,
+    envelope_basis,
+)
 
 
-@pytest.fixture(scope="module", params=["spectral", "waveform"])
+@pytest.fixture(scope="module", params=["spectral", "spectral-envelope", "waveform"])
 def gen(request):
     torch.manual_seed(0)
-    return Generator(GeneratorConfig(arch=request.param, channels=16, dilations=[1, 2, 4])).eval()
+    arch, _, envelope = request.param.partition("-")
+    return Generator(GeneratorConfig(arch=arch, channels=16, dilations=[1, 2, 4],
+                                     envelope_bands=12 if envelope else 0)).eval()
 
 
 @pytest.mark.parametrize("block", [64, 192, 1024])
@@ -114,3 +122,37 @@ def test_digital_silence_gives_finite_gradients():
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in g.parameters())
+
+
+def test_envelope_basis_interpolates_band_gains_smoothly_across_bins():
+    basis = envelope_basis(16, 65, 48000)
+    assert torch.allclose(basis.sum(0), torch.ones(65))  # a flat envelope stays flat
+    assert torch.all(basis >= 0)
+    assert basis[0, :5].eq(1).all() and basis[-1, -1] == 1  # flat below the first centre, Nyquist on the last
+    ramp = torch.arange(16, dtype=torch.float32) @ basis  # band index -> bins: monotonic, no plateaus or jumps
+    steps = ramp[5:] - ramp[4:-1]  # above the first centre (1.5 kHz, bin 4), one bin moves < 1.25 bands
+    assert torch.all(steps > 0) and steps.max() < 1.25
+
+
+def test_envelope_model_writes_a_smooth_band_and_a_legacy_checkpoint_still_loads():
+    g = Generator(GeneratorConfig(channels=8, dilations=[1], envelope_bands=8)).eval()
+    assert g.out.out_channels == 16  # 8 gains + 8 excitation mixes, not 2 x 65 bins
+    assert not any("analysis" in key or "envelope" in key for key in g.state_dict())  # derived, not stored
+    legacy = {**g.state_dict(), "analysis_cos": torch.zeros(1), "synthesis_sin": torch.zeros(1)}
+    g.load_state_dict(legacy)  # older checkpoints carried the DFT matrices: dropped, not an error
+
+
+def test_band_envelope_loss_reads_decibels_above_the_cutoff_and_below_the_ceiling():
+    torch.manual_seed(0)
+    rate, n = 48000, 48000
+    target = torch.randn(1, n)
+    spectrum = torch.fft.rfft(target)
+    freqs = torch.fft.rfftfreq(n, 1 / rate)
+    cutoff, ceiling = torch.tensor([8000.0]), torch.tensor([16000.0])
+    louder_high = torch.fft.irfft(spectrum * torch.where(freqs >= 8000, 2.0, 1.0), n=n)  # +6.02 dB above 8 kHz
+    louder_low = torch.fft.irfft(spectrum * torch.where(freqs < 7000, 2.0, 1.0), n=n)
+    louder_top = torch.fft.irfft(spectrum * torch.where(freqs > 17000, 2.0, 1.0), n=n)
+    assert band_envelope_loss(target, target, cutoff, ceiling, rate) == 0
+    assert abs(band_envelope_loss(louder_high, target, cutoff, ceiling, rate).item() - 6.02) < 0.2
+    assert band_envelope_loss(louder_low, target, cutoff, ceiling, rate) < 0.05  # the passband is not its business
+    assert band_envelope_loss(louder_top, target, cutoff, ceiling, rate) < 0.05  # nor the band a lossy file lacks
