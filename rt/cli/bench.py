@@ -140,6 +140,23 @@ def bench_offline(session, args) -> dict:
             for streams in args.streams for block in args.block}
 
 
+def call_cost(session, per_block: dict[int, dict]) -> dict:
+    """Where a model call's time goes: a line through model p50 against block size (fixed ms per call
+    + us per sample, least squares) and the nodes ONNX Runtime runs per call, by operator type. A
+    large fixed part is the runtime's per-node dispatch, which no block size or thread count removes."""
+    blocks = np.array(sorted(per_block), float)
+    p50 = np.array([per_block[int(b)]["model_ms_p50"] for b in blocks])
+    slope, fixed = np.polyfit(blocks, p50, 1) if len(blocks) > 1 else (0.0, p50[0])
+    nodes = session.node_profile(128 if 128 in per_block else int(blocks[0])) if session.device == "cpu" else {}
+    out = {"model_call_fixed_ms": float(fixed), "model_call_us_per_sample": float(1e3 * slope),
+           "graph_nodes": int(sum(nodes.values())), "graph_nodes_by_op": nodes}
+    top = ", ".join(f"{op} {n}" for op, n in list(nodes.items())[:6])
+    print(f"model call = {fixed:.3f} ms per call + {1e3 * slope:.3f} us per sample"
+          + (f"; {out['graph_nodes']} nodes per call after optimisation ({top}, ...)" if nodes else ""),
+          file=sys.stderr)
+    return out
+
+
 def bench_live(session, args, block: int) -> dict:
     import sounddevice as sd
 
@@ -335,6 +352,7 @@ def run(args) -> int:
         primary = (128 if 128 in args.block else args.block[0], first)
         out.update(_public(results[primary]))
         out["per_block"] = {str(b): _public(r) for (b, n), r in results.items() if n == first}
+        out.update(call_cost(session, {b: r for (b, n), r in results.items() if n == first}))
         if args.streams != [1]:
             out["per_streams"] = {str(n): {str(b): _public(r) for (b, m), r in results.items() if m == n}
                                   for n in args.streams}

@@ -158,12 +158,38 @@ class ModelSession:
         key = (int(channels), int(samples))
         with self._shaped_lock:
             if key not in self._shaped:
-                options = session_options(self._threads)
-                for dim, value in zip(self.session.get_inputs()[0].shape, key):
-                    if isinstance(dim, str):
-                        options.add_free_dimension_override_by_name(dim, value)
-                self._shaped[key] = self._ort.InferenceSession(str(self.path), options, providers=self._providers)
+                self._shaped[key] = self._new_shaped(key)
             return self._shaped[key]
+
+    def _new_shaped(self, key: tuple[int, int], profile_prefix: str | None = None):
+        options = session_options(self._threads)
+        for dim, value in zip(self.session.get_inputs()[0].shape, key):
+            if isinstance(dim, str):
+                options.add_free_dimension_override_by_name(dim, value)
+        if profile_prefix:
+            options.enable_profiling = True
+            options.profile_file_prefix = profile_prefix
+        return self._ort.InferenceSession(str(self.path), options, providers=self._providers)
+
+    def node_profile(self, samples: int, calls: int = 20) -> dict[str, int]:
+        """The nodes ONNX Runtime runs per call of [1, samples] after its graph optimisations, counted
+        by operator type (from its profiler; the session is the one `shaped` makes, plus profiling)."""
+        import json
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            session = self._new_shaped((1, int(samples)), str(Path(tmp) / "profile"))
+            feeds = {AUDIO: np.zeros((1, int(samples)), np.float32), CUTOFF: np.full(1, 0.5, np.float32)}
+            feeds.update({name: np.zeros((1, *shape), np.float32) for name, shape in self.info.states})
+            for _ in range(calls):
+                session.run(None, feeds)
+            events = json.loads(Path(session.end_profiling()).read_text())
+        ops = {e["name"]: e["args"]["op_name"] for e in events
+               if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")}
+        counts: dict[str, int] = {}
+        for op in ops.values():
+            counts[op] = counts.get(op, 0) + 1
+        return dict(sorted(counts.items(), key=lambda item: -item[1]))
 
     def new_state(self, channels: int = 1) -> "ModelState":
         """A zeroed streaming state for `channels` channels (or batched streams) of this model."""

@@ -120,3 +120,20 @@ def test_live_bench_roundtrip_matches_declared(models, tmp_path, rate, period, b
     assert r["roundtrip_samples"] == r["declared_latency_samples"]
     assert r["roundtrip_exact_fraction"] >= 0.5 and r["clicks_detected"] >= 8
     assert "xruns" in r and np.isfinite(r["block_ms_p99"])
+
+
+def test_offline_bench_splits_a_model_call_into_fixed_and_per_sample_cost(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from pathlib import Path
+
+    model = Path(__file__).parents[1] / "fixtures" / "speed_reference.onnx"
+    js = tmp_path / "b.json"
+    assert main(["bench", "--model", str(model), "--seconds", "0.5", "--block", "128", "512", "--json", str(js)]) == 0
+    r = json.loads(js.read_text())
+    for block in (128, 512):  # two sizes: the line passes through both medians
+        line = r["model_call_fixed_ms"] + r["model_call_us_per_sample"] * block / 1e3
+        assert line == pytest.approx(r["per_block"][str(block)]["model_ms_p50"], rel=1e-6)
+    assert r["model_call_us_per_sample"] > 0 and r["model_call_fixed_ms"] > 0  # 4x the samples, more work
+    written = onnx.load(str(model)).graph.node
+    assert 22 <= r["graph_nodes"] < len(written) and r["graph_nodes_by_op"]["Conv"] == 22  # 10 blocks x 2 + in/out
+    assert sum(r["graph_nodes_by_op"].values()) == r["graph_nodes"]
