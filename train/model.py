@@ -44,6 +44,11 @@ class GeneratorConfig:
     # Spectral arch: 0 = one log gain per bin; K > 0 = K band gains (equal in octaves from
     # ENVELOPE_LOW_HZ to Nyquist) interpolated across the bins: a smooth envelope, as the oracle's.
     envelope_bands: int = 0
+    # Spectral arch: the predicted gains correct a DSP prior instead of starting from nothing: the
+    # level of the passband's top octave (this frame) falling PRIOR_TILT_DB per octave above it, the
+    # shaped noise-fill's envelope. With the output layer zeroed at init the generator starts as that
+    # baseline and training moves it only where that helps.
+    prior: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,11 +75,16 @@ class GeneratorConfig:
         if (not isinstance(self.dilations, list) or not 1 <= len(self.dilations) <= 64
                 or not all(isinstance(d, int) and 1 <= d <= 4096 for d in self.dilations)):
             raise ValueError(f"model.dilations must be 1-64 integers in 1..4096, not {self.dilations!r}")
+        for name in ("exciter", "prior"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"model.{name} must be true or false, not {getattr(self, name)!r}")
         if self.arch not in ("spectral", "waveform"):
             raise ValueError(f"model.arch must be 'spectral' or 'waveform', not {self.arch!r}")
 
 
 ENVELOPE_LOW_HZ = 1500.0  # the lowest band centre of an envelope_bands model
+PRIOR_FIT = (0.5, 0.9)  # prior: the top octave's level is measured over these fractions of the cutoff ...
+PRIOR_TILT_DB = -12.0  # ... and falls this many dB per octave above its centre
 
 
 def envelope_basis(bands: int, bins: int, rate: int) -> torch.Tensor:
@@ -259,6 +269,11 @@ class SpectralGenerator(nn.Module):
             self.register_buffer("envelope_basis", envelope_basis(config.envelope_bands, self.bins, config.sample_rate),
                                  persistent=False)
         self.out = nn.Conv1d(c, outputs * (2 if config.exciter else 1), 1)
+        if config.prior:  # start as the prior: zero correction, excited by band replication (mix 0.95)
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
+            if config.exciter:
+                nn.init.constant_(self.out.bias[outputs:], 3.0)
         self.slope = config.negative_slope
         # The DFT matrices are derived from the config, not learned: checkpoints do not carry them
         # (older ones did; their copies are dropped on load).
@@ -297,10 +312,27 @@ class SpectralGenerator(nn.Module):
         kc = torch.clamp(torch.floor(c * (self.bins - 1)), 4.0, self.bins - 1.0)
         kc = torch.where(c >= 0.999, torch.full_like(kc, float(self.bins)), kc)  # full band: nothing to do
         width = torch.floor(torch.clamp(kc, max=self.bins - 1.0) / 2)
+        if self.config.envelope_bands:
+            # Shift by whole turns of phase per hop (a multiple of n_fft / frame bins): otherwise the
+            # overlapping frames of a copied bin interfere, and its level depends on the bin's shift,
+            # which per-bin gains can learn to undo but a smooth band envelope cannot.
+            turn = float(self.config.n_fft // self.config.frame)
+            width = torch.clamp(torch.floor(width / turn) * turn, min=turn)
         k = self.bin_index[None, :]
         src = kc - width + torch.remainder(k - kc, width)
         src = torch.where(k >= kc, src, k)
         return src.long(), (k >= kc).float()
+
+    def _prior(self, power, cutoff):
+        """[B, F, bins] log magnitude of the noise-fill envelope: the mean power of the bins in
+        PRIOR_FIT x cutoff, falling PRIOR_TILT_DB per octave above the middle of that range."""
+        kc = cutoff.reshape(-1, 1) * (self.bins - 1)  # [B, 1] cutoff in bins
+        k = self.bin_index[None, :]
+        fit = ((k >= PRIOR_FIT[0] * kc) & (k <= PRIOR_FIT[1] * kc)).float()  # [B, bins]
+        top = (power * fit[:, None, :]).sum(-1, keepdim=True) / fit.sum(-1).clamp_min(1.0)[:, None, None]
+        octaves = torch.log2(k.clamp_min(1.0) / (0.5 * (PRIOR_FIT[0] + PRIOR_FIT[1]) * kc).clamp_min(1.0))
+        tilt = PRIOR_TILT_DB * math.log(10.0) / 20.0  # dB/octave of power -> ln of magnitude
+        return 0.5 * torch.log(top + 1e-12) + tilt * octaves[:, None, :]
 
     def stream(self, x, cutoff, states):
         n, h = self.config.n_fft, self.config.frame
@@ -344,7 +376,10 @@ class SpectralGenerator(nn.Module):
         if self.config.envelope_bands:
             gains = gains @ self.envelope_basis
             mixes = mixes @ self.envelope_basis if self.config.exciter else mixes
-        log_mag = gains + 0.5 * level  # [B, F, bins]
+        if self.config.prior:
+            log_mag = gains + self._prior(power, cutoff)
+        else:
+            log_mag = gains + 0.5 * level  # [B, F, bins]
         gather = src[:, None, :].expand(batch, frames, self.bins)
         src_re, src_im = torch.gather(re, 2, gather), torch.gather(im, 2, gather)
         inv = torch.rsqrt(src_re * src_re + src_im * src_im + 1e-20)

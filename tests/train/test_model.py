@@ -156,3 +156,24 @@ def test_band_envelope_loss_reads_decibels_above_the_cutoff_and_below_the_ceilin
     assert abs(band_envelope_loss(louder_high, target, cutoff, ceiling, rate).item() - 6.02) < 0.2
     assert band_envelope_loss(louder_low, target, cutoff, ceiling, rate) < 0.05  # the passband is not its business
     assert band_envelope_loss(louder_top, target, cutoff, ceiling, rate) < 0.05  # nor the band a lossy file lacks
+
+
+def test_prior_starts_the_generator_as_the_noise_fill_envelope():
+    """At init (zero correction) the band above the cutoff follows the passband's top octave and falls
+    12 dB per octave above it: the shaped noise-fill baseline, which training then corrects."""
+    torch.manual_seed(0)
+    g = Generator(GeneratorConfig(channels=8, dilations=[1, 2], envelope_bands=8, prior=True)).eval()
+    rate, n = 48000, 48000 * 2
+    freqs = np.fft.rfftfreq(n, 1 / rate)
+    noise = np.fft.rfft(np.random.default_rng(0).standard_normal(n))
+
+    def band_db(top_gain, low, high):
+        spectrum = noise * (freqs < 8000) * np.where(freqs > 4000, top_gain, 1.0)
+        x = torch.tensor(np.fft.irfft(spectrum, n=n), dtype=torch.float32)[None]
+        with torch.no_grad():
+            y = g(x, torch.tensor([1 / 3]))[0].numpy()
+        power = np.abs(np.fft.rfft(y)) ** 2
+        return 10 * np.log10(power[(freqs >= low) & (freqs < high)].mean())
+
+    assert band_db(1.0, 9000, 10000) - band_db(1.0, 18000, 20000) == pytest.approx(12.0, abs=1.5)
+    assert band_db(2.0, 9000, 10000) - band_db(1.0, 9000, 10000) == pytest.approx(6.0, abs=1.0)
