@@ -57,10 +57,13 @@ def lsd_torch(y, target, n_fft=2048, hop=512, eps=0.0):
     return (d.mean(dim=-2) + eps).sqrt().mean(dim=-1)
 
 
-def band_envelope_loss(y, target, cutoff_hz, ceiling_hz, rate, n_fft=1024, bands_per_octave=3, low_hz=1000.0):
+def band_envelope_loss(y, target, cutoff_hz, ceiling_hz, rate, n_fft=1024, bands_per_octave=3, low_hz=1000.0,
+                       range_db=50.0):
     """Mean |dB| between the band energies of y and target above each clip's cutoff (and below its
     ceiling): bands equal in octaves from low_hz, one value per ~21 ms frame at 48 kHz, as the oracle
-    envelope's. Frames more than 70 dB below the reference frame's mean power are floored there."""
+    envelope's. A floor `range_db` below the reference clip's loudest band is added to both sides (as
+    ViSQOL's spectrogram has a floor): a band the reference leaves quiet is matched by leaving it
+    quiet, not by filling it to a level that only a log distance without a floor rewards."""
     py, pt = stft_magnitude(y, n_fft, n_fft // 4) ** 2, stft_magnitude(target, n_fft, n_fft // 4) ** 2  # [B, K, T]
     freqs = torch.fft.rfftfreq(n_fft, 1.0 / rate).to(y.device)
     edges = torch.tensor([low_hz * 2 ** (i / bands_per_octave) for i in range(64)], device=y.device)
@@ -71,7 +74,7 @@ def band_envelope_loss(y, target, cutoff_hz, ceiling_hz, rate, n_fft=1024, bands
     count = weights.sum(1)  # [B, bands]
     ey = torch.einsum("bkt,bkn->bnt", py, weights) / count.clamp_min(1)[:, :, None]
     et = torch.einsum("bkt,bkn->bnt", pt, weights) / count.clamp_min(1)[:, :, None]
-    floor = pt.mean(1, keepdim=True) * 1e-7 + 1e-12  # [B, 1, T]
+    floor = et.amax(dim=(1, 2), keepdim=True) * 10 ** (-range_db / 10) + 1e-12  # [B, 1, 1]
     diff = (10 * torch.log10(ey + floor) - 10 * torch.log10(et + floor)).abs()
     valid = (count > 0).float()[:, :, None].expand_as(diff)
     return (diff * valid).sum() / valid.sum().clamp_min(1)

@@ -18,8 +18,12 @@ from bandlift.train.model import (  # noqa: E402
 def gen(request):
     torch.manual_seed(0)
     arch, _, envelope = request.param.partition("-")
-    return Generator(GeneratorConfig(arch=arch, channels=16, dilations=[1, 2, 4],
-                                     envelope_bands=12 if envelope else 0)).eval()
+    gen = Generator(GeneratorConfig(arch=arch, channels=16, dilations=[1, 2, 4], envelope_bands=12 if envelope else 0,
+                                    prior=bool(envelope))).eval()
+    if envelope:  # the prior's output layer starts at zero: give the correction something to do
+        with torch.no_grad():
+            gen.out.weight.normal_(0.0, 0.1)
+    return gen
 
 
 @pytest.mark.parametrize("block", [64, 192, 1024])
