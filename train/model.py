@@ -45,8 +45,8 @@ class GeneratorConfig:
     # ENVELOPE_LOW_HZ to Nyquist) interpolated across the bins: a smooth envelope, as the oracle's.
     envelope_bands: int = 0
     # Spectral arch: the predicted gains correct a DSP prior instead of starting from nothing: the
-    # level of the passband's top octave (this frame) continuing the slope from the octave below it,
-    # the shaped noise-fill's envelope. With the output layer zeroed at init the generator starts as that
+    # level of the passband's top octave (this frame) falling PRIOR_TILT_DB per octave above it, the
+    # shaped noise-fill's envelope. With the output layer zeroed at init the generator starts as that
     # baseline and training moves it only where that helps.
     prior: bool = False
 
@@ -84,7 +84,7 @@ class GeneratorConfig:
 
 ENVELOPE_LOW_HZ = 1500.0  # the lowest band centre of an envelope_bands model
 PRIOR_FIT = (0.5, 0.9)  # prior: the top octave's level is measured over these fractions of the cutoff ...
-PRIOR_TILT_DB = (-24.0, -3.0)  # ... and continues its own slope from the octave below, within these dB/octave
+PRIOR_TILT_DB = -12.0  # ... and falls this many dB per octave above its centre
 
 
 def envelope_basis(bands: int, bins: int, rate: int) -> torch.Tensor:
@@ -324,23 +324,15 @@ class SpectralGenerator(nn.Module):
         return src.long(), (k >= kc).float()
 
     def _prior(self, power, cutoff):
-        """[B, F, bins] log magnitude of the noise-fill envelope, frame by frame: the mean power of the
-        bins in PRIOR_FIT x cutoff, continued above with the slope from the octave below it to it
-        (dB per octave, within PRIOR_TILT_DB)."""
+        """[B, F, bins] log magnitude of the noise-fill envelope: the mean power of the bins in
+        PRIOR_FIT x cutoff, falling PRIOR_TILT_DB per octave above the middle of that range."""
         kc = cutoff.reshape(-1, 1) * (self.bins - 1)  # [B, 1] cutoff in bins
         k = self.bin_index[None, :]
-
-        def mean_power(low, high):  # [B, F, 1] over the bins in [low, high) x cutoff
-            inside = ((k >= low * kc) & (k < high * kc)).float()
-            return (power * inside[:, None, :]).sum(-1, keepdim=True) / inside.sum(-1).clamp_min(1.0)[:, None, None]
-
-        low, high = PRIOR_FIT
-        top, below = mean_power(low, high), mean_power(low / 2, low)
-        centre, centre_below = 0.5 * (low + high), 0.75 * low
-        slope_db = 10.0 * torch.log10((top + 1e-12) / (below + 1e-12)) / math.log2(centre / centre_below)
-        slope_db = slope_db.clamp(min(PRIOR_TILT_DB), max(PRIOR_TILT_DB))
-        octaves = torch.log2(k.clamp_min(1.0) / (centre * kc).clamp_min(1.0))  # [B, bins]
-        return 0.5 * torch.log(top + 1e-12) + (math.log(10.0) / 20.0) * slope_db * octaves[:, None, :]
+        fit = ((k >= PRIOR_FIT[0] * kc) & (k <= PRIOR_FIT[1] * kc)).float()  # [B, bins]
+        top = (power * fit[:, None, :]).sum(-1, keepdim=True) / fit.sum(-1).clamp_min(1.0)[:, None, None]
+        octaves = torch.log2(k.clamp_min(1.0) / (0.5 * (PRIOR_FIT[0] + PRIOR_FIT[1]) * kc).clamp_min(1.0))
+        tilt = PRIOR_TILT_DB * math.log(10.0) / 20.0  # dB/octave of power -> ln of magnitude
+        return 0.5 * torch.log(top + 1e-12) + tilt * octaves[:, None, :]
 
     def stream(self, x, cutoff, states):
         n, h = self.config.n_fft, self.config.frame
