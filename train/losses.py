@@ -57,13 +57,14 @@ def lsd_torch(y, target, n_fft=2048, hop=512, eps=0.0):
     return (d.mean(dim=-2) + eps).sqrt().mean(dim=-1)
 
 
-def band_envelope_loss(y, target, cutoff_hz, ceiling_hz, rate, n_fft=1024, bands_per_octave=3, low_hz=1000.0,
-                       range_db=50.0):
-    """Mean |dB| between the band energies of y and target above each clip's cutoff (and below its
-    ceiling): bands equal in octaves from low_hz, one value per ~21 ms frame at 48 kHz, as the oracle
-    envelope's. A floor `range_db` below the reference clip's loudest band is added to both sides (as
-    ViSQOL's spectrogram has a floor): a band the reference leaves quiet is matched by leaving it
-    quiet, not by filling it to a level that only a log distance without a floor rewards."""
+def band_energies(y, target, cutoff_hz, ceiling_hz, rate, n_fft=1024, bands_per_octave=3, low_hz=1000.0,
+                  range_db=50.0):
+    """Band energies in dB of y and target above each clip's cutoff (and below its ceiling): bands equal
+    in octaves from low_hz, one value per ~21 ms frame at 48 kHz, as the oracle envelope's. A floor
+    `range_db` below the reference clip's loudest band is added to both sides (as ViSQOL's spectrogram
+    has a floor): a band the reference leaves quiet is matched by leaving it quiet, not by filling it
+    to a level that only a log distance without a floor rewards. -> (dB_y, dB_t [B, bands, T], valid
+    [B, bands, 1])."""
     py, pt = stft_magnitude(y, n_fft, n_fft // 4) ** 2, stft_magnitude(target, n_fft, n_fft // 4) ** 2  # [B, K, T]
     freqs = torch.fft.rfftfreq(n_fft, 1.0 / rate).to(y.device)
     edges = torch.tensor([low_hz * 2 ** (i / bands_per_octave) for i in range(64)], device=y.device)
@@ -75,6 +76,22 @@ def band_envelope_loss(y, target, cutoff_hz, ceiling_hz, rate, n_fft=1024, bands
     ey = torch.einsum("bkt,bkn->bnt", py, weights) / count.clamp_min(1)[:, :, None]
     et = torch.einsum("bkt,bkn->bnt", pt, weights) / count.clamp_min(1)[:, :, None]
     floor = et.amax(dim=(1, 2), keepdim=True) * 10 ** (-range_db / 10) + 1e-12  # [B, 1, 1]
-    diff = (10 * torch.log10(ey + floor) - 10 * torch.log10(et + floor)).abs()
-    valid = (count > 0).float()[:, :, None].expand_as(diff)
-    return (diff * valid).sum() / valid.sum().clamp_min(1)
+    return 10 * torch.log10(ey + floor), 10 * torch.log10(et + floor), (count > 0).float()[:, :, None]
+
+
+def band_envelope_loss(y, target, cutoff_hz, ceiling_hz, rate, **kwargs):
+    """Mean |dB| between the band energies of y and target (`band_energies`)."""
+    db_y, db_t, valid = band_energies(y, target, cutoff_hz, ceiling_hz, rate, **kwargs)
+    valid = valid.expand_as(db_y)
+    return ((db_y - db_t).abs() * valid).sum() / valid.sum().clamp_min(1)
+
+
+def band_dynamics_loss(y, target, cutoff_hz, ceiling_hz, rate, min_std_db=1.0, **kwargs):
+    """1 - the correlation over time of each band's dB energy in y and target (`band_energies`), over
+    the bands where the reference moves by at least `min_std_db`: the structure term of ViSQOL's
+    similarity, which a level that hedges (fills the quiet frames, misses the onsets) loses."""
+    db_y, db_t, valid = band_energies(y, target, cutoff_hz, ceiling_hz, rate, **kwargs)
+    dy, dt = db_y - db_y.mean(-1, keepdim=True), db_t - db_t.mean(-1, keepdim=True)
+    corr = (dy * dt).mean(-1) / ((dy * dy).mean(-1).sqrt() * (dt * dt).mean(-1).sqrt() + 1e-6)  # [B, bands]
+    moving = valid[..., 0] * ((dt * dt).mean(-1).sqrt() >= min_std_db).float()
+    return ((1.0 - corr) * moving).sum() / moving.sum().clamp_min(1)

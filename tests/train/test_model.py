@@ -4,7 +4,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from bandlift.train.losses import band_envelope_loss, lsd_torch, multi_resolution_stft_loss  # noqa: E402
+from bandlift.train.losses import (  # noqa: E402
+    band_dynamics_loss,
+    band_envelope_loss,
+    lsd_torch,
+    multi_resolution_stft_loss,
+)
 from bandlift.train.model import (  # noqa: E402
     Discriminators,
     Generator,
@@ -160,6 +165,22 @@ def test_band_envelope_loss_reads_decibels_above_the_cutoff_and_below_the_ceilin
     assert abs(band_envelope_loss(louder_high, target, cutoff, ceiling, rate).item() - 6.02) < 0.2
     assert band_envelope_loss(louder_low, target, cutoff, ceiling, rate) < 0.05  # the passband is not its business
     assert band_envelope_loss(louder_top, target, cutoff, ceiling, rate) < 0.05  # nor the band a lossy file lacks
+
+
+def test_band_dynamics_loss_asks_the_band_to_move_with_the_reference():
+    torch.manual_seed(0)
+    rate, n = 48000, 48000
+    swell = torch.linspace(0.01, 1.0, n)  # the reference's high band rises 40 dB over the clip
+    target = torch.randn(1, n) * swell
+    cutoff, ceiling = torch.tensor([8000.0]), torch.tensor([24000.0])
+
+    def loss(y):
+        return band_dynamics_loss(y, target, cutoff, ceiling, rate).item()
+
+    assert loss(target) < 1e-4
+    assert loss(3.0 * torch.randn(1, n) * swell) < 0.05  # right moves, wrong level: the envelope loss's job
+    assert loss(0.5 * torch.randn(1, n)) > 0.8  # a steady level that hedges: no correlation
+    assert loss(torch.randn(1, n) * swell.flip(0)) > 1.5  # moving against it
 
 
 def test_prior_starts_the_generator_as_the_noise_fill_envelope():
