@@ -13,6 +13,9 @@ count or order.
 Lossy and band-limited files: a file measured at bandwidth B (its "ceiling") is low-passed at B, and
 its input cutoff is drawn at or below 0.9*B, so the model is never asked to produce content the
 reference lacks. Files with B below `min_bandwidth` are left out.
+
+`fixed_cutoff_hz` (with `per_source`) makes a fixed perceptual validation set instead: the first
+files of each source, each from its start, through one input rate, as `bandlift eval` judges them.
 """
 from __future__ import annotations
 
@@ -34,7 +37,8 @@ class ClipDataset(torch.utils.data.Dataset):
                  seed: int = 0, length: int | None = None, cache_dir=None,
                  min_bandwidth: float = MIN_CUTOFF / CEILING_MARGIN, sources=None,
                  margin: int = 4096, gain_db: tuple = (-20.0, -1.0), noise_prob: float = 0.2,
-                 progress: bool = True, source_balance: float = 0.0):
+                 progress: bool = True, source_balance: float = 0.0, fixed_cutoff_hz: float | None = None,
+                 per_source: int | None = None):
         self.manifest = Path(manifest)
         self.split, self.rate, self.seed = split, int(rate), int(seed)
         self.n = int(round(seconds * rate))
@@ -50,6 +54,14 @@ class ClipDataset(torch.utils.data.Dataset):
                     or r["source"].split(":")[0] in set(sources)]
         self.too_narrow = [r for r in rows if r["bandwidth"] < min_bandwidth]
         rows = [r for r in rows if r["bandwidth"] >= min_bandwidth]
+        self.fixed_cutoff_hz = fixed_cutoff_hz
+        if fixed_cutoff_hz is not None:  # files whose band reaches above this input's
+            rows = [r for r in rows if CEILING_MARGIN * min(r["bandwidth"], rate / 2) >= fixed_cutoff_hz]
+        if per_source is not None:  # the first files of each source by path, as `eval`'s subsets
+            rank: dict = {}  # i-th file of its source; sources interleaved, so any cap keeps them balanced
+            ranked = [(rank.setdefault(r["source"], []).append(r) or len(rank[r["source"]]), r["path"], r)
+                      for r in sorted(rows, key=lambda r: r["path"])]
+            rows = [r for i, _, r in sorted(ranked, key=lambda t: t[:2]) if i <= per_source]
         if not rows:
             from bandlift.train.data_sources import SPLIT_FRACTIONS, SPLITS
 
@@ -78,6 +90,8 @@ class ClipDataset(torch.utils.data.Dataset):
         self.view_cdf /= self.view_cdf[-1]
         self.total_seconds = float(sum(lengths)) / self.rate
         self.length = int(length) if length is not None else max(1, int(self.total_seconds * rate // self.n))
+        if fixed_cutoff_hz is not None:
+            self.length = min(self.length, len(self.rows))
         self._maps: dict = {}
 
     def _prepare(self, rows, progress):
@@ -139,9 +153,31 @@ class ClipDataset(torch.utils.data.Dataset):
                 break
         return best, best_file
 
+    def _fixed_item(self, index: int) -> dict:
+        """File `index`'s first channel from its start, judged as `eval` does: resampled through a
+        rate of twice the fixed cutoff (soxr VHQ), no gain, noise or polarity drawn."""
+        total = self.n + self.margin
+        win = np.zeros(self.margin + total)
+        head = np.asarray(self._array(index)[0, :total], dtype=np.float64)
+        win[self.margin:self.margin + len(head)] = head  # silence before the file: the margin's context
+        ceiling = min(float(self.rows[index]["bandwidth"]), self.rate / 2)
+        if ceiling < 0.98 * self.rate / 2:
+            win = band_limit(win, self.rate, ceiling, "brickwall")
+        low, cutoff = degrade(win, self.rate, np.random.default_rng(0), cutoff_hz=self.fixed_cutoff_hz,
+                              kind="soxr_vhq", noise_prob=0.0)
+        sl = slice(self.margin, self.margin + self.n)
+        return {
+            "target": torch.from_numpy(np.ascontiguousarray(win[sl], dtype=np.float32)),
+            "input": torch.from_numpy(np.ascontiguousarray(low[sl], dtype=np.float32)),
+            "cutoff": torch.tensor(cutoff, dtype=torch.float32),
+            "ceiling": torch.tensor(ceiling, dtype=torch.float32),
+        }
+
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < self.length:
             raise IndexError(index)
+        if self.fixed_cutoff_hz is not None:
+            return self._fixed_item(index)
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         win, i = self._crop(rng)
         ceiling = min(float(self.rows[i]["bandwidth"]), self.rate / 2)

@@ -45,7 +45,8 @@ from bandlift.train.model import Discriminators, Generator, GeneratorConfig, cou
 DEFAULTS: dict = {
     "model": GeneratorConfig().to_dict(),
     "data": {"manifest": None, "seconds": 0.5, "batch_size": 8, "workers": 1, "valid_clips": 32,
-             "visqol_clips": 8, "visqol_seconds": 3.0, "source_balance": 0.7,
+             "visqol_clips": 32, "visqol_seconds": 3.0, "visqol_cutoff_hz": 8000.0, "visqol_per_source": 4,
+             "source_balance": 0.7,
              "disc_seconds": 0.25},  # discriminators judge a random crop of this length
     "train": {
         "steps": 40000, "lr": 5e-4, "lr_disc": 2e-4, "betas": [0.8, 0.99], "gan_start": 4000,
@@ -212,9 +213,13 @@ class Trainer:
                             source_balance=dcfg["source_balance"])
         valid = ClipDataset(dcfg["manifest"], "valid", seconds=2.0, seed=VALID_SEED, length=dcfg["valid_clips"],
                             source_balance=dcfg["source_balance"])
+        # ViSQOL as `eval` measures it: the first visqol_per_source files of each source, 16 kHz input
+        # (a cutoff of 8 kHz) by default; random cutoffs ranked sinc above noise-fill here
         perceptual = ClipDataset(dcfg["manifest"], "valid", seconds=dcfg["visqol_seconds"], seed=VALID_SEED + 1,
-                                 length=dcfg["visqol_clips"], source_balance=1.0, progress=False)
-        key = hashlib.sha1("\n".join(sorted(r["path"] for r in valid.rows)).encode()).hexdigest()[:16]
+                                 length=dcfg["visqol_clips"], progress=False, fixed_cutoff_hz=dcfg["visqol_cutoff_hz"],
+                                 per_source=dcfg["visqol_per_source"])
+        judged = sorted(r["path"] for r in valid.rows) + [f"{r['path']}@{dcfg['visqol_cutoff_hz']}" for r in perceptual.rows]
+        key = hashlib.sha1("\n".join(judged).encode()).hexdigest()[:16]
         if key != self.valid_key and self.best_score[0] > -math.inf:  # scores on other files do not compare
             if self.rank == 0:
                 print("validation files changed since best.pt was chosen: the next validation picks anew")
@@ -294,13 +299,12 @@ class Trainer:
             loss_lsd = lsd_torch(y, target, eps=1e-6).mean()
             loss_g = loss_g + lcfg["lsd"] * loss_lsd
             logs["loss_lsd"] = loss_lsd.item()
+        ceiling = batch["ceiling"].to(self.device) if "ceiling" in batch else torch.full_like(cutoff_hz, rate / 2)
         if lcfg.get("envelope"):  # band energies above the cutoff in dB: what the oracle envelope gets right
-            ceiling = batch["ceiling"].to(self.device) if "ceiling" in batch else torch.full_like(cutoff_hz, rate / 2)
             loss_env = band_envelope_loss(y, target, cutoff_hz, ceiling, rate)
             loss_g = loss_g + lcfg["envelope"] * loss_env
             logs["loss_env"] = loss_env.item()
         if lcfg.get("dynamics"):  # each band's level follows the reference's moves over time
-            ceiling = batch["ceiling"].to(self.device) if "ceiling" in batch else torch.full_like(cutoff_hz, rate / 2)
             loss_dyn = band_dynamics_loss(y, target, cutoff_hz, ceiling, rate)
             loss_g = loss_g + lcfg["dynamics"] * loss_dyn
             logs["loss_dyn"] = loss_dyn.item()

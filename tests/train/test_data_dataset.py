@@ -179,6 +179,32 @@ def test_source_balance_evens_out_sources(corpus, tmp_path):
     assert abs(balanced["small"] - 0.5) < 1e-9 and abs(balanced["big"] - 0.5) < 1e-9
 
 
+def test_fixed_validation_set_judges_the_first_files_of_each_source_as_eval_does(corpus, tmp_path):
+    root, manifest = corpus
+    rows = [r for r in read_manifest(manifest) if r["bandwidth"] > 1000]
+    copies = []
+    for source in ("a", "b"):  # two sources of three files each (the same audio under other names)
+        for i, row in enumerate(rows[:1] * 3):
+            copies.append({**row, "source": source, "path": row["path"], "split": "valid", "copy": f"{source}{i}"})
+    for i, row in enumerate(copies):  # distinct paths, sorted within a source by their index
+        row["path"] = str(Path(row["path"]).with_name(f"{row['copy']}.flac"))
+        Path(row["path"]).write_bytes(Path(rows[0]["path"]).read_bytes())
+    path = tmp_path / "fixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in copies))
+    kwargs = dict(seconds=0.5, cache_dir=tmp_path / "cache", progress=False, fixed_cutoff_hz=8000.0, per_source=2)
+    ds = ClipDataset(path, "valid", length=32, **kwargs)
+    assert [Path(r["path"]).stem for r in ds.rows] == ["a0", "b0", "a1", "b1"]  # interleaved: a cap stays balanced
+    assert len(ds) == 4 and [Path(r["path"]).stem for r in ClipDataset(path, "valid", length=2, **kwargs).rows[:2]] == ["a0", "b0"]
+    first = ds[0]
+    ds.set_epoch(5)
+    again = ClipDataset(path, "valid", length=32, seed=99, **kwargs)[0]
+    assert float(first["cutoff"]) == 8000.0 and torch.equal(first["input"], ds[0]["input"])  # no epoch, no seed
+    assert torch.equal(first["input"], again["input"]) and torch.equal(first["target"], again["target"])
+    assert band_energy_above(first["input"].numpy(), 48000, 8500) < 1e-6  # the input stops at the cutoff
+    assert band_energy_above(first["target"].numpy(), 48000, 8500) > 1e-4  # the reference does not
+    assert float(first["target"].abs().max()) > 0.01  # the file's start, at its own level (no gain drawn)
+
+
 def test_small_folder_fills_every_split_or_says_how_many(tmp_path):
     """Four files that all hash into `train`: training would end in "no usable 'valid' files"."""
     folder = tmp_path / "small"
