@@ -238,12 +238,12 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _folder_run_writing(model, tmp_path, files, **popen):
-    """`upsample DIR --jobs 2` on `files` 30 s inputs, returned once a worker is writing."""
+def _folder_run_writing(model, tmp_path, files, seconds=30, **popen):
+    """`upsample DIR --jobs 2` on `files` inputs of `seconds`, returned once a worker is writing."""
     folder = tmp_path / "in"
     folder.mkdir()
     for i in range(files):
-        sf.write(folder / f"{i}.wav", np.random.default_rng(i).uniform(-0.3, 0.3, 16000 * 30), 16000)
+        sf.write(folder / f"{i}.wav", np.random.default_rng(i).uniform(-0.3, 0.3, 16000 * seconds), 16000)
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "bandlift.rt.cli", "upsample", str(folder), "-o", str(out),
                              "--jobs", "2", "--model", str(model), "--input-cutoff", "nyquist"],
@@ -256,7 +256,8 @@ def _folder_run_writing(model, tmp_path, files, **popen):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_a_parallel_folder_run_promptly(delay_model, tmp_path, sig):
-    proc, out = _folder_run_writing(delay_model, tmp_path, files=8)
+    # enough work (24 x 60 s) that the run is still going when the signal lands: a file takes ~0.1 s
+    proc, out = _folder_run_writing(delay_model, tmp_path, files=24, seconds=60)
     workers = _children(proc.pid)
     assert len(workers) >= 2
     proc.send_signal(sig)
@@ -268,7 +269,7 @@ def test_signal_stops_a_parallel_folder_run_promptly(delay_model, tmp_path, sig)
     time.sleep(0.5)
     assert not [w for w in workers if _alive(w)]
     assert not list(out.rglob(".*"))  # no hidden scratch files left
-    assert len(list(out.glob("*.wav"))) < 8
+    assert len(list(out.glob("*.wav"))) < 24
 
 
 def test_sigterm_to_a_worker_group_leaves_no_hidden_files(delay_model, tmp_path):
