@@ -145,7 +145,10 @@ _worker_up = None
 
 
 def _stop(signum, frame):
-    """SIGTERM: unwind (hidden files are removed on the way out) instead of dying on the spot."""
+    """SIGTERM: unwind (hidden files are removed on the way out) instead of dying on the spot. Later
+    SIGTERMs are ignored while it unwinds (a group kill and the parent's terminate() both send one: a
+    second SystemExit inside a `finally` would skip the removal)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise SystemExit(128 + signum)
 
 
@@ -156,6 +159,7 @@ def _stop_landed_in_a_callback(info):
     if info.exc_type is not None and issubclass(info.exc_type, SystemExit):
         import threading
 
+        signal.signal(signal.SIGTERM, _stop)  # _stop ignored further SIGTERMs: this one must land
         threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGTERM)).start()
         return
     sys.__unraisablehook__(info)
