@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -223,7 +224,8 @@ def test_keys_toggle_bypass_and_ctrl_c_stops_cleanly(jack, models, tmp_path):
     sf.write(str(src), (0.3 * np.sin(2 * np.pi * 220 * np.arange(48000 * 20) / 48000)).astype(np.float32), 48000)
     cli = "import sys; from bandlift.rt.cli import main; sys.exit(main())"
     pid, fd = pty.fork()
-    if pid == 0:  # child: a live run on a terminal
+    if pid == 0:  # child: a live run on a terminal, Ctrl-C as a terminal gives it (whatever we inherited)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.execv(sys.executable, [sys.executable, "-c", cli, "live", "--input", "loopback", "--output", "loopback",
                                   "--model", str(models["conv"]), "--source", str(src), "--seconds", "20",
                                   "--json", str(js)])

@@ -32,7 +32,9 @@ def owned(server) -> list[str]:
 
 
 def start_live(server, *args):
+    # Ctrl-C as a terminal gives it, whatever this process inherited (a background job ignores SIGINT)
     proc = subprocess.Popen([sys.executable, "-c", CLI, "live", *args], env=dict(server.env, PYTHONUNBUFFERED="1"),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                             stderr=subprocess.PIPE, text=True)
     lines = []
     deadline = time.monotonic() + 60

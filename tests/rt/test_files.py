@@ -252,7 +252,8 @@ def _folder_run_writing(model, tmp_path, files, seconds=30, **popen):
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "bandlift.rt.cli", "upsample", str(folder), "-o", str(out),
                              "--jobs", "2", "--model", str(model), "--input-cutoff", "nyquist"],
-                            stderr=subprocess.PIPE, text=True, **popen)
+                            stderr=subprocess.PIPE, text=True,  # SIGINT as a terminal gives it, whatever we inherited
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **popen)
     deadline = time.monotonic() + 120
     while not list(out.glob(".*")) and time.monotonic() < deadline:  # a worker is writing
         time.sleep(0.05)
