@@ -160,11 +160,19 @@ class ClipDataset(torch.utils.data.Dataset):
         win = np.zeros(self.margin + total)
         head = np.asarray(self._array(index)[0, :total], dtype=np.float64)
         win[self.margin:self.margin + len(head)] = head  # silence before the file: the margin's context
-        ceiling = min(float(self.rows[index]["bandwidth"]), self.rate / 2)
-        if ceiling < 0.98 * self.rate / 2:
-            win = band_limit(win, self.rate, ceiling, "brickwall")
+        win, ceiling = self._under_ceiling(win, index)
         low, cutoff = degrade(win, self.rate, np.random.default_rng(0), cutoff_hz=self.fixed_cutoff_hz,
                               kind="soxr_vhq", noise_prob=0.0)
+        return self._item(win, low, cutoff, ceiling)
+
+    def _under_ceiling(self, win: np.ndarray, i: int) -> tuple[np.ndarray, float]:
+        """A lossy file's window low-passed at its measured bandwidth, and that ceiling (Hz)."""
+        ceiling = min(float(self.rows[i]["bandwidth"]), self.rate / 2)
+        if ceiling < 0.98 * self.rate / 2:
+            win = band_limit(win, self.rate, ceiling, "brickwall")
+        return win, ceiling
+
+    def _item(self, win: np.ndarray, low: np.ndarray, cutoff: float, ceiling: float) -> dict:
         sl = slice(self.margin, self.margin + self.n)
         return {
             "target": torch.from_numpy(np.ascontiguousarray(win[sl], dtype=np.float32)),
@@ -180,9 +188,7 @@ class ClipDataset(torch.utils.data.Dataset):
             return self._fixed_item(index)
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         win, i = self._crop(rng)
-        ceiling = min(float(self.rows[i]["bandwidth"]), self.rate / 2)
-        if ceiling < 0.98 * self.rate / 2:
-            win = band_limit(win, self.rate, ceiling, "brickwall")
+        win, ceiling = self._under_ceiling(win, i)
         peak = np.abs(win).max()
         if peak > 0:
             win = win * (10 ** (rng.uniform(*self.gain_db) / 20) / peak)
@@ -190,10 +196,4 @@ class ClipDataset(torch.utils.data.Dataset):
             win = -win
         low, cutoff = degrade(win, self.rate, rng, max_cutoff_hz=CEILING_MARGIN * ceiling,
                               noise_prob=self.noise_prob)
-        sl = slice(self.margin, self.margin + self.n)
-        return {
-            "target": torch.from_numpy(np.ascontiguousarray(win[sl], dtype=np.float32)),
-            "input": torch.from_numpy(np.ascontiguousarray(low[sl], dtype=np.float32)),
-            "cutoff": torch.tensor(cutoff, dtype=torch.float32),
-            "ceiling": torch.tensor(ceiling, dtype=torch.float32),
-        }
+        return self._item(win, low, cutoff, ceiling)
