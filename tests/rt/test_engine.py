@@ -1,6 +1,8 @@
 """Streaming engine: resampler exactness/response/delay, engine streaming == whole, faults, bypass."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from scipy import signal
@@ -308,6 +310,76 @@ def test_engine_overload_fades_to_bypass_without_cascade(models):
     eng.reset()
     y = eng.process(x[:, :4800])
     assert eng.stats.overloads == 0 and eng.stats.model_blocks == 4800 // 64
+
+
+class LateCalls:
+    """A model stream whose chosen calls (1-based) really run past the block's deadline."""
+
+    def __init__(self, stream, late_calls, late_s):
+        self.stream, self.late_calls, self.late_s, self.calls = stream, set(late_calls), late_s, 0
+
+    def run(self, x, cutoff):
+        self.calls += 1
+        if self.calls in self.late_calls:
+            time.sleep(self.late_s)
+        return self.stream.run(x, cutoff)
+
+    def reset(self):
+        self.stream.reset()
+
+
+def late_engine(tmp_path, late_calls):
+    model = build_model(tmp_path / "delay96.onnx", "delay", delay=96, frame=32)
+    eng = StreamEngine(ModelSession(model), 48000, 48000, 1, 512, realtime=True)  # 10.7 ms blocks
+    eng.model = LateCalls(eng.model, late_calls, 3 * eng.block_seconds)
+    return eng
+
+
+def model_runs(eng, n_blocks):
+    """Feed n_blocks of noise one block at a time; per block, whether the model's output played."""
+    rng = np.random.default_rng(0)
+    playing = []
+    for _ in range(n_blocks):
+        eng.process((0.1 * rng.standard_normal((1, eng.block))).astype(np.float32))
+        playing.append(eng.active == 1.0)
+    return np.array(playing)
+
+
+def test_one_stray_late_warm_up_block_does_not_restart_the_hold(tmp_path):
+    """Overload at call 5 -> 0.5 s hold (47 blocks of 512), whose last 10 blocks warm the model up: the
+    first warm-up call (cold) and one more stray late call are tolerated, the model returns on time."""
+    eng = late_engine(tmp_path, late_calls={5, 6, 6 + 3})  # overload, then warm-up calls 1 and 4
+    playing = model_runs(eng, 120)
+    hold = int(np.ceil(0.5 * 48000 / 512))
+    assert eng.stats.bypass_events == 1 and eng.stats.overloads == 1
+    assert not playing[4:4 + hold].any() and playing[4 + hold:].all()
+
+
+def test_a_second_late_warm_up_block_restarts_the_hold(tmp_path):
+    eng = late_engine(tmp_path, late_calls={5, 6 + 1, 6 + 3})  # overload, then warm-up calls 2 and 4
+    playing = model_runs(eng, 120)
+    assert eng.stats.bypass_events == 1 and eng.stats.overloads == 2  # the restart is silent
+    assert not playing[5:].any()  # the second hold (1 s = 94 blocks) has not ended
+
+
+def test_back_off_steps_down_after_clean_play(tmp_path):
+    """Overloads 0.5 s apart double the hold (0.5, 1, 2 s); once the model has played cleanly for as
+    long as the next hold, that hold halves again."""
+    block_s = 512 / 48000
+    hold_blocks = [int(np.ceil(h / block_s)) for h in (0.5, 1.0, 2.0)]
+    warm = int(np.ceil(0.1 / block_s))
+    # model calls: 1 block before the first overload, then per hold its warm-up, then played blocks
+    late, call = [], 2
+    for played in (10, 202):  # 2nd overload after 10 played blocks; 3rd after 2.15 s of clean play
+        late.append(call)
+        call += warm + played
+    late.append(call)
+    eng = late_engine(tmp_path, late_calls=late)
+    model_runs(eng, 1 + hold_blocks[0] + 10 + hold_blocks[1] + 202 + 200)
+    events = [sample // 512 for sample, _ in eng.stats.events]
+    assert len(events) == 3 and eng.stats.overloads == 3
+    # the hold after the 3rd overload: 2 s, stepped down to 1 s by 2 s of clean play
+    assert eng.stats.longest_bypass_blocks == hold_blocks[1]
 
 
 def test_delayed_impulse_is_not_taken_for_an_explosion(tmp_path):
