@@ -1,6 +1,9 @@
 """Losses as small free functions (HiFi-GAN style) and a multi-resolution STFT loss (auraloss style)."""
 from __future__ import annotations
 
+import functools
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -95,3 +98,73 @@ def band_dynamics_loss(y, target, cutoff_hz, ceiling_hz, rate, min_std_db=1.0, *
     corr = (dy * dt).mean(-1) / ((dy * dy).mean(-1).sqrt() * (dt * dt).mean(-1).sqrt() + 1e-6)  # [B, bands]
     moving = valid[..., 0] * ((dt * dt).mean(-1).sqrt() >= min_std_db).float()
     return ((1.0 - corr) * moving).sum() / moving.sum().clamp_min(1)
+
+
+# ViSQOL v3's audio mode, made differentiable: a gammatone-like spectrogram (32 ERB bands from 50 Hz,
+# 80 ms Hann frames every 20 ms, 10*log10 of each band's RMS), its floors, and the 3x3 neurogram
+# similarity (NSIM: intensity x structure) that ViSQOL maps to a MOS per band.
+NSIM_BANDS, NSIM_LOW_HZ, NSIM_WINDOW_S, NSIM_HOP_S = 32, 50.0, 0.08, 0.02
+NSIM_FLOOR_DB, NSIM_RANGE_DB = -45.0, 45.0  # absolute floor; per-frame floor below the frame's peak
+NSIM_C1, NSIM_C3 = 1e-4, 4.5e-4
+_NSIM_KERNEL = ((0.0113033910173052, 0.0838251475442633, 0.0113033910173052),
+                (0.0838251475442633, 0.619485845753726, 0.0838251475442633),
+                (0.0113033910173052, 0.0838251475442633, 0.0113033910173052))
+
+
+def erb_center_freqs(low_hz, high_hz, bands):
+    """Slaney's ERBSpace, lowest first (ViSQOL's gammatone bank)."""
+    ear_q, min_bw = 9.26449, 24.7
+    step = (math.log(low_hz + ear_q * min_bw) - math.log(high_hz + ear_q * min_bw)) / bands
+    return [-(ear_q * min_bw) + math.exp(i * step) * (high_hz + ear_q * min_bw) for i in range(bands, 0, -1)]
+
+
+@functools.lru_cache(maxsize=8)
+def gammatone_weights(n_fft, rate, bands=NSIM_BANDS, low_hz=NSIM_LOW_HZ):
+    """[n_fft // 2 + 1, bands]: each bin's power gain through a 4th-order gammatone filter (unit gain at
+    its centre, bandwidth 1.019 ERB), normalised so a band's RMS is that of the filtered frame."""
+    freqs = torch.fft.rfftfreq(n_fft, 1.0 / rate, dtype=torch.float64)
+    centers = torch.tensor(erb_center_freqs(low_hz, rate / 2, bands), dtype=torch.float64)
+    erb = centers / 9.26449 + 24.7
+    gain = (1 + ((freqs[:, None] - centers[None]) / (1.019 * erb[None])) ** 2) ** -4
+    return gain.float(), centers.float()
+
+
+def neurogram(y, rate, weights):
+    """[B, bands, frames] of 10*log10(band RMS) with ViSQOL's absolute floor."""
+    win = round(NSIM_WINDOW_S * rate)
+    n_fft = 2 * (weights.shape[0] - 1)
+    spec = torch.stft(y, n_fft, round(NSIM_HOP_S * rate), win_length=win, window=torch.hann_window(win, device=y.device),
+                      center=False, return_complex=True)
+    power = torch.view_as_real(spec).pow(2).sum(-1)  # [B, K, T]
+    mean_square = torch.einsum("bkt,kn->bnt", power, weights) * (2.0 / (win * n_fft))
+    return (5 * torch.log10(mean_square.clamp_min(1e-18))).clamp_min(NSIM_FLOOR_DB)
+
+
+def nsim_map(ref, deg):
+    """ViSQOL's similarity map of two [B, bands, frames] neurograms (replicated edges, 3x3 Gaussian)."""
+    kernel = ref.new_tensor(_NSIM_KERNEL)[None, None]
+
+    def smooth(a):
+        return F.conv2d(F.pad(a[:, None], (1, 1, 1, 1), mode="replicate"), kernel)[:, 0]
+
+    mu_r, mu_d = smooth(ref), smooth(deg)
+    var_r = smooth(ref * ref) - mu_r * mu_r
+    var_d = smooth(deg * deg) - mu_d * mu_d
+    cov = smooth(ref * deg) - mu_r * mu_d
+    intensity = (2 * mu_r * mu_d + NSIM_C1) / (mu_r * mu_r + mu_d * mu_d + NSIM_C1)
+    structure = (cov + NSIM_C3) / ((var_r * var_d).clamp_min(0) + 1e-8).sqrt().add(NSIM_C3)
+    return intensity * structure
+
+
+def neurogram_similarity_loss(y, target, cutoff_hz, rate):
+    """1 - ViSQOL's NSIM between y and target, over the bands centred above each clip's cutoff (the
+    passband is the input's own): per-frame floors (the louder side's peak - 45), global minimum at 0."""
+    weights, centers = gammatone_weights(2 ** math.ceil(math.log2(NSIM_WINDOW_S * rate)), rate)
+    weights, centers = weights.to(y.device), centers.to(y.device)
+    ref, deg = neurogram(target, rate, weights), neurogram(y, rate, weights)
+    floor = (torch.maximum(ref.amax(1, keepdim=True), deg.amax(1, keepdim=True)) - NSIM_RANGE_DB).detach()
+    ref, deg = torch.maximum(ref, floor), torch.maximum(deg, floor)
+    lowest = torch.minimum(ref.amin((1, 2), keepdim=True), deg.amin((1, 2), keepdim=True)).detach()
+    sim = nsim_map(ref - lowest, deg - lowest)  # [B, bands, T]
+    above = (centers[None, :] >= cutoff_hz[:, None]).float()[:, :, None]  # [B, bands, 1]
+    return ((1 - sim) * above).sum() / (above.sum() * sim.shape[-1]).clamp_min(1)

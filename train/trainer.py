@@ -37,6 +37,7 @@ from bandlift.train.losses import (
     generator_loss,
     lsd_torch,
     multi_resolution_stft_loss,
+    neurogram_similarity_loss,
 )
 from bandlift.train.model import Discriminators, Generator, GeneratorConfig, count_params
 
@@ -54,7 +55,7 @@ DEFAULTS: dict = {
         "max_minutes": None, "init": None,
     },
     # summed over discriminators and layers as HiFi-GAN does (stft, lsd: weights of the mean terms)
-    "loss": {"stft": 10.0, "lsd": 0.0, "envelope": 0.0, "dynamics": 0.0, "feature": 2.0, "adversarial": 1.0, "ffts": [256, 512, 1024, 2048]},
+    "loss": {"stft": 10.0, "lsd": 0.0, "envelope": 0.0, "dynamics": 0.0, "nsim": 0.0, "feature": 2.0, "adversarial": 1.0, "ffts": [256, 512, 1024, 2048]},
 }
 VALID_SEED = 1234
 
@@ -308,6 +309,10 @@ class Trainer:
             loss_dyn = band_dynamics_loss(y, target, cutoff_hz, ceiling, rate)
             loss_g = loss_g + lcfg["dynamics"] * loss_dyn
             logs["loss_dyn"] = loss_dyn.item()
+        if lcfg.get("nsim"):  # ViSQOL's own similarity of the gammatone spectrograms, above the cutoff
+            loss_nsim = neurogram_similarity_loss(y, target, cutoff_hz, rate)
+            loss_g = loss_g + lcfg["nsim"] * loss_nsim
+            logs["loss_nsim"] = loss_nsim.item()
         if use_gan:
             fake = self.disc_ddp(fake_d)
             with torch.no_grad():
@@ -335,7 +340,7 @@ class Trainer:
         train, valid, perceptual = self._loaders()
         deadline = time.time() + 60 * tcfg["max_minutes"] if tcfg.get("max_minutes") else None
         metrics_path = self.run_dir / "metrics.csv"
-        fields = ["step", "time", "epoch", "loss_g", "loss_stft", "loss_lsd", "loss_env", "loss_dyn", "loss_adv", "loss_fm", "loss_d",
+        fields = ["step", "time", "epoch", "loss_g", "loss_stft", "loss_lsd", "loss_env", "loss_dyn", "loss_nsim", "loss_adv", "loss_fm", "loss_d",
                   "valid_lsd", "valid_visqol", "skipped"]
         bar = tqdm(total=tcfg["steps"], initial=self.step, disable=self.rank != 0, desc="train", unit="step")
         started = time.time()
