@@ -26,8 +26,8 @@ model stays off for a hold time that doubles for repeated events (0.5 s .. 8 s) 
 after each stretch of clean play as long as the next hold, then fades back in; during the last
 `WARM_S` of the hold the model runs on the input again with its output discarded, so it returns warm
 (its state holds the recent signal, no dropout of its delay), and an overload never resets it. The
-warm-up's output is discarded, so one stray late warm-up block (beside the first, cold call) is only
-counted; a second one means the model still cannot keep up and restarts the hold. A model that cannot keep up costs one crossfade per hold period, never a
+warm-up's output is discarded, so a few late warm-up blocks (10 % of them, at least one, beside the
+first, cold call) are only counted; one more means the model still cannot keep up and restarts the hold. A model that cannot keep up costs one crossfade per hold period, never a
 run of clicks. ``mix`` and ``gain`` changes are ramped
 linearly over one block. All of this acts at the model rate, before the output resampler: the
 resampler is linear and smooth, so crossfades and de-click ramps stay crossfades, and a discarded
@@ -64,7 +64,7 @@ EXPLODE_RELEASE_S = 1.0  # the model's recent output peak halves over this
 HOLD_S = 0.5
 MAX_HOLD_S = 8.0
 WARM_S = 0.1  # model run before its return (>= the shipped model's reach: 124 frames of 32 + 96 = 85 ms)
-WARM_LATE_ALLOWED = 1  # stray late warm-up blocks tolerated (besides the first, cold call)
+WARM_LATE_FRACTION = 0.1  # late warm-up blocks tolerated (besides the first, cold call): 10 %, at least 1
 REASONS = {"nan": "non-finite model output", "explode": "model output exploded",
            "overload": "overload (late block)", "user": "bypass switched on"}
 DECLICK = 64  # samples of the ramp that removes the step of a hard switch
@@ -164,6 +164,7 @@ class StreamEngine:
         self.explode_guard = explode_guard  # None: on in real-time mode only
         self.block_seconds = self.block / self.model_rate
         self._warm_blocks = max(1, math.ceil(WARM_S * self.model_rate / self.block))
+        self._warm_late_allowed = max(1, int(WARM_LATE_FRACTION * self._warm_blocks))
         self._peak_decay = 0.5 ** (self.block_seconds / EXPLODE_RELEASE_S)
         self.set_input_cutoff(input_cutoff_hz)
         t = (np.arange(self.block) + 1.0) / self.block
@@ -313,13 +314,14 @@ class StreamEngine:
 
     def _tolerated_warm_up_miss(self, warming: bool) -> bool:
         """A late warm-up block costs nothing audible (its output is discarded): the first call may be
-        slow from cold caches, and one more stray miss is allowed before the hold restarts."""
+        slow from cold caches, and a few more misses (10 % of the warm-up, at least one; after an idle
+        hold the next calls run cold too) are allowed before the hold restarts."""
         if not warming:
             return False
         if self._hold_blocks == self._warm_blocks:
             return True
         self._warm_late += 1
-        return self._warm_late <= WARM_LATE_ALLOWED
+        return self._warm_late <= self._warm_late_allowed
 
     def force_bypass(self, reason: str) -> None:
         """Drop to bypass at the next block without a crossfade (e.g. the output already ran late),
