@@ -14,7 +14,7 @@ Lossy and band-limited files: a file measured at bandwidth B (its "ceiling") is 
 its input cutoff is drawn at or below 0.9*B, so the model is never asked to produce content the
 reference lacks. Files with B below `min_bandwidth` are left out.
 
-`fixed_cutoff_hz` (with `per_source`) makes a fixed perceptual validation set instead: the first
+`fixed_cutoff_hz` (with `per_source`, `min_seconds`) makes a fixed perceptual validation set instead: the first
 files of each source, each from its start, through one input rate, as `bandlift eval` judges them.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ class ClipDataset(torch.utils.data.Dataset):
                  min_bandwidth: float = MIN_CUTOFF / CEILING_MARGIN, sources=None,
                  margin: int = 4096, gain_db: tuple = (-20.0, -1.0), noise_prob: float = 0.2,
                  progress: bool = True, source_balance: float = 0.0, fixed_cutoff_hz: float | None = None,
-                 per_source: int | None = None):
+                 per_source: int | None = None, min_seconds: float = 0.0):
         self.manifest = Path(manifest)
         self.split, self.rate, self.seed = split, int(rate), int(seed)
         self.n = int(round(seconds * rate))
@@ -57,6 +57,8 @@ class ClipDataset(torch.utils.data.Dataset):
         self.fixed_cutoff_hz = fixed_cutoff_hz
         if fixed_cutoff_hz is not None:  # files whose band reaches above this input's
             rows = [r for r in rows if CEILING_MARGIN * min(r["bandwidth"], rate / 2) >= fixed_cutoff_hz]
+        if fixed_cutoff_hz is not None and min_seconds:  # as `eval` judges: files long enough for ViSQOL
+            rows = [r for r in rows if float(r.get("duration", 0.0)) >= min_seconds]
         if per_source is not None:  # the first files of each source by path, as `eval`'s subsets
             rank: dict = {}  # i-th file of its source; sources interleaved, so any cap keeps them balanced
             ranked = [(rank.setdefault(r["source"], []).append(r) or len(rank[r["source"]]), r["path"], r)
@@ -163,7 +165,10 @@ class ClipDataset(torch.utils.data.Dataset):
         win, ceiling = self._under_ceiling(win, index)
         low, cutoff = degrade(win, self.rate, np.random.default_rng(0), cutoff_hz=self.fixed_cutoff_hz,
                               kind="soxr_vhq", noise_prob=0.0)
-        return self._item(win, low, cutoff, ceiling)
+        item = self._item(win, low, cutoff, ceiling)
+        for key in ("target", "input"):  # a shorter file is judged at its own length, not padded with silence
+            item[key] = item[key][:len(head)]
+        return item
 
     def _under_ceiling(self, win: np.ndarray, i: int) -> tuple[np.ndarray, float]:
         """A lossy file's window low-passed at its measured bandwidth, and that ceiling (Hz)."""

@@ -58,6 +58,7 @@ DEFAULTS: dict = {
     "loss": {"stft": 10.0, "lsd": 0.0, "envelope": 0.0, "dynamics": 0.0, "nsim": 0.0, "feature": 2.0, "adversarial": 1.0, "ffts": [256, 512, 1024, 2048]},
 }
 VALID_SEED = 1234
+VISQOL_MIN_FILE_SECONDS = 1.0  # the perceptual set, as eval subsets pick files: long enough for ViSQOL
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -218,8 +219,9 @@ class Trainer:
         # (a cutoff of 8 kHz) by default; random cutoffs ranked sinc above noise-fill here
         perceptual = ClipDataset(dcfg["manifest"], "valid", seconds=dcfg["visqol_seconds"], seed=VALID_SEED + 1,
                                  length=dcfg["visqol_clips"], progress=False, fixed_cutoff_hz=dcfg["visqol_cutoff_hz"],
-                                 per_source=dcfg["visqol_per_source"])
+                                 per_source=dcfg["visqol_per_source"], min_seconds=VISQOL_MIN_FILE_SECONDS)
         judged = sorted(r["path"] for r in valid.rows) + [f"{r['path']}@{dcfg['visqol_cutoff_hz']}" for r in perceptual.rows]
+        judged.append("visqol: uncut output, files >= 1 s, unpadded")  # since validation judges as eval
         key = hashlib.sha1("\n".join(judged).encode()).hexdigest()[:16]
         if key != self.valid_key and self.best_score[0] > -math.inf:  # scores on other files do not compare
             if self.rank == 0:
@@ -239,12 +241,15 @@ class Trainer:
             drop_last=True, persistent_workers=False, generator=generator,
         )
 
-    def _output(self, item):
-        """The generator's output for one validation item, cut at the reference's ceiling."""
+    def _output(self, item, cut: bool = True):
+        """The generator's output for one validation item, cut at the reference's ceiling (for LSD, as
+        the losses judge lossy references) or not (for ViSQOL, as `eval` judges: nothing knows where
+        a reference's band ends, and the band a model writes above it counts)."""
         rate = self.cfg["model"]["sample_rate"]
         x = item["input"].to(self.device)[None]
         cutoff = (item["cutoff"] / (rate / 2)).reshape(1).to(self.device)
-        return lowpass_at(self.gen(x, cutoff), item["ceiling"].reshape(1).to(self.device), rate)
+        y = self.gen(x, cutoff)
+        return lowpass_at(y, item["ceiling"].reshape(1).to(self.device), rate) if cut else y
 
     def validate(self, valid, perceptual=None) -> tuple[float, float]:
         """(mean LSD on `valid`, mean ViSQOL on `perceptual`; nan without it)."""
@@ -258,7 +263,7 @@ class Trainer:
                 lsds.append(float(lsd_torch(self._output(item), item["target"].to(self.device)[None])))
             for i in range(len(perceptual) if perceptual is not None else 0):
                 item = perceptual[i]
-                y = self._output(item)[0].cpu().numpy()
+                y = self._output(item, cut=False)[0].cpu().numpy()
                 scores.append(visqol(item["target"].numpy(), y, self.cfg["model"]["sample_rate"]))
         self.gen.train()
         return float(np.mean(lsds)), float(np.mean(scores)) if scores else math.nan

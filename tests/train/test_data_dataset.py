@@ -205,6 +205,27 @@ def test_fixed_validation_set_judges_the_first_files_of_each_source_as_eval_does
     assert float(first["target"].abs().max()) > 0.01  # the file's start, at its own level (no gain drawn)
 
 
+def test_fixed_set_skips_short_files_and_judges_each_at_its_own_length(tmp_path):
+    """The perceptual set leaves out files too short for ViSQOL and does not pad a shorter file with
+    silence (both would score well whatever the model does)."""
+    folder = tmp_path / "lengths"
+    folder.mkdir()
+    for i, seconds in enumerate((0.5, 1.5, 4.0)):
+        sf.write(folder / f"f{i}.wav", broadband(48000, seconds, seed=i)[:, 0], 48000)
+    manifest = tmp_path / "manifest.jsonl"
+    assert main(["dataset", "folder", str(folder), "--manifest", str(manifest), "--no-progress"]) == 0
+    rows = [{**r, "split": "valid"} for r in read_manifest(manifest)]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kwargs = dict(seconds=3.0, length=32, cache_dir=tmp_path / "cache", progress=False, fixed_cutoff_hz=8000.0,
+                  per_source=4)
+    ds = ClipDataset(manifest, "valid", min_seconds=1.0, **kwargs)
+    assert sorted(Path(r["path"]).stem for r in ds.rows) == ["f1", "f2"]
+    lengths = {Path(r["path"]).stem: len(ds[i]["target"]) for i, r in enumerate(ds.rows)}
+    assert lengths == {"f1": 72000, "f2": 144000}
+    assert all(len(ds[i]["input"]) == len(ds[i]["target"]) for i in range(len(ds)))
+    assert len(ClipDataset(manifest, "valid", **kwargs)) == 3  # without min_seconds every file counts
+
+
 def test_small_folder_fills_every_split_or_says_how_many(tmp_path):
     """Four files that all hash into `train`: training would end in "no usable 'valid' files"."""
     folder = tmp_path / "small"
