@@ -87,17 +87,18 @@ def test_train_checkpoints_resume_and_export(tmp_path, manifest):
 
 
 def test_the_envelope_recipe_trains_its_band_losses(tmp_path, manifest):
-    """train/envelope.yaml's model and losses (plus the dynamics term) on the tiny corpus: the band
+    """train/envelope.yaml's model and losses (plus the dynamics and NSIM terms) on the tiny corpus: the band
     losses are logged, finite, and move the zero-initialised correction away from the prior."""
     recipe = yaml.safe_load((Path(__file__).parents[2] / "train" / "envelope.yaml").read_text())
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump({
         "model": {**TINY["model"], **recipe["model"]}, "data": {**TINY["data"], "manifest": str(manifest)},
-        "train": {**TINY["train"], "gan_start": 100}, "loss": {**recipe["loss"], "dynamics": 1.0}}))
+        "train": {**TINY["train"], "gan_start": 100}, "loss": {**recipe["loss"], "dynamics": 1.0, "nsim": 20.0}}))
     run = tmp_path / "run"
     assert main(["train", "--config", str(cfg), "--run-dir", str(run), "--steps", "3"]) == 0
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert all(np.isfinite(float(r["loss_env"])) and 0 <= float(r["loss_dyn"]) <= 2 for r in rows)
+    assert all(0 < float(r["loss_nsim"]) <= 2 for r in rows)  # 1 - NSIM: structure may be negative
     weight = torch.load(run / "last.pt", weights_only=True)["generator"]["out.weight"]
     assert weight.shape[0] == 2 * recipe["model"]["envelope_bands"] and weight.abs().sum() > 0
 
@@ -300,6 +301,16 @@ def test_shipped_configs_agree_so_the_fine_tune_can_start_from_the_base_run():
     for cfg in ablations.values():  # each ablation changes one thing
         assert cfg["loss"] == base["loss"]
         assert cfg["data"] == base["data"]
+    # the perceptual recipe's ablations: without the adversary, then also without the long context
+    perceptual = load_config(train_dir / "perceptual.yaml")
+    no_gan, no_context = (load_config(train_dir / f"ablation-perceptual-{n}.yaml") for n in ("no-gan", "no-context"))
+    assert perceptual["loss"]["nsim"] > 0 and perceptual["train"]["gan_start"] == 0
+    assert no_gan["model"] == perceptual["model"] and no_gan["data"] == perceptual["data"]
+    assert no_gan["train"]["gan_start"] > no_gan["train"]["steps"] == perceptual["train"]["steps"]
+    assert no_gan["loss"] == {**perceptual["loss"], "feature": DEFAULTS["loss"]["feature"],
+                              "adversarial": DEFAULTS["loss"]["adversarial"]}  # unused without the adversary
+    assert no_context["model"] == {**no_gan["model"], "context_fft": 0, "gru": 0, "exciter": False}
+    assert {k: no_context[k] for k in ("data", "train", "loss")} == {k: no_gan[k] for k in ("data", "train", "loss")}
 
 
 def test_unknown_model_keys_are_refused():
