@@ -134,7 +134,7 @@ class Trainer:
         self.rank = dist.get_rank() if self.distributed else 0
         self.world = dist.get_world_size() if self.distributed else 1
         self.device = torch.device(f"cuda:{self.rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
-        torch.set_num_threads(int(config["train"]["threads"]))
+        self._limit_threads()
         torch.manual_seed(int(config["train"]["seed"]) + self.rank)
 
         self.gen = Generator(GeneratorConfig.from_dict(config["model"])).to(self.device)
@@ -176,6 +176,16 @@ class Trainer:
         if self.rank == 0:
             print(f"resumed from {last} at step {self.step} (best valid LSD {self.best_lsd:.3f})")
         return True
+
+    def _limit_threads(self) -> None:
+        """train.threads for torch and for numba's parallel loops (ViSQOL's validation runs them): with
+        numba's OpenMP pool at its default (every core) beside torch's, each validation left a spinning
+        thread behind, and two runs on 2 cores fell from ~2 to 0.05 steps/s."""
+        import numba
+
+        threads = int(self.cfg["train"]["threads"])
+        torch.set_num_threads(threads)
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
     def _init_from(self, checkpoint):
         """Fine-tuning: start from another run's weights (generator, and discriminators when the
@@ -266,6 +276,7 @@ class Trainer:
                 y = self._output(item, cut=False)[0].cpu().numpy()
                 scores.append(visqol(item["target"].numpy(), y, self.cfg["model"]["sample_rate"]))
         self.gen.train()
+        self._limit_threads()
         return float(np.mean(lsds)), float(np.mean(scores)) if scores else math.nan
 
     # ------------------------------------------------------------------ loop

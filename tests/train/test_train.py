@@ -124,6 +124,21 @@ def test_best_checkpoint_is_picked_by_visqol_and_anew_when_the_valid_split_chang
     assert torch.load(run / "best.pt", weights_only=True)["valid_key"] != best["valid_key"]
 
 
+def test_validation_leaves_one_thread_for_torch_and_numba(tmp_path, manifest):
+    """ViSQOL's numba loops beside torch's OpenMP pool: after a validation both stay at train.threads
+    (at numba's default, a spinning pool thread per run left two runs on 2 cores at 0.05 steps/s)."""
+    import numba
+
+    from bandlift.train.trainer import Trainer, load_config
+
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    trainer = Trainer(load_config(write_config(tmp_path, manifest)), tmp_path / "run")
+    _, valid, perceptual = trainer._loaders()
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)  # as a library call might leave it
+    trainer.validate(valid, perceptual)
+    assert torch.get_num_threads() == 1 and numba.get_num_threads() == 1
+
+
 def test_sigterm_saves_the_run_where_it_stopped(tmp_path, manifest):
     """A session or job that ends with SIGTERM keeps its steps: last.pt is written on the way out."""
     import signal
