@@ -326,6 +326,9 @@ def test_shipped_configs_agree_so_the_fine_tune_can_start_from_the_base_run():
                               "adversarial": DEFAULTS["loss"]["adversarial"]}  # unused without the adversary
     assert no_context["model"] == {**no_gan["model"], "context_fft": 0, "gru": 0, "exciter": False}
     assert {k: no_context[k] for k in ("data", "train", "loss")} == {k: no_gan[k] for k in ("data", "train", "loss")}
+    no_context_gan = load_config(train_dir / "ablation-perceptual-no-context-gan.yaml")
+    assert no_context_gan["model"] == no_context["model"]
+    assert {k: no_context_gan[k] for k in ("data", "train", "loss")} == {k: perceptual[k] for k in ("data", "train", "loss")}
 
 
 def test_unknown_model_keys_are_refused():
