@@ -102,29 +102,21 @@ def band_dynamics_loss(y, target, cutoff_hz, ceiling_hz, rate, min_std_db=1.0, *
 
 # ViSQOL v3's audio mode, made differentiable: a gammatone-like spectrogram (32 ERB bands from 50 Hz,
 # 80 ms Hann frames every 20 ms, 10*log10 of each band's RMS), its floors, and the 3x3 neurogram
-# similarity (NSIM: intensity x structure) that ViSQOL maps to a MOS per band.
+# similarity (NSIM: intensity x structure) that ViSQOL maps to a MOS per band. The band centres,
+# window and constants are visqol-python's own.
 NSIM_BANDS, NSIM_LOW_HZ, NSIM_WINDOW_S, NSIM_HOP_S = 32, 50.0, 0.08, 0.02
 NSIM_FLOOR_DB, NSIM_RANGE_DB = -45.0, 45.0  # absolute floor; per-frame floor below the frame's peak
-NSIM_C1, NSIM_C3 = 1e-4, 4.5e-4
-_NSIM_KERNEL = ((0.0113033910173052, 0.0838251475442633, 0.0113033910173052),
-                (0.0838251475442633, 0.619485845753726, 0.0838251475442633),
-                (0.0113033910173052, 0.0838251475442633, 0.0113033910173052))
-
-
-def erb_center_freqs(low_hz, high_hz, bands):
-    """Slaney's ERBSpace, lowest first (ViSQOL's gammatone bank)."""
-    ear_q, min_bw = 9.26449, 24.7
-    step = (math.log(low_hz + ear_q * min_bw) - math.log(high_hz + ear_q * min_bw)) / bands
-    return [-(ear_q * min_bw) + math.exp(i * step) * (high_hz + ear_q * min_bw) for i in range(bands, 0, -1)]
 
 
 @functools.lru_cache(maxsize=8)
 def gammatone_weights(n_fft, rate, bands=NSIM_BANDS, low_hz=NSIM_LOW_HZ):
     """[n_fft // 2 + 1, bands]: each bin's power gain through a 4th-order gammatone filter (unit gain at
     its centre, bandwidth 1.019 ERB), normalised so a band's RMS is that of the filtered frame."""
+    from visqol.gammatone import EAR_Q, MIN_BW, calc_center_freqs
+
     freqs = torch.fft.rfftfreq(n_fft, 1.0 / rate, dtype=torch.float64)
-    centers = torch.tensor(erb_center_freqs(low_hz, rate / 2, bands), dtype=torch.float64)
-    erb = centers / 9.26449 + 24.7
+    centers = torch.from_numpy(calc_center_freqs(low_hz, rate / 2, bands).copy()).flip(0)  # lowest first
+    erb = centers / EAR_Q + MIN_BW
     gain = (1 + ((freqs[:, None] - centers[None]) / (1.019 * erb[None])) ** 2) ** -4
     return gain.float(), centers.float()
 
@@ -142,7 +134,9 @@ def neurogram(y, rate, weights):
 
 def nsim_map(ref, deg):
     """ViSQOL's similarity map of two [B, bands, frames] neurograms (replicated edges, 3x3 Gaussian)."""
-    kernel = ref.new_tensor(_NSIM_KERNEL)[None, None]
+    from visqol.nsim import C1, C3, GAUSSIAN_WINDOW
+
+    kernel = ref.new_tensor(GAUSSIAN_WINDOW)[None, None]
 
     def smooth(a):
         return F.conv2d(F.pad(a[:, None], (1, 1, 1, 1), mode="replicate"), kernel)[:, 0]
@@ -151,8 +145,8 @@ def nsim_map(ref, deg):
     var_r = smooth(ref * ref) - mu_r * mu_r
     var_d = smooth(deg * deg) - mu_d * mu_d
     cov = smooth(ref * deg) - mu_r * mu_d
-    intensity = (2 * mu_r * mu_d + NSIM_C1) / (mu_r * mu_r + mu_d * mu_d + NSIM_C1)
-    structure = (cov + NSIM_C3) / ((var_r * var_d).clamp_min(0) + 1e-8).sqrt().add(NSIM_C3)
+    intensity = (2 * mu_r * mu_d + C1) / (mu_r * mu_r + mu_d * mu_d + C1)
+    structure = (cov + C3) / ((var_r * var_d).clamp_min(0) + 1e-8).sqrt().add(C3)
     return intensity * structure
 
 
