@@ -141,3 +141,42 @@ def test_oracle_envelope_follows_the_reference_band_by_band_and_frame_by_frame(s
     assert metrics.lsd(gated, per_bin, RATE) < metrics.lsd(gated, oracle, RATE) < metrics.lsd(gated, fill, RATE)
     with pytest.raises(ValueError, match="reference"):
         baselines.oracle_envelope(low, 16000, RATE)
+
+
+def test_oracle_level_and_shape_each_take_one_part_of_the_reference_envelope(signals):
+    """The oracle envelope split in two. The reference here is the music signal with its high band
+    tilted down 24 dB per octave more than the input's top octave suggests, and silent in the second
+    half: oracle_shape keeps noise_fill's level but the reference's tilt (and its silence),
+    oracle_level keeps noise_fill's tilt but the reference's level (and its silence)."""
+    ref, low = signals
+    sinc = baselines.sinc(low, 16000, RATE)
+    spec = np.fft.rfft(ref - sinc)
+    freqs = np.fft.rfftfreq(len(ref), 1 / RATE)
+    spec *= 10 ** (-24 * np.log2(np.maximum(freqs, 8000) / 8000) / 20)
+    gate = (np.arange(len(ref)) < len(ref) // 2).astype(np.float32)
+    steep = sinc + np.fft.irfft(spec, len(ref)) * gate
+    first, second = slice(0, len(ref) // 2 - 2048), slice(len(ref) // 2 + 2048, None)
+    fill = baselines.noise_fill(low, 16000, RATE)
+    out = {name: baselines.ORACLES[name](low, 16000, RATE, reference=steep) for name in ("oracle_level", "oracle_shape")}
+
+    def tilt(y):  # dB from 9-11 kHz to 17-21 kHz
+        return band_db(y[first], 17000, 21000) - band_db(y[first], 9000, 11000)
+
+    def level(y):
+        return band_db(y[first], 9000, 21000)
+
+    print({n: (round(tilt(y), 1), round(level(y), 1)) for n, y in (out | {"fill": fill, "ref": steep}).items()})
+    assert tilt(steep) < tilt(fill) - 8  # the test's premise: the two shapes differ
+    assert abs(tilt(out["oracle_shape"]) - tilt(steep)) < 2.0 and abs(tilt(out["oracle_level"]) - tilt(fill)) < 2.0
+    # level: the total power above the cutoff (band_db is a density: compare the whole band)
+    def total(y, part):
+        f, psd = signal.welch(y[part], RATE, nperseg=4096)
+        return 10 * np.log10(psd[f >= 8000].sum() + 1e-30)
+
+    assert abs(total(out["oracle_level"], first) - total(steep, first)) < 1.5
+    assert abs(total(out["oracle_shape"], first) - total(fill, first)) < 1.5
+    for y in out.values():  # the steep band is quieter than the other test's: silence is 30 dB down
+        assert y.shape == ref.shape and np.isfinite(y).all()
+        assert band_db(y[second], 9000, 20000) < band_db(y[first], 9000, 20000) - 30
+    with pytest.raises(ValueError, match="reference"):
+        baselines.oracle_shape(low, 16000, RATE)

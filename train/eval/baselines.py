@@ -20,6 +20,8 @@ describes a same-rate signal whose band stops at ``cutoff_hz`` (e.g. a low-passe
   of it).
 - oracle_envelope (`eval --oracle`): the ceiling an envelope-driven generator can reach: noise
   following the reference's own high-band envelope in ENVELOPE_BANDS bands per ~21 ms frame.
+- oracle_level / oracle_shape (`eval --oracle`): that envelope split in two, each frame's high-band
+  level from the reference with noise_fill's shape, or the reference's shape at noise_fill's level.
 """
 from __future__ import annotations
 
@@ -234,14 +236,9 @@ def _oracle_inputs(name, x_low, in_rate, out_rate, cutoff_hz, reference):
 oracle_noise.needs_reference = True
 
 
-def oracle_envelope(x_low, in_rate, out_rate, cutoff_hz=None, reference=None, seed: int = 0):
-    """Not a method, a bound: sinc + noise whose power follows the REFERENCE's own high band averaged
-    over ENVELOPE_BANDS bands (equal widths in octaves) in every analysis frame (1024 samples at
-    48 kHz, ~21 ms): a perfect coarse envelope with a random phase."""
-    y, was_1d, cutoff, sp, ref_power = _oracle_inputs("oracle_envelope", x_low, in_rate, out_rate, cutoff_hz,
-                                                      reference)
-    if sp is None:
-        return _restore(y, was_1d)
+def _reference_envelope(sp: _Spectra, ref_power: np.ndarray, cutoff: float, out_rate: float) -> np.ndarray:
+    """The reference's power [C, F, T] averaged over ENVELOPE_BANDS bands (equal in octaves from
+    FILL_FROM x cutoff to Nyquist) in every frame; zero below the first band."""
     edges = np.geomspace(FILL_FROM * cutoff, out_rate / 2, ENVELOPE_BANDS + 1)
     band = np.searchsorted(edges, sp.freqs, side="right") - 1  # -1 below the first edge
     band[sp.freqs >= edges[-1]] = ENVELOPE_BANDS - 1  # Nyquist's bin joins the top band
@@ -250,11 +247,55 @@ def oracle_envelope(x_low, in_rate, out_rate, cutoff_hz=None, reference=None, se
         bins = band == b
         if bins.any():
             target[:, bins, :] = ref_power[:, bins, :].mean(axis=1, keepdims=True)
+    return target
+
+
+def oracle_envelope(x_low, in_rate, out_rate, cutoff_hz=None, reference=None, seed: int = 0):
+    """Not a method, a bound: sinc + noise whose power follows the REFERENCE's own high band averaged
+    over ENVELOPE_BANDS bands (equal widths in octaves) in every analysis frame (1024 samples at
+    48 kHz, ~21 ms): a perfect coarse envelope with a random phase."""
+    y, was_1d, cutoff, sp, ref_power = _oracle_inputs("oracle_envelope", x_low, in_rate, out_rate, cutoff_hz,
+                                                      reference)
+    if sp is None:
+        return _restore(y, was_1d)
+    return _restore(_shaped_noise(y, sp, _reference_envelope(sp, ref_power, cutoff, out_rate), seed), was_1d)
+
+
+def _split_envelope(name, x_low, in_rate, out_rate, cutoff_hz, reference, seed, level_from_reference):
+    """The oracle envelope split into its two parts, each frame's high-band power (its level) and how
+    that power is spread over the bands (its shape): one from the reference, the other noise_fill's."""
+    y, was_1d, cutoff, sp, ref_power = _oracle_inputs(name, x_low, in_rate, out_rate, cutoff_hz, reference)
+    if sp is None:
+        return _restore(y, was_1d)
+    envelope, fill = _reference_envelope(sp, ref_power, cutoff, out_rate), sp.target_power()
+    above = sp.freqs >= cutoff  # the level: power above the cutoff (below it, in the transition band, noise_fill's)
+    level_ref, level_fill = (p[:, above, :].sum(axis=1, keepdims=True) for p in (envelope, fill))  # [C, 1, T]
+    ref_sounds = level_ref > 1e-10 * level_ref.max()  # frames 100 dB below the loudest have no shape
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if level_from_reference:  # noise_fill's shape at the reference's level
+            scaled = np.where(level_fill > 0, fill * level_ref / level_fill, envelope)
+        else:  # the reference's shape at noise_fill's level (silent where either is)
+            scaled = np.where(ref_sounds, envelope * level_fill / level_ref, 0.0)
+    target = np.where(above[None, :, None], scaled, fill)
     return _restore(_shaped_noise(y, sp, target, seed), was_1d)
 
 
-oracle_envelope.needs_reference = True
-ORACLES = {"oracle_noise": oracle_noise, "oracle_envelope": oracle_envelope}
+def oracle_level(x_low, in_rate, out_rate, cutoff_hz=None, reference=None, seed: int = 0):
+    """Not a method, a bound: noise_fill's spectral shape above the cutoff at the REFERENCE's own
+    high-band level in every frame. With oracle_shape it says which part of the envelope the
+    headroom between noise_fill and oracle_envelope is in."""
+    return _split_envelope("oracle_level", x_low, in_rate, out_rate, cutoff_hz, reference, seed, True)
+
+
+def oracle_shape(x_low, in_rate, out_rate, cutoff_hz=None, reference=None, seed: int = 0):
+    """Not a method, a bound: the REFERENCE's own spectral shape above the cutoff (oracle_envelope's
+    bands, each frame) at noise_fill's high-band level (what the passband's top octave predicts)."""
+    return _split_envelope("oracle_shape", x_low, in_rate, out_rate, cutoff_hz, reference, seed, False)
+
+
+oracle_envelope.needs_reference = oracle_level.needs_reference = oracle_shape.needs_reference = True
+ORACLES = {"oracle_noise": oracle_noise, "oracle_envelope": oracle_envelope, "oracle_level": oracle_level,
+           "oracle_shape": oracle_shape}
 
 
 # --- spectral band replication ------------------------------------------------------------------

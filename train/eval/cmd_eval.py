@@ -46,10 +46,12 @@ def configure(parser) -> None:
     parser.add_argument("--baselines", default=",".join(BASELINES), metavar="LIST",
                         help=f"comma-separated baselines (default: {','.join(BASELINES)}; '' for none)")
     parser.add_argument("--oracle", action="store_true",
-                        help="also score two ceilings with random phase above the cutoff: oracle_noise "
+                        help="also score ceilings with random phase above the cutoff: oracle_noise "
                              "(the reference's own high band, bin by bin: the SNR bound of any method "
-                             "that cannot know the phase) and oracle_envelope (its envelope in 16 bands "
-                             "per ~21 ms frame)")
+                             "that cannot know the phase), oracle_envelope (its envelope in 16 bands "
+                             "per ~21 ms frame), and that envelope split in two: oracle_level (each "
+                             "frame's high-band level from the reference, noise_fill's shape) and "
+                             "oracle_shape (the reference's shape at noise_fill's level)")
     parser.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (~1 s per 5 s of audio and method)")
     parser.add_argument("--json", default=None, metavar="FILE", help="write all results as JSON")
     parser.add_argument("--png", default=None, metavar="DIR", help="write spectrogram comparisons (PNG)")
