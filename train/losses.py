@@ -89,6 +89,19 @@ def band_envelope_loss(y, target, cutoff_hz, ceiling_hz, rate, **kwargs):
     return ((db_y - db_t).abs() * valid).sum() / valid.sum().clamp_min(1)
 
 
+def band_shape_loss(y, target, cutoff_hz, ceiling_hz, rate, **kwargs):
+    """Mean |dB| between how y and target spread each frame's energy over the bands above the cutoff
+    (`band_energies`, each frame's mean over its bands removed): the part of the envelope that ViSQOL
+    rewards most (`eval --oracle`: the reference's shape at noise-fill's level scores far above its
+    level with noise-fill's shape), free of the frame's overall level."""
+    db_y, db_t, valid = band_energies(y, target, cutoff_hz, ceiling_hz, rate, **kwargs)
+    count = valid.sum(1, keepdim=True).clamp_min(1)  # [B, 1, 1]
+    shape_y = db_y - (db_y * valid).sum(1, keepdim=True) / count
+    shape_t = db_t - (db_t * valid).sum(1, keepdim=True) / count
+    valid = valid.expand_as(db_y)
+    return ((shape_y - shape_t).abs() * valid).sum() / valid.sum().clamp_min(1)
+
+
 def band_dynamics_loss(y, target, cutoff_hz, ceiling_hz, rate, min_std_db=1.0, **kwargs):
     """1 - the correlation over time of each band's dB energy in y and target (`band_energies`), over
     the bands where the reference moves by at least `min_std_db`: the structure term of ViSQOL's

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from bandlift.train.losses import (
     band_dynamics_loss,
     band_envelope_loss,
+    band_shape_loss,
     discriminator_loss,
     feature_loss,
     generator_loss,
@@ -55,7 +56,7 @@ DEFAULTS: dict = {
         "max_minutes": None, "init": None,
     },
     # summed over discriminators and layers as HiFi-GAN does (stft, lsd: weights of the mean terms)
-    "loss": {"stft": 10.0, "lsd": 0.0, "envelope": 0.0, "dynamics": 0.0, "nsim": 0.0, "feature": 2.0, "adversarial": 1.0, "ffts": [256, 512, 1024, 2048]},
+    "loss": {"stft": 10.0, "lsd": 0.0, "envelope": 0.0, "shape": 0.0, "dynamics": 0.0, "nsim": 0.0, "feature": 2.0, "adversarial": 1.0, "ffts": [256, 512, 1024, 2048]},
 }
 VALID_SEED = 1234
 VISQOL_MIN_FILE_SECONDS = 1.0  # the perceptual set, as eval subsets pick files: long enough for ViSQOL
@@ -321,6 +322,10 @@ class Trainer:
             loss_env = band_envelope_loss(y, target, cutoff_hz, ceiling, rate)
             loss_g = loss_g + lcfg["envelope"] * loss_env
             logs["loss_env"] = loss_env.item()
+        if lcfg.get("shape"):  # each frame's energy spread over the bands as the reference's, whatever its level
+            loss_shape = band_shape_loss(y, target, cutoff_hz, ceiling, rate)
+            loss_g = loss_g + lcfg["shape"] * loss_shape
+            logs["loss_shape"] = loss_shape.item()
         if lcfg.get("dynamics"):  # each band's level follows the reference's moves over time
             loss_dyn = band_dynamics_loss(y, target, cutoff_hz, ceiling, rate)
             loss_g = loss_g + lcfg["dynamics"] * loss_dyn
@@ -356,7 +361,7 @@ class Trainer:
         train, valid, perceptual = self._loaders()
         deadline = time.time() + 60 * tcfg["max_minutes"] if tcfg.get("max_minutes") else None
         metrics_path = self.run_dir / "metrics.csv"
-        fields = ["step", "time", "epoch", "loss_g", "loss_stft", "loss_lsd", "loss_env", "loss_dyn", "loss_nsim", "loss_adv", "loss_fm", "loss_d",
+        fields = ["step", "time", "epoch", "loss_g", "loss_stft", "loss_lsd", "loss_env", "loss_shape", "loss_dyn", "loss_nsim", "loss_adv", "loss_fm", "loss_d",
                   "valid_lsd", "valid_visqol", "skipped"]
         bar = tqdm(total=tcfg["steps"], initial=self.step, disable=self.rank != 0, desc="train", unit="step")
         started = time.time()

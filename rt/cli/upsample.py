@@ -144,23 +144,46 @@ def _db(value: float) -> float:
 _worker_up = None
 
 
+_stop_state = {"in_hook": False, "landed": False, "resenders": []}
+
+
 def _stop(signum, frame):
     """SIGTERM: unwind (hidden files are removed on the way out) instead of dying on the spot. Later
     SIGTERMs are ignored while it unwinds (a group kill and the parent's terminate() both send one: a
     second SystemExit inside a `finally` would skip the removal)."""
+    if _stop_state["in_hook"]:
+        return  # it landed in the hook that re-delivers a stop: the resender's next signal lands later
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _stop_state["landed"] = True
     raise SystemExit(128 + signum)
+
+
+def _resend_stop():
+    """SIGTERM to this process every 50 ms until one has landed in Python code."""
+    import time
+
+    while not _stop_state["landed"]:
+        time.sleep(0.05)
+        if not _stop_state["landed"]:
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _stop_landed_in_a_callback(info):
     """A stop raised inside a C callback (numba's compiler cache) cannot unwind from there and would
-    be printed as an ignored traceback: deliver it again shortly, from another thread, so that it
-    lands in Python code once the callback has returned."""
+    be printed as an ignored traceback: deliver it again, from another thread, until it lands in
+    Python code. A signal that lands in this hook itself (a loaded machine can run the resender
+    before the hook returns) is dropped there, not raised: the next one lands."""
     if info.exc_type is not None and issubclass(info.exc_type, SystemExit):
         import threading
 
-        signal.signal(signal.SIGTERM, _stop)  # _stop ignored further SIGTERMs: this one must land
-        threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        _stop_state["in_hook"], _stop_state["landed"] = True, False
+        try:
+            resender = threading.Thread(target=_resend_stop, daemon=True, name="bandlift-stop")
+            _stop_state["resenders"].append(resender)
+            resender.start()
+            signal.signal(signal.SIGTERM, _stop)  # _stop ignored further SIGTERMs: this one must land
+        finally:
+            _stop_state["in_hook"] = False
         return
     sys.__unraisablehook__(info)
 

@@ -7,6 +7,7 @@ torch = pytest.importorskip("torch")
 from bandlift.train.losses import (  # noqa: E402
     band_dynamics_loss,
     band_envelope_loss,
+    band_shape_loss,
     lsd_torch,
     multi_resolution_stft_loss,
 )
@@ -165,6 +166,25 @@ def test_band_envelope_loss_reads_decibels_above_the_cutoff_and_below_the_ceilin
     assert abs(band_envelope_loss(louder_high, target, cutoff, ceiling, rate).item() - 6.02) < 0.2
     assert band_envelope_loss(louder_low, target, cutoff, ceiling, rate) < 0.05  # the passband is not its business
     assert band_envelope_loss(louder_top, target, cutoff, ceiling, rate) < 0.05  # nor the band a lossy file lacks
+
+
+def test_band_shape_loss_reads_the_spread_over_the_bands_not_the_level():
+    torch.manual_seed(0)
+    rate, n = 48000, 48000
+    target = torch.randn(1, n)
+    spectrum = torch.fft.rfft(target)
+    freqs = torch.fft.rfftfreq(n, 1 / rate)
+    cutoff, ceiling = torch.tensor([8000.0]), torch.tensor([16000.0])
+    louder_high = torch.fft.irfft(spectrum * torch.where(freqs >= 8000, 2.0, 1.0), n=n)  # +6 dB, same shape
+    tilted = torch.fft.irfft(spectrum * torch.where(freqs >= 12000, 2.0, 1.0), n=n)  # upper half +6 dB
+    louder_top = torch.fft.irfft(spectrum * torch.where(freqs > 17000, 4.0, 1.0), n=n)
+    assert band_shape_loss(target, target, cutoff, ceiling, rate) == 0
+    assert band_shape_loss(louder_high, target, cutoff, ceiling, rate) < 0.05  # the level is not its business
+    assert band_envelope_loss(louder_high, target, cutoff, ceiling, rate) > 5.5  # (the envelope loss's)
+    # 3 bands per octave from 1 kHz: 8-10.1, 10.1-12.7 (its top quarter +6 dB: +2.6 dB), 12.7-16 (+6 dB);
+    # around their mean (+2.9 dB) they are 2.9, 0.3 and 3.2 dB off: 2.1 dB on average
+    assert 1.7 < band_shape_loss(tilted, target, cutoff, ceiling, rate).item() < 2.5
+    assert band_shape_loss(louder_top, target, cutoff, ceiling, rate) < 0.05  # nor the band a lossy file lacks
 
 
 def test_band_dynamics_loss_asks_the_band_to_move_with_the_reference():
