@@ -29,9 +29,9 @@ after each stretch of clean play as long as the next hold, then fades back in; d
 warm-up's output is discarded, so a few late warm-up blocks (10 % of them, at least one, beside the
 first, cold call) are only counted; one more means the model still cannot keep up and restarts the
 hold. A model that cannot keep up costs one crossfade per hold period, never a run of clicks.
-``mix`` and ``gain`` changes are ramped linearly over one block. All of this acts at the model rate, before the output resampler: the
-resampler is linear and smooth, so crossfades and de-click ramps stay crossfades, and a discarded
-(NaN) model block never reaches its filter state.
+``mix`` and ``gain`` changes are ramped linearly over one block. All of this acts at the model rate,
+before the output resampler: the resampler is linear and smooth, so crossfades and de-click ramps
+stay crossfades, and a discarded (NaN) model block never reaches its filter state.
 
 Delay and latency are in samples at the OUTPUT rate, computed from the parts:
     delay   = input resampler delay + model delay (both at the model rate, converted) + output resampler

@@ -152,16 +152,26 @@ def test_envelope_model_writes_a_smooth_band_and_a_legacy_checkpoint_still_loads
     g.load_state_dict(legacy)  # older checkpoints carried the DFT matrices: dropped, not an error
 
 
-def test_band_envelope_loss_reads_decibels_above_the_cutoff_and_below_the_ceiling():
+def white_noise_and_band_gains():
+    """1 s of white noise at 48 kHz, cutoff 8 kHz, ceiling 16 kHz, and a function that returns it with
+    an amplitude gain on the bins a condition on their frequency selects."""
     torch.manual_seed(0)
     rate, n = 48000, 48000
     target = torch.randn(1, n)
     spectrum = torch.fft.rfft(target)
     freqs = torch.fft.rfftfreq(n, 1 / rate)
-    cutoff, ceiling = torch.tensor([8000.0]), torch.tensor([16000.0])
-    louder_high = torch.fft.irfft(spectrum * torch.where(freqs >= 8000, 2.0, 1.0), n=n)  # +6.02 dB above 8 kHz
-    louder_low = torch.fft.irfft(spectrum * torch.where(freqs < 7000, 2.0, 1.0), n=n)
-    louder_top = torch.fft.irfft(spectrum * torch.where(freqs > 17000, 2.0, 1.0), n=n)
+
+    def with_gain(selected, gain):
+        return torch.fft.irfft(spectrum * torch.where(selected(freqs), gain, 1.0), n=n)
+
+    return target, with_gain, torch.tensor([8000.0]), torch.tensor([16000.0]), rate
+
+
+def test_band_envelope_loss_reads_decibels_above_the_cutoff_and_below_the_ceiling():
+    target, with_gain, cutoff, ceiling, rate = white_noise_and_band_gains()
+    louder_high = with_gain(lambda f: f >= 8000, 2.0)  # +6.02 dB above 8 kHz
+    louder_low = with_gain(lambda f: f < 7000, 2.0)
+    louder_top = with_gain(lambda f: f > 17000, 2.0)
     assert band_envelope_loss(target, target, cutoff, ceiling, rate) == 0
     assert abs(band_envelope_loss(louder_high, target, cutoff, ceiling, rate).item() - 6.02) < 0.2
     assert band_envelope_loss(louder_low, target, cutoff, ceiling, rate) < 0.05  # the passband is not its business
@@ -169,15 +179,10 @@ def test_band_envelope_loss_reads_decibels_above_the_cutoff_and_below_the_ceilin
 
 
 def test_band_shape_loss_reads_the_spread_over_the_bands_not_the_level():
-    torch.manual_seed(0)
-    rate, n = 48000, 48000
-    target = torch.randn(1, n)
-    spectrum = torch.fft.rfft(target)
-    freqs = torch.fft.rfftfreq(n, 1 / rate)
-    cutoff, ceiling = torch.tensor([8000.0]), torch.tensor([16000.0])
-    louder_high = torch.fft.irfft(spectrum * torch.where(freqs >= 8000, 2.0, 1.0), n=n)  # +6 dB, same shape
-    tilted = torch.fft.irfft(spectrum * torch.where(freqs >= 12000, 2.0, 1.0), n=n)  # upper half +6 dB
-    louder_top = torch.fft.irfft(spectrum * torch.where(freqs > 17000, 4.0, 1.0), n=n)
+    target, with_gain, cutoff, ceiling, rate = white_noise_and_band_gains()
+    louder_high = with_gain(lambda f: f >= 8000, 2.0)  # +6 dB, same shape
+    tilted = with_gain(lambda f: f >= 12000, 2.0)  # upper half +6 dB
+    louder_top = with_gain(lambda f: f > 17000, 4.0)
     assert band_shape_loss(target, target, cutoff, ceiling, rate) == 0
     assert band_shape_loss(louder_high, target, cutoff, ceiling, rate) < 0.05  # the level is not its business
     assert band_envelope_loss(louder_high, target, cutoff, ceiling, rate) > 5.5  # (the envelope loss's)
