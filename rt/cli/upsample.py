@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +143,7 @@ def _db(value: float) -> float:
 
 # -- folder mode (worker processes hold one Upsampler each) -------------------------------------------
 _worker_up = None
+WORKER_EXIT_S = 10.0  # a stopped folder run waits up to this long for its workers to exit
 
 
 _stop_state = {"in_hook": False, "landed": False, "resenders": []}
@@ -160,8 +162,6 @@ def _stop(signum, frame):
 
 def _resend_stop():
     """SIGTERM to this process every 50 ms until one has landed in Python code."""
-    import time
-
     while not _stop_state["landed"]:
         time.sleep(0.05)
         if not _stop_state["landed"]:
@@ -346,8 +346,16 @@ def _run_jobs(args, up, jobs, options, folder) -> list[dict]:
                     bar.update()
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)
-                for worker in multiprocessing.active_children():
+                workers = multiprocessing.active_children()
+                for worker in workers:
                     worker.terminate()  # SIGTERM: it removes its hidden files and exits
+                deadline = time.monotonic() + WORKER_EXIT_S
+                for worker in workers:
+                    worker.join(max(0.0, deadline - time.monotonic()))
+                if not any(worker.is_alive() for worker in workers):
+                    # join the pool's manager thread before the interpreter exits: Python 3.11's exit
+                    # hook otherwise races it to the pool's wake-up pipe (an EBADF traceback, seen in CI)
+                    pool.shutdown()
                 raise
             pool.shutdown()
         else:
