@@ -12,7 +12,9 @@ count or order.
 
 Lossy and band-limited files: a file measured at bandwidth B (its "ceiling") is low-passed at B, and
 its input cutoff is drawn at or below 0.9*B, so the model is never asked to produce content the
-reference lacks. Files with B below `min_bandwidth` are left out.
+reference lacks. Files with B below `min_bandwidth` are left out. A lossy codec thins out the band
+just below its lowpass, so `lossy_ceiling_hz` caps the ceiling of lossy files: only lossless ones
+teach the top octave.
 
 `fixed_cutoff_hz` (with `per_source`, `min_seconds`) makes a fixed perceptual validation set instead: the first
 files of each source, each from its start, through one input rate, as `bandlift eval` judges them.
@@ -26,7 +28,7 @@ import numpy as np
 import torch
 
 from bandlift.train.degrade import MIN_CUTOFF, band_limit, degrade
-from bandlift.train.data_sources import TRAINING_FIELDS, DataError, build_cache, cache_path, read_manifest
+from bandlift.train.data_sources import TRAINING_FIELDS, DataError, build_cache, cache_path, is_lossy, read_manifest
 
 SILENCE_RMS_DBFS = -50.0
 CEILING_MARGIN = 0.9  # cutoff <= 0.9 * measured bandwidth
@@ -38,12 +40,13 @@ class ClipDataset(torch.utils.data.Dataset):
                  min_bandwidth: float = MIN_CUTOFF / CEILING_MARGIN, sources=None,
                  margin: int = 4096, gain_db: tuple = (-20.0, -1.0), noise_prob: float = 0.2,
                  progress: bool = True, source_balance: float = 0.0, fixed_cutoff_hz: float | None = None,
-                 per_source: int | None = None, min_seconds: float = 0.0):
+                 per_source: int | None = None, min_seconds: float = 0.0, lossy_ceiling_hz: float | None = None):
         self.manifest = Path(manifest)
         self.split, self.rate, self.seed = split, int(rate), int(seed)
         self.n = int(round(seconds * rate))
         self.margin = int(margin)
         self.gain_db, self.noise_prob = gain_db, noise_prob
+        self.lossy_ceiling_hz = lossy_ceiling_hz
         self.epoch = 0
         self.cache_dir = Path(cache_dir) if cache_dir else self.manifest.parent / "cache" / str(rate)
         if not self.manifest.is_file():
@@ -171,8 +174,11 @@ class ClipDataset(torch.utils.data.Dataset):
         return item
 
     def _under_ceiling(self, win: np.ndarray, i: int) -> tuple[np.ndarray, float]:
-        """A lossy file's window low-passed at its measured bandwidth, and that ceiling (Hz)."""
+        """A band-limited file's window low-passed at its ceiling (Hz), and that ceiling: its measured
+        bandwidth, at most lossy_ceiling_hz for a lossy file."""
         ceiling = min(float(self.rows[i]["bandwidth"]), self.rate / 2)
+        if self.lossy_ceiling_hz and is_lossy(self.rows[i]):
+            ceiling = min(ceiling, float(self.lossy_ceiling_hz))
         if ceiling < 0.98 * self.rate / 2:
             win = band_limit(win, self.rate, ceiling, "brickwall")
         return win, ceiling

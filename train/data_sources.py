@@ -106,6 +106,16 @@ def load_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
         return data, int(sr)
 
 
+PCM_CODECS = ("PCM_", "FLOAT", "DOUBLE", "ALAC")  # soundfile subtypes that lose nothing
+
+
+def is_lossy(row: dict) -> bool:
+    """Whether a manifest row's file went through a lossy codec (Vorbis, Opus, MP3, ...): its band
+    just below the encoder's lowpass is thinned out, so it cannot teach a natural top octave."""
+    codec = str(row.get("codec", ""))
+    return bool(codec) and not any(part in codec.split("/")[-1] for part in PCM_CODECS)
+
+
 def _codec(path: str) -> str:
     try:
         info = sf.info(path)

@@ -67,7 +67,7 @@ def band_energies(y, target, cutoff_hz, ceiling_hz, rate, n_fft=1024, bands_per_
     `range_db` below the reference clip's loudest band is added to both sides (as ViSQOL's spectrogram
     has a floor): a band the reference leaves quiet is matched by leaving it quiet, not by filling it
     to a level that only a log distance without a floor rewards. -> (dB_y, dB_t [B, bands, T], valid
-    [B, bands, 1])."""
+    [B, bands, 1]). The band losses below take this tuple as `energies` (one computation per step)."""
     py, pt = stft_magnitude(y, n_fft, n_fft // 4) ** 2, stft_magnitude(target, n_fft, n_fft // 4) ** 2  # [B, K, T]
     freqs = torch.fft.rfftfreq(n_fft, 1.0 / rate).to(y.device)
     edges = torch.tensor([low_hz * 2 ** (i / bands_per_octave) for i in range(64)], device=y.device)
@@ -82,19 +82,19 @@ def band_energies(y, target, cutoff_hz, ceiling_hz, rate, n_fft=1024, bands_per_
     return 10 * torch.log10(ey + floor), 10 * torch.log10(et + floor), (count > 0).float()[:, :, None]
 
 
-def band_envelope_loss(y, target, cutoff_hz, ceiling_hz, rate, **kwargs):
+def band_envelope_loss(y, target, cutoff_hz, ceiling_hz, rate, energies=None, **kwargs):
     """Mean |dB| between the band energies of y and target (`band_energies`)."""
-    db_y, db_t, valid = band_energies(y, target, cutoff_hz, ceiling_hz, rate, **kwargs)
+    db_y, db_t, valid = energies or band_energies(y, target, cutoff_hz, ceiling_hz, rate, **kwargs)
     valid = valid.expand_as(db_y)
     return ((db_y - db_t).abs() * valid).sum() / valid.sum().clamp_min(1)
 
 
-def band_shape_loss(y, target, cutoff_hz, ceiling_hz, rate, **kwargs):
+def band_shape_loss(y, target, cutoff_hz, ceiling_hz, rate, energies=None, **kwargs):
     """Mean |dB| between how y and target spread each frame's energy over the bands above the cutoff
     (`band_energies`, each frame's mean over its bands removed): the part of the envelope that ViSQOL
     rewards most (`eval --oracle`: the reference's shape at noise-fill's level scores far above its
     level with noise-fill's shape), free of the frame's overall level."""
-    db_y, db_t, valid = band_energies(y, target, cutoff_hz, ceiling_hz, rate, **kwargs)
+    db_y, db_t, valid = energies or band_energies(y, target, cutoff_hz, ceiling_hz, rate, **kwargs)
     count = valid.sum(1, keepdim=True).clamp_min(1)  # [B, 1, 1]
     shape_y = db_y - (db_y * valid).sum(1, keepdim=True) / count
     shape_t = db_t - (db_t * valid).sum(1, keepdim=True) / count
@@ -102,11 +102,11 @@ def band_shape_loss(y, target, cutoff_hz, ceiling_hz, rate, **kwargs):
     return ((shape_y - shape_t).abs() * valid).sum() / valid.sum().clamp_min(1)
 
 
-def band_dynamics_loss(y, target, cutoff_hz, ceiling_hz, rate, min_std_db=1.0, **kwargs):
+def band_dynamics_loss(y, target, cutoff_hz, ceiling_hz, rate, min_std_db=1.0, energies=None, **kwargs):
     """1 - the correlation over time of each band's dB energy in y and target (`band_energies`), over
     the bands where the reference moves by at least `min_std_db`: the structure term of ViSQOL's
     similarity, which a level that hedges (fills the quiet frames, misses the onsets) loses."""
-    db_y, db_t, valid = band_energies(y, target, cutoff_hz, ceiling_hz, rate, **kwargs)
+    db_y, db_t, valid = energies or band_energies(y, target, cutoff_hz, ceiling_hz, rate, **kwargs)
     dy, dt = db_y - db_y.mean(-1, keepdim=True), db_t - db_t.mean(-1, keepdim=True)
     corr = (dy * dt).mean(-1) / ((dy * dy).mean(-1).sqrt() * (dt * dt).mean(-1).sqrt() + 1e-6)  # [B, bands]
     moving = valid[..., 0] * ((dt * dt).mean(-1).sqrt() >= min_std_db).float()

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from bandlift.train.losses import (
     band_dynamics_loss,
+    band_energies,
     band_envelope_loss,
     band_shape_loss,
     discriminator_loss,
@@ -49,6 +50,7 @@ DEFAULTS: dict = {
     "data": {"manifest": None, "seconds": 0.5, "batch_size": 8, "workers": 1, "valid_clips": 32,
              "visqol_clips": 32, "visqol_seconds": 3.0, "visqol_cutoff_hz": 8000.0, "visqol_per_source": 4,
              "source_balance": 0.7,
+             "lossy_ceiling_hz": None,  # Hz: lossy files teach nothing above this (None: their bandwidth)
              "disc_seconds": 0.25},  # discriminators judge a random crop of this length
     "train": {
         "steps": 40000, "lr": 5e-4, "lr_disc": 2e-4, "betas": [0.8, 0.99], "gan_start": 4000,
@@ -223,9 +225,9 @@ class Trainer:
         dcfg = self.cfg["data"]
         seed = int(self.cfg["train"]["seed"]) * 1000 + self.rank
         train = ClipDataset(dcfg["manifest"], "train", seconds=dcfg["seconds"], seed=seed,
-                            source_balance=dcfg["source_balance"])
+                            source_balance=dcfg["source_balance"], lossy_ceiling_hz=dcfg["lossy_ceiling_hz"])
         valid = ClipDataset(dcfg["manifest"], "valid", seconds=2.0, seed=VALID_SEED, length=dcfg["valid_clips"],
-                            source_balance=dcfg["source_balance"])
+                            source_balance=dcfg["source_balance"], lossy_ceiling_hz=dcfg["lossy_ceiling_hz"])
         # ViSQOL as `eval` measures it: the first visqol_per_source files of each source, 16 kHz input
         # (a cutoff of 8 kHz) by default; random cutoffs ranked sinc above noise-fill here
         perceptual = ClipDataset(dcfg["manifest"], "valid", seconds=dcfg["visqol_seconds"], seed=VALID_SEED + 1,
@@ -318,16 +320,18 @@ class Trainer:
             loss_g = loss_g + lcfg["lsd"] * loss_lsd
             logs["loss_lsd"] = loss_lsd.item()
         ceiling = batch["ceiling"].to(self.device) if "ceiling" in batch else torch.full_like(cutoff_hz, rate / 2)
+        energies = (band_energies(y, target, cutoff_hz, ceiling, rate)
+                    if any(lcfg.get(k) for k in ("envelope", "shape", "dynamics")) else None)
         if lcfg.get("envelope"):  # band energies above the cutoff in dB: what the oracle envelope gets right
-            loss_env = band_envelope_loss(y, target, cutoff_hz, ceiling, rate)
+            loss_env = band_envelope_loss(y, target, cutoff_hz, ceiling, rate, energies=energies)
             loss_g = loss_g + lcfg["envelope"] * loss_env
             logs["loss_env"] = loss_env.item()
         if lcfg.get("shape"):  # each frame's energy spread over the bands as the reference's, whatever its level
-            loss_shape = band_shape_loss(y, target, cutoff_hz, ceiling, rate)
+            loss_shape = band_shape_loss(y, target, cutoff_hz, ceiling, rate, energies=energies)
             loss_g = loss_g + lcfg["shape"] * loss_shape
             logs["loss_shape"] = loss_shape.item()
         if lcfg.get("dynamics"):  # each band's level follows the reference's moves over time
-            loss_dyn = band_dynamics_loss(y, target, cutoff_hz, ceiling, rate)
+            loss_dyn = band_dynamics_loss(y, target, cutoff_hz, ceiling, rate, energies=energies)
             loss_g = loss_g + lcfg["dynamics"] * loss_dyn
             logs["loss_dyn"] = loss_dyn.item()
         if lcfg.get("nsim"):  # ViSQOL's own similarity of the gammatone spectrograms, above the cutoff

@@ -15,7 +15,7 @@ from bandlift.rt.dsp.bandwidth import effective_bandwidth  # noqa: E402
 from bandlift.rt.cli import main  # noqa: E402
 from bandlift.train.degrade import band_limit  # noqa: E402
 from bandlift.train.data_dataset import ClipDataset  # noqa: E402
-from bandlift.train.data_sources import assign_split, read_manifest  # noqa: E402
+from bandlift.train.data_sources import assign_split, is_lossy, read_manifest  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -249,3 +249,34 @@ def test_small_folder_fills_every_split_or_says_how_many(tmp_path):
     assert main(["dataset", "folder", str(two), "--manifest", str(tmp_path / "two.jsonl"), "--no-progress"]) == 0
     with pytest.raises(ValueError, match="need at least 3 recordings"):
         ClipDataset(tmp_path / "two.jsonl", "valid", seconds=0.25, cache_dir=tmp_path / "cache", progress=False)
+
+
+def test_lossy_files_teach_nothing_above_the_lossy_ceiling(tmp_path):
+    """A Vorbis file's ceiling is capped (its thinned-out top octave is cut from the target, the cutoff
+    drawn below the cap); a lossless file keeps its own bandwidth."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    sf.write(folder / "lossless.flac", broadband(48000, 3.0, seed=4)[:, 0], 48000, subtype="PCM_16")
+    sf.write(folder / "lossy.ogg", broadband(48000, 3.0, seed=5)[:, 0], 48000, format="OGG", subtype="VORBIS")
+    manifest = tmp_path / "manifest.jsonl"
+    assert main(["dataset", "folder", str(folder), "--manifest", str(manifest), "--no-progress"]) == 0
+    rows = {Path(r["path"]).suffix: r for r in read_manifest(manifest)}
+    assert is_lossy(rows[".ogg"]) and not is_lossy(rows[".flac"])
+    assert rows[".ogg"]["bandwidth"] > 15000  # Vorbis keeps a band the cap must remove
+    kwargs = dict(split=None, seconds=0.5, seed=2, length=40, cache_dir=tmp_path / "cache", progress=False)
+    capped = ClipDataset(manifest, lossy_ceiling_hz=12000.0, **kwargs)
+    plain = ClipDataset(manifest, **kwargs)
+    seen = {".ogg": 0, ".flac": 0}
+    for i in range(len(capped)):
+        it, before = capped[i], plain[i]
+        ceiling, cutoff = float(it["ceiling"]), float(it["cutoff"])
+        if ceiling <= 12000.0:  # the Vorbis file
+            seen[".ogg"] += 1
+            assert float(before["ceiling"]) > 15000
+            assert cutoff <= 0.9 * 12000.0 + 1
+            assert band_energy_above(it["target"].numpy(), 48000, 12500) < 1e-6
+            assert band_energy_above(before["target"].numpy(), 48000, 12500) > 1e-4
+        else:
+            seen[".flac"] += 1
+            assert ceiling == float(before["ceiling"]) > 20000
+    assert seen[".ogg"] > 0 and seen[".flac"] > 0

@@ -6,6 +6,7 @@ torch = pytest.importorskip("torch")
 
 from bandlift.train.losses import (  # noqa: E402
     band_dynamics_loss,
+    band_energies,
     band_envelope_loss,
     band_shape_loss,
     lsd_torch,
@@ -190,6 +191,10 @@ def test_band_shape_loss_reads_the_spread_over_the_bands_not_the_level():
     # around their mean (+2.9 dB) they are 2.9, 0.3 and 3.2 dB off: 2.1 dB on average
     assert 1.7 < band_shape_loss(tilted, target, cutoff, ceiling, rate).item() < 2.5
     assert band_shape_loss(louder_top, target, cutoff, ceiling, rate) < 0.05  # nor the band a lossy file lacks
+    # the trainer computes the band energies once per step and hands them to each band loss
+    energies = band_energies(tilted, target, cutoff, ceiling, rate)
+    assert band_shape_loss(None, None, None, None, rate, energies=energies) == band_shape_loss(tilted, target, cutoff, ceiling, rate)
+    assert band_envelope_loss(None, None, None, None, rate, energies=energies) == band_envelope_loss(tilted, target, cutoff, ceiling, rate)
 
 
 def test_band_dynamics_loss_asks_the_band_to_move_with_the_reference():
