@@ -236,3 +236,25 @@ def test_dataset_folder_category_reaches_the_eval(tmp_path):
     rc, res = run_eval(tmp_path, "--data", manifest, "--input-rate", 16000, "--no-model", "--baselines", "sinc")
     assert rc == 0 and list(res["summary"]["by_category"]) == ["speech"]
     assert res["summary"]["by_category"]["speech"]["files"] == 2
+
+
+def test_full_band_and_band_limited_references_are_also_summarised_apart(tmp_path, capsys):
+    """A reference that stops well below Nyquist rewards an empty high band: with both kinds in one
+    run, each gets its own means beside the categories."""
+    from bandlift.train.degrade import band_limit
+
+    sf.write(tmp_path / "full.wav", music_like(1.2, seed=3), 48000)
+    sf.write(tmp_path / "limited.wav", band_limit(music_like(1.2, seed=4).astype(np.float64), 48000, 14000.0), 48000)
+    rc, res = run_eval(tmp_path, "--data", tmp_path, "--input-rate", 16000, "--no-model", "--baselines", "sinc,noise_fill")
+    assert rc == 0
+    by_band = res["summary"]["by_reference_band"]
+    assert [(kind, group["files"]) for kind, group in by_band.items()] == [("full band", 1), ("band-limited", 1)]
+    for kind, name in (("full band", "full.wav"), ("band-limited", "limited.wav")):
+        record = next(r for r in res["files"] if r["path"].endswith(name))
+        assert by_band[kind]["mean"]["noise_fill"]["lsd"] == pytest.approx(record["metrics"]["noise_fill"]["lsd"])
+    table = capsys.readouterr().out
+    assert "Mean, band-limited references: 1 file(s)" in table
+    assert "Mean, full band references (measured >= 90% of Nyquist): 1 file(s)" in table
+    sf.write(tmp_path / "limited.wav", music_like(1.2, seed=4), 48000)  # both full band: no split
+    rc, res = run_eval(tmp_path, "--data", tmp_path, "--input-rate", 16000, "--no-model", "--baselines", "sinc")
+    assert rc == 0 and "by_reference_band" not in res["summary"]

@@ -304,6 +304,11 @@ def summarize(records: list[dict], names: list[str]) -> dict:
     summary["by_category"] = {
         cat: means([r for r in records if r["category"] == cat], names)
         for cat in [*CATEGORIES, *sorted(present - set(CATEGORIES))] if cat in present}
+    # a band-limited reference rewards an empty band above its own limit: the two kinds apart, when mixed
+    full = [r for r in records if r["reference_bandwidth_hz"] >= REFERENCE_BAND_WARN * r["rate"] / 2]
+    limited = [r for r in records if r not in full]
+    if full and limited:
+        summary["by_reference_band"] = {"full band": means(full, names), "band-limited": means(limited, names)}
     overall = summary["mean"]
     summary["lsd_ratio"] = {}
     for base in ("sinc", "noise_fill"):
@@ -395,6 +400,14 @@ def group_title(name: str, group: dict) -> str:
     return title
 
 
+def summary_groups(summary: dict) -> list[tuple[str, dict]]:
+    """(title, means) of every group a report shows: the categories, both kinds of reference band when
+    mixed, and all files."""
+    bands = [(f"{kind} references" + (f" (measured >= {REFERENCE_BAND_WARN:.0%} of Nyquist)" if kind == "full band" else ""),
+              group) for kind, group in summary.get("by_reference_band", {}).items()]
+    return [*summary["by_category"].items(), *bands, ("overall", summary)]
+
+
 def format_table(results: dict) -> str:
     """Plain-text report: LSD per file and method, then the means of every metric per method, per
     category and overall."""
@@ -409,8 +422,7 @@ def format_table(results: dict) -> str:
         lines.append(name[:fw].ljust(fw) + "".join(
             _fmt(record["metrics"][n]["lsd"], width, 3) for n in names))
     columns = [c for c in COLUMNS if summary["visqol_files"] or c[1] != "visqol"]
-    groups = [*summary["by_category"].items(), ("overall", summary)]
-    for title, group in groups:
+    for title, group in summary_groups(summary):
         ratios = summary["lsd_ratio"] if group is summary else {}
         lines += ["", "Mean, " + group_title(title, group)]
         header = "method".ljust(width) + "".join(t.rjust(11) for t, _, _ in columns)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bandlift.train.eval.evaluate import COLUMNS, draw_spectrogram, group_title, spectrogram_db
+from bandlift.train.eval.evaluate import COLUMNS, draw_spectrogram, group_title, spectrogram_db, summary_groups
 
 PEAK = 0.99  # highest sample of a file's excerpts after its gain
 
@@ -118,7 +118,7 @@ def _summary_tables(results: dict) -> str:
     summary, names = results["summary"], results["config"]["methods"]
     columns = [c for c in COLUMNS[:4] if summary["visqol_files"] or c[1] != "visqol"]
     out = []
-    for title, group in [*summary["by_category"].items(), ("overall", summary)]:
+    for title, group in summary_groups(summary):
         head = "".join(f"<th>{t}</th>" for t, _, _ in columns)
         body = "".join(f"<tr><th>{html.escape(n)}</th>"
                        + "".join(f"<td>{_fmt(group['mean'][n][k], d)}</td>" for _, k, d in columns) + "</tr>"
