@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from bandlift.train.degrade import MIN_CUTOFF, band_limit, degrade
-from bandlift.train.data_sources import TRAINING_FIELDS, DataError, build_cache, cache_path, is_lossy, read_manifest
+from bandlift.train.data_sources import (TRAINING_FIELDS, DataError, build_cache, cache_path, first_per_source, is_lossy,
+                                         read_manifest)
 
 SILENCE_RMS_DBFS = -50.0
 CEILING_MARGIN = 0.9  # cutoff <= 0.9 * measured bandwidth
@@ -62,11 +63,8 @@ class ClipDataset(torch.utils.data.Dataset):
             rows = [r for r in rows if CEILING_MARGIN * min(r["bandwidth"], rate / 2) >= fixed_cutoff_hz]
         if fixed_cutoff_hz is not None and min_seconds:  # as `eval` judges: files long enough for ViSQOL
             rows = [r for r in rows if float(r.get("duration", 0.0)) >= min_seconds]
-        if per_source is not None:  # the first files of each source by path, as `eval`'s subsets
-            rank: dict = {}  # i-th file of its source; sources interleaved, so any cap keeps them balanced
-            ranked = [(rank.setdefault(r["source"], []).append(r) or len(rank[r["source"]]), r["path"], r)
-                      for r in sorted(rows, key=lambda r: r["path"])]
-            rows = [r for i, _, r in sorted(ranked, key=lambda t: t[:2]) if i <= per_source]
+        if per_source is not None:  # the first files of each source by path, as `eval --per-source`
+            rows = first_per_source(rows, per_source)
         if not rows:
             from bandlift.train.data_sources import SPLIT_FRACTIONS, SPLITS
 

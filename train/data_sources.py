@@ -116,6 +116,19 @@ def is_lossy(row: dict) -> bool:
     return bool(codec) and not any(part in codec.split("/")[-1] for part in PCM_CODECS)
 
 
+SUBSET_MIN_SECONDS = 1.0  # `eval --per-source` and training's ViSQOL set: files ViSQOL can score (0.96 s patches)
+
+
+def first_per_source(rows: list[dict], per_source: int) -> list[dict]:
+    """The first `per_source` rows of each source by path, sources interleaved (each source's first,
+    then each one's second, ...), so that any further cap keeps them balanced: `eval --per-source` and
+    training's ViSQOL validation pick their files so."""
+    rank: dict = {}  # i-th file of its source
+    ranked = [(rank.setdefault(r.get("source", ""), []).append(r) or len(rank[r.get("source", "")]), r["path"], r)
+              for r in sorted(rows, key=lambda r: r["path"])]
+    return [r for i, _, r in sorted(ranked, key=lambda t: t[:2]) if i <= per_source]
+
+
 def _codec(path: str) -> str:
     try:
         info = sf.info(path)

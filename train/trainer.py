@@ -29,6 +29,7 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from bandlift.train.data_sources import SUBSET_MIN_SECONDS
 from bandlift.train.losses import (
     band_dynamics_loss,
     band_energies,
@@ -61,7 +62,6 @@ DEFAULTS: dict = {
     "loss": {"stft": 10.0, "lsd": 0.0, "envelope": 0.0, "shape": 0.0, "dynamics": 0.0, "nsim": 0.0, "feature": 2.0, "adversarial": 1.0, "ffts": [256, 512, 1024, 2048]},
 }
 VALID_SEED = 1234
-VISQOL_MIN_FILE_SECONDS = 1.0  # the perceptual set, as eval subsets pick files: long enough for ViSQOL
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -232,7 +232,7 @@ class Trainer:
         # (a cutoff of 8 kHz) by default; random cutoffs ranked sinc above noise-fill here
         perceptual = ClipDataset(dcfg["manifest"], "valid", seconds=dcfg["visqol_seconds"], seed=VALID_SEED + 1,
                                  length=dcfg["visqol_clips"], progress=False, fixed_cutoff_hz=dcfg["visqol_cutoff_hz"],
-                                 per_source=dcfg["visqol_per_source"], min_seconds=VISQOL_MIN_FILE_SECONDS)
+                                 per_source=dcfg["visqol_per_source"], min_seconds=SUBSET_MIN_SECONDS)
         judged = sorted(r["path"] for r in valid.rows) + [f"{r['path']}@{dcfg['visqol_cutoff_hz']}" for r in perceptual.rows]
         judged.append("visqol: uncut output, files >= 1 s, unpadded")  # since validation judges as eval
         key = hashlib.sha1("\n".join(judged).encode()).hexdigest()[:16]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -258,3 +259,28 @@ def test_full_band_and_band_limited_references_are_also_summarised_apart(tmp_pat
     sf.write(tmp_path / "limited.wav", music_like(1.2, seed=4), 48000)  # both full band: no split
     rc, res = run_eval(tmp_path, "--data", tmp_path, "--input-rate", 16000, "--no-model", "--baselines", "sinc")
     assert rc == 0 and "by_reference_band" not in res["summary"]
+
+
+def test_per_source_picks_the_first_files_of_each_source_that_visqol_can_score(tmp_path, capsys):
+    """`--per-source N`: of the split's rows, the first N by path per source among those at least 1 s
+    long, the same files whatever order the manifest lists them in."""
+    rows = []
+    for source, names in (("a", ["a3", "a1", "a0short", "a2"]), ("b", ["b2", "b1"])):
+        for name in names:
+            seconds = 0.5 if "short" in name else 1.0
+            sf.write(tmp_path / f"{name}.wav", music_like(seconds, seed=len(rows)), 48000)
+            rows.append({"path": f"{name}.wav", "source": source, "split": "test", "duration": seconds})
+    rows.append({"path": "b0.wav", "source": "b", "split": "train", "duration": 1.0})  # another split
+    sf.write(tmp_path / "b0.wav", music_like(1.0, seed=99), 48000)
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rc, res = run_eval(tmp_path, "--data", manifest, "--split", "test", "--per-source", 2, "--input-rate", 16000,
+                       "--no-model", "--baselines", "sinc")
+    assert rc == 0
+    assert sorted(Path(r["path"]).stem for r in res["files"]) == ["a1", "a2", "b1", "b2"]
+    assert res["config"]["per_source"] == 2
+    capsys.readouterr()
+    assert run_eval(tmp_path, "--data", manifest, "--per-source", 0, "--input-rate", 16000, "--no-model")[0] == 2
+    assert "--per-source must be at least 1" in capsys.readouterr().err
+    assert run_eval(tmp_path, "--data", tmp_path / "a1.wav", "--per-source", 1, "--input-rate", 16000, "--no-model")[0] == 2
+    assert "per source selects rows of a .jsonl manifest" in capsys.readouterr().err

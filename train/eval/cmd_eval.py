@@ -61,6 +61,9 @@ def configure(parser) -> None:
                         help="in the listening report, letters in a random order per file instead of "
                              "method names (the key is in the JSON)")
     parser.add_argument("--max-files", type=int, default=None, metavar="N", help="evaluate at most N files")
+    parser.add_argument("--per-source", type=int, default=None, metavar="N",
+                        help="of a manifest's rows (after --split), the first N of each source by path among "
+                             "those ViSQOL can score (at least 1 s): a fixed, balanced subset")
     parser.add_argument("--seconds", type=float, default=None, metavar="S",
                         help="use the first S seconds of each file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -104,10 +107,12 @@ def run(args) -> int:
             raise missing_extra("eval" if module == "librosa" else f"eval ({module})", "eval")
     if args.max_files is not None and args.max_files < 1:
         raise CLIError(f"--max-files must be at least 1, got {args.max_files}")
+    if args.per_source is not None and args.per_source < 1:
+        raise CLIError(f"--per-source must be at least 1, got {args.per_source}")
     if args.blind and not args.html:
         raise CLIError("--blind labels the listening report: give --html DIR too")
     cfg = EvalConfig(input_rate=args.input_rate, input_cutoff=args.input_cutoff, rate=args.rate,
-                     seconds=args.seconds, max_files=args.max_files, split=args.split,
+                     seconds=args.seconds, max_files=args.max_files, split=args.split, per_source=args.per_source,
                      visqol=not args.no_visqol, category=args.category)
     try:
         cfg.check()

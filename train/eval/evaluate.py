@@ -52,6 +52,7 @@ class EvalConfig:
     seconds: float | None = None
     max_files: int | None = None
     split: str | None = None  # rows of .jsonl manifests to use (e.g. "test")
+    per_source: int | None = None  # of those, the first N per source by path that ViSQOL can score
     visqol: bool = True
     category: str = "other"  # of references that are not manifest rows
 
@@ -71,6 +72,8 @@ class EvalConfig:
         if self.input_rate == top and not isinstance(cutoff, (int, float)):
             raise EvalError(f"input rate = output rate ({top} Hz): give the band limit with an "
                             "input cutoff in Hz, otherwise there is nothing to extend")
+        if self.per_source is not None and self.per_source < 1:
+            raise EvalError(f"per source must be at least 1 file, got {self.per_source}")
         if self.seconds is not None and self.seconds < MIN_SECONDS:
             raise EvalError(f"seconds must be at least {MIN_SECONDS}, got {self.seconds}")
 
@@ -82,24 +85,34 @@ def judged_rate(rate: int | None, file_rate: int) -> int:
 
 # --- files ----------------------------------------------------------------------------------------
 
-def manifest_files(path: Path, split: str | None = None) -> list[tuple[Path, str]]:
+def manifest_files(path: Path, split: str | None = None, per_source: int | None = None) -> list[tuple[Path, str]]:
     """(audio path, category) of the rows of a JSON-lines manifest (one {"path": ..., "split": ...} per
-    line), relative paths taken from the manifest's folder; read by the dataset's own reader."""
-    from bandlift.train.data_sources import read_manifest
+    line), relative paths taken from the manifest's folder; read by the dataset's own reader.
+    `per_source`: only the first N rows of each source by path among those at least
+    SUBSET_MIN_SECONDS long (interleaved by source: `data_sources.first_per_source`)."""
+    from bandlift.train.data_sources import SUBSET_MIN_SECONDS, first_per_source, read_manifest
 
     try:
         rows = read_manifest(path)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise EvalError(f"cannot read manifest {path}: {exc}") from exc
-    files = []
+    chosen = []
     for number, row in enumerate(rows, 1):
-        try:
-            file = Path(row["path"])
-        except (KeyError, TypeError) as exc:
-            raise EvalError(f"{path}: row {number}: not a manifest row with a 'path' ({exc})") from exc
+        if not isinstance(row.get("path"), str):
+            raise EvalError(f"{path}: row {number}: not a manifest row with a 'path'")
         if split is None or row.get("split") == split:
-            files.append((file if file.is_absolute() else path.parent / file, row_category(row)))
-    return files
+            chosen.append(row)
+    if per_source is not None:
+        chosen = first_per_source([r for r in chosen if _duration(r) >= SUBSET_MIN_SECONDS], per_source)
+    return [(Path(r["path"]) if Path(r["path"]).is_absolute() else path.parent / r["path"], row_category(r))
+            for r in chosen]
+
+
+def _duration(row: dict) -> float:
+    try:
+        return float(row.get("duration", 0.0))
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def row_category(row: dict) -> str:
@@ -114,7 +127,7 @@ def row_category(row: dict) -> str:
 
 
 def find_audio_files(paths, warn: Callable[[str], None] = print, split: str | None = None,
-                     category: str = "other") -> list[tuple[Path, str]]:
+                     category: str = "other", per_source: int | None = None) -> list[tuple[Path, str]]:
     """(path, category) of files given directly, audio files found recursively in folders (sorted per
     folder), and the files of .jsonl manifests (only those of `split` when given). Manifest rows carry
     their category, other files get `category`.
@@ -125,6 +138,8 @@ def find_audio_files(paths, warn: Callable[[str], None] = print, split: str | No
     paths = [Path(p) for p in paths]
     if split is not None and not any(p.suffix == ".jsonl" for p in paths):
         raise EvalError(f"split {split!r} selects rows of a .jsonl manifest, and none was given")
+    if per_source is not None and not any(p.suffix == ".jsonl" for p in paths):
+        raise EvalError("per source selects rows of a .jsonl manifest by their source, and none was given")
     for p in paths:
         if p.is_dir():
             files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS)
@@ -132,7 +147,7 @@ def find_audio_files(paths, warn: Callable[[str], None] = print, split: str | No
                 warn(f"warning: {p}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this folder")
             found += [(f, category) for f in files]
         elif p.suffix == ".jsonl" and p.is_file():
-            files = manifest_files(p, split)
+            files = manifest_files(p, split, per_source)
             if not files:
                 warn(f"warning: {p}: no files" + (f" in split {split!r}" if split else ""))
             found += files
@@ -338,7 +353,7 @@ def evaluate(paths, methods: dict[str, Method], cfg: EvalConfig, png_dir=None, p
     if not methods:
         raise EvalError("no methods to evaluate")
     warn = warn or (lambda msg: tqdm.write(msg, file=sys.stderr))
-    files = find_audio_files(paths, warn, cfg.split, cfg.category)
+    files = find_audio_files(paths, warn, cfg.split, cfg.category, cfg.per_source)
     if cfg.max_files is not None:
         files = files[: cfg.max_files]
     if png_dir is not None:
@@ -370,7 +385,7 @@ def evaluate(paths, methods: dict[str, Method], cfg: EvalConfig, png_dir=None, p
         "config": {
             "input_rate": cfg.input_rate, "input_cutoff": cfg.input_cutoff,
             "rate": cfg.rate or f"each reference's own, at most {MAX_RATE}",
-            "seconds": cfg.seconds, "split": cfg.split, "methods": names,
+            "seconds": cfg.seconds, "split": cfg.split, "per_source": cfg.per_source, "methods": names,
             "lsd": f"NU-Wave 2/AERO/AP-BWE: STFT n_fft {metrics.N_FFT}, hop {metrics.HOP}, Hann, centred; "
                    f"log10 power floored at {metrics.POWER_FLOOR:g}; LSD-HF from bin int(1025*cutoff/nyquist)",
             "visqol": (f"ViSQOL v3 audio mode (visqol-python) at {metrics.VISQOL_RATE} Hz, mono; clips under "
