@@ -47,7 +47,6 @@ class ClipDataset(torch.utils.data.Dataset):
         self.n = int(round(seconds * rate))
         self.margin = int(margin)
         self.gain_db, self.noise_prob = gain_db, noise_prob
-        self.lossy_ceiling_hz = lossy_ceiling_hz
         self.epoch = 0
         self.cache_dir = Path(cache_dir) if cache_dir else self.manifest.parent / "cache" / str(rate)
         if not self.manifest.is_file():
@@ -76,6 +75,10 @@ class ClipDataset(torch.utils.data.Dataset):
         self.cache_dir.mkdir(parents=True, exist_ok=True)  # only once the manifest has proved usable
         self.rows, self.files, self.failed = [], [], []
         self._prepare(rows, progress)
+        # each file's ceiling (Hz): its measured bandwidth, at most lossy_ceiling_hz for a lossy file
+        self.ceilings = [min(float(r["bandwidth"]), self.rate / 2,
+                             float(lossy_ceiling_hz) if lossy_ceiling_hz and is_lossy(r) else np.inf)
+                         for r in self.rows]
         lengths = []
         self.views = []  # (file index, channel)
         for i, (row, (_, channels, frames)) in enumerate(zip(self.rows, self.files)):
@@ -172,11 +175,8 @@ class ClipDataset(torch.utils.data.Dataset):
         return item
 
     def _under_ceiling(self, win: np.ndarray, i: int) -> tuple[np.ndarray, float]:
-        """A band-limited file's window low-passed at its ceiling (Hz), and that ceiling: its measured
-        bandwidth, at most lossy_ceiling_hz for a lossy file."""
-        ceiling = min(float(self.rows[i]["bandwidth"]), self.rate / 2)
-        if self.lossy_ceiling_hz and is_lossy(self.rows[i]):
-            ceiling = min(ceiling, float(self.lossy_ceiling_hz))
+        """A band-limited file's window low-passed at its ceiling (Hz), and that ceiling."""
+        ceiling = self.ceilings[i]
         if ceiling < 0.98 * self.rate / 2:
             win = band_limit(win, self.rate, ceiling, "brickwall")
         return win, ceiling

@@ -102,17 +102,9 @@ def manifest_files(path: Path, split: str | None = None, per_source: int | None 
             raise EvalError(f"{path}: row {number}: not a manifest row with a 'path'")
         if split is None or row.get("split") == split:
             chosen.append(row)
-    if per_source is not None:
-        chosen = first_per_source([r for r in chosen if _duration(r) >= SUBSET_MIN_SECONDS], per_source)
-    return [(Path(r["path"]) if Path(r["path"]).is_absolute() else path.parent / r["path"], row_category(r))
-            for r in chosen]
-
-
-def _duration(row: dict) -> float:
-    try:
-        return float(row.get("duration", 0.0))
-    except (TypeError, ValueError):
-        return 0.0
+    if per_source is not None:  # read_manifest has checked each duration is a number
+        chosen = first_per_source([r for r in chosen if r.get("duration", 0.0) >= SUBSET_MIN_SECONDS], per_source)
+    return [(path.parent / r["path"], row_category(r)) for r in chosen]  # an absolute path stays itself
 
 
 def row_category(row: dict) -> str:
@@ -320,8 +312,9 @@ def summarize(records: list[dict], names: list[str]) -> dict:
         cat: means([r for r in records if r["category"] == cat], names)
         for cat in [*CATEGORIES, *sorted(present - set(CATEGORIES))] if cat in present}
     # a band-limited reference rewards an empty band above its own limit: the two kinds apart, when mixed
-    full = [r for r in records if r["reference_bandwidth_hz"] >= REFERENCE_BAND_WARN * r["rate"] / 2]
-    limited = [r for r in records if r not in full]
+    full, limited = [], []
+    for r in records:
+        (full if r["reference_bandwidth_hz"] >= REFERENCE_BAND_WARN * r["rate"] / 2 else limited).append(r)
     if full and limited:
         summary["by_reference_band"] = {"full band": means(full, names), "band-limited": means(limited, names)}
     overall = summary["mean"]
