@@ -180,3 +180,37 @@ def test_oracle_level_and_shape_each_take_one_part_of_the_reference_envelope(sig
         assert band_db(y[second], 9000, 20000) < band_db(y[first], 9000, 20000) - 30
     with pytest.raises(ValueError, match="reference"):
         baselines.oracle_shape(low, 16000, RATE)
+
+
+def test_oracle_file_shape_holds_one_shape_for_the_whole_file(signals):
+    """A reference whose high band is steep in its first half and as the music's own in its second:
+    oracle_shape follows the change, oracle_file_shape keeps one shape in both halves (between the
+    two: the file's long-term, power-weighted shape) and noise_fill's level in each."""
+    ref, low = signals
+    sinc = baselines.sinc(low, 16000, RATE)
+    spec = np.fft.rfft(ref - sinc)
+    freqs = np.fft.rfftfreq(len(ref), 1 / RATE)
+    steep_high = np.fft.irfft(spec * 10 ** (-24 * np.log2(np.maximum(freqs, 8000) / 8000) / 20), len(ref))
+    first_half = np.arange(len(ref)) < len(ref) // 2
+    changing = sinc + np.where(first_half, steep_high, ref - sinc)
+    first, second = slice(0, len(ref) // 2 - 2048), slice(len(ref) // 2 + 2048, None)
+    fill = baselines.noise_fill(low, 16000, RATE)
+    per_frame = baselines.oracle_shape(low, 16000, RATE, reference=changing)
+    per_file = baselines.oracle_file_shape(low, 16000, RATE, reference=changing)
+
+    def tilt(y, part):  # dB from 9-11 kHz to 17-21 kHz
+        return band_db(y[part], 17000, 21000) - band_db(y[part], 9000, 11000)
+
+    def total(y, part):
+        f, psd = signal.welch(y[part], RATE, nperseg=4096)
+        return 10 * np.log10(psd[f >= 8000].sum() + 1e-30)
+
+    assert tilt(changing, first) < tilt(changing, second) - 8  # the test's premise: the shape changes
+    assert tilt(per_frame, first) < tilt(per_frame, second) - 8
+    assert abs(tilt(per_file, first) - tilt(per_file, second)) < 2.0
+    assert abs(tilt(per_file, first) - tilt(changing, slice(None))) < 2.0
+    for part in (first, second):
+        assert abs(total(per_file, part) - total(fill, part)) < 1.5
+    assert per_file.shape == ref.shape and np.isfinite(per_file).all()
+    with pytest.raises(ValueError, match="reference"):
+        baselines.oracle_file_shape(low, 16000, RATE)

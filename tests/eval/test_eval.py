@@ -172,7 +172,8 @@ def test_per_category_and_overall_with_visqol(tmp_path, capsys):
     rc, res = run_eval(tmp_path, "--data", manifest, "--split", "test", "--input-rate", 16000, "--no-model",
                        "--baselines", "sinc", "--oracle", visqol=True)
     assert rc == 0
-    assert res["config"]["methods"] == ["sinc", "oracle_noise", "oracle_envelope", "oracle_level", "oracle_shape"]
+    assert res["config"]["methods"] == ["sinc", "oracle_noise", "oracle_envelope", "oracle_level", "oracle_shape",
+                                         "oracle_file_shape"]
     assert [r["category"] for r in res["files"]] == ["speech"] * 3 + ["music"] * 2
     summary = res["summary"]
     assert list(summary["by_category"]) == ["speech", "music"]

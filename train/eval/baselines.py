@@ -22,6 +22,8 @@ describes a same-rate signal whose band stops at ``cutoff_hz`` (e.g. a low-passe
   following the reference's own high-band envelope in ENVELOPE_BANDS bands per ~21 ms frame.
 - oracle_level / oracle_shape (`eval --oracle`): that envelope split in two, each frame's high-band
   level from the reference with noise_fill's shape, or the reference's shape at noise_fill's level.
+- oracle_file_shape (`eval --oracle`): the reference's shape averaged over the whole file, at
+  noise_fill's level: the ceiling of a static per-file guess of the shape.
 """
 from __future__ import annotations
 
@@ -261,9 +263,11 @@ def oracle_envelope(x_low, in_rate, out_rate, cutoff_hz=None, reference=None, se
     return _restore(_shaped_noise(y, sp, _reference_envelope(sp, ref_power, cutoff, out_rate), seed), was_1d)
 
 
-def _split_envelope(name, x_low, in_rate, out_rate, cutoff_hz, reference, seed, level_from_reference):
+def _split_envelope(name, x_low, in_rate, out_rate, cutoff_hz, reference, seed, part):
     """The oracle envelope split into its two parts, each frame's high-band power (its level) and how
-    that power is spread over the bands (its shape): one from the reference, the other noise_fill's."""
+    that power is spread over the bands (its shape): one from the reference, the other noise_fill's.
+    `part`: "level" or "shape" (the reference's, frame by frame) or "file_shape" (the reference's
+    shape averaged over the whole file: one shape per channel, as a static per-file guess would be)."""
     y, was_1d, cutoff, sp, ref_power = _oracle_inputs(name, x_low, in_rate, out_rate, cutoff_hz, reference)
     if sp is None:
         return _restore(y, was_1d)
@@ -272,10 +276,14 @@ def _split_envelope(name, x_low, in_rate, out_rate, cutoff_hz, reference, seed, 
     level_ref, level_fill = (p[:, above, :].sum(axis=1, keepdims=True) for p in (envelope, fill))  # [C, 1, T]
     ref_sounds = level_ref > 1e-10 * level_ref.max()  # frames 100 dB below the loudest have no shape
     with np.errstate(divide="ignore", invalid="ignore"):
-        if level_from_reference:  # noise_fill's shape at the reference's level
+        if part == "level":  # noise_fill's shape at the reference's level
             scaled = np.where(level_fill > 0, fill * level_ref / level_fill, envelope)
-        else:  # the reference's shape at noise_fill's level (silent where either is)
+        elif part == "shape":  # the reference's shape at noise_fill's level (silent where either is)
             scaled = np.where(ref_sounds, envelope * level_fill / level_ref, 0.0)
+        else:  # the file's long-term shape (its power-weighted mean over frames) at noise_fill's level
+            total = level_ref.sum(axis=2, keepdims=True)
+            shape = np.where(total > 0, envelope.sum(axis=2, keepdims=True) / total, 0.0)
+            scaled = shape * level_fill
     target = np.where(above[None, :, None], scaled, fill)
     return _restore(_shaped_noise(y, sp, target, seed), was_1d)
 
@@ -284,18 +292,26 @@ def oracle_level(x_low, in_rate, out_rate, cutoff_hz=None, reference=None, seed:
     """Not a method, a bound: noise_fill's spectral shape above the cutoff at the REFERENCE's own
     high-band level in every frame. With oracle_shape it says which part of the envelope the
     headroom between noise_fill and oracle_envelope is in."""
-    return _split_envelope("oracle_level", x_low, in_rate, out_rate, cutoff_hz, reference, seed, True)
+    return _split_envelope("oracle_level", x_low, in_rate, out_rate, cutoff_hz, reference, seed, "level")
 
 
 def oracle_shape(x_low, in_rate, out_rate, cutoff_hz=None, reference=None, seed: int = 0):
     """Not a method, a bound: the REFERENCE's own spectral shape above the cutoff (oracle_envelope's
     bands, each frame) at noise_fill's high-band level (what the passband's top octave predicts)."""
-    return _split_envelope("oracle_shape", x_low, in_rate, out_rate, cutoff_hz, reference, seed, False)
+    return _split_envelope("oracle_shape", x_low, in_rate, out_rate, cutoff_hz, reference, seed, "shape")
+
+
+def oracle_file_shape(x_low, in_rate, out_rate, cutoff_hz=None, reference=None, seed: int = 0):
+    """Not a method, a bound: the REFERENCE's spectral shape above the cutoff averaged over the whole
+    file (one shape, not one per frame) at noise_fill's level in every frame. The ceiling of any
+    method that guesses one band shape per file, e.g. from the passband's long-term spectrum."""
+    return _split_envelope("oracle_file_shape", x_low, in_rate, out_rate, cutoff_hz, reference, seed, "file_shape")
 
 
 oracle_envelope.needs_reference = oracle_level.needs_reference = oracle_shape.needs_reference = True
+oracle_file_shape.needs_reference = True
 ORACLES = {"oracle_noise": oracle_noise, "oracle_envelope": oracle_envelope, "oracle_level": oracle_level,
-           "oracle_shape": oracle_shape}
+           "oracle_shape": oracle_shape, "oracle_file_shape": oracle_file_shape}
 
 
 # --- spectral band replication ------------------------------------------------------------------

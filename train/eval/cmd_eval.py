@@ -51,7 +51,8 @@ def configure(parser) -> None:
                              "that cannot know the phase), oracle_envelope (its envelope in 16 bands "
                              "per ~21 ms frame), and that envelope split in two: oracle_level (each "
                              "frame's high-band level from the reference, noise_fill's shape) and "
-                             "oracle_shape (the reference's shape at noise_fill's level)")
+                             "oracle_shape (the reference's shape at noise_fill's level), oracle_file_shape "
+                             "(that shape averaged over the whole file)")
     parser.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (~1 s per 5 s of audio and method)")
     parser.add_argument("--json", default=None, metavar="FILE", help="write all results as JSON")
     parser.add_argument("--png", default=None, metavar="DIR", help="write spectrogram comparisons (PNG)")
