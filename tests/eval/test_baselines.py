@@ -25,6 +25,24 @@ def band_db(y, lo, hi, rate=RATE):
     return 10 * np.log10(psd[(f >= lo) & (f < hi)].mean() + 1e-30)
 
 
+def high_band_tilt_db(y, part=slice(None)):
+    """dB from 9-11 kHz to 17-21 kHz of y[part]."""
+    return band_db(y[part], 17000, 21000) - band_db(y[part], 9000, 11000)
+
+
+def high_band_total_db(y, part=slice(None)):
+    """Total power above 8 kHz of y[part] (band_db is a density: this compares whole bands)."""
+    f, psd = signal.welch(y[part], RATE, nperseg=4096)
+    return 10 * np.log10(psd[f >= 8000].sum() + 1e-30)
+
+
+def steepened_high_band(ref, sinc):
+    """ref's band above 8 kHz (ref - sinc), tilted down 24 dB per octave more."""
+    spec = np.fft.rfft(ref - sinc)
+    freqs = np.fft.rfftfreq(len(ref), 1 / RATE)
+    return np.fft.irfft(spec * 10 ** (-24 * np.log2(np.maximum(freqs, 8000) / 8000) / 20), len(ref))
+
+
 @pytest.mark.parametrize("name", list(baselines.BASELINES))
 def test_layout_length_and_finite(name, signals):
     fn = baselines.BASELINES[name]
@@ -150,17 +168,14 @@ def test_oracle_level_and_shape_each_take_one_part_of_the_reference_envelope(sig
     oracle_level keeps noise_fill's tilt but the reference's level (and its silence)."""
     ref, low = signals
     sinc = baselines.sinc(low, 16000, RATE)
-    spec = np.fft.rfft(ref - sinc)
-    freqs = np.fft.rfftfreq(len(ref), 1 / RATE)
-    spec *= 10 ** (-24 * np.log2(np.maximum(freqs, 8000) / 8000) / 20)
     gate = (np.arange(len(ref)) < len(ref) // 2).astype(np.float32)
-    steep = sinc + np.fft.irfft(spec, len(ref)) * gate
+    steep = sinc + steepened_high_band(ref, sinc) * gate
     first, second = slice(0, len(ref) // 2 - 2048), slice(len(ref) // 2 + 2048, None)
     fill = baselines.noise_fill(low, 16000, RATE)
     out = {name: baselines.ORACLES[name](low, 16000, RATE, reference=steep) for name in ("oracle_level", "oracle_shape")}
 
-    def tilt(y):  # dB from 9-11 kHz to 17-21 kHz
-        return band_db(y[first], 17000, 21000) - band_db(y[first], 9000, 11000)
+    def tilt(y):
+        return high_band_tilt_db(y, first)
 
     def level(y):
         return band_db(y[first], 9000, 21000)
@@ -168,11 +183,7 @@ def test_oracle_level_and_shape_each_take_one_part_of_the_reference_envelope(sig
     print({n: (round(tilt(y), 1), round(level(y), 1)) for n, y in (out | {"fill": fill, "ref": steep}).items()})
     assert tilt(steep) < tilt(fill) - 8  # the test's premise: the two shapes differ
     assert abs(tilt(out["oracle_shape"]) - tilt(steep)) < 2.0 and abs(tilt(out["oracle_level"]) - tilt(fill)) < 2.0
-    # level: the total power above the cutoff (band_db is a density: compare the whole band)
-    def total(y, part):
-        f, psd = signal.welch(y[part], RATE, nperseg=4096)
-        return 10 * np.log10(psd[f >= 8000].sum() + 1e-30)
-
+    total = high_band_total_db  # level: the total power above the cutoff
     assert abs(total(out["oracle_level"], first) - total(steep, first)) < 1.5
     assert abs(total(out["oracle_shape"], first) - total(fill, first)) < 1.5
     for y in out.values():  # the steep band is quieter than the other test's: silence is 30 dB down
@@ -188,9 +199,7 @@ def test_oracle_file_shape_holds_one_shape_for_the_whole_file(signals):
     two: the file's long-term, power-weighted shape) and noise_fill's level in each."""
     ref, low = signals
     sinc = baselines.sinc(low, 16000, RATE)
-    spec = np.fft.rfft(ref - sinc)
-    freqs = np.fft.rfftfreq(len(ref), 1 / RATE)
-    steep_high = np.fft.irfft(spec * 10 ** (-24 * np.log2(np.maximum(freqs, 8000) / 8000) / 20), len(ref))
+    steep_high = steepened_high_band(ref, sinc)
     first_half = np.arange(len(ref)) < len(ref) // 2
     changing = sinc + np.where(first_half, steep_high, ref - sinc)
     first, second = slice(0, len(ref) // 2 - 2048), slice(len(ref) // 2 + 2048, None)
@@ -198,13 +207,7 @@ def test_oracle_file_shape_holds_one_shape_for_the_whole_file(signals):
     per_frame = baselines.oracle_shape(low, 16000, RATE, reference=changing)
     per_file = baselines.oracle_file_shape(low, 16000, RATE, reference=changing)
 
-    def tilt(y, part):  # dB from 9-11 kHz to 17-21 kHz
-        return band_db(y[part], 17000, 21000) - band_db(y[part], 9000, 11000)
-
-    def total(y, part):
-        f, psd = signal.welch(y[part], RATE, nperseg=4096)
-        return 10 * np.log10(psd[f >= 8000].sum() + 1e-30)
-
+    tilt, total = high_band_tilt_db, high_band_total_db
     assert tilt(changing, first) < tilt(changing, second) - 8  # the test's premise: the shape changes
     assert tilt(per_frame, first) < tilt(per_frame, second) - 8
     assert abs(tilt(per_file, first) - tilt(per_file, second)) < 2.0

@@ -308,8 +308,8 @@ def oracle_file_shape(x_low, in_rate, out_rate, cutoff_hz=None, reference=None, 
     return _split_envelope("oracle_file_shape", x_low, in_rate, out_rate, cutoff_hz, reference, seed, "file_shape")
 
 
-oracle_envelope.needs_reference = oracle_level.needs_reference = oracle_shape.needs_reference = True
-oracle_file_shape.needs_reference = True
+for _oracle in (oracle_envelope, oracle_level, oracle_shape, oracle_file_shape):
+    _oracle.needs_reference = True
 ORACLES = {"oracle_noise": oracle_noise, "oracle_envelope": oracle_envelope, "oracle_level": oracle_level,
            "oracle_shape": oracle_shape, "oracle_file_shape": oracle_file_shape}
 
