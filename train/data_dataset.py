@@ -12,7 +12,10 @@ count or order.
 
 Lossy and band-limited files: a file measured at bandwidth B (its "ceiling") is low-passed at B, and
 its input cutoff is drawn at or below 0.9*B, so the model is never asked to produce content the
-reference lacks. Files with B below `min_bandwidth` are left out. A lossy codec thins out the band
+reference lacks. `condition_prob` of the inputs come through a real user chain (telephone, VoIP,
+MP3/AAC: train/conditions.py); `chain_eq_prob` of the clips are coloured by a random recording chain
+(tilt and resonances, target and input alike), so the model reads the chain from the passband
+instead of memorising the corpus's. Files with B below `min_bandwidth` are left out. A lossy codec thins out the band
 just below its lowpass, so `lossy_ceiling_hz` caps the ceiling of lossy files: only lossless ones
 teach the top octave.
 
@@ -27,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bandlift.train.degrade import MIN_CUTOFF, band_limit, degrade
+from bandlift.train.degrade import MIN_CUTOFF, band_limit, degrade, recording_chain
 from bandlift.train.data_sources import (TRAINING_FIELDS, DataError, build_cache, cache_path, first_per_source, is_lossy,
                                          read_manifest)
 
@@ -41,12 +44,14 @@ class ClipDataset(torch.utils.data.Dataset):
                  min_bandwidth: float = MIN_CUTOFF / CEILING_MARGIN, sources=None,
                  margin: int = 4096, gain_db: tuple = (-20.0, -1.0), noise_prob: float = 0.2,
                  progress: bool = True, source_balance: float = 0.0, fixed_cutoff_hz: float | None = None,
-                 per_source: int | None = None, min_seconds: float = 0.0, lossy_ceiling_hz: float | None = None):
+                 per_source: int | None = None, min_seconds: float = 0.0, lossy_ceiling_hz: float | None = None,
+                 condition_prob: float = 0.0, chain_eq_prob: float = 0.0):
         self.manifest = Path(manifest)
         self.split, self.rate, self.seed = split, int(rate), int(seed)
         self.n = int(round(seconds * rate))
         self.margin = int(margin)
         self.gain_db, self.noise_prob = gain_db, noise_prob
+        self.condition_prob, self.chain_eq_prob = condition_prob, chain_eq_prob
         self.epoch = 0
         self.cache_dir = Path(cache_dir) if cache_dir else self.manifest.parent / "cache" / str(rate)
         if not self.manifest.is_file():
@@ -198,11 +203,13 @@ class ClipDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         win, i = self._crop(rng)
         win, ceiling = self._under_ceiling(win, i)
+        if rng.random() < self.chain_eq_prob:
+            win = recording_chain(win, self.rate, rng, ceiling)
         peak = np.abs(win).max()
         if peak > 0:
             win = win * (10 ** (rng.uniform(*self.gain_db) / 20) / peak)
         if rng.random() < 0.5:
             win = -win
         low, cutoff = degrade(win, self.rate, rng, max_cutoff_hz=CEILING_MARGIN * ceiling,
-                              noise_prob=self.noise_prob)
+                              noise_prob=self.noise_prob, condition_prob=self.condition_prob)
         return self._item(win, low, cutoff, ceiling)

@@ -27,32 +27,39 @@ class Package:
     extract: str | None = None  # "sf2": write each SoundFont's samples out as FLAC (extract_sf2)
     min_rate: int = 0  # if set, leave out files below this rate and 8-bit PCM (a noise-filled top band)
     category: str = "other"  # what eval reports it under: "speech", "music" or "instruments"
+    # where the package's files go: "train", "valid" or "test" whole (a recording chain held out), or
+    # "groups": its groups split by hash (data_sources.assign_split), the default for other packages
+    split: str = "groups"
 
 
 PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")  # Debian policy 5.6.1
+# Splits hold out whole sources: valid = ktuberling-data (speech) and hydrogen-data (drums); test =
+# megaglest-data (speech), sonic-pi-samples and avldrums (instruments), recording chains training never
+# sees; the other packages train whole. The only music (wesnoth) is split by track: holding it out
+# would leave no music to train on.
 PACKAGES = {
     p.name: p for p in [
         # Takes of one sample family ("tabla_ghe5", "tabla_ghe8"; "loop_perc1", "loop_perc2") stay together.
         Package("sonic-pi-samples", "Sonic Pi sample library (FLAC 44.1 kHz, ~6 min)",
-                group_regex=r"^[a-z]+_[a-z]*", category="instruments"),
+                group_regex=r"^[a-z]+_[a-z]*", category="instruments", split="test"),
         # One speaker per language folder ("fr/alpha", "fr/syllab"): split by language.
         Package("klettres-data", "KLettres spoken letters and syllables (Vorbis 44.1 kHz)", group_depth=1,
-                category="speech"),
+                category="speech", split="train"),
         Package("wesnoth-1.16-music", "Battle for Wesnoth soundtrack (orchestral/folk, Vorbis)",
                 category="music"),
         # One kit's samples share instruments and sessions: split by kit folder.
         Package("hydrogen-drumkits", "Hydrogen drum kits (WAV/FLAC/AIFF, partly 48 kHz/24-bit)",
-                group_depth=1, category="instruments"),
+                group_depth=1, category="instruments", split="train"),
         Package("hydrogen-data", "Hydrogen's own kits: GMRockKit (recorded drums), TR-808 emulation "
-                "(WAV/FLAC 44.1 kHz)", group_depth=1, category="instruments"),
+                "(WAV/FLAC 44.1 kHz)", group_depth=1, category="instruments", split="valid"),
         # Takes of one chord come from one session: split by chord ("Csharp minor_UP_00" -> "Csharp minor").
         Package("hydrogen-drumkits-effects", "Hydrogen effect kit: acoustic guitar strums (FLAC 96 kHz)",
-                group_regex=r"^[^_]+", category="instruments"),
+                group_regex=r"^[^_]+", category="instruments", split="train"),
         # Only the descriptions in these languages reach ~20 kHz; the others are band-limited. One
         # speaker per language: split by language ("..._desc_fr.ogg" -> "desc_fr").
         Package("tuxpaint-stamps-default", "Tux Paint stamp descriptions (spoken, Vorbis)",
                 patterns=tuple(f"*_desc_{lang}.ogg" for lang in ("fr", "ru", "bg", "es", "be", "da")),
-                group_regex=r"desc_[a-z]+", category="speech"),
+                group_regex=r"desc_[a-z]+", category="speech", split="train"),
         # SoundFont samples at >= 44.1 kHz (extract_sf2): VSCO strings, Splendid grand piano, MuseScore
         # drumline, FluidR3 mono instruments; the synthesised instruments and those measured below
         # ~17 kHz (woodwinds, glockenspiel, ...) are left out. One group per instrument family
@@ -66,25 +73,26 @@ PACKAGES = {
                     "Electronic Snares", "Feedback_GS", "Goblin", "Ice Rain_*", "Metal Pad",
                     "Metronome", "Sine Wave", "Space Voice", "Synth Bass 2", "Synth Drum",
                     "TR-808", "Whistle", "Clarinet", "Fretless Bass", "Glockenspiel", "English Horn",
-                    "Oboe", "Sitar", "Harmonica", "Piccolo")), category="instruments"),
+                    "Oboe", "Sitar", "Harmonica", "Piccolo")), category="instruments", split="train"),
         # AVL drum kits (recorded acoustic drums). Black Pearl is hydrogen-drumkits' "The Black
         # Pearl 1.0" again, so only Red Zeppelin; one kit is one group.
         Package("avldrums.lv2-soundfont", "AVL Drumkits Red Zeppelin: recorded acoustic drums "
                 "(SoundFont, 16-bit 44.1 kHz)", extract="sf2", group_depth=1,
-                exclude=("Black_Pearl_4_LV2/*",), category="instruments"),
+                exclude=("Black_Pearl_4_LV2/*",), category="instruments", split="test"),
         # Unit voices and effects: only the 16-bit WAVs at >= 44.1 kHz reach ~20 kHz (the 22 kHz ones
         # stop at 11 kHz; 8-bit ones are noise up there); the tilesets' ambiences are duplicated
         # across tilesets. One group per faction (units of one faction share voice actors).
         Package("megaglest-data", "MegaGlest unit voices and effects (16-bit WAV, 44.1/48 kHz)",
                 patterns=("*.wav",), min_rate=44100, group_depth=4, exclude=("tilesets/*", "data/*"),
-                category="speech"),
+                category="speech", split="test"),
         # Spoken object names, one speaker per language folder (the split group). Only these
         # languages' 44.1 kHz recordings reach ~19-20 kHz (median; p10 >= 17 kHz): the others are
         # 8/22 kHz, Opus at 12 kHz, or band-limited Vorbis.
         Package("ktuberling-data", "KTuberling spoken words, one speaker per language (Vorbis/WAV "
                 "44.1 kHz)", min_rate=44100, group_depth=1,
                 exclude=tuple(f"{lang}/*" for lang in ("ca", "da", "en", "es", "fi", "gl", "it", "nds",
-                                                       "nl", "nn", "pt", "sr*", "sv")), category="speech"),
+                                                       "nl", "nn", "pt", "sr*", "sv")), category="speech",
+                split="valid"),
     ]
 }
 QUICK = ("sonic-pi-samples", "klettres-data")
@@ -237,7 +245,8 @@ def candidates(name: str, root: Path) -> list[Candidate]:
         else:
             group = rel.as_posix()
         out.append(Candidate(str(f), f"debian:{name}", licence, f"debian:{name}:{group}",
-                             {"package": name, "category": pkg.category}))
+                             {"package": name, "category": pkg.category,
+                              **({} if pkg.split == "groups" else {"split": pkg.split})}))
     return out
 
 

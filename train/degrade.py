@@ -16,8 +16,8 @@ from scipy import signal
 
 # Nominal bandwidths of common low rates and encoders (Hz): 8 kHz telephony, 11.025/16/22.05/24/32 kHz
 # sample rates, and MP3/AAC encoder walls at 16 and 19 kHz.
-COMMON_CUTOFFS = (4000.0, 5512.5, 8000.0, 11025.0, 12000.0, 16000.0, 19000.0)
-MIN_CUTOFF, MAX_CUTOFF = 4000.0, 20000.0
+COMMON_CUTOFFS = (3400.0, 4000.0, 5512.5, 8000.0, 11025.0, 12000.0, 16000.0, 19000.0)
+MIN_CUTOFF, MAX_CUTOFF = 3400.0, 20000.0  # from telephone's 3.4 kHz edge
 
 # kind -> probability in `degrade`. soxr_* / poly / fft: down to 2*cutoff and back up (a real low-rate
 # signal); brickwall: same-rate steep FIR (MP3-encoder-like); butter: gentle analog-like roll-off.
@@ -138,15 +138,21 @@ def codec_noise(x: np.ndarray, rng: np.random.Generator, snr_db: tuple[float, fl
 
 def degrade(target: np.ndarray, sr: float, rng: np.random.Generator, cutoff_hz: float | None = None,
             max_cutoff_hz: float | None = None, kind: str | None = None,
-            noise_prob: float = 0.2) -> tuple[np.ndarray, float]:
+            noise_prob: float = 0.2, condition_prob: float = 0.0) -> tuple[np.ndarray, float]:
     """Random low-band version of 1-D `target`: returns (lowband float32, cutoff_hz).
 
     The cutoff is drawn by `sample_cutoff` (capped by `max_cutoff_hz`) unless given; the filter kind
     is drawn from KINDS unless given; with probability `noise_prob` mild codec-like noise is added.
     The output has the target's rate and length and is time-aligned with it. `cutoff_hz` returned is
-    the nominal bandwidth (what `upsample` would be told for such an input).
+    the nominal bandwidth (what `upsample` would be told for such an input). With probability
+    `condition_prob` (cutoff and kind not given) the input is instead a real chain users have: a
+    telephone line, a VoIP or Bluetooth codec, an MP3/AAC wall (`conditions.CONDITIONS`, real encoders).
     """
     x = np.asarray(target, dtype=np.float64)
+    if condition_prob and cutoff_hz is None and kind is None and rng.random() < condition_prob:
+        chain = _draw_condition(x, sr, rng, max_cutoff_hz)
+        if chain is not None:
+            return chain
     if cutoff_hz is None:
         cutoff_hz = sample_cutoff(rng, max_cutoff_hz)
     if kind is None:
@@ -162,3 +168,48 @@ def degrade(target: np.ndarray, sr: float, rng: np.random.Generator, cutoff_hz: 
     else:
         y = band_limit(x, sr, cutoff_hz, kind)
     return y.astype(np.float32), float(cutoff_hz)
+
+
+def _draw_condition(x: np.ndarray, sr: float, rng: np.random.Generator, max_cutoff_hz: float | None):
+    """`x` through a random user chain (conditions.CONDITIONS) whose band fits under the target's
+    ceiling, brought back to `sr`: (input float32, cutoff_hz), or None when none fits."""
+    from bandlift.train import conditions
+
+    names = [n for n, c in conditions.CONDITIONS.items() if max_cutoff_hz is None or c.cutoff_hz <= max_cutoff_hz]
+    if not names:
+        return None
+    name = names[int(rng.integers(len(names)))]
+    y, cutoff = conditions.apply(name, x, int(sr))
+    rate = conditions.chain_rate(name, int(sr))
+    if rate != sr:
+        y = soxr.resample(y, rate, sr, quality="VHQ")
+    return _fit_length(np.asarray(y, dtype=np.float32), len(x)), float(cutoff)
+
+
+def recording_chain(x: np.ndarray, sr: float, rng: np.random.Generator, ceiling_hz: float | None = None) -> np.ndarray:
+    """A random microphone/room/EQ colour: a spectral tilt (a first-order shelf, +-6 dB) and 0-3
+    resonances or notches (peaking biquads, +-9 dB, Q 0.7-4, 150 Hz up to the ceiling). Applied to the
+    target, so the input (made from it) carries the same chain; the level is kept."""
+    sos = [_shelf(sr, float(np.exp(rng.uniform(np.log(500.0), np.log(8000.0)))), rng.uniform(-6.0, 6.0))]
+    top = min(0.45 * sr, ceiling_hz or sr / 2)
+    for _ in range(int(rng.integers(0, 4))):
+        freq = float(np.exp(rng.uniform(np.log(150.0), np.log(top))))
+        sos.append(_peaking(sr, freq, rng.uniform(-9.0, 9.0), rng.uniform(0.7, 4.0)))
+    y = signal.sosfilt(np.array(sos), x)
+    rms_in, rms_out = np.sqrt(np.mean(x * x)), np.sqrt(np.mean(y * y))
+    return y * (rms_in / rms_out) if rms_out > 0 else y
+
+
+def _peaking(sr: float, freq: float, gain_db: float, q: float) -> list[float]:
+    """RBJ cookbook peaking EQ as one second-order section."""
+    a, w = 10 ** (gain_db / 40), 2 * np.pi * freq / sr
+    alpha = np.sin(w) / (2 * q)
+    b0, b1, b2, a0, a1, a2 = 1 + alpha * a, -2 * np.cos(w), 1 - alpha * a, 1 + alpha / a, -2 * np.cos(w), 1 - alpha / a
+    return [b0 / a0, b1 / a0, b2 / a0, 1.0, a1 / a0, a2 / a0]
+
+
+def _shelf(sr: float, freq: float, gain_db: float) -> list[float]:
+    """First-order high shelf (bilinear): gain_db above `freq`, 0 dB below."""
+    g, k = 10 ** (gain_db / 20), np.tan(np.pi * freq / sr)
+    b0, b1, a1 = (g + k) / (1 + k), (k - g) / (1 + k), (k - 1) / (1 + k)
+    return [b0, b1, 0.0, 1.0, a1, 0.0]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,6 +50,17 @@ class GeneratorConfig:
     # shaped noise-fill's envelope. With the output layer zeroed at init the generator starts as that
     # baseline and training moves it only where that helps.
     prior: bool = False
+    # Spectral arch with prior: the causal noise-fill as the starting point. `noise` adds a third
+    # excitation, fixed pseudo-random phasors (two tables of coprime lengths: a 43 s period at 48 kHz,
+    # deterministic, so offline equals live), mixed per bin with the others and starting almost all
+    # noise; `prior_tilt_s` > 0 replaces the fixed PRIOR_TILT_DB by the passband's own top-octave slope
+    # averaged over active frames with this time constant (noise_fill's whole-file tilt, made causal),
+    # and the level follows the top octave's power over the last PRIOR_LEVEL_FRAMES frames.
+    noise: bool = False
+    prior_tilt_s: float = 0.0
+    # > 0: the learned correction of the prior is bounded to +-correction_db (tanh): a model that has
+    # learned nothing that transfers stays near the DSP baseline it starts from.
+    correction_db: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,7 +87,13 @@ class GeneratorConfig:
         if (not isinstance(self.dilations, list) or not 1 <= len(self.dilations) <= 64
                 or not all(isinstance(d, int) and 1 <= d <= 4096 for d in self.dilations)):
             raise ValueError(f"model.dilations must be 1-64 integers in 1..4096, not {self.dilations!r}")
-        for name in ("exciter", "prior"):
+        for name, (low, high) in {"prior_tilt_s": (0.0, 60.0), "correction_db": (0.0, 60.0)}.items():
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
+                raise ValueError(f"model.{name} must be a number in {low}..{high}, not {value!r}")
+        if (self.noise or self.prior_tilt_s) and not (self.prior and self.arch == "spectral"):
+            raise ValueError("model.noise and model.prior_tilt_s need model.prior: true (spectral arch)")
+        for name in ("exciter", "prior", "noise"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"model.{name} must be true or false, not {getattr(self, name)!r}")
         if self.arch not in ("spectral", "waveform"):
@@ -85,6 +103,18 @@ class GeneratorConfig:
 ENVELOPE_LOW_HZ = 1500.0  # the lowest band centre of an envelope_bands model
 PRIOR_FIT = (0.5, 0.9)  # prior: the top octave's level is measured over these fractions of the cutoff ...
 PRIOR_TILT_DB = -12.0  # ... and falls this many dB per octave above its centre
+# prior_tilt_s: noise_fill's envelope model (train/eval/baselines.py), causal: the slope is clipped
+# to this range (dB/octave) and bends down CURVE_DB per octave^2 above the cutoff; frames whose top
+# octave is quieter than ACTIVE_DB (re a full-scale sine's bin power) do not move the slope, and
+# PRIOR_TILT_FRAMES frames' worth of PRIOR_TILT_DB start it.
+PRIOR_TILT_RANGE_DB = (-24.0, -3.0)
+PRIOR_CURVE_DB = 3.0
+PRIOR_ACTIVE_DB = -80.0
+PRIOR_TILT_FRAMES = 16.0
+PRIOR_LEVEL_FRAMES = 8  # the level: mean top-octave power over the last 8 frames (256 samples, 5 ms)
+NOISE_TABLES = (251, 257)  # noise excitation: frames per table (coprime: the phasors repeat after their product)
+NOISE_SEED = 20261203
+NOISE_GAIN = 2.0  # random-phase frames add up in power, not amplitude: 4x overlap loses 6 dB (measured)
 
 
 def envelope_basis(bands: int, bins: int, rate: int) -> torch.Tensor:
@@ -268,19 +298,28 @@ class SpectralGenerator(nn.Module):
         if config.envelope_bands:
             self.register_buffer("envelope_basis", envelope_basis(config.envelope_bands, self.bins, config.sample_rate),
                                  persistent=False)
-        self.out = nn.Conv1d(c, outputs * (2 if config.exciter else 1), 1)
+        self.out = nn.Conv1d(c, outputs * (1 + int(config.exciter) + int(config.noise)), 1)
         if config.prior:  # start as the prior: zero correction, excited by band replication (mix 0.95)
             nn.init.zeros_(self.out.weight)
             nn.init.zeros_(self.out.bias)
             if config.exciter:
-                nn.init.constant_(self.out.bias[outputs:], 3.0)
+                nn.init.constant_(self.out.bias[outputs:2 * outputs], 3.0)
+            if config.noise:  # ... or by the noise (mix 0.9975): an untrained model is the causal noise-fill
+                nn.init.constant_(self.out.bias[-outputs:], 6.0)
+        if config.noise:
+            rng = np.random.default_rng(NOISE_SEED)
+            for i, frames in enumerate(NOISE_TABLES):
+                phase = torch.from_numpy(rng.uniform(0, 2 * math.pi, (frames, self.bins)))
+                self.register_buffer(f"noise_re{i}", torch.cos(phase).float(), persistent=False)
+                self.register_buffer(f"noise_im{i}", torch.sin(phase).float(), persistent=False)
         self.slope = config.negative_slope
         # The DFT matrices are derived from the config, not learned: checkpoints do not carry them
         # (older ones did; their copies are dropped on load).
         self._register_load_state_dict_pre_hook(self._drop_derived_buffers)
 
     _DERIVED = ("analysis_cos", "analysis_sin", "synthesis_cos", "synthesis_sin", "bin_index",
-                "context_cos", "context_sin", "context_freq", "envelope_basis")
+                "context_cos", "context_sin", "context_freq", "envelope_basis",
+                "noise_re0", "noise_im0", "noise_re1", "noise_im1")
 
     def _drop_derived_buffers(self, state_dict, prefix, *args):
         for name in self._DERIVED:
@@ -300,6 +339,11 @@ class SpectralGenerator(nn.Module):
         shapes += [(f"block{i}_cache", b.conv.state_shape()) for i, b in enumerate(self.blocks)]
         if self.gru is not None:
             shapes.append(("gru_state", (1, self.config.gru)))
+        if self.config.prior_tilt_s:
+            shapes.append(("prior_level", (1, PRIOR_LEVEL_FRAMES - 1)))
+            shapes.append(("prior_tilt", (1, 2)))  # activity-weighted slope sum, weight sum
+        if self.config.noise:
+            shapes.append(("noise_clock", (1, 1)))  # frames since the start, modulo the noise's period
         shapes.append(("ola_cache", (1, self.delay)))
         return shapes
 
@@ -333,6 +377,66 @@ class SpectralGenerator(nn.Module):
         octaves = torch.log2(k.clamp_min(1.0) / (0.5 * (PRIOR_FIT[0] + PRIOR_FIT[1]) * kc).clamp_min(1.0))
         tilt = PRIOR_TILT_DB * math.log(10.0) / 20.0  # dB/octave of power -> ln of magnitude
         return 0.5 * torch.log(top + 1e-12) + tilt * octaves[:, None, :]
+
+    def _causal_prior(self, power, cutoff, level_cache, tilt_state):
+        """noise_fill's envelope, causal: [B, F, bins] log magnitude, and the new states. The level is
+        the top octave's (PRIOR_FIT x cutoff) mean power over the last PRIOR_LEVEL_FRAMES frames; the
+        slope (dB/octave) is that octave's upper half against its lower half, averaged over active
+        frames with an exponential time constant of prior_tilt_s; above the cutoff the envelope bends
+        down PRIOR_CURVE_DB per octave^2."""
+        batch, frames, _ = power.shape
+        kc = cutoff.reshape(-1, 1) * (self.bins - 1)
+        k = self.bin_index[None, :]
+        middle = 0.5 * (PRIOR_FIT[0] + PRIOR_FIT[1])
+        lower = ((k >= PRIOR_FIT[0] * kc) & (k < middle * kc)).float()
+        upper = ((k >= middle * kc) & (k <= PRIOR_FIT[1] * kc)).float()
+
+        def band_mean(mask):
+            return (power * mask[:, None, :]).sum(-1) / mask.sum(-1).clamp_min(1.0)[:, None]  # [B, F]
+
+        low_p, up_p = band_mean(lower), band_mean(upper)
+        top = 0.5 * (low_p + up_p)
+        history = torch.cat([level_cache.reshape(batch, -1), top], dim=-1)
+        level = F.avg_pool1d(history.unsqueeze(1), PRIOR_LEVEL_FRAMES, stride=1).squeeze(1)  # [B, F]
+        new_level = history[:, frames:].reshape(batch, 1, -1)
+        db = 10.0 / math.log(10.0)
+        span = math.log2((1.0 + PRIOR_FIT[1] / middle) / (1.0 + PRIOR_FIT[0] / middle))  # between the halves' centres
+        slope = db * (torch.log(up_p + 1e-12) - torch.log(low_p + 1e-12)) / span
+        full_scale = float(torch.hann_window(self.config.n_fft, periodic=True).sqrt().sum() / 2) ** 2
+        active = (db * torch.log(top + 1e-30) > PRIOR_ACTIVE_DB + db * math.log(full_scale)).float()
+        decay = math.exp(-self.config.frame / (self.config.prior_tilt_s * self.config.sample_rate))
+        state = tilt_state.reshape(batch, 2)
+        sums, weights = [], []
+        for start in range(0, frames, 1024):  # a^-j stays finite: one trace for any exported block
+            w = active[:, start:start + 1024]
+            s = slope[:, start:start + 1024] * w
+            steps = torch.arange(1, w.shape[1] + 1, device=power.device, dtype=power.dtype)
+            grow, shrink = decay ** -steps, decay ** steps
+            sum_s = shrink * (state[:, :1] + torch.cumsum(s * grow, -1))
+            sum_w = shrink * (state[:, 1:] + torch.cumsum(w * grow, -1))
+            sums.append(sum_s)
+            weights.append(sum_w)
+            state = torch.stack([sum_s[:, -1], sum_w[:, -1]], dim=-1)
+        sum_s, sum_w = torch.cat(sums, -1), torch.cat(weights, -1)
+        tilt = (sum_s + PRIOR_TILT_FRAMES * PRIOR_TILT_DB) / (sum_w + PRIOR_TILT_FRAMES)
+        tilt = tilt.clamp(*PRIOR_TILT_RANGE_DB)  # [B, F] dB/octave
+        octaves = torch.log2(k.clamp_min(1.0) / kc.clamp_min(1.0))  # [B, bins] re the cutoff
+        centre = math.log2(middle)
+        shape_db = (tilt[:, :, None] * (octaves[:, None, :] - centre)
+                    - PRIOR_CURVE_DB * octaves.clamp_min(0.0)[:, None, :] ** 2)
+        log_mag = 0.5 * (torch.log(level + 1e-12)[:, :, None] + shape_db / db)
+        return log_mag, new_level, state.reshape(batch, 1, 2)
+
+    def _noise(self, clock, frames):
+        """Unit phasors [B, F, bins] x2 of the noise excitation from each channel's frame clock, and the
+        advanced clock: the product of two tables' rows, each read modulo its length."""
+        batch = clock.shape[0]
+        n = clock.reshape(batch, 1) + torch.arange(frames, device=clock.device, dtype=clock.dtype)[None, :]
+        i0 = torch.remainder(n, NOISE_TABLES[0]).long()
+        i1 = torch.remainder(n, NOISE_TABLES[1]).long()
+        a_re, a_im, b_re, b_im = self.noise_re0[i0], self.noise_im0[i0], self.noise_re1[i1], self.noise_im1[i1]
+        period = NOISE_TABLES[0] * NOISE_TABLES[1]
+        return a_re * b_re - a_im * b_im, a_re * b_im + a_im * b_re, torch.remainder(clock + frames, period)
 
     def stream(self, x, cutoff, states):
         n, h = self.config.n_fft, self.config.frame
@@ -370,13 +474,24 @@ class SpectralGenerator(nn.Module):
             seq, h_n = self.gru(F.leaky_relu(hid, self.slope).transpose(1, 2), h0)
             hid = hid + self.gru_out(seq.transpose(1, 2))
             new_states.append(h_n.transpose(0, 1).reshape(batch, 1, -1))
-        pred = self.out(F.leaky_relu(hid, self.slope)).transpose(1, 2)  # [B, F, bins (x2)]
+        extra = 1 + len(self.blocks) + int(self.gru is not None)  # index of the prior/noise states
+        pred = self.out(F.leaky_relu(hid, self.slope)).transpose(1, 2)  # [B, F, bins (x1-3)]
         outputs = self.config.envelope_bands or self.bins
-        gains, mixes = pred[..., :outputs], pred[..., outputs:]
+        gains, mixes = pred[..., :outputs], pred[..., outputs:outputs * (1 + int(self.config.exciter))]
+        noise_mix = pred[..., -outputs:]
+        if self.config.correction_db:
+            bound = self.config.correction_db * math.log(10.0) / 20.0
+            gains = bound * torch.tanh(gains / bound)
         if self.config.envelope_bands:
             gains = gains @ self.envelope_basis
             mixes = mixes @ self.envelope_basis if self.config.exciter else mixes
-        if self.config.prior:
+            noise_mix = noise_mix @ self.envelope_basis
+        if self.config.prior_tilt_s:
+            prior, level_cache, tilt_state = self._causal_prior(power, cutoff, states[extra], states[extra + 1])
+            new_states += [level_cache, tilt_state]
+            extra += 2
+            log_mag = gains + prior
+        elif self.config.prior:
             log_mag = gains + self._prior(power, cutoff)
         else:
             log_mag = gains + 0.5 * level  # [B, F, bins]
@@ -391,6 +506,12 @@ class SpectralGenerator(nn.Module):
             mix = torch.sigmoid(mixes)
             exc_re = mix * exc_re + (1.0 - mix) * nl_re * nl_inv
             exc_im = mix * exc_im + (1.0 - mix) * nl_im * nl_inv
+        if self.config.noise:
+            noise_re, noise_im, clock = self._noise(states[extra], frames)
+            new_states.append(clock)
+            mix = torch.sigmoid(noise_mix)
+            exc_re = (1.0 - mix) * exc_re + mix * NOISE_GAIN * noise_re
+            exc_im = (1.0 - mix) * exc_im + mix * NOISE_GAIN * noise_im
         gain = torch.exp(torch.clamp(log_mag, max=20.0))
         mask = above[:, None, :]  # above the cutoff the input's own bins (transition, images) are replaced
         out_re, out_im = mask * (exc_re * gain - re), mask * (exc_im * gain - im)

@@ -52,6 +52,8 @@ DEFAULTS: dict = {
              "visqol_clips": 32, "visqol_seconds": 3.0, "visqol_cutoff_hz": 8000.0, "visqol_per_source": 4,
              "source_balance": 0.7,
              "lossy_ceiling_hz": None,  # Hz: lossy files teach nothing above this (None: their bandwidth)
+             "condition_prob": 0.0,  # share of inputs made by a real user chain (telephone, VoIP, MP3/AAC)
+             "chain_eq_prob": 0.0,  # share of clips coloured by a random recording chain (target and input)
              "disc_seconds": 0.25},  # discriminators judge a random crop of this length
     "train": {
         "steps": 40000, "lr": 5e-4, "lr_disc": 2e-4, "betas": [0.8, 0.99], "gan_start": 4000,
@@ -225,7 +227,8 @@ class Trainer:
         dcfg = self.cfg["data"]
         seed = int(self.cfg["train"]["seed"]) * 1000 + self.rank
         train = ClipDataset(dcfg["manifest"], "train", seconds=dcfg["seconds"], seed=seed,
-                            source_balance=dcfg["source_balance"], lossy_ceiling_hz=dcfg["lossy_ceiling_hz"])
+                            source_balance=dcfg["source_balance"], lossy_ceiling_hz=dcfg["lossy_ceiling_hz"],
+                            condition_prob=dcfg["condition_prob"], chain_eq_prob=dcfg["chain_eq_prob"])
         valid = ClipDataset(dcfg["manifest"], "valid", seconds=2.0, seed=VALID_SEED, length=dcfg["valid_clips"],
                             source_balance=dcfg["source_balance"], lossy_ceiling_hz=dcfg["lossy_ceiling_hz"])
         # ViSQOL as `eval` measures it: the first visqol_per_source files of each source, 16 kHz input
@@ -376,9 +379,37 @@ class Trainer:
         def stop(signum, frame):  # SIGTERM (a session or job ending) saves last.pt as Ctrl-C does
             raise KeyboardInterrupt
 
+        def judge(row: dict) -> dict:
+            """Validation; best.pt is the best (ViSQOL first, LSD breaking ties) of all judged steps."""
+            lsd, score = self.validate(valid, perceptual) if self.rank == 0 else (math.inf, math.nan)
+            self.best_lsd = min(self.best_lsd, lsd)
+            candidate = (-math.inf if math.isnan(score) else score, -lsd)
+            if candidate > self.best_score:
+                self.best_score = candidate
+                self.save("best.pt")
+            return {**row, "valid_lsd": round(lsd, 4), "valid_visqol": round(score, 4)}
+
+        def write_row(row: dict) -> None:
+            nonlocal fields
+            new = not metrics_path.exists()
+            if not new:  # a resumed run keeps its file's columns
+                with metrics_path.open() as fh:
+                    fields = next(csv.reader(fh), fields) or fields
+            with metrics_path.open("a", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+                if new:
+                    writer.writeheader()
+                writer.writerow(row)
+
         in_main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, stop) if in_main else None
         try:
+            if self.step == 0 and self.cfg["model"].get("prior"):
+                # the untrained prior (the DSP baseline) is the first candidate for best.pt: a run that
+                # learns nothing that transfers to the validation sources ships the baseline, not worse
+                row = judge({"step": 0, "time": 0.0, "epoch": self.epoch})
+                if self.rank == 0:
+                    write_row(row)
             while not out_of_time():
                 for batch in self._epoch_loader(train):
                     logs = self.train_step(batch)
@@ -390,24 +421,9 @@ class Trainer:
                                **logs, "skipped": self.skipped_steps}
                         bar.set_postfix(stft=f"{logs['loss_stft']:.3f}")
                     if self.step % tcfg["valid_every"] == 0 or self.step == tcfg["steps"]:
-                        lsd, score = self.validate(valid, perceptual) if self.rank == 0 else (math.inf, math.nan)
-                        row = {**(row or {"step": self.step, "time": round(time.time() - started, 1), **logs}),
-                               "valid_lsd": round(lsd, 4), "valid_visqol": round(score, 4)}
-                        self.best_lsd = min(self.best_lsd, lsd)
-                        candidate = (-math.inf if math.isnan(score) else score, -lsd)
-                        if candidate > self.best_score:  # ViSQOL first, LSD breaks ties
-                            self.best_score = candidate
-                            self.save("best.pt")
+                        row = judge(row or {"step": self.step, "time": round(time.time() - started, 1), **logs})
                     if row is not None and self.rank == 0:
-                        new = not metrics_path.exists()
-                        if not new:  # a resumed run keeps its file's columns
-                            with metrics_path.open() as fh:
-                                fields = next(csv.reader(fh), fields) or fields
-                        with metrics_path.open("a", newline="") as fh:
-                            writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-                            if new:
-                                writer.writeheader()
-                            writer.writerow(row)
+                        write_row(row)
                     if self.step % tcfg["ckpt_every"] == 0:
                         self.save()
                     if out_of_time():

@@ -285,3 +285,52 @@ def test_per_source_picks_the_first_files_of_each_source_that_visqol_can_score(t
     assert "--per-source must be at least 1" in capsys.readouterr().err
     assert run_eval(tmp_path, "--data", tmp_path / "a1.wav", "--per-source", 1, "--input-rate", 16000, "--no-model")[0] == 2
     assert "per source selects rows of a .jsonl manifest" in capsys.readouterr().err
+
+
+def test_condition_makes_the_input_a_user_chain_delivers(refs, tmp_path, capsys):
+    pytest.importorskip("av")
+    rc, res = run_eval(tmp_path, "--data", refs, "--condition", "telephone", "--no-model", "--baselines", FAST)
+    assert rc == 0 and res["config"]["condition"] == "telephone"
+    for record in res["files"]:
+        assert (record["input_rate"], record["input_cutoff_hz"], record["rate"]) == (8000, 3400.0, 48000)
+        assert record["metrics"]["noise_fill"]["lsd"] < record["metrics"]["sinc"]["lsd"]
+    rc, res = run_eval(tmp_path, "--data", refs, "--condition", "mp3-16k", "--no-model", "--baselines", FAST)
+    assert rc == 0  # a same-rate wall: the input stays at the reference's rate
+    assert all((r["input_rate"], r["input_cutoff_hz"]) == (48000, 16000.0) for r in res["files"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--input-rate", "16000", "--condition", "telephone"], "either --input-rate HZ or --condition NAME"),
+    ([], "either --input-rate HZ or --condition NAME"),
+    (["--condition", "fax"], "unknown condition 'fax'"),
+    (["--condition", "telephone", "--input-cutoff", "3000"], "sets the input's rate and band"),
+    (["--input-rate", "16000", "--opus-bwe", "/nonexistent/bwe_demo"], "Opus BWE program not found"),
+])
+def test_condition_and_opus_usage_errors(refs, tmp_path, capsys, args, message):
+    rc, _ = run_eval(tmp_path, "--data", refs, "--no-model", "--baselines", FAST, *args)
+    assert rc == 2 and message in capsys.readouterr().err
+
+
+OPUS_BWE = Path.home() / ".cache" / "opus-bwe" / "bwe_demo"  # ../shared/tools/build-opus-bwe.sh builds it
+
+
+@pytest.mark.skipif(not OPUS_BWE.exists(), reason="Opus 1.6's bwe_demo is not built")
+def test_opus_bwe_is_a_baseline_when_its_program_is_given(refs, tmp_path):
+    rc, res = run_eval(tmp_path, "--data", refs, "--input-rate", 16000, "--no-model", "--baselines", FAST,
+                       "--opus-bwe", OPUS_BWE)
+    assert rc == 0 and res["config"]["methods"] == ["sinc", "noise_fill", "opus_bwe"]
+    for record in res["files"]:
+        scores = record["metrics"]
+        assert scores["opus_bwe"]["lsd"] < scores["sinc"]["lsd"]  # it does fill the band
+        assert scores["opus_bwe"]["snr"] > 3  # and it is aligned with the reference
+
+
+def test_eval_prints_each_source_apart(tmp_path, capsys):
+    first, second = tmp_path / "voices", tmp_path / "drums"
+    for folder, seed in ((first, 1), (second, 2)):
+        folder.mkdir()
+        sf.write(folder / "a.wav", music_like(1.2, seed=seed), 48000)
+    rc, res = run_eval(tmp_path, "--data", first, second, "--input-rate", 16000, "--no-model", "--baselines", FAST)
+    assert rc == 0 and set(res["summary"]["by_source"]) == {str(first), str(second)}
+    out = capsys.readouterr().out
+    assert "LSD per source" in out and "voices" in out and "drums" in out

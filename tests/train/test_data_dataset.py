@@ -13,7 +13,7 @@ from signals import broadband  # noqa: E402
 
 from bandlift.rt.dsp.bandwidth import effective_bandwidth  # noqa: E402
 from bandlift.rt.cli import main  # noqa: E402
-from bandlift.train.degrade import band_limit  # noqa: E402
+from bandlift.train.degrade import MIN_CUTOFF, band_limit  # noqa: E402
 from bandlift.train.data_dataset import ClipDataset  # noqa: E402
 from bandlift.train.data_sources import assign_split, is_lossy, read_manifest  # noqa: E402
 
@@ -106,7 +106,7 @@ def test_clip_dataset_items(corpus):
         it = ds[i]
         t, x, c, ceiling = (it["target"].numpy(), it["input"].numpy(), float(it["cutoff"]),
                             float(it["ceiling"]))
-        assert 3999 <= c <= 0.9 * ceiling * 1.01
+        assert MIN_CUTOFF - 1 <= c <= 0.9 * ceiling * 1.01
         assert np.sqrt(np.mean(t ** 2)) > 10 ** (-50 / 20)  # not a silent crop
         assert band_energy_above(x, 48000, c * 1.1) < 1e-3  # input lacks the band above cutoff
         if ceiling < 13000:  # the 12 kHz file: target stops at its ceiling, cutoff well below
@@ -280,3 +280,30 @@ def test_lossy_files_teach_nothing_above_the_lossy_ceiling(tmp_path):
             seen[".flac"] += 1
             assert ceiling == float(before["ceiling"]) > 20000
     assert seen[".ogg"] > 0 and seen[".flac"] > 0
+
+
+def test_clip_dataset_draws_user_chains_and_recording_colours(corpus):
+    """condition_prob: inputs a telephone line, a VoIP codec or an MP3/AAC wall made; chain_eq_prob: the
+    target itself coloured by a random recording chain, so input and target carry the same one."""
+    pytest.importorskip("av")
+    from bandlift.train.conditions import CONDITIONS
+
+    root, manifest = corpus
+    plain = ClipDataset(manifest, split=None, seconds=0.5, rate=48000, seed=3, length=12,
+                        cache_dir=root / "cache", progress=False)
+    chains = ClipDataset(manifest, split=None, seconds=0.5, rate=48000, seed=3, length=12,
+                         cache_dir=root / "cache", progress=False, condition_prob=1.0, chain_eq_prob=1.0)
+    chain_cutoffs = {c.cutoff_hz for c in CONDITIONS.values()}
+    coloured = 0
+    for i in range(len(chains)):
+        item, reference = chains[i], plain[i]
+        c = float(item["cutoff"])
+        assert c in chain_cutoffs and c <= 0.9 * float(item["ceiling"]) * 1.01
+        assert band_energy_above(item["input"].numpy(), 48000, c * 1.15) < 1e-3
+        # the same crop: a gain or polarity keeps |correlation| at 1, a colour does not
+        coloured += abs(np.corrcoef(item["target"].numpy(), reference["target"].numpy())[0, 1]) < 0.995
+    assert coloured >= 8  # (a chain can come out near flat)
+    uncoloured = ClipDataset(manifest, split=None, seconds=0.5, rate=48000, seed=3, length=12,
+                             cache_dir=root / "cache", progress=False, condition_prob=1.0)
+    assert all(abs(np.corrcoef(uncoloured[i]["target"].numpy(), plain[i]["target"].numpy())[0, 1]) > 0.9999
+               for i in range(len(plain)))  # the same crops

@@ -197,3 +197,28 @@ def test_min_rate_leaves_out_low_rates_and_8_bit(tmp_path, monkeypatch):
                         data_debian.Package("bandlift-test-rates", "x", min_rate=44100))
     assert [Path(c.path).name for c in data_debian.candidates("bandlift-test-rates", tmp_path / "pkg")] == [
         "hi.wav"]
+
+
+@needs_dpkg
+def test_a_held_out_package_goes_whole_to_its_split(tmp_path, monkeypatch, capsys):
+    """Validation and test hold out whole recording chains: every file of such a package lands in its
+    split; other packages split by group unless they are the corpus's training packages."""
+    build_deb(tmp_path, "bandlift-test-kits")
+    dest = tmp_path / "data"
+    monkeypatch.setitem(data_debian.PACKAGES, "bandlift-test-kits",
+                        data_debian.Package("bandlift-test-kits", "kits", group_depth=1, split="test"))
+    assert main(["dataset", "debian", "--packages", "bandlift-test-kits", "--dest", str(dest), "--no-progress"]) == 0
+    rows = read_manifest(dest / "manifest.jsonl")
+    assert len(rows) == 7 and {r["split"] for r in rows} == {"test"}
+    monkeypatch.setitem(data_debian.PACKAGES, "bandlift-test-kits",
+                        data_debian.Package("bandlift-test-kits", "kits", group_depth=1))
+    assert main(["dataset", "debian", "--packages", "bandlift-test-kits", "--dest", str(dest), "--no-progress"]) == 0
+    by_group = {}
+    for row in read_manifest(dest / "manifest.jsonl"):
+        by_group.setdefault(row["group"], set()).add(row["split"])
+    assert all(len(splits) == 1 for splits in by_group.values())  # by group: a kit is never in two splits
+    held = {name: p.split for name, p in data_debian.PACKAGES.items() if p.split in ("valid", "test")}
+    assert held == {"sonic-pi-samples": "test", "avldrums.lv2-soundfont": "test", "megaglest-data": "test",
+                    "hydrogen-data": "valid", "ktuberling-data": "valid"}
+    categories = {data_debian.PACKAGES[name].category for name in held}
+    assert categories == {"speech", "instruments"}  # each split holds out a source of each

@@ -21,12 +21,14 @@ from bandlift.train.model import (  # noqa: E402
 )
 
 
-@pytest.fixture(scope="module", params=["spectral", "spectral-envelope", "waveform"])
+@pytest.fixture(scope="module", params=["spectral", "spectral-envelope", "spectral-noise", "waveform"])
 def gen(request):
     torch.manual_seed(0)
     arch, _, envelope = request.param.partition("-")
+    noise = envelope == "noise"  # the causal noise-fill prior: noise excitation, running tilt, bounded correction
     gen = Generator(GeneratorConfig(arch=arch, channels=16, dilations=[1, 2, 4], envelope_bands=12 if envelope else 0,
-                                    prior=bool(envelope))).eval()
+                                    prior=bool(envelope), noise=noise, prior_tilt_s=0.2 if noise else 0.0,
+                                    correction_db=12.0 if noise else 0.0)).eval()
     if envelope:  # the prior's output layer starts at zero: give the correction something to do
         with torch.no_grad():
             gen.out.weight.normal_(0.0, 0.1)
@@ -232,3 +234,66 @@ def test_prior_starts_the_generator_as_the_noise_fill_envelope():
 
     assert band_db(1.0, 9000, 10000) - band_db(1.0, 18000, 20000) == pytest.approx(12.0, abs=1.5)
     assert band_db(2.0, 9000, 10000) - band_db(1.0, 9000, 10000) == pytest.approx(6.0, abs=1.0)
+
+
+def noise_prior_generator():
+    torch.manual_seed(0)
+    return Generator(GeneratorConfig(channels=8, dilations=[1, 2], context_fft=0, gru=0, exciter=False,
+                                     envelope_bands=16, prior=True, noise=True, prior_tilt_s=0.5,
+                                     correction_db=12.0)).eval()
+
+
+def band_levels_db(y, rate, bands, frame=480):
+    """Each 10 ms frame's power in each band (dB) of a 1-D signal."""
+    frames = y[: len(y) // frame * frame].reshape(-1, frame) * np.hanning(frame)
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    freqs = np.fft.rfftfreq(frame, 1 / rate)
+    return np.stack([10 * np.log10(power[:, (freqs >= lo) & (freqs < hi)].mean(1) + 1e-20) for lo, hi in bands], 1)
+
+
+def test_noise_prior_starts_as_a_causal_noise_fill_that_follows_the_passband_frame_by_frame():
+    """Untrained, the band above the cutoff is noise at the level the passband's top octave sets, falling
+    with the passband's own slope (clipped to -3 dB/octave for white noise) and bending down above the
+    cutoff; a 20 dB step in the passband's level reaches the generated band within 10 ms."""
+    g, rate = noise_prior_generator(), 48000
+    n = 2 * rate
+    freqs = np.fft.rfftfreq(n, 1 / rate)
+    white = np.fft.irfft(np.fft.rfft(np.random.default_rng(0).standard_normal(n)) * (freqs < 8000), n=n)
+    x = white * np.where(np.arange(n) < rate, 0.01, 0.1)  # +20 dB at 1 s
+    with torch.no_grad():
+        y = g(torch.tensor(x, dtype=torch.float32)[None], torch.tensor([1 / 3]))[0].numpy()
+    levels = band_levels_db(y, rate, [(5000, 7000), (9000, 11000), (14000, 16000)])
+    before, after = levels[60:95].mean(0), levels[105:190].mean(0)
+    assert after - before == pytest.approx([20, 20, 20], abs=1.0)  # every band follows the level
+    assert levels[101, 1] - before[1] > 17  # within 10 ms of the step
+    # the passband is white: -3 dB/octave (the clip) from 0.7 x cutoff, minus 3 dB/octave^2 above the cutoff
+    expected = [-3 * np.log2(f / 5600) - 3 * max(np.log2(f / 8000), 0) ** 2 for f in (10000, 15000)]
+    assert after[1:] - after[0] == pytest.approx(expected, abs=1.5)
+    # noise, not a copy of the passband: the generated band is uncorrelated with the band below shifted up
+    assert abs(np.corrcoef(levels[105:190, 1], levels[105:190, 0])[0, 1]) < 0.5
+
+
+def test_noise_prior_reads_the_tilt_from_the_passband_and_its_correction_is_bounded():
+    g, rate = noise_prior_generator(), 48000
+    n = 2 * rate
+    freqs = np.fft.rfftfreq(n, 1 / rate)
+    spectrum = np.fft.rfft(np.random.default_rng(1).standard_normal(n)) * (freqs < 8000)
+
+    def slope(db_per_octave):
+        shaped = spectrum * (np.maximum(freqs, 2000) / 2000) ** (db_per_octave / 20 / np.log10(2))
+        x = 0.05 * np.fft.irfft(shaped, n=n) / np.std(np.fft.irfft(shaped, n=n))
+        with torch.no_grad():
+            y = g(torch.tensor(x, dtype=torch.float32)[None], torch.tensor([1 / 3]))[0].numpy()
+        low, high = band_levels_db(y, rate, [(8500, 9500), (17000, 19000)])[100:].mean(0)
+        return high - low  # the generated band's fall over the octave above 9 kHz
+
+    assert slope(-6.0) - slope(-18.0) == pytest.approx(12.0, abs=2.0)
+    assert slope(-30.0) == pytest.approx(slope(-24.0), abs=1.0)  # clipped at -24 dB/octave
+    with torch.no_grad():  # the largest correction the output layer can ask for is +-12 dB
+        g.out.bias[:16] = 100.0
+        x = torch.tensor(np.fft.irfft(spectrum, n=n) * 0.05, dtype=torch.float32)[None]
+        boosted = g(x, torch.tensor([1 / 3]))[0].numpy()
+        g.out.bias[:16] = 0.0
+        plain = g(x, torch.tensor([1 / 3]))[0].numpy()
+    gain = band_levels_db(boosted, rate, [(12000, 16000)])[50:] - band_levels_db(plain, rate, [(12000, 16000)])[50:]
+    assert gain.mean() == pytest.approx(12.0, abs=1.0)

@@ -96,8 +96,10 @@ def test_the_envelope_recipe_trains_its_band_losses(tmp_path, manifest):
         "train": {**TINY["train"], "gan_start": 100}, "loss": {**recipe["loss"], "dynamics": 1.0, "nsim": 20.0}}))
     run = tmp_path / "run"
     assert main(["train", "--config", str(cfg), "--run-dir", str(run), "--steps", "3"]) == 0
-    rows = list(csv.DictReader((run / "metrics.csv").open()))
-    assert all(np.isfinite(float(r["loss_env"])) and 0 <= float(r["loss_dyn"]) <= 2 for r in rows)
+    judged, *rows = list(csv.DictReader((run / "metrics.csv").open()))
+    # a prior model is judged before its first step: the DSP baseline it starts as is best.pt's first candidate
+    assert judged["step"] == "0" and judged["loss_env"] == "" and 1.0 <= float(judged["valid_visqol"]) <= 5.0
+    assert rows and all(np.isfinite(float(r["loss_env"])) and 0 <= float(r["loss_dyn"]) <= 2 for r in rows)
     assert all(0 < float(r["loss_nsim"]) <= 2 for r in rows)  # 1 - NSIM: structure may be negative
     weight = torch.load(run / "last.pt", weights_only=True)["generator"]["out.weight"]
     assert weight.shape[0] == 2 * recipe["model"]["envelope_bands"] and weight.abs().sum() > 0
@@ -326,6 +328,13 @@ def test_shipped_configs_agree_so_the_fine_tune_can_start_from_the_base_run():
                               "adversarial": DEFAULTS["loss"]["adversarial"]}  # unused without the adversary
     assert no_context["model"] == {**no_gan["model"], "context_fft": 0, "gru": 0, "exciter": False}
     assert {k: no_context[k] for k in ("data", "train", "loss")} == {k: no_gan[k] for k in ("data", "train", "loss")}
+    robust, robust_no_gan = (load_config(train_dir / f"{n}.yaml") for n in ("robust", "ablation-robust-no-gan"))
+    assert robust["model"]["noise"] and robust["data"]["condition_prob"] > 0 and robust["train"]["gan_start"] == 0
+    assert {k: robust_no_gan[k] for k in ("model", "data")} == {k: robust[k] for k in ("model", "data")}
+    assert robust_no_gan["train"] == {**robust["train"], "gan_start": robust_no_gan["train"]["gan_start"]}
+    assert robust_no_gan["train"]["gan_start"] > robust_no_gan["train"]["steps"]
+    assert robust_no_gan["loss"] == {**robust["loss"], "feature": DEFAULTS["loss"]["feature"],
+                                     "adversarial": DEFAULTS["loss"]["adversarial"]}
     no_context_gan = load_config(train_dir / "ablation-perceptual-no-context-gan.yaml")
     assert no_context_gan["model"] == no_context["model"]
     assert {k: no_context_gan[k] for k in ("data", "train", "loss")} == {k: perceptual[k] for k in ("data", "train", "loss")}

@@ -20,6 +20,7 @@ def _cutoff(text: str):
 
 
 def configure(parser) -> None:
+    from bandlift.train.conditions import CONDITIONS
     from bandlift.train.data_sources import CATEGORIES
     from bandlift.train.eval.baselines import BASELINES
 
@@ -28,8 +29,14 @@ def configure(parser) -> None:
                              "manifests (rows with a 'path'; their category groups the results)")
     parser.add_argument("--split", default=None, metavar="NAME",
                         help="only the manifest rows of this split (e.g. test)")
-    parser.add_argument("--input-rate", type=int, required=True, metavar="HZ",
+    parser.add_argument("--input-rate", type=int, default=None, metavar="HZ",
                         help="rate of the low-band input made from each reference (soxr down)")
+    parser.add_argument("--condition", default=None, metavar="NAME",
+                        help="instead of --input-rate: the input a user chain delivers, through real "
+                             "encoders: " + ", ".join(CONDITIONS) + " (each sets its rate and band)")
+    parser.add_argument("--opus-bwe", default=None, metavar="PATH",
+                        help="also judge Opus 1.6's neural BWE (its bwe_demo program: 16 kHz in, 48 kHz "
+                             "out; inputs at other rates are resampled to 16 kHz first)")
     parser.add_argument("--input-cutoff", type=_cutoff, default=None, metavar="HZ|auto",
                         help="band limit of the input: brick-wall low-pass at HZ (needed where "
                              "--input-rate equals the rate a reference is judged at), or 'auto': tell "
@@ -90,6 +97,13 @@ def _methods(args) -> dict:
     if unknown:
         raise CLIError(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
     methods.update((n, BASELINES[n]) for n in names)
+    if args.opus_bwe is not None:
+        from bandlift.train.eval.baselines import OpusBWE
+
+        try:
+            methods["opus_bwe"] = OpusBWE(args.opus_bwe)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
     if args.oracle:
         from bandlift.train.eval.baselines import ORACLES
 
@@ -112,9 +126,11 @@ def run(args) -> int:
         raise CLIError(f"--per-source must be at least 1, got {args.per_source}")
     if args.blind and not args.html:
         raise CLIError("--blind labels the listening report: give --html DIR too")
+    if (args.input_rate is None) == (args.condition is None):
+        raise CLIError("give either --input-rate HZ or --condition NAME")
     cfg = EvalConfig(input_rate=args.input_rate, input_cutoff=args.input_cutoff, rate=args.rate,
                      seconds=args.seconds, max_files=args.max_files, split=args.split, per_source=args.per_source,
-                     visqol=not args.no_visqol, category=args.category)
+                     visqol=not args.no_visqol, category=args.category, condition=args.condition)
     try:
         cfg.check()
         methods = _methods(args)

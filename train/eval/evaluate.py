@@ -46,7 +46,7 @@ class SkipFile(Exception):
 
 @dataclass
 class EvalConfig:
-    input_rate: int
+    input_rate: int | None  # None with a condition: the chain's own rate
     input_cutoff: float | str | None = None  # Hz, "auto" (measured on the input) or None (= Nyquist)
     rate: int | None = None  # output and scoring rate; None: each reference's own, at most MAX_RATE
     seconds: float | None = None
@@ -55,8 +55,31 @@ class EvalConfig:
     per_source: int | None = None  # of those, the first N per source by path that ViSQOL can score
     visqol: bool = True
     category: str = "other"  # of references that are not manifest rows
+    condition: str | None = None  # a user chain (train/conditions.py) makes the input instead
+
+    def in_rate(self, rate: int) -> int:
+        """The input's rate for a reference judged at `rate`."""
+        if self.condition is not None:
+            from bandlift.train.conditions import chain_rate
+
+            return chain_rate(self.condition, rate)
+        return self.input_rate
 
     def check(self) -> None:
+        if self.condition is not None:
+            from bandlift.train.conditions import ConditionError, check_name
+
+            try:
+                check_name(self.condition)
+            except ConditionError as exc:
+                raise EvalError(str(exc)) from None
+            if self.input_rate is not None or self.input_cutoff is not None:
+                raise EvalError(f"condition {self.condition!r} sets the input's rate and band: "
+                                "drop the input rate and cutoff")
+            self._check_common()
+            return
+        if self.input_rate is None:
+            raise EvalError("give an input rate or a condition")
         if self.input_rate <= 0 or (self.rate is not None and self.rate <= 0):
             raise EvalError(f"rates must be positive (input {self.input_rate} Hz, output {self.rate} Hz)")
         top = self.rate or MAX_RATE
@@ -72,6 +95,11 @@ class EvalConfig:
         if self.input_rate == top and not isinstance(cutoff, (int, float)):
             raise EvalError(f"input rate = output rate ({top} Hz): give the band limit with an "
                             "input cutoff in Hz, otherwise there is nothing to extend")
+        self._check_common()
+
+    def _check_common(self) -> None:
+        if self.rate is not None and self.rate <= 0:
+            raise EvalError(f"the output rate must be positive, not {self.rate} Hz")
         if self.per_source is not None and self.per_source < 1:
             raise EvalError(f"per source must be at least 1 file, got {self.per_source}")
         if self.seconds is not None and self.seconds < MIN_SECONDS:
@@ -85,7 +113,7 @@ def judged_rate(rate: int | None, file_rate: int) -> int:
 
 # --- files ----------------------------------------------------------------------------------------
 
-def manifest_files(path: Path, split: str | None = None, per_source: int | None = None) -> list[tuple[Path, str]]:
+def manifest_files(path: Path, split: str | None = None, per_source: int | None = None) -> list[tuple[Path, str, str]]:
     """(audio path, category) of the rows of a JSON-lines manifest (one {"path": ..., "split": ...} per
     line), relative paths taken from the manifest's folder; read by the dataset's own reader.
     `per_source`: only the first N rows of each source by path among those at least
@@ -104,7 +132,8 @@ def manifest_files(path: Path, split: str | None = None, per_source: int | None 
             chosen.append(row)
     if per_source is not None:  # read_manifest has checked each duration is a number
         chosen = first_per_source([r for r in chosen if r.get("duration", 0.0) >= SUBSET_MIN_SECONDS], per_source)
-    return [(path.parent / r["path"], row_category(r)) for r in chosen]  # an absolute path stays itself
+    # an absolute path stays itself
+    return [(path.parent / r["path"], row_category(r), str(r.get("source", path.name))) for r in chosen]
 
 
 def row_category(row: dict) -> str:
@@ -119,10 +148,10 @@ def row_category(row: dict) -> str:
 
 
 def find_audio_files(paths, warn: Callable[[str], None] = print, split: str | None = None,
-                     category: str = "other", per_source: int | None = None) -> list[tuple[Path, str]]:
-    """(path, category) of files given directly, audio files found recursively in folders (sorted per
-    folder), and the files of .jsonl manifests (only those of `split` when given). Manifest rows carry
-    their category, other files get `category`.
+                     category: str = "other", per_source: int | None = None) -> list[tuple[Path, str, str]]:
+    """(path, category, source) of files given directly, audio files found recursively in folders
+    (sorted per folder), and the files of .jsonl manifests (only those of `split` when given). Manifest
+    rows carry their category and source, other files get `category` and their folder as the source.
 
     Missing paths and folders without audio are warned about; EvalError if nothing is left.
     """
@@ -137,14 +166,14 @@ def find_audio_files(paths, warn: Callable[[str], None] = print, split: str | No
             files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS)
             if not files:
                 warn(f"warning: {p}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this folder")
-            found += [(f, category) for f in files]
+            found += [(f, category, str(p)) for f in files]
         elif p.suffix == ".jsonl" and p.is_file():
             files = manifest_files(p, split, per_source)
             if not files:
                 warn(f"warning: {p}: no files" + (f" in split {split!r}" if split else ""))
             found += files
         elif p.exists():
-            found.append((p, category))
+            found.append((p, category, str(p.parent)))
         else:
             warn(f"warning: {p}: no such file or folder")
     if not found:
@@ -197,8 +226,13 @@ def band_limit(x: np.ndarray, sr: float, cutoff_hz: float) -> np.ndarray:
 
 
 def make_input(ref: np.ndarray, rate: int, cfg: EvalConfig) -> tuple[np.ndarray, float | None]:
-    """Low-band input at cfg.input_rate from a reference at `rate`, and the cutoff methods get."""
+    """Low-band input at cfg.in_rate(rate) from a reference at `rate`, and the cutoff methods get."""
     import soxr
+
+    if cfg.condition is not None:
+        from bandlift.train.conditions import apply
+
+        return apply(cfg.condition, ref, rate)
 
     x = ref if cfg.input_rate == rate else soxr.resample(ref, rate, cfg.input_rate, quality="VHQ")
     if cfg.input_cutoff is None:
@@ -259,11 +293,15 @@ def evaluate_file(path: Path, methods: dict[str, Method], cfg: EvalConfig,
 
     ref, file_rate = load_reference(path, cfg.rate, cfg.seconds)
     rate = judged_rate(cfg.rate, file_rate)
-    if cfg.input_rate > rate or (cfg.input_rate == rate and not isinstance(cfg.input_cutoff, (int, float))):
-        raise SkipFile(f"judged at its own rate {rate} Hz, it has no band above a {cfg.input_rate} Hz "
-                       "input" + ("" if cfg.input_rate > rate else " without --input-cutoff"))
+    in_rate = cfg.in_rate(rate)
+    band_given = isinstance(cfg.input_cutoff, (int, float)) or cfg.condition is not None
+    if in_rate > rate or (in_rate == rate and not band_given):
+        raise SkipFile(f"judged at its own rate {rate} Hz, it has no band above a {in_rate} Hz "
+                       "input" + ("" if in_rate > rate else " without --input-cutoff"))
     x_low, cutoff = make_input(ref, rate, cfg)
-    hf_from = cutoff if cutoff is not None else cfg.input_rate / 2
+    if cutoff is not None and cutoff >= 0.99 * rate / 2:
+        raise SkipFile(f"judged at {rate} Hz, it has no band above the {cutoff:.0f} Hz this input keeps")
+    hf_from = cutoff if cutoff is not None else in_rate / 2
     record = {
         "path": str(path),
         "category": category,
@@ -271,6 +309,7 @@ def evaluate_file(path: Path, methods: dict[str, Method], cfg: EvalConfig,
         "rate": rate,
         "channels": int(ref.shape[1]),
         "seconds": round(len(ref) / rate, 3),
+        "input_rate": in_rate,
         "input_cutoff_hz": hf_from,
         "reference_bandwidth_hz": float(effective_bandwidth(ref, rate)),
         "metrics": {},
@@ -279,13 +318,13 @@ def evaluate_file(path: Path, methods: dict[str, Method], cfg: EvalConfig,
     for name, method in methods.items():
         try:
             extra = {"reference": ref} if getattr(method, "needs_reference", False) else {}
-            y = method(x_low.astype(np.float32), cfg.input_rate, rate, cutoff, **extra)
+            y = method(x_low.astype(np.float32), in_rate, rate, cutoff, **extra)
             record["metrics"][name] = score(ref, y, rate, hf_from, cfg.visqol)
         except Exception as exc:
             raise EvalError(f"method {name!r} failed on {path}: {type(exc).__name__}: {exc}") from exc
         outputs[name] = y
     return record, {"reference": ref, "input": x_low, "outputs": outputs, "hf_from": hf_from,
-                    "input_rate": cfg.input_rate}
+                    "input_rate": in_rate}
 
 
 def _mean(values) -> float:
@@ -317,6 +356,10 @@ def summarize(records: list[dict], names: list[str]) -> dict:
         (full if r["reference_bandwidth_hz"] >= REFERENCE_BAND_WARN * r["rate"] / 2 else limited).append(r)
     if full and limited:
         summary["by_reference_band"] = {"full band": means(full, names), "band-limited": means(limited, names)}
+    sources = sorted({r.get("source", "") for r in records})
+    if len(sources) > 1:
+        summary["by_source"] = {src: means([r for r in records if r.get("source", "") == src], names)
+                                for src in sources}
     overall = summary["mean"]
     summary["lsd_ratio"] = {}
     for base in ("sinc", "noise_fill"):
@@ -352,9 +395,10 @@ def evaluate(paths, methods: dict[str, Method], cfg: EvalConfig, png_dir=None, p
     if png_dir is not None:
         os.makedirs(png_dir, exist_ok=True)
     records, skipped = [], []
-    for i, (path, category) in enumerate(tqdm(files, desc="eval", unit="file", disable=not progress)):
+    for i, (path, category, source) in enumerate(tqdm(files, desc="eval", unit="file", disable=not progress)):
         try:
             record, signals = evaluate_file(path, methods, cfg, category)
+            record["source"] = source
         except SkipFile as exc:
             skipped.append({"path": str(path), "reason": str(exc)})
             warn(f"warning: skipping {path}: {exc}")
@@ -376,7 +420,7 @@ def evaluate(paths, methods: dict[str, Method], cfg: EvalConfig, png_dir=None, p
     names = list(methods)
     return {
         "config": {
-            "input_rate": cfg.input_rate, "input_cutoff": cfg.input_cutoff,
+            "input_rate": cfg.input_rate, "input_cutoff": cfg.input_cutoff, "condition": cfg.condition,
             "rate": cfg.rate or f"each reference's own, at most {MAX_RATE}",
             "seconds": cfg.seconds, "split": cfg.split, "per_source": cfg.per_source, "methods": names,
             "lsd": f"NU-Wave 2/AERO/AP-BWE: STFT n_fft {metrics.N_FFT}, hop {metrics.HOP}, Hann, centred; "
@@ -438,6 +482,14 @@ def format_table(results: dict) -> str:
         for n in names:
             row = n.ljust(width) + "".join(_fmt(group["mean"][n][k], 11, d) for _, k, d in columns)
             lines.append(row + "".join(_fmt(ratios[b][n], 16, 3) for b in ratios))
+    if "by_source" in summary:  # one line per source: ViSQOL (or LSD when ViSQOL is off) of each method
+        key, label = ("visqol", "ViSQOL") if summary["visqol_files"] else ("lsd", "LSD")
+        sw = min(max(len("source"), *(len(s) for s in summary["by_source"])), 44)
+        lines += ["", f"{label} per source (held-out sources are what the test split judges)",
+                  "source".ljust(sw) + "files".rjust(6) + "".join(n.rjust(width) for n in names)]
+        for src, group in summary["by_source"].items():
+            lines.append(src[-sw:].ljust(sw) + str(group["files"]).rjust(6)
+                         + "".join(_fmt(group["mean"][n][key], width, 2 if key == "visqol" else 3) for n in names))
     for key in ("model_over_sinc_lsd", "model_over_noise_fill_lsd"):
         if key in summary:
             lines.append(f"{key}: {summary[key]:.3f}")
@@ -483,8 +535,8 @@ def plot_comparison(png: Path, signals: dict, record: dict, cfg: EvalConfig) -> 
     import matplotlib.pyplot as plt
 
     rate = record["rate"]
-    rows = [(f"input ({cfg.input_rate} Hz, cutoff {signals['hf_from']:.0f} Hz)", signals["input"],
-             cfg.input_rate)]
+    rows = [(f"input ({signals['input_rate']} Hz, cutoff {signals['hf_from']:.0f} Hz)", signals["input"],
+             signals["input_rate"])]
     rows += [(f"{name}  LSD {record['metrics'][name]['lsd']:.2f}  LSD-HF "
               f"{record['metrics'][name]['lsd_hf']:.2f}", y, rate)
              for name, y in signals["outputs"].items()]

@@ -109,7 +109,9 @@ def _scores(scores: dict) -> str:
 
 def _config_line(config: dict) -> str:
     cutoff = config["input_cutoff"]
-    return (f"input {config['input_rate']} Hz" + (f", cut at {cutoff} Hz" if cutoff else "")
+    source = (f"condition {config['condition']}" if config.get("condition")
+              else f"input {config['input_rate']} Hz" + (f", cut at {cutoff} Hz" if cutoff else ""))
+    return (source
             + f"; judged at {config['rate']} Hz"
             + (f"; first {config['seconds']:g} s" if config["seconds"] else "") + f"; ViSQOL: {config['visqol']}")
 
