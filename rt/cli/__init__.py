@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "export": ("bandlift.export.cmd_export", "Export a training checkpoint to a streaming ONNX model."),
     "train": ("bandlift.train.cmd_train", "Train the generator (needs the [train] extra)."),
     "dataset": ("bandlift.train.cmd_dataset", "Collect and index training audio."),
+    "curve": ("bandlift.train.cmd_curve", "A training run's validation curve (ViSQOL, LSD by step) as CSV and PNG."),
 }
 
 

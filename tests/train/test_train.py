@@ -371,3 +371,24 @@ def test_a_malicious_checkpoint_does_not_run(tmp_path, manifest):
     (run_dir / "last.pt").write_bytes(path.read_bytes())
     assert main(["train", "--config", str(write_config(tmp_path, manifest)), "--run-dir", str(run_dir)]) == 2
     assert not marker.exists()
+
+
+def test_curve_writes_a_runs_validation_curve_as_csv_and_png(tmp_path, capsys):
+    for name, scores in (("robust", [(0, 3.0, 0.9), (500, 3.2, 0.85)]), ("no-gan", [(0, 3.0, 0.9), (500, 3.1, 0.8)])):
+        run = tmp_path / name
+        run.mkdir()
+        lines = ["step,time,loss_g,valid_lsd,valid_visqol"]
+        lines += [f"{step},0,1.0,{lsd},{visqol}" for step, visqol, lsd in scores] + ["250,0,1.0,,"]
+        (run / "metrics.csv").write_text("\n".join(lines) + "\n")
+    out_csv, out_png = tmp_path / "curve.csv", tmp_path / "curve.png"
+    assert main(["curve", str(tmp_path / "robust"), str(tmp_path / "no-gan"), "--csv", str(out_csv),
+                 "--png", str(out_png), "--baseline", "noise_fill=3.06"]) == 0
+    assert "best ViSQOL 3.200 (LSD 0.850) at step 500" in capsys.readouterr().out
+    rows = list(csv.reader(out_csv.open()))
+    assert rows[0] == ["run", "step", "valid_visqol", "valid_lsd"] and len(rows) == 5  # rows without a validation left out
+    assert rows[2] == ["robust", "500", "3.2", "0.85"]
+    assert out_png.read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "metrics.csv").write_text("step,valid_lsd,valid_visqol\n10,,\n")
+    assert main(["curve", str(tmp_path / "empty")]) == 2
+    assert "no validation rows yet" in capsys.readouterr().err
