@@ -163,3 +163,20 @@ def delay_of(x: np.ndarray, y: np.ndarray, max_lag: int = MAX_CODEC_DELAY) -> in
     size = 1 << int(np.ceil(np.log2(n + 2 * max_lag)))
     corr = np.fft.irfft(np.fft.rfft(y[:n + max_lag], size) * np.conj(np.fft.rfft(x[:n], size)), size)
     return int(np.argmax(corr[:max_lag + 1]))
+
+
+def draw(x: np.ndarray, sr: int, rng: np.random.Generator, max_cutoff_hz: float | None = None):
+    """1-D `x` through a random chain whose band fits under `max_cutoff_hz`, brought back to `sr` (a
+    training input: same rate, length and alignment as the target): (float32, cutoff_hz), or None."""
+    import soxr
+
+    names = [n for n, c in CONDITIONS.items() if max_cutoff_hz is None or c.cutoff_hz <= max_cutoff_hz]
+    if not names:
+        return None
+    name = names[int(rng.integers(len(names)))]
+    y, cutoff = apply(name, x, int(sr))
+    rate = chain_rate(name, int(sr))
+    if rate != sr:
+        y = soxr.resample(y, rate, sr, quality="VHQ")
+    y = np.asarray(y, dtype=np.float32)[: len(x)]
+    return np.pad(y, (0, len(x) - len(y))), float(cutoff)

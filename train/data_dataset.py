@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bandlift.train import conditions
 from bandlift.train.degrade import MIN_CUTOFF, band_limit, degrade, recording_chain
 from bandlift.train.data_sources import (TRAINING_FIELDS, DataError, build_cache, cache_path, first_per_source, is_lossy,
                                          read_manifest)
@@ -210,6 +211,9 @@ class ClipDataset(torch.utils.data.Dataset):
             win = win * (10 ** (rng.uniform(*self.gain_db) / 20) / peak)
         if rng.random() < 0.5:
             win = -win
-        low, cutoff = degrade(win, self.rate, rng, max_cutoff_hz=CEILING_MARGIN * ceiling,
-                              noise_prob=self.noise_prob, condition_prob=self.condition_prob)
+        chain = None
+        if self.condition_prob and rng.random() < self.condition_prob:
+            chain = conditions.draw(win, self.rate, rng, CEILING_MARGIN * ceiling)
+        low, cutoff = chain or degrade(win, self.rate, rng, max_cutoff_hz=CEILING_MARGIN * ceiling,
+                                       noise_prob=self.noise_prob)
         return self._item(win, low, cutoff, ceiling)

@@ -138,21 +138,16 @@ def codec_noise(x: np.ndarray, rng: np.random.Generator, snr_db: tuple[float, fl
 
 def degrade(target: np.ndarray, sr: float, rng: np.random.Generator, cutoff_hz: float | None = None,
             max_cutoff_hz: float | None = None, kind: str | None = None,
-            noise_prob: float = 0.2, condition_prob: float = 0.0) -> tuple[np.ndarray, float]:
+            noise_prob: float = 0.2) -> tuple[np.ndarray, float]:
     """Random low-band version of 1-D `target`: returns (lowband float32, cutoff_hz).
 
     The cutoff is drawn by `sample_cutoff` (capped by `max_cutoff_hz`) unless given; the filter kind
     is drawn from KINDS unless given; with probability `noise_prob` mild codec-like noise is added.
     The output has the target's rate and length and is time-aligned with it. `cutoff_hz` returned is
-    the nominal bandwidth (what `upsample` would be told for such an input). With probability
-    `condition_prob` (cutoff and kind not given) the input is instead a real chain users have: a
-    telephone line, a VoIP or Bluetooth codec, an MP3/AAC wall (`conditions.CONDITIONS`, real encoders).
+    the nominal bandwidth (what `upsample` would be told for such an input). The chains users have
+    (telephone, VoIP, MP3/AAC walls) are `conditions.draw`.
     """
     x = np.asarray(target, dtype=np.float64)
-    if condition_prob and cutoff_hz is None and kind is None and rng.random() < condition_prob:
-        chain = _draw_condition(x, sr, rng, max_cutoff_hz)
-        if chain is not None:
-            return chain
     if cutoff_hz is None:
         cutoff_hz = sample_cutoff(rng, max_cutoff_hz)
     if kind is None:
@@ -168,22 +163,6 @@ def degrade(target: np.ndarray, sr: float, rng: np.random.Generator, cutoff_hz: 
     else:
         y = band_limit(x, sr, cutoff_hz, kind)
     return y.astype(np.float32), float(cutoff_hz)
-
-
-def _draw_condition(x: np.ndarray, sr: float, rng: np.random.Generator, max_cutoff_hz: float | None):
-    """`x` through a random user chain (conditions.CONDITIONS) whose band fits under the target's
-    ceiling, brought back to `sr`: (input float32, cutoff_hz), or None when none fits."""
-    from bandlift.train import conditions
-
-    names = [n for n, c in conditions.CONDITIONS.items() if max_cutoff_hz is None or c.cutoff_hz <= max_cutoff_hz]
-    if not names:
-        return None
-    name = names[int(rng.integers(len(names)))]
-    y, cutoff = conditions.apply(name, x, int(sr))
-    rate = conditions.chain_rate(name, int(sr))
-    if rate != sr:
-        y = soxr.resample(y, rate, sr, quality="VHQ")
-    return _fit_length(np.asarray(y, dtype=np.float32), len(x)), float(cutoff)
 
 
 def recording_chain(x: np.ndarray, sr: float, rng: np.random.Generator, ceiling_hz: float | None = None) -> np.ndarray:

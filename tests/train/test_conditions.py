@@ -7,7 +7,7 @@ soxr = pytest.importorskip("soxr")
 
 from bandlift.rt.dsp.bandwidth import effective_bandwidth  # noqa: E402
 from bandlift.train import conditions  # noqa: E402
-from bandlift.train.degrade import degrade, recording_chain  # noqa: E402
+from bandlift.train.degrade import recording_chain  # noqa: E402
 
 
 def voice_like(rate, seconds=1.5, seed=0):
@@ -64,14 +64,13 @@ def test_training_draws_user_chains_under_the_targets_ceiling():
     x = voice_like(48000, seconds=1.0)
     cutoffs = set()
     for seed in range(24):
-        y, cutoff = degrade(x, 48000, np.random.default_rng(seed), max_cutoff_hz=9000, condition_prob=1.0)
+        y, cutoff = conditions.draw(x, 48000, np.random.default_rng(seed), max_cutoff_hz=9000)
         assert y.shape == x.shape and y.dtype == np.float32
         assert cutoff <= 9000 and cutoff in {c.cutoff_hz for c in conditions.CONDITIONS.values()}
         assert effective_bandwidth(y, 48000) <= 1.12 * cutoff + 200
         cutoffs.add(cutoff)
     assert cutoffs == {3400.0, 7000.0, 8000.0}  # telephone/AMR, G.722, SILK: all that fit under 9 kHz
-    plain, _ = degrade(x, 48000, np.random.default_rng(0), max_cutoff_hz=9000, condition_prob=0.0)
-    assert plain.shape == x.shape
+    assert conditions.draw(x, 48000, np.random.default_rng(0), max_cutoff_hz=3000) is None  # none fits
 
 
 def test_a_recording_chain_colours_the_spectrum_and_keeps_the_level():
