@@ -39,8 +39,11 @@ def test_eval_all_baselines_end_to_end(refs, tmp_path, capsys):
         assert set(record["metrics"]) == set(names)
         for m in record["metrics"].values():
             assert m.pop("visqol") is None  # --no-visqol
-            assert set(m) == {"lsd", "lsd_hf", "snr", "si_sdr"} and all(np.isfinite(list(m.values())))
+            assert set(m) == {"lsd", "lsd_hf", "snr", "si_sdr", "band_db", "peak_db"}
+            assert all(np.isfinite(list(m.values())))
         assert record["metrics"]["noise_fill"]["lsd"] < record["metrics"]["sinc"]["lsd"]
+        assert record["metrics"]["sinc"]["band_db"] < -20 < record["metrics"]["noise_fill"]["band_db"]
+        assert record["metrics"]["sinc"]["peak_db"] == 0.0  # the peak is measured against sinc itself
         assert record["input_cutoff_hz"] == 8000
         png = tmp_path / "png" / record["png"].split("/")[-1]
         assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"

@@ -134,3 +134,20 @@ def test_stft_equals_librosa(n):
     got = metrics.stft(x)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
+
+
+def test_band_level_reads_a_dull_or_bright_band_and_peak_reads_what_the_band_adds():
+    from bandlift.train.eval.metrics import band_level_db, peak_db
+
+    rng = np.random.default_rng(0)
+    n, sr = 48000, 48000
+    freqs = np.fft.rfftfreq(n, 1 / sr)
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    ref = np.fft.irfft(spectrum, n=n)
+    low = np.fft.irfft(spectrum * (freqs < 8000), n=n)
+    high = ref - low
+    for gain_db in (-6.0, 0.0, 4.0):
+        est = low + high * 10 ** (gain_db / 20)
+        assert band_level_db(ref, est, sr, 8000) == pytest.approx(gain_db, abs=0.3)
+    assert band_level_db(ref, low, sr, 8000) < -25  # an empty band (the window leaks a little over the edge)
+    assert peak_db(2 * low, low) == pytest.approx(6.02, abs=0.01)

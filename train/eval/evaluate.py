@@ -30,7 +30,7 @@ from bandlift.rt.io.files import AUDIO_EXTENSIONS
 from bandlift.train.eval import metrics
 
 Method = Callable[..., np.ndarray]
-METRICS = ("visqol", "lsd", "lsd_hf", "snr", "si_sdr")
+METRICS = ("visqol", "lsd", "lsd_hf", "snr", "si_sdr", "band_db", "peak_db")
 MIN_SECONDS = 0.1
 MAX_RATE = 48000  # the model's rate: references above it are judged here
 REFERENCE_BAND_WARN = 0.9  # warn when a reference's measured bandwidth is below this x rate/2
@@ -270,8 +270,10 @@ def model_method(model=None) -> Method:
 
 # --- evaluation -----------------------------------------------------------------------------------
 
-def score(ref: np.ndarray, est: np.ndarray, rate: int, hf_from: float, visqol: bool = True) -> dict:
-    """Every metric of `est` against `ref`; ViSQOL is NaN when off or the clip is too short for it."""
+def score(ref: np.ndarray, est: np.ndarray, rate: int, hf_from: float, visqol: bool = True,
+          plain: np.ndarray | None = None) -> dict:
+    """Every metric of `est` against `ref`; ViSQOL is NaN when off or the clip is too short for it, the
+    peak (over `plain`, the input upsampled by sinc) NaN without `plain`."""
     est = np.asarray(est, dtype=np.float64)
     est = est[:, None] if est.ndim == 1 else est
     if not np.isfinite(est).all():
@@ -283,6 +285,8 @@ def score(ref: np.ndarray, est: np.ndarray, rate: int, hf_from: float, visqol: b
         "lsd_hf": metrics.lsd(ref, est, rate, hf_from=hf_from),
         "snr": metrics.snr(ref, est),
         "si_sdr": metrics.si_sdr(ref, est),
+        "band_db": metrics.band_level_db(ref, est, rate, hf_from),
+        "peak_db": metrics.peak_db(est, plain) if plain is not None else float("nan"),
     }
 
 
@@ -315,11 +319,14 @@ def evaluate_file(path: Path, methods: dict[str, Method], cfg: EvalConfig,
         "metrics": {},
     }
     outputs = {}
+    from bandlift.train.eval.baselines import sinc
+
+    plain = sinc(x_low.astype(np.float32), in_rate, rate)
     for name, method in methods.items():
         try:
             extra = {"reference": ref} if getattr(method, "needs_reference", False) else {}
             y = method(x_low.astype(np.float32), in_rate, rate, cutoff, **extra)
-            record["metrics"][name] = score(ref, y, rate, hf_from, cfg.visqol)
+            record["metrics"][name] = score(ref, y, rate, hf_from, cfg.visqol, plain)
         except Exception as exc:
             raise EvalError(f"method {name!r} failed on {path}: {type(exc).__name__}: {exc}") from exc
         outputs[name] = y
@@ -441,7 +448,7 @@ def _fmt(value: float, width: int, digits: int) -> str:
 
 
 COLUMNS = [("ViSQOL", "visqol", 2), ("LSD", "lsd", 3), ("LSD-HF", "lsd_hf", 3), ("SNR dB", "snr", 2),
-           ("SI-SDR dB", "si_sdr", 2)]
+           ("SI-SDR dB", "si_sdr", 2), ("band dB", "band_db", 1), ("peak dB", "peak_db", 2)]
 
 
 def group_title(name: str, group: dict) -> str:

@@ -1,4 +1,5 @@
-"""Objective metrics for bandwidth extension: ViSQOL, LSD, LSD-HF, SNR, SI-SDR (numpy, no torch).
+"""Objective metrics for bandwidth extension: ViSQOL, LSD, LSD-HF, SNR, SI-SDR, the generated band's level
+and the output's peak (numpy, no torch).
 
 ViSQOL is v3 in audio mode (MOS-LQO, 1-5; the `visqol-python` port, which ships its similarity-to-
 quality model and matches Google's C++ implementation), the perceptual metric AP-BWE, AERO and
@@ -88,6 +89,27 @@ def lsd(ref, est, sr: float, hf_from: float | None = None, lf_to: float | None =
         raise ValueError(f"no STFT bins between {hf_from} Hz and {lf_to} Hz at {sr} Hz")
     per_frame = np.sqrt(np.mean(diff[:, lo:hi, :] ** 2, axis=1))  # [C, T]
     return float(per_frame.mean())
+
+
+ACTIVE_BAND_DB = 40.0  # band_level_db: frames whose reference band is within this of its loudest frame
+
+
+def band_level_db(ref, est, sr: float, hf_from: float) -> float:
+    """Mean level of `est`'s band above `hf_from` minus the reference's (dB, frames where the reference's
+    band is active): negative is a dull band, positive an over-filled one."""
+    r, e = _pair(ref, est)
+    lo = hf_bin(hf_from, sr)
+    band_r = np.sum(np.abs(stft(r)[:, lo:, :]) ** 2, axis=1)  # [C, T]
+    band_e = np.sum(np.abs(stft(e)[:, lo:, :]) ** 2, axis=1)
+    ref_db, est_db = 10 * np.log10(band_r + 1e-20), 10 * np.log10(band_e + 1e-20)
+    active = ref_db > ref_db.max(axis=1, keepdims=True) - ACTIVE_BAND_DB
+    return float(np.mean((est_db - ref_db)[active])) if active.any() else float("nan")
+
+
+def peak_db(est, plain) -> float:
+    """The output's sample peak over a plain (sinc) upsampling's, in dB: what the generated band adds."""
+    e, p = np.abs(np.asarray(est, dtype=np.float64)).max(), np.abs(np.asarray(plain, dtype=np.float64)).max()
+    return float(20 * np.log10(e / p)) if p > 0 and e > 0 else float("nan")
 
 
 VISQOL_RATE = 48000
