@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bandlift.rt.dsp.resample import fit_length
+
 MAX_CODEC_DELAY = 4096  # samples searched when aligning a decoded signal with its input
 
 
@@ -139,9 +141,7 @@ def codec_roundtrip(x: np.ndarray, rate: int, codec: str, bit_rate: int = 0, opt
         import soxr
 
         y = soxr.resample(y, frames[0].sample_rate, rate, quality="VHQ")
-    lag = delay_of(x, y)
-    y = y[lag:lag + len(x)]
-    return np.pad(y, (0, len(x) - len(y)))
+    return fit_length(y[delay_of(x, y):], len(x))
 
 
 def _mono(frame) -> np.ndarray:
@@ -178,5 +178,4 @@ def draw(x: np.ndarray, sr: int, rng: np.random.Generator, max_cutoff_hz: float 
     rate = chain_rate(name, int(sr))
     if rate != sr:
         y = soxr.resample(y, rate, sr, quality="VHQ")
-    y = np.asarray(y, dtype=np.float32)[: len(x)]
-    return np.pad(y, (0, len(x) - len(y))), float(cutoff)
+    return fit_length(np.asarray(y, dtype=np.float32), len(x)), float(cutoff)

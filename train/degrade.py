@@ -1,6 +1,6 @@
 """Band-limiting: makes low-band inputs from full-band targets (training) and reference inputs (eval).
 
-numpy/scipy/soxr/librosa only (no torch). Every filter here is zero-phase or delay-compensated, so
+numpy/scipy/soxr only (no torch). Every filter here is zero-phase or delay-compensated, so
 the output is time-aligned with the input, same rate, same length.
 
 - `band_limit(x, sr, cutoff_hz, kind)`: one deterministic band limit.
@@ -13,6 +13,8 @@ from fractions import Fraction
 import numpy as np
 import soxr
 from scipy import signal
+
+from bandlift.rt.dsp.resample import fit_length
 
 # Nominal bandwidths of common low rates and encoders (Hz): 8 kHz telephony, 11.025/16/22.05/24/32 kHz
 # sample rates, and MP3/AAC encoder walls at 16 and 19 kHz.
@@ -29,12 +31,6 @@ KINDS = {
 }
 STANDARD_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100)
 _SOXR_QUALITY = {"soxr_vhq": "VHQ", "soxr_hq": "HQ", "soxr_mq": "MQ", "soxr_lq": "LQ"}
-
-
-def _fit_length(y: np.ndarray, n: int) -> np.ndarray:
-    if len(y) >= n:
-        return y[:n]
-    return np.pad(y, (0, n - len(y)))
 
 
 def fir_lowpass(sr: float, cutoff_hz: float, transition_hz: float | None = None,
@@ -65,7 +61,7 @@ def _resample_through(x: np.ndarray, sr: float, cutoff_hz: float, kind: str) -> 
         window = signal.firwin(2 * half_len + 1, 1.0 / max(up, down), window=("kaiser", 8.6))
         low = signal.resample_poly(x, up, down, window=window)
         y = signal.resample_poly(low, down, up, window=window)
-        return _fit_length(y, n), sr * up / down / 2
+        return fit_length(y, n), sr * up / down / 2
     if kind == "engine":
         from bandlift.rt.dsp.resample import StreamingResampler
 
@@ -74,7 +70,7 @@ def _resample_through(x: np.ndarray, sr: float, cutoff_hz: float, kind: str) -> 
         low = soxr.resample(x, sr, low_rate, quality="VHQ")
         up = StreamingResampler(low_rate, int(sr), 1)
         y = up.process(np.concatenate([low, np.zeros(up.delay + 8)])[None].astype(np.float32))[0]
-        return _fit_length(y[up.delay:].astype(x.dtype), n), low_rate / 2
+        return fit_length(y[up.delay:].astype(x.dtype), n), low_rate / 2
     low_rate = 2 * cutoff_hz
     if kind == "fft":
         m = max(int(round(n * low_rate / sr)), 1)
@@ -83,7 +79,7 @@ def _resample_through(x: np.ndarray, sr: float, cutoff_hz: float, kind: str) -> 
     quality = _SOXR_QUALITY[kind]
     low = soxr.resample(x, sr, low_rate, quality=quality)
     y = soxr.resample(low, low_rate, sr, quality=quality)
-    return _fit_length(y, n), cutoff_hz
+    return fit_length(y, n), cutoff_hz
 
 
 def band_limit(x: np.ndarray, sr: float, cutoff_hz: float, kind: str = "brickwall") -> np.ndarray:

@@ -31,6 +31,13 @@ DOWN_STOP_EDGE = 1.0  # downsampling: nothing above the output Nyquist may alias
 ATTENUATION_DB = 72.0  # Kaiser design target; measured stopband >= 70 dB
 
 
+def fit_length(y: np.ndarray, n: int) -> np.ndarray:
+    """`y` cut or zero-padded to `n` samples along its last axis."""
+    if y.shape[-1] >= n:
+        return y[..., :n]
+    return np.pad(y, [(0, 0)] * (y.ndim - 1) + [(0, n - y.shape[-1])])
+
+
 def ratio(in_rate: int, out_rate: int) -> tuple[int, int]:
     g = gcd(int(in_rate), int(out_rate))
     return int(out_rate) // g, int(in_rate) // g

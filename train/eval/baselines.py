@@ -31,6 +31,8 @@ import warnings
 
 import numpy as np
 
+from bandlift.rt.dsp.resample import fit_length
+
 # Analysis STFT of the spectral baselines, at the output rate (scaled with the rate: 1024 at 48 kHz).
 FRAME_SECONDS = 1024 / 48000
 FIT_LOW = 0.5          # tilt/level fit over [FIT_LOW, FIT_HIGH] x cutoff: the top octave ...
@@ -92,7 +94,7 @@ def sinc(x_low, in_rate, out_rate, cutoff_hz=None):
     if in_rate == out_rate:
         return _restore(a, was_1d)
     y = soxr.resample(a.T, in_rate, out_rate, quality="VHQ").T
-    return _restore(_fit_length(y, out_length(a.shape[1], in_rate, out_rate)), was_1d)
+    return _restore(fit_length(y, out_length(a.shape[1], in_rate, out_rate)), was_1d)
 
 
 def spline(x_low, in_rate, out_rate, cutoff_hz=None):
@@ -110,12 +112,6 @@ def spline(x_low, in_rate, out_rate, cutoff_hz=None):
     t_out = np.arange(m) * (float(in_rate) / float(out_rate))  # in input samples
     y = CubicSpline(np.arange(n), a, axis=1)(np.minimum(t_out, n - 1))
     return _restore(y, was_1d)
-
-
-def _fit_length(y: np.ndarray, m: int) -> np.ndarray:
-    if y.shape[-1] >= m:
-        return y[..., :m]
-    return np.pad(y, [(0, 0)] * (y.ndim - 1) + [(0, m - y.shape[-1])])
 
 
 # --- spectral envelope model shared by noise_fill, sbr and griffin_lim --------------------------
@@ -231,7 +227,7 @@ def _oracle_inputs(name, x_low, in_rate, out_rate, cutoff_hz, reference):
     y, was_1d, cutoff, sp = _prepare(x_low, in_rate, out_rate, cutoff_hz)
     if sp is None:
         return y, was_1d, cutoff, None, None
-    ref = _fit_length(_as_channels(np.asarray(reference, np.float64))[0], y.shape[1])
+    ref = fit_length(_as_channels(np.asarray(reference, np.float64))[0], y.shape[1])
     return y, was_1d, cutoff, sp, np.abs(sp.stft(ref)) ** 2
 
 
@@ -410,7 +406,7 @@ class OpusBWE:
             y = y[delay_of(plain, y, max_lag=4800):]
             if out_rate != 48000:
                 y = soxr.resample(y, 48000, out_rate, quality="VHQ")
-            out.append(_fit_length(y[None, :], m)[0])
+            out.append(fit_length(y[None, :], m)[0])
         return _restore(np.stack(out), was_1d)
 
     def _run(self, x16: np.ndarray) -> np.ndarray:
