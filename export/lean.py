@@ -39,8 +39,8 @@ def supports(gen) -> bool:
 
 
 def _count_above(cutoff: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
-    """[B] cutoff -> [B] int64: how many bins lie above it (the table row)."""
-    return (cutoff.reshape(-1, 1) < thresholds).long().sum(-1)
+    """[B, 1] cutoff -> [B] int64: how many bins lie above it (the table row)."""
+    return (cutoff < thresholds).long().sum(-1)
 
 
 def _cutoff_tables(gen):
@@ -64,7 +64,7 @@ def _cutoff_tables(gen):
     cutoffs = torch.cat(sweep).clamp(1e-6, 1.0)
     with torch.no_grad():
         src, above = gen._replication_source(cutoffs)
-    count = _count_above(cutoffs, thresholds)
+    count = _count_above(cutoffs[:, None], thresholds)
     if not torch.equal(count, above.sum(-1).long()):
         raise ValueError("the replication rule is not a threshold per bin")
     for row in count.unique():
@@ -98,6 +98,7 @@ class LeanSpectralStream(nn.Module):
             pair[torch.arange(bins), torch.arange(bins)] = 1.0
             pair[torch.arange(bins) + bins, torch.arange(bins)] = 1.0
             self.register_buffer("pair_sum", pair)
+            self.register_buffer("pair_sum_twice", torch.cat([pair, pair], 1))  # the same, in the re and im slots
             self.register_buffer("thresholds", thresholds.reshape(1, bins))
             self.register_buffer("src_table", torch.cat([src, src + bins], 1)[:, None, :].contiguous())  # [rows, 1, 2 bins]
             self.register_buffer("above_table", torch.cat([above, above], 1)[:, None, :].contiguous())
@@ -125,8 +126,9 @@ class LeanSpectralStream(nn.Module):
             for i, (w, m) in enumerate(zip(self.block_weights, self.mix_weights)):
                 self.register_buffer(f"block{i}_weight", w)
                 self.register_buffer(f"mix{i}_weight", m)
-            self.register_buffer("out_weight", gen.out.weight[:, :, 0].T.contiguous())
-            self.register_buffer("out_bias", gen.out.bias.clone())
+            # the output layer twice: each bin's log magnitude for its re and its im slot
+            self.register_buffer("out_weight", gen.out.weight[:, :, 0].T.repeat(1, 2).contiguous())
+            self.register_buffer("out_bias", gen.out.bias.repeat(2))
         self.kernel = config.kernel
         self.dilations = [block.conv.conv.dilation[0] for block in gen.blocks]
         self.contexts = [block.conv.context for block in gen.blocks]
@@ -151,10 +153,10 @@ class LeanSpectralStream(nn.Module):
         hops = xh.reshape(batch, -1, self.hop)[:, steps + torch.arange(self.parts_per_frame)]  # [B, F, n/h, h]
         spec = hops.reshape(batch, frames, -1) @ self.analysis  # [B, F, 2 bins]: re, im
         power = (spec * spec) @ self.pair_sum + 1e-12
-        row = _count_above(cutoff, self.thresholds)
+        c = cutoff.reshape(batch, 1)
+        row = _count_above(c, self.thresholds)
         level = torch.log(power @ self.mean_table[row])  # [B, F, 1]
         feats = (torch.log(power) - level) * self.passband_table[row]
-        c = cutoff.reshape(batch, 1)
         hid = feats @ self.inp_weight + self.cutoff_in(c).unsqueeze(1)  # [B, F, C]
         gates = self.film2(F.silu(self.film1(c))).reshape(batch, 1, -1).split(self.channels, dim=2)
         windows = []
@@ -164,11 +166,11 @@ class LeanSpectralStream(nn.Module):
             taps = window[:, steps + torch.arange(self.kernel) * self.dilations[i]].reshape(batch, frames, -1)
             y = taps @ getattr(self, f"block{i}_weight")
             hid = hid + F.leaky_relu(y * gates[i], self.slope) @ getattr(self, f"mix{i}_weight")
-        log_mag = F.leaky_relu(hid, self.slope) @ self.out_weight + self.out_bias + 0.5 * level  # [B, F, bins]
+        log_mag = F.leaky_relu(hid, self.slope) @ self.out_weight + self.out_bias + 0.5 * level  # [B, F, 2 bins]
         source = torch.gather(spec, 2, self.src_table[row].expand(batch, frames, 2 * self.bins))
-        magnitude = (source * source) @ self.pair_sum + 1e-20
+        magnitude = (source * source) @ self.pair_sum_twice + 1e-20
         scale = torch.exp(torch.clamp(log_mag, max=20.0)) / torch.sqrt(magnitude)
-        replaced = (source * torch.cat([scale, scale], dim=2) - spec) * self.above_table[row]
+        replaced = (source * scale - spec) * self.above_table[row]
         # inverse STFT and overlap-add in one ConvTranspose: [B, 2 bins, F] -> [B, 1, T + delay]
         wet = F.conv_transpose1d(replaced.transpose(1, 2), self.synthesis, stride=self.hop).reshape(batch, -1)
         out = wet + torch.cat([carry, audio], dim=1)  # the dry input and the previous overlap-add carry
