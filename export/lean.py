@@ -7,7 +7,7 @@ block, where the cost is per node and per small kernel, not arithmetic.
   conv: its taps in one Gather, then one MatMul): ONNX Runtime's Conv kernel takes ~3x as long on 4
   frames;
 - the STFT as one MatMul on the frames (gathered as hops), its inverse with the overlap-add as one
-  ConvTranspose (no per-hop pads and adds);
+  MatMul on the frames each hop overlaps (no per-hop pads and adds; ConvTranspose took twice as long);
 - everything the cutoff decides (which bins are replaced, where their phase comes from, the passband
   weights) as rows of tables built from the model's own `_replication_source`, picked by one index (how
   many bins lie above the cutoff); the FiLM gates one Gemm chain, split once;
@@ -119,7 +119,10 @@ class LeanSpectralStream(nn.Module):
         passband = 1.0 - above
         with torch.no_grad():
             self.register_buffer("analysis", torch.cat([gen.analysis_cos, gen.analysis_sin], 1).clone())  # [n, 2 bins]
-            self.register_buffer("synthesis", torch.cat([gen.synthesis_cos, gen.synthesis_sin])[:, None, :].clone())
+            # inverse STFT and overlap-add as one MatMul per hop: hop m sums frames m - q (q < n/h), each
+            # through its q-th hop of the synthesis window: [frame m, m - 1, ...] @ [syn_0; syn_1; ...]
+            synthesis = torch.cat([gen.synthesis_cos, gen.synthesis_sin])  # [2 bins, n]
+            self.register_buffer("synthesis", torch.cat(synthesis.split(h, dim=1), dim=0).contiguous())
             pair = torch.zeros(2 * bins, bins)  # re^2 + im^2 as one MatMul
             pair[torch.arange(bins), torch.arange(bins)] = 1.0
             pair[torch.arange(bins) + bins, torch.arange(bins)] = 1.0
@@ -197,8 +200,11 @@ class LeanSpectralStream(nn.Module):
         magnitude = (source * source) @ self.pair_sum_twice + 1e-20
         scale = torch.exp(torch.clamp(log_mag, max=20.0)) / torch.sqrt(magnitude)
         replaced = (source * scale - spec) * self.above_table[row]
-        # inverse STFT and overlap-add in one ConvTranspose: [B, 2 bins, F] -> [B, 1, T + delay]
-        wet = F.conv_transpose1d(replaced.transpose(1, 2), self.synthesis, stride=self.hop).reshape(batch, -1)
+        # inverse STFT and overlap-add: hop m of the output gathers frames m, m - 1, ... (zero beyond the ends)
+        parts = self.parts_per_frame
+        padded = F.pad(replaced, (0, 0, parts - 1, parts - 1))  # [B, F + 2 (parts - 1), 2 bins]
+        lagged = padded[:, torch.arange(frames + parts - 1)[:, None] + parts - 1 - torch.arange(parts)]
+        wet = (lagged.reshape(batch, frames + parts - 1, -1) @ self.synthesis).reshape(batch, -1)  # [B, T + delay]
         out = wet + torch.cat([carry, audio], dim=1)  # the dry input and the previous overlap-add carry
         # state: each block's last `context` window rows, the input history, the new carry
         rows = self.tail_base + self.tail_blocks * frames
