@@ -96,7 +96,7 @@ def _export(gen: Generator, path: str, extra_metadata: dict | None, lean_graph: 
 def read_parts(path) -> list:
     """The packed state's parts from an exported model's metadata."""
     meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    return contract._parse_states(meta[contract.STATE])
+    return contract.parse_info(meta, contract.INPUTS, contract.OUTPUTS, str(path)).parts
 
 
 def simplify(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -8,8 +8,8 @@ be a multiple of it), the delay and the parts packed in the state (name and shap
 their layout is the model's own), plus the version, size and generator config. Contract 1 (one input
 per state) is refused with the command that re-exports such a model.
 
-Written by `bandlift.export.onnx_export` and the tests' fake models (`metadata`, `input_names`,
-`output_names`), read by `bandlift.rt.model.session` (`parse_info`). Pure Python: no onnx, no
+Written by `bandlift.export.onnx_export` and the tests' fake models (`metadata`, `INPUTS`, `OUTPUTS`,
+`state_size`), read by `bandlift.rt.model.session` (`parse_info`). Pure Python: no onnx, no
 onnxruntime, no numpy.
 """
 from __future__ import annotations
