@@ -25,20 +25,41 @@ OPSET = 17
 
 
 class PackedStream(torch.nn.Module):
-    """`gen.stream` with all its states packed, in `gen.state_shapes()` order, flattened, in one
-    [B, S] tensor: forward(audio, cutoff, state) -> (audio_out, state_out)."""
+    """`gen.stream` with all its states packed in one [B, S] tensor: forward(audio, cutoff, state) ->
+    (audio_out, state_out). Consecutive states of the same leading shape (a conv cache per block)
+    form one group, stored as [*lead, sum of their last dims]: one Reshape and one Split per group
+    instead of one Reshape per state."""
 
     def __init__(self, gen: Generator):
         super().__init__()
         self.gen = gen
-        self.shapes = [tuple(shape) for _, shape in gen.state_shapes()]
+        self.groups: list[list[tuple[str, tuple[int, ...]]]] = []
+        for name, shape in gen.state_shapes():
+            shape = tuple(shape)
+            if self.groups and self.groups[-1][0][1][:-1] == shape[:-1]:
+                self.groups[-1].append((name, shape))
+            else:
+                self.groups.append([(name, shape)])
+
+    def parts(self) -> list[tuple[str, tuple[int, ...]]]:
+        """The packed groups (the contract metadata's parts)."""
+        return [("+".join(n for n, _ in group), (*group[0][1][:-1], sum(s[-1] for _, s in group)))
+                for group in self.groups]
 
     def forward(self, audio, cutoff, state):
         batch = state.shape[0]
-        sizes = [math.prod(shape) for shape in self.shapes]
-        states = [part.reshape(batch, *shape) for part, shape in zip(state.split(sizes, dim=1), self.shapes)]
+        states = []
+        regions = state.split([math.prod(shape) for _, shape in self.parts()], dim=1)
+        for group, region, (_, shape) in zip(self.groups, regions, self.parts()):
+            region = region.reshape(batch, *shape)
+            states.extend(region.split([s[-1] for _, s in group], dim=-1) if len(group) > 1 else [region])
         y, new_states = self.gen.stream(audio, cutoff, states)
-        return y, torch.cat([s.reshape(batch, -1) for s in new_states], dim=1)
+        packed, start = [], 0
+        for group in self.groups:
+            new = new_states[start:start + len(group)]
+            start += len(group)
+            packed.append((torch.cat(new, dim=-1) if len(new) > 1 else new[0]).reshape(batch, -1))
+        return y, torch.cat(packed, dim=1)
 
 
 def streaming_module(gen: Generator, lean_graph: bool = True) -> tuple[torch.nn.Module, list]:
@@ -47,7 +68,8 @@ def streaming_module(gen: Generator, lean_graph: bool = True) -> tuple[torch.nn.
     if lean_graph and lean.supports(gen):
         module = lean.LeanSpectralStream(gen).eval()
         return module, module.parts()
-    return PackedStream(gen).eval(), gen.state_shapes()
+    module = PackedStream(gen).eval()
+    return module, module.parts()
 
 
 def export_generator(gen: Generator, path: str | Path, extra_metadata: dict | None = None,
