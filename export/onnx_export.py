@@ -1,9 +1,11 @@
 """Torch generator -> streaming ONNX model (its state packed in one input/output), checked against torch.
 
 The contract (input/output names, metadata keys) is `bandlift.rt.model.contract`, which the engine's
-session reads back. The graph is made lean for ONNX Runtime (whose cost per call is ~1 us per node, the
-arithmetic of a live block being far less): the model's own state list, whatever it is, is packed into
-one tensor, and the exported graph is constant-folded and simplified by onnxscript's optimizer.
+session reads back. The model's state list, whatever it is, travels packed in one tensor; the shipped
+architecture is exported as the lean graph of `bandlift.export.lean` (about half the time per live block),
+any other through its own `stream` (`PackedStream`); onnxscript constant-folds the result.
+`generator_from_onnx` rebuilds the generator of a model written through `stream` (any contract) from its
+own initializers, so `bandlift export --from-onnx` re-exports it.
 """
 from __future__ import annotations
 
@@ -150,7 +152,7 @@ def generator_from_onnx(path: str | Path) -> Generator:
     import json
 
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)  # weights inside the file only
     except Exception as exc:  # onnx raises DecodeError and others
         raise OnnxWeightsError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
     meta = {p.key: p.value for p in model.metadata_props}
@@ -161,8 +163,11 @@ def generator_from_onnx(path: str | Path) -> Generator:
         gen = Generator(GeneratorConfig.from_dict(config))
     except (ValueError, TypeError, RecursionError) as exc:
         raise OnnxWeightsError(f"{path}: its generator config does not build: {str(exc)[:200]}") from None
-    weights = {init.name.removeprefix("gen."): torch.from_numpy(onnx.numpy_helper.to_array(init).copy())
-               for init in model.graph.initializer}
+    try:
+        weights = {init.name.removeprefix("gen."): torch.from_numpy(onnx.numpy_helper.to_array(init).copy())
+                   for init in model.graph.initializer if not onnx.external_data_helper.uses_external_data(init)}
+    except (ValueError, TypeError) as exc:
+        raise OnnxWeightsError(f"{path}: unreadable weights ({str(exc)[:200]})") from None
     wanted = gen.state_dict()
     missing = [name for name in wanted if name not in weights]
     if missing:

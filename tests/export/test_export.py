@@ -186,3 +186,15 @@ def test_the_lean_graph_only_where_it_reproduces_the_model():
     original = shipped._replication_source
     shipped._replication_source = lambda cutoff: original(cutoff * 0.9 + 0.05)  # not a threshold per bin at j/64
     assert not lean.supports(shipped)
+
+
+@pytest.mark.parametrize("content", [b"not an onnx model", b""])
+def test_reexport_of_a_file_that_is_not_a_model_is_one_line(tmp_path, capsys, content):
+    from bandlift.rt.cli import main
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(content)
+    assert main(["export", "--from-onnx", str(bad), "-o", str(tmp_path / "new.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and str(bad) in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"]
