@@ -14,8 +14,10 @@ block, where the cost is per node and per small kernel, not arithmetic.
 - one packed state: the block caches as one [sum of contexts, channels] array split once and gathered
   back in one Gather, and the overlap-add carry kept summed with the input history it is added to.
 
-`supports(gen)` says whether a generator is one it reproduces (the configs in `SUPPORTED`, checked
-against `gen` itself); the export falls back to `gen.stream` with its states packed otherwise.
+The long context (its window as hops, one MatMul), the GRU (one ONNX GRU node) and the exciter (|x|'s
+spectrum, one more MatMul) follow the same forms. `supports(gen)` says whether a generator is one it
+reproduces (spectral, no band envelope or prior, no config key it does not know, and its output
+matching `gen` block by block); the export falls back to `gen.stream` with its states packed otherwise.
 """
 from __future__ import annotations
 
@@ -25,11 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SUPPORTED = {"arch": "spectral", "context_fft": 0, "gru": 0, "exciter": False, "envelope_bands": 0, "prior": False}
+SUPPORTED = {"arch": "spectral", "envelope_bands": 0, "prior": False}  # (long context, GRU, exciter: either)
 
 
 KNOWN_KEYS = {"arch", "sample_rate", "frame", "n_fft", "channels", "kernel", "dilations", "negative_slope",
-              "context_bins", *SUPPORTED}  # a config key added later may change the model: not lean until listed
+              "context_fft", "context_bins", "gru", "exciter", *SUPPORTED}  # a config key added later may change the model: not lean until listed
 
 
 def supports(gen) -> bool:
@@ -39,7 +41,7 @@ def supports(gen) -> bool:
     config = gen.config.to_dict()
     if set(config) - KNOWN_KEYS or any(config.get(key, value) != value for key, value in SUPPORTED.items()):
         return False
-    if type(gen).__name__ != "SpectralGenerator" or gen.history != gen.delay:
+    if type(gen).__name__ != "SpectralGenerator" or gen.history % gen.config.frame:
         return False
     try:
         stream = LeanSpectralStream(gen).eval()
@@ -115,6 +117,10 @@ class LeanSpectralStream(nn.Module):
         n, h, bins, channels = config.n_fft, config.frame, gen.bins, config.channels
         self.hop, self.parts_per_frame, self.delay, self.bins, self.channels = h, n // h, gen.delay, bins, channels
         self.slope = config.negative_slope
+        self.history, self.context = gen.history, gen.context  # input samples kept; long window (0: none)
+        self.short_offset = (gen.history - gen.delay) // h  # the short frames' first hop in the history
+        self.gru = gen.gru  # (nn.GRU: one ONNX GRU node)
+        self.exciter = config.exciter
         thresholds, src, above = _cutoff_tables(gen)
         passband = 1.0 - above
         with torch.no_grad():
@@ -142,9 +148,20 @@ class LeanSpectralStream(nn.Module):
             self.film2 = nn.Linear(w1.shape[0], gen.film[2].out_features)
             self.film2.weight.copy_(gen.film[2].weight)
             self.film2.bias.copy_(gen.film[2].bias + 1.0)
-            # input layer: the cutoff channel (the last) becomes a per-stream bias
+            # input layer: the cutoff channel becomes a per-stream bias
             weight = gen.inp.weight[:, :, 0]
             self.register_buffer("inp_weight", weight[:, :bins].T.contiguous())
+            if self.context:  # the long analysis: its own MatMul, its own slice of the input layer
+                bins_long = config.context_bins
+                self.register_buffer("context_analysis", torch.cat([gen.context_cos, gen.context_sin], 1).clone())
+                pair_long = torch.zeros(2 * bins_long, bins_long)
+                pair_long[torch.arange(bins_long), torch.arange(bins_long)] = 1.0
+                pair_long[torch.arange(bins_long) + bins_long, torch.arange(bins_long)] = 1.0
+                self.register_buffer("context_pair_sum", pair_long)
+                self.register_buffer("context_freq", gen.context_freq.reshape(1, bins_long).clone())
+                self.register_buffer("context_weight", weight[:, bins + 1:].T.contiguous())
+            if self.gru is not None:
+                self.register_buffer("gru_out_weight", gen.gru_out.weight[:, :, 0].T.contiguous())
             self.cutoff_in = nn.Linear(1, channels)
             self.cutoff_in.weight.copy_(weight[:, bins:bins + 1])
             self.cutoff_in.bias.copy_(gen.inp.bias)
@@ -155,9 +172,11 @@ class LeanSpectralStream(nn.Module):
             for i, (w, m) in enumerate(zip(self.block_weights, self.mix_weights)):
                 self.register_buffer(f"block{i}_weight", w)
                 self.register_buffer(f"mix{i}_weight", m)
-            # the output layer twice: each bin's log magnitude for its re and its im slot
-            self.register_buffer("out_weight", gen.out.weight[:, :, 0].T.repeat(1, 2).contiguous())
-            self.register_buffer("out_bias", gen.out.bias.repeat(2))
+            # the output layer with each bin twice (its re and its im slot): log magnitudes [, mixes]
+            out_weight, out_bias = gen.out.weight[:, :, 0].T, gen.out.bias
+            self.register_buffer("out_weight", torch.cat([w.repeat(1, 2) for w in out_weight.split(bins, 1)], 1)
+                                 .contiguous())
+            self.register_buffer("out_bias", torch.cat([b.repeat(2) for b in out_bias.split(bins)]))
         self.kernel = config.kernel
         self.dilations = [block.conv.conv.dilation[0] for block in gen.blocks]
         self.contexts = [block.conv.context for block in gen.blocks]
@@ -169,24 +188,33 @@ class LeanSpectralStream(nn.Module):
 
     def parts(self) -> list[tuple[str, tuple[int, ...]]]:
         """What the packed state holds, in order (the contract metadata's parts)."""
-        return [("block_caches", (sum(self.contexts), self.channels)), ("input_cache", (self.delay,)),
-                ("input_cache_plus_ola_cache", (self.delay,))]
+        gru = [("gru_state", (self.gru.hidden_size,))] if self.gru is not None else []
+        return [("block_caches", (sum(self.contexts), self.channels)), *gru, ("input_cache", (self.history,)),
+                ("input_tail_plus_ola_cache", (self.delay,))]
 
     def forward(self, audio, cutoff, state):
         batch, length = audio.shape
         frames = length // self.hop
-        caches, history, carry = state.split([self.cache_values, self.delay, self.delay], dim=1)
+        gru_size = [self.gru.hidden_size] if self.gru is not None else []
+        caches, *gru_state, history, carry = state.split([self.cache_values, *gru_size, self.history, self.delay], dim=1)
         caches = caches.reshape(batch, -1, self.channels).split(self.contexts, dim=1)
-        xh = torch.cat([history, audio], dim=1)  # [B, delay + T]
+        xh = torch.cat([history, audio], dim=1)  # [B, history + T]
         steps = torch.arange(frames)[:, None]
-        hops = xh.reshape(batch, -1, self.hop)[:, steps + torch.arange(self.parts_per_frame)]  # [B, F, n/h, h]
-        spec = hops.reshape(batch, frames, -1) @ self.analysis  # [B, F, 2 bins]: re, im
+        hops = xh.reshape(batch, -1, self.hop)
+        frame_hops = hops[:, steps + self.short_offset + torch.arange(self.parts_per_frame)]  # [B, F, n/h, h]
+        segments = frame_hops.reshape(batch, frames, -1)
+        spec = segments @ self.analysis  # [B, F, 2 bins]: re, im
         power = (spec * spec) @ self.pair_sum + 1e-12
         c = cutoff.reshape(batch, 1)
         row = _count_above(c, self.thresholds)
         level = torch.log(power @ self.mean_table[row])  # [B, F, 1]
         feats = (torch.log(power) - level) * self.passband_table[row]
         hid = feats @ self.inp_weight + self.cutoff_in(c).unsqueeze(1)  # [B, F, C]
+        if self.context:  # the long window ends where frame j ends: hops j .. j + context/h - 1
+            long = hops[:, steps + torch.arange(self.context // self.hop)].reshape(batch, frames, -1) @ self.context_analysis
+            long_power = (long * long) @ self.context_pair_sum + 1e-12
+            inside = (self.context_freq < c).float().unsqueeze(1)  # [B, 1, bins_long]
+            hid = hid + ((torch.log(long_power) - level) * inside) @ self.context_weight
         gates = self.film2(F.silu(self.film1(c))).reshape(batch, 1, -1).split(self.channels, dim=2)
         windows = []
         for i, cache in enumerate(caches):
@@ -195,18 +223,33 @@ class LeanSpectralStream(nn.Module):
             taps = window[:, steps + torch.arange(self.kernel) * self.dilations[i]].reshape(batch, frames, -1)
             y = taps @ getattr(self, f"block{i}_weight")
             hid = hid + F.leaky_relu(y * gates[i], self.slope) @ getattr(self, f"mix{i}_weight")
-        log_mag = F.leaky_relu(hid, self.slope) @ self.out_weight + self.out_bias + 0.5 * level  # [B, F, 2 bins]
+        new_gru = []
+        if self.gru is not None:
+            seq, h_n = self.gru(F.leaky_relu(hid, self.slope), gru_state[0].unsqueeze(0))
+            hid = hid + seq @ self.gru_out_weight
+            new_gru = [h_n[0]]
+        pred = F.leaky_relu(hid, self.slope) @ self.out_weight + self.out_bias  # [B, F, 2 bins (x2)]
+        if self.exciter:
+            pred, mixes = pred.split(2 * self.bins, dim=2)
+        log_mag = pred + 0.5 * level
         source = torch.gather(spec, 2, self.src_table[row].expand(batch, frames, 2 * self.bins))
         magnitude = (source * source) @ self.pair_sum_twice + 1e-20
-        scale = torch.exp(torch.clamp(log_mag, max=20.0)) / torch.sqrt(magnitude)
-        replaced = (source * scale - spec) * self.above_table[row]
+        gain = torch.exp(torch.clamp(log_mag, max=20.0))
+        if self.exciter:  # the unit phasors of the replicated band and of |x|'s spectrum, mixed per bin
+            harmonics = segments.abs() @ self.analysis
+            harmonics = harmonics / torch.sqrt((harmonics * harmonics) @ self.pair_sum_twice + 1e-20)
+            mix = torch.sigmoid(mixes)
+            excitation = mix * (source / torch.sqrt(magnitude)) + (1.0 - mix) * harmonics
+            replaced = (excitation * gain - spec) * self.above_table[row]
+        else:
+            replaced = (source * (gain / torch.sqrt(magnitude)) - spec) * self.above_table[row]
         # inverse STFT and overlap-add: hop m of the output gathers frames m, m - 1, ... (zero beyond the ends)
         parts = self.parts_per_frame
         padded = F.pad(replaced, (0, 0, parts - 1, parts - 1))  # [B, F + 2 (parts - 1), 2 bins]
         lagged = padded[:, torch.arange(frames + parts - 1)[:, None] + parts - 1 - torch.arange(parts)]
         wet = (lagged.reshape(batch, frames + parts - 1, -1) @ self.synthesis).reshape(batch, -1)  # [B, T + delay]
         out = wet + torch.cat([carry, audio], dim=1)  # the dry input and the previous overlap-add carry
-        # state: each block's last `context` window rows, the input history, the new carry
+        # state: each block's last `context` window rows, the GRU's state, the input history, the new carry
         rows = self.tail_base + self.tail_blocks * frames
         tails = torch.cat(windows, dim=1)[:, rows].reshape(batch, -1)
-        return out[:, :length], torch.cat([tails, xh[:, length:], out[:, length:]], dim=1)
+        return out[:, :length], torch.cat([tails, *new_gru, xh[:, length:], out[:, length:]], dim=1)

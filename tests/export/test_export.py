@@ -177,7 +177,8 @@ def test_the_lean_graph_only_where_it_reproduces_the_model():
 
     shipped = Generator(GeneratorConfig(channels=8, dilations=[1], **SHIPPED))
     assert lean.supports(shipped)
-    assert not lean.supports(Generator(GeneratorConfig(channels=8, dilations=[1])))  # long context, GRU, exciter
+    assert lean.supports(Generator(GeneratorConfig(channels=8, dilations=[1])))  # long context, GRU, exciter
+    assert not lean.supports(Generator(GeneratorConfig(channels=8, dilations=[1], envelope_bands=4, prior=True)))
     assert not lean.supports(Generator(GeneratorConfig(channels=8, dilations=[1], arch="waveform")))
     stream = shipped.stream  # a model whose stream does something else (e.g. a new option's excitation)
     shipped.stream = lambda x, cutoff, states: (lambda y, s: (y * 1.01, s))(*stream(x, cutoff, states))
