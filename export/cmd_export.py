@@ -1,4 +1,5 @@
-"""`bandlift export CHECKPOINT -o MODEL.onnx [--check]`."""
+"""`bandlift export CHECKPOINT -o MODEL.onnx [--check]`; `bandlift export --from-onnx OLD.onnx -o MODEL.onnx`
+re-exports a model (e.g. one of an older contract) from the weights it carries."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,9 @@ from bandlift.rt.cli.errors import CLIError, in_range, missing_extra
 
 
 def configure(parser):
-    parser.add_argument("checkpoint", help="training checkpoint (.pt) written by `bandlift train`")
+    parser.add_argument("checkpoint", nargs="?", help="training checkpoint (.pt) written by `bandlift train`")
+    parser.add_argument("--from-onnx", metavar="MODEL", help="instead of a checkpoint: a bandlift ONNX model (any "
+                        "contract) whose weights and config are re-exported")
     parser.add_argument("-o", "--output", required=True, help="ONNX file to write")
     parser.add_argument("--check", action="store_true",
                         help="compare ONNX Runtime block by block with torch on the whole signal")
@@ -23,18 +26,22 @@ def run(args) -> int:
     except ModuleNotFoundError:
         raise missing_extra("export", "train") from None
     in_range(args.tolerance, "--tolerance", 0, 1)
-    from bandlift.export.onnx_export import check_parity, export_generator
+    from bandlift.export.onnx_export import OnnxWeightsError, check_parity, export_generator, generator_from_onnx
     from bandlift.train.trainer import CheckpointError, load_generator
 
-    if not Path(args.checkpoint).is_file():
-        raise CLIError(f"checkpoint not found: {args.checkpoint}")
-    if Path(args.output).exists() and Path(args.output).resolve() == Path(args.checkpoint).resolve():
-        raise CLIError(f"refusing to overwrite the checkpoint {args.checkpoint} with the model")
+    if (args.checkpoint is None) == (args.from_onnx is None):
+        raise CLIError("name a checkpoint or --from-onnx MODEL (one of them)")
+    source = args.checkpoint or args.from_onnx
+    what = "checkpoint" if args.checkpoint else "model"
+    if not Path(source).is_file():
+        raise CLIError(f"{what} not found: {source}")
+    if Path(args.output).exists() and Path(args.output).resolve() == Path(source).resolve():
+        raise CLIError(f"refusing to overwrite the {what} {source} with the new model")
     if Path(args.output).is_dir():
         raise CLIError(f"-o {args.output} is a folder: name the .onnx file")
     try:
-        gen = load_generator(args.checkpoint)
-    except CheckpointError as exc:
+        gen = load_generator(source) if args.checkpoint else generator_from_onnx(source)
+    except (CheckpointError, OnnxWeightsError) as exc:
         raise CLIError(str(exc)) from None
     try:
         path = export_generator(gen, args.output)

@@ -1,30 +1,40 @@
 """The bandlift streaming-model contract: the one place its names, metadata keys and checks live.
 
-A bandlift model is an ONNX graph with inputs ``audio`` [C, B] at the model rate, ``cutoff`` [C]
-(input bandwidth / Nyquist), then one input per streaming state (zero-initialised, shape [C, ...]);
-outputs ``audio_out`` [C, B] then ``<state>_out`` in the same order. String metadata ``bandlift.*``
-gives the rate, the frame (B must be a multiple of it), the delay and the state shapes, plus the
-version, size and generator config.
+A bandlift model (contract 2) is an ONNX graph with inputs ``audio`` [C, B] at the model rate,
+``cutoff`` [C] (input bandwidth / Nyquist) and ``state`` [C, S]: all the streaming state of a stream
+packed in one zero-initialised tensor; outputs ``audio_out`` [C, B] and ``state_out`` [C, S], the next
+call's ``state``. String metadata ``bandlift.*`` gives the contract version, the rate, the frame (B must
+be a multiple of it), the delay and the parts packed in the state (name and shape, S values in all;
+their layout is the model's own), plus the version, size and generator config. Contract 1 (one input
+per state) is refused with the command that re-exports such a model.
 
-Written by `bandlift.export.onnx_export` and the tests' fake models (`metadata`, `input_names`,
-`output_names`), read by `bandlift.rt.model.session` (`parse_info`). Pure Python: no onnx, no
+Written by `bandlift.export.onnx_export` and the tests' fake models (`metadata`, `INPUTS`, `OUTPUTS`,
+`state_size`), read by `bandlift.rt.model.session` (`parse_info`). Pure Python: no onnx, no
 onnxruntime, no numpy.
 """
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 
 AUDIO = "audio"
 CUTOFF = "cutoff"
 AUDIO_OUT = "audio_out"
+STATE_IN = "state"
 STATE_OUT_SUFFIX = "_out"
+STATE_OUT = STATE_IN + STATE_OUT_SUFFIX
+INPUTS = (AUDIO, CUTOFF, STATE_IN)
+OUTPUTS = (AUDIO_OUT, STATE_OUT)
 
 PREFIX = "bandlift."
+CONTRACT = "bandlift.contract"
+CONTRACT_VERSION = 2
+REEXPORT = "bandlift export --from-onnx {path} -o NEW.onnx"  # rebuilds a contract-1 model's weights
 SAMPLE_RATE = "bandlift.sample_rate"
 FRAME = "bandlift.frame"
 DELAY = "bandlift.delay"
-STATE = "bandlift.state"  # JSON list of {"name": str, "shape": [int, ...]} (shape without the channel axis)
+STATE = "bandlift.state"  # JSON list of the packed parts {"name": str, "shape": [int, ...]} (no channel axis)
 VERSION = "bandlift.version"
 PARAMS = "bandlift.params"
 MFLOPS_PER_SECOND = "bandlift.mflops_per_second"
@@ -51,28 +61,27 @@ class ModelInfo:
     sample_rate: int
     frame: int
     delay: int
-    states: list[tuple[str, tuple[int, ...]]]
+    states: list[tuple[str, tuple[int, ...]]]  # the graph's state input: [("state", (S,))]
     version: str = ""
     params: int | None = None
     mflops_per_second: float | None = None
     config: dict = field(default_factory=dict)
     path: str = ""
+    parts: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)  # what `state` packs
 
 
-def input_names(state_names) -> list[str]:
-    return [AUDIO, CUTOFF, *state_names]
-
-
-def output_names(state_names) -> list[str]:
-    return [AUDIO_OUT, *[f"{n}{STATE_OUT_SUFFIX}" for n in state_names]]
+def state_size(parts) -> int:
+    """S: the values per channel of a state packing these (name, shape) parts."""
+    return sum(math.prod(shape) for _, shape in parts)
 
 
 def metadata(sample_rate: int, frame: int, delay: int, states, version: str, params: int | None = None,
              mflops_per_second: float | None = None, config: dict | None = None,
              extra: dict | None = None) -> dict[str, str]:
-    """The metadata map (all strings) of a model; `states` is [(name, shape), ...]."""
+    """The metadata map (all strings) of a model; `states` is the parts packed in its state,
+    [(name, shape), ...]."""
     meta = {
-        SAMPLE_RATE: str(sample_rate), FRAME: str(frame), DELAY: str(delay),
+        CONTRACT: str(CONTRACT_VERSION), SAMPLE_RATE: str(sample_rate), FRAME: str(frame), DELAY: str(delay),
         STATE: json.dumps([{"name": n, "shape": list(s)} for n, s in states]),
         VERSION: version,
     }
@@ -127,7 +136,7 @@ def _check_declared(info: ModelInfo, declared: dict, path: str) -> None:
 def check_outputs(info: ModelInfo, outputs: list, channels: int, samples: int, path: str = "") -> None:
     """Arrays a model returned for an [channels, samples] block: audio_out then the states, as the
     contract says (float32, [C, B] and [C, *shape])."""
-    names = output_names([n for n, _ in info.states])
+    names = [AUDIO_OUT, *[n + STATE_OUT_SUFFIX for n, _ in info.states]]
     shapes = [(channels, samples), *[(channels, *s) for _, s in info.states]]
     if len(outputs) != len(names):
         raise ModelError(f"{path}: the model returned {len(outputs)} outputs, the contract wants {len(names)}")
@@ -147,11 +156,16 @@ def parse_info(meta: dict, inputs: list[str], outputs: list[str], path: str = ""
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
         raise ModelError(f"{path or 'model'}: not a bandlift streaming model (metadata lacks {', '.join(missing)})")
+    contract = meta.get(CONTRACT, "1")
+    if contract != str(CONTRACT_VERSION):
+        raise ModelError(f"{path or 'model'}: a bandlift model of contract {contract[:20]}; this bandlift reads "
+                         f"contract {CONTRACT_VERSION}: re-export it with `{REEXPORT.format(path=path or 'MODEL.onnx')}`")
     try:
-        states = _parse_states(meta[STATE])
+        parts = _parse_states(meta[STATE])
         info = ModelInfo(
             sample_rate=int(meta[SAMPLE_RATE]), frame=int(meta[FRAME]),
-            delay=int(meta[DELAY]), states=states, version=meta.get(VERSION, ""),
+            delay=int(meta[DELAY]), states=[(STATE_IN, (state_size(parts),))], parts=parts,
+            version=meta.get(VERSION, ""),
             params=int(meta[PARAMS]) if PARAMS in meta else None,
             mflops_per_second=float(meta[MFLOPS_PER_SECOND]) if MFLOPS_PER_SECOND in meta else None,
             config=json.loads(meta.get(CONFIG, "{}")), path=str(path),
@@ -162,8 +176,7 @@ def parse_info(meta: dict, inputs: list[str], outputs: list[str], path: str = ""
             and 0 <= info.delay <= MAX_DELAY_SECONDS * info.sample_rate):
         raise ModelError(f"{path}: bad metadata rate={info.sample_rate} frame={info.frame} delay={info.delay} "
                          f"(rate 1..{MAX_RATE} Hz, frame 1..{MAX_FRAME}, delay at most {MAX_DELAY_SECONDS} s)")
-    names = [n for n, _ in states]
-    want_in, want_out = input_names(names), output_names(names)
+    want_in, want_out = list(INPUTS), list(OUTPUTS)
     if list(inputs) != want_in or list(outputs) != want_out:
         raise ModelError(f"{path}: inputs/outputs {list(inputs)} -> {list(outputs)} do not follow the contract "
                          f"{want_in} -> {want_out}")

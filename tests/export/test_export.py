@@ -1,6 +1,8 @@
-"""ONNX export: state as explicit I/O, metadata, ONNX Runtime block-by-block == torch whole."""
+"""ONNX export: one packed state as explicit I/O, metadata, ONNX Runtime block-by-block == torch whole; the
+lean graph of the shipped architecture; re-export of a contract-1 model from its own weights."""
 import json
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -10,13 +12,18 @@ from bandlift.export.onnx_export import check_parity, export_generator  # noqa: 
 from bandlift.train.model import Generator, GeneratorConfig  # noqa: E402
 
 
-@pytest.fixture(scope="module", params=["spectral", "spectral-envelope", "waveform"])
+SHIPPED = {"context_fft": 0, "gru": 0, "exciter": False}  # the shipped architecture: the lean graph
+
+
+@pytest.fixture(scope="module", params=["spectral", "spectral-envelope", "spectral-shipped", "waveform"])
 def exported(request, tmp_path_factory):
     torch.manual_seed(1)
-    arch, _, envelope = request.param.partition("-")
+    arch, _, variant = request.param.partition("-")
+    envelope = variant == "envelope"
     frame = 64 if arch == "waveform" else 32  # waveform: the geometry these tolerances were set on
     gen = Generator(GeneratorConfig(arch=arch, frame=frame, channels=24, dilations=[1, 2, 4, 8],
-                                    envelope_bands=16 if envelope else 0, prior=bool(envelope))).eval()
+                                    envelope_bands=16 if envelope else 0, prior=bool(envelope),
+                                    **(SHIPPED if variant == "shipped" else {}))).eval()
     if envelope:  # the prior's output layer starts at zero: give the correction something to do
         with torch.no_grad():
             gen.out.weight.normal_(0.0, 0.1)
@@ -42,11 +49,13 @@ def test_metadata_describes_the_stream(exported):
     assert int(meta["bandlift.sample_rate"]) == 48000
     assert int(meta["bandlift.frame"]) == gen.config.frame
     assert int(meta["bandlift.delay"]) == gen.delay
-    states = json.loads(meta["bandlift.state"])
-    inputs = [i.name for i in model.graph.input]
-    outputs = [o.name for o in model.graph.output]
-    assert inputs == ["audio", "cutoff"] + [s["name"] for s in states]
-    assert outputs == ["audio_out"] + [s["name"] + "_out" for s in states]
+    assert meta["bandlift.contract"] == "2"
+    parts = json.loads(meta["bandlift.state"])
+    assert [i.name for i in model.graph.input] == ["audio", "cutoff", "state"]
+    assert [o.name for o in model.graph.output] == ["audio_out", "state_out"]
+    size = sum(int(np.prod(p["shape"])) for p in parts)
+    for value in (model.graph.input[2], model.graph.output[1]):  # [channels, S]: the parts packed
+        assert value.type.tensor_type.shape.dim[1].dim_value == size
     assert int(meta["bandlift.params"]) == sum(p.numel() for p in gen.parameters())
     assert json.loads(meta["bandlift.config"])["channels"] == 24
 
@@ -81,3 +90,112 @@ def test_export_to_a_bad_output_is_one_line_and_loses_nothing(tmp_path, capsys, 
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert ckpt.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["g.pt"]
+
+
+def test_the_shipped_architecture_exports_a_lean_graph(tmp_path):
+    """Same weights, same audio (parity, silence included), and ONNX Runtime runs far fewer nodes per
+    live block than for the model's own `stream` exported with its states packed (what other
+    configs get)."""
+    from bandlift.export import lean
+    from bandlift.rt.model.session import ModelSession
+
+    torch.manual_seed(2)
+    gen = Generator(GeneratorConfig(channels=24, dilations=[1, 2, 4, 8], **SHIPPED)).eval()
+    assert lean.supports(gen)
+    paths = {"lean": export_generator(gen, tmp_path / "lean.onnx"),
+             "plain": export_generator(gen, tmp_path / "plain.onnx", lean_graph=False)}
+    nodes = {}
+    for name, path in paths.items():
+        assert max(check_parity(gen, path, blocks=(32, 128)).values()) < 1e-5
+        nodes[name] = ModelSession(path, provider="cpu").node_profile(128, calls=3)
+    print({name: (sum(n.values()), n) for name, n in nodes.items()})
+    assert not {"Conv", "Squeeze"} & set(nodes["lean"]), nodes["lean"]  # MatMuls, no per-block gate squeeze
+    assert nodes["lean"].get("Pad", 0) <= 1 < nodes["plain"]["Pad"]  # overlap-add: one pad, not one per hop
+    assert sum(nodes["lean"].values()) < 0.8 * sum(nodes["plain"].values())
+
+
+def test_reexport_of_a_contract_1_model_from_its_weights(tmp_path, capsys):
+    """A model written before the packed state (one input per state, no contract version) is refused
+    by the engine with the command that re-exports it; that command rebuilds the generator from the
+    model's initializers and config, and the new model plays the same audio."""
+    import onnxruntime as ort
+
+    from bandlift.rt import Upsampler
+    from bandlift.rt.cli import main
+    from bandlift.rt.model import contract
+
+    torch.manual_seed(3)
+    gen = Generator(GeneratorConfig(channels=16, dilations=[1, 2], **SHIPPED)).eval()
+    old = tmp_path / "old.onnx"
+    names = [name for name, _ in gen.state_shapes()]
+
+    class OldWrapper(torch.nn.Module):  # the contract-1 export: one input and one output per state
+        def __init__(self):
+            super().__init__()
+            self.gen = gen
+
+        def forward(self, audio, cutoff, *states):
+            y, new = self.gen.stream(audio, cutoff, list(states))
+            return (y, *new)
+
+    with torch.no_grad():
+        torch.onnx.export(OldWrapper(), (torch.zeros(1, 64), torch.full((1,), 0.5), *gen.initial_states(1)),
+                          str(old), dynamo=False, opset_version=17, input_names=["audio", "cutoff", *names],
+                          output_names=["audio_out", *[n + "_out" for n in names]],
+                          dynamic_axes={"audio": {0: "channels", 1: "samples"}, "audio_out": {0: "channels", 1: "samples"},
+                                        **{n: {0: "channels"} for n in ["cutoff", *names]}})
+    model = onnx.load(str(old))
+    config = {k: v for k, v in gen.config.to_dict().items() if k not in ("context_fft", "gru", "exciter")}
+    meta = contract.metadata(48000, 32, gen.delay, gen.state_shapes(), "0.1.0", config=config)
+    del meta[contract.CONTRACT]  # (an older config lacks the keys of later features: absent = off)
+    onnx.helper.set_model_props(model, meta)
+    onnx.save(model, str(old))
+
+    with pytest.raises(contract.ModelError, match=f"re-export it with `bandlift export --from-onnx {old} -o NEW.onnx`"):
+        Upsampler(str(old))
+    new = tmp_path / "new.onnx"
+    assert main(["export", "--from-onnx", str(old), "-o", str(new), "--check"]) == 0
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((1, 2048)) * 0.1).astype(np.float32)
+    cutoff = np.array([0.4], np.float32)
+    session = ort.InferenceSession(str(old), providers=["CPUExecutionProvider"])
+    states = {n: np.zeros((1, *s), np.float32) for n, s in gen.state_shapes()}
+    before = session.run(None, {"audio": x, "cutoff": cutoff, **states})[0]
+    session = ort.InferenceSession(str(new), providers=["CPUExecutionProvider"])
+    after = session.run(None, {"audio": x, "cutoff": cutoff, "state": np.zeros((1, session.get_inputs()[2].shape[1]),
+                                                                                 np.float32)})[0]
+    assert np.abs(after - before).max() < 1e-5
+    assert main(["export", "--from-onnx", str(new), "-o", str(tmp_path / "again.onnx")]) == 2  # lean: no weights
+    assert main(["export", str(tmp_path / "g.pt"), "--from-onnx", str(old), "-o", str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "lacks the weights" in err and "one of them" in err and "Traceback" not in err
+
+
+def test_the_lean_graph_only_where_it_reproduces_the_model():
+    """Other configs, or a replication rule the lean tables cannot express, fall back to `stream`."""
+    from bandlift.export import lean
+
+    shipped = Generator(GeneratorConfig(channels=8, dilations=[1], **SHIPPED))
+    assert lean.supports(shipped)
+    assert lean.supports(Generator(GeneratorConfig(channels=8, dilations=[1])))  # long context, GRU, exciter
+    assert not lean.supports(Generator(GeneratorConfig(channels=8, dilations=[1], envelope_bands=4, prior=True)))
+    assert not lean.supports(Generator(GeneratorConfig(channels=8, dilations=[1], arch="waveform")))
+    stream = shipped.stream  # a model whose stream does something else (e.g. a new option's excitation)
+    shipped.stream = lambda x, cutoff, states: (lambda y, s: (y * 1.01, s))(*stream(x, cutoff, states))
+    assert not lean.supports(shipped)
+    shipped.stream = stream
+    original = shipped._replication_source
+    shipped._replication_source = lambda cutoff: original(cutoff * 0.9 + 0.05)  # not a threshold per bin at j/64
+    assert not lean.supports(shipped)
+
+
+@pytest.mark.parametrize("content", [b"not an onnx model", b""])
+def test_reexport_of_a_file_that_is_not_a_model_is_one_line(tmp_path, capsys, content):
+    from bandlift.rt.cli import main
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(content)
+    assert main(["export", "--from-onnx", str(bad), "-o", str(tmp_path / "new.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and str(bad) in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"]

@@ -17,16 +17,16 @@ from bandlift.rt.model.contract import ModelError, parse_info
 
 
 def malformed_model(path, kind: str):
-    """A one-state pass-through model (audio_out = audio, s_out = s) broken in one way."""
+    """A pass-through model (audio_out = audio, state_out = state) broken in one way."""
     import onnx
     from onnx import TensorProto, helper
 
     f32 = TensorProto.FLOAT
     state_meta, state_dims, out_dims = [4], ["C", 4], ["C", "B"]
-    nodes = [helper.make_node("Identity", ["s"], ["s_out"])]
+    nodes = [helper.make_node("Identity", ["state"], ["state_out"])]
     audio_out_type = f32
     if kind == "huge state":  # 4 TiB per channel asked for by the metadata alone
-        state_meta, state_dims = [1 << 20, 1 << 20], ["C", "a", "b"]
+        state_meta = [1 << 20, 1 << 20]
     elif kind == "state shape differs from the graph":
         state_meta = [7]
     if kind == "float64 output":
@@ -43,23 +43,27 @@ def malformed_model(path, kind: str):
         nodes.append(helper.make_node("Identity", ["audio"], ["audio_out"]))
     inputs = [helper.make_tensor_value_info("audio", f32, ["C", "B"]),
               helper.make_tensor_value_info("cutoff", f32, ["C"]),
-              helper.make_tensor_value_info("s", f32, state_dims)]
+              helper.make_tensor_value_info("state", f32, state_dims)]
     outputs = [helper.make_tensor_value_info("audio_out", audio_out_type, out_dims),
-               helper.make_tensor_value_info("s_out", f32, state_dims)]
+               helper.make_tensor_value_info("state_out", f32, state_dims)]
     if kind == "missing output":
         outputs = outputs[:1]
         nodes = nodes[1:]
     graph = helper.make_graph(nodes, kind.replace(" ", "_"), inputs, outputs)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    helper.set_model_props(model, contract.metadata(48000, 64, 0, [("s", state_meta)], "test"))
+    meta = contract.metadata(48000, 64, 0, [("s", state_meta)], "test")
+    if kind == "contract 1":  # written before the contract had a version (one input per state)
+        del meta[contract.CONTRACT]
+    helper.set_model_props(model, meta)
     onnx.save(model, str(path))
     return path
 
 
 KINDS = {"huge state": "more than", "state shape differs from the graph": "declared",
          "float64 output": r"is tensor\(double\)", "short output": r"the contract wants float32 \[1, 64\]",
-         "missing output": "do not follow the contract"}
+         "missing output": "do not follow the contract",
+         "contract 1": r"contract 1; this bandlift reads contract 2: re-export it with `bandlift export --from-onnx "}
 
 
 def test_a_model_that_breaks_the_contract_only_on_longer_blocks(tmp_path, capsys):
@@ -94,7 +98,7 @@ def test_malformed_model_is_one_model_error_at_load(tmp_path, kind):
 
 
 @pytest.mark.parametrize("command", ["upsample", "bench", "live"])
-@pytest.mark.parametrize("kind", ["huge state", "float64 output", "short output", "missing output"])
+@pytest.mark.parametrize("kind", ["huge state", "float64 output", "short output", "missing output", "contract 1"])
 def test_malformed_model_is_one_line_from_every_command(tmp_path, wav, capsys, command, kind):
     model = str(malformed_model(tmp_path / "m.onnx", kind))
     out = tmp_path / "out.wav"
@@ -110,7 +114,7 @@ def test_malformed_model_is_one_line_from_every_command(tmp_path, wav, capsys, c
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 
 
-GOOD = {contract.SAMPLE_RATE: "48000", contract.FRAME: "64", contract.DELAY: "0",
+GOOD = {contract.CONTRACT: "2", contract.SAMPLE_RATE: "48000", contract.FRAME: "64", contract.DELAY: "0",
         contract.STATE: json.dumps([{"name": "s", "shape": [4]}])}
 
 
@@ -132,5 +136,18 @@ GOOD = {contract.SAMPLE_RATE: "48000", contract.FRAME: "64", contract.DELAY: "0"
 def test_metadata_out_of_bounds_is_a_model_error(key, value, message):
     meta = {**GOOD, key: value}
     with pytest.raises(ModelError, match=message):
-        parse_info(meta, ["audio", "cutoff", "s"], ["audio_out", "s_out"], "m.onnx")
-    assert parse_info(GOOD, ["audio", "cutoff", "s"], ["audio_out", "s_out"], "m.onnx").states == [("s", (4,))]
+        parse_info(meta, ["audio", "cutoff", "state"], ["audio_out", "state_out"], "m.onnx")
+    info = parse_info(GOOD, ["audio", "cutoff", "state"], ["audio_out", "state_out"], "m.onnx")
+    assert info.states == [("state", (4,))] and info.parts == [("s", (4,))]
+
+
+@pytest.mark.parametrize("version", [None, "1", "3", "x" * 1000])
+def test_another_contract_is_refused_naming_the_re_export(version):
+    """Contract 1 (one input per state, no version key) or any other: one line naming the command."""
+    meta = {**GOOD, contract.CONTRACT: version} if version else {k: v for k, v in GOOD.items() if k != contract.CONTRACT}
+    with pytest.raises(ModelError) as error:
+        parse_info(meta, ["audio", "cutoff", "s"], ["audio_out", "s_out"], "old.onnx")
+    message = str(error.value)
+    assert len(message.splitlines()) == 1 and len(message) < 250
+    assert f"contract {(version or '1')[:20]}; this bandlift reads contract 2" in message
+    assert "re-export it with `bandlift export --from-onnx old.onnx -o NEW.onnx`" in message
