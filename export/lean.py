@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SUPPORTED = {"arch": "spectral", "envelope_bands": 0, "prior": False}  # (long context, GRU, exciter: either)
+SUPPORTED = {"arch": "spectral", "envelope_bands": 0, "prior": False,  # (long context, GRU, exciter: either)
+             "noise": False, "prior_tilt_s": 0.0, "correction_db": 0.0}  # the causal noise-fill prior: not lean yet
 
 
 KNOWN_KEYS = {"arch", "sample_rate", "frame", "n_fft", "channels", "kernel", "dilations", "negative_slope",
