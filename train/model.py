@@ -87,10 +87,11 @@ class GeneratorConfig:
         if (not isinstance(self.dilations, list) or not 1 <= len(self.dilations) <= 64
                 or not all(isinstance(d, int) and 1 <= d <= 4096 for d in self.dilations)):
             raise ValueError(f"model.dilations must be 1-64 integers in 1..4096, not {self.dilations!r}")
-        for name, (low, high) in {"prior_tilt_s": (0.0, 60.0), "correction_db": (0.0, 60.0)}.items():
+        for name, (low, high) in {"prior_tilt_s": (MIN_TILT_S, 60.0), "correction_db": (0.0, 60.0)}.items():
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
-                raise ValueError(f"model.{name} must be a number in {low}..{high}, not {value!r}")
+            if (not isinstance(value, (int, float)) or isinstance(value, bool)
+                    or not (value == 0 or low <= value <= high)):
+                raise ValueError(f"model.{name} must be 0 (off) or a number in {low}..{high}, not {value!r}")
         if (self.noise or self.prior_tilt_s) and not (self.prior and self.arch == "spectral"):
             raise ValueError("model.noise and model.prior_tilt_s need model.prior: true (spectral arch)")
         for name in ("exciter", "prior", "noise"):
@@ -104,13 +105,14 @@ ENVELOPE_LOW_HZ = 1500.0  # the lowest band centre of an envelope_bands model
 PRIOR_FIT = (0.5, 0.9)  # prior: the top octave's level is measured over these fractions of the cutoff ...
 PRIOR_TILT_DB = -12.0  # ... and falls this many dB per octave above its centre
 # prior_tilt_s: noise_fill's envelope model (train/eval/baselines.py), causal: the slope is clipped
-# to this range (dB/octave) and bends down CURVE_DB per octave^2 above the cutoff; frames whose top
-# octave is quieter than ACTIVE_DB (re a full-scale sine's bin power) do not move the slope, and
-# PRIOR_TILT_FRAMES frames' worth of PRIOR_TILT_DB start it.
+# to PRIOR_TILT_RANGE_DB (dB/octave) and bends down PRIOR_CURVE_DB per octave^2 above the cutoff;
+# frames whose top octave is quieter than PRIOR_ACTIVE_DB (re a full-scale sine's bin power) do not
+# move the slope, and PRIOR_TILT_FRAMES frames' worth of PRIOR_TILT_DB start it.
 PRIOR_TILT_RANGE_DB = (-24.0, -3.0)
 PRIOR_CURVE_DB = 3.0
 PRIOR_ACTIVE_DB = -80.0
 PRIOR_TILT_FRAMES = 16.0
+MIN_TILT_S = 0.05
 PRIOR_LEVEL_FRAMES = 8  # the level: mean top-octave power over the last 8 frames (256 samples, 5 ms)
 NOISE_TABLES = (251, 257)  # noise excitation: frames per table (coprime: the phasors repeat after their product)
 NOISE_SEED = 20261203
@@ -400,14 +402,16 @@ class SpectralGenerator(nn.Module):
         level = F.avg_pool1d(history.unsqueeze(1), PRIOR_LEVEL_FRAMES, stride=1).squeeze(1)  # [B, F]
         new_level = history[:, frames:].reshape(batch, 1, -1)
         db = 10.0 / math.log(10.0)
-        span = math.log2((1.0 + PRIOR_FIT[1] / middle) / (1.0 + PRIOR_FIT[0] / middle))  # between the halves' centres
+        span = math.log2((middle + PRIOR_FIT[1]) / (middle + PRIOR_FIT[0]))  # octaves between the halves' centres
         slope = db * (torch.log(up_p + 1e-12) - torch.log(low_p + 1e-12)) / span
         full_scale = float(torch.hann_window(self.config.n_fft, periodic=True).sqrt().sum() / 2) ** 2
         active = (db * torch.log(top + 1e-30) > PRIOR_ACTIVE_DB + db * math.log(full_scale)).float()
         decay = math.exp(-self.config.frame / (self.config.prior_tilt_s * self.config.sample_rate))
         state = tilt_state.reshape(batch, 2)
         sums, weights = [], []
-        for start in range(0, frames, 1024):  # a^-j stays finite: one trace for any exported block
+        # a^-j must stay finite: torch runs long signals in chunks of 1024 frames; an export traces one
+        # chunk, and its blocks are at most 2048 frames (prior_tilt_s >= MIN_TILT_S: a^-2048 < 1e12)
+        for start in range(0, frames, 1024):
             w = active[:, start:start + 1024]
             s = slope[:, start:start + 1024] * w
             steps = torch.arange(1, w.shape[1] + 1, device=power.device, dtype=power.dtype)

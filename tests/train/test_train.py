@@ -345,7 +345,8 @@ def test_unknown_model_keys_are_refused():
 
     with pytest.raises(ValueError, match="unknown model config key"):
         GeneratorConfig.from_dict({"chanels": 8})
-    for bad in ({"channels": 10**9}, {"dilations": [1] * 10**6}, {"gru": -1}, {"n_fft": "128"}, {"arch": "x"}):
+    for bad in ({"channels": 10**9}, {"dilations": [1] * 10**6}, {"gru": -1}, {"n_fft": "128"}, {"arch": "x"},
+                {"prior": True, "prior_tilt_s": 0.01}, {"noise": True}, {"prior": True, "correction_db": -3}):
         with pytest.raises(ValueError, match="model\\."):  # refused before any weight is allocated
             GeneratorConfig.from_dict(bad)
 
