@@ -10,9 +10,12 @@ decoded with ffmpeg when it is installed.
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import signal
 import stat
+import threading
 import subprocess
 import tempfile
 from contextlib import contextmanager
@@ -184,11 +187,56 @@ def _commit(tmp: Path, path: Path) -> None:
         os.replace(tmp, path)
         return
     if st.st_nlink > 1:
-        shutil.copyfile(tmp, path)  # in place: every hard link sees the new content
+        _copy_in_place(tmp, path)  # every hard link sees the new content
         os.unlink(tmp)
         return
     os.chmod(tmp, stat.S_IMODE(st.st_mode))
     os.replace(tmp, path)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def _stops_deferred():
+    """A stop signal that arrives inside the block is delivered when it ends (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending, previous = [], {}
+    for sig in STOP_SIGNALS:
+        previous[sig] = signal.signal(sig, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(pending):
+            signal.raise_signal(sig)
+
+
+def _copy_in_place(tmp: Path, path: Path) -> None:
+    """Copy the finished `tmp` over `path`'s own inode (its hard links stay linked). The new size is
+    reserved first, so a full disk fails before the old content is touched; stop signals wait for the
+    copy. Only a SIGKILL or a crash during the copy itself can leave it half done."""
+    size = tmp.stat().st_size
+    with open(path, "r+b") as dst:
+        fd = dst.fileno()
+        old = os.fstat(fd).st_size
+        try:
+            if size > old:
+                os.posix_fallocate(fd, old, size - old)
+        except OSError as exc:
+            os.ftruncate(fd, old)  # drop what a partial reservation added; the content is untouched
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            if size - old > shutil.disk_usage(path.parent).free:  # no reservation here: check instead
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from None
+        with _stops_deferred(), open(tmp, "rb") as src:
+            shutil.copyfileobj(src, dst, 1 << 20)
+            dst.truncate(size)
+            dst.flush()
+            os.fsync(fd)
 
 
 def _hidden(path: Path, suffix: str) -> Path:
@@ -279,6 +327,7 @@ def staged_writer(path, rate: int, channels: int, *, source: sf.SoundFile | None
         staged.format, staged.subtype = fmt, subtype
         final = _hidden(target, target.suffix)
         _encode(scratch, final, path, rate, channels, fmt, subtype, gain, carried, staged, read_frames)
+        os.unlink(scratch)  # its space is free before the output is moved into place
         _commit(final, target)
     finally:
         for tmp in (scratch, final):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -206,3 +207,56 @@ def test_a_folder_of_bad_files_goes_on_and_reports_each(model, corpus, tmp_path,
 
 def test_a_truncated_flac_does_not_abort_the_folder(model, corpus, tmp_path, capsys):
     run_folder(model, corpus, tmp_path, capsys, ["width-PCM_16.wav", "truncated.flac", "width-PCM_24.wav"])
+
+
+def in_small_tmpfs(tmp_path, size_kib: int, script: str, **env) -> subprocess.CompletedProcess:
+    """Run `script` (sh) with $T a fresh tmpfs of `size_kib` (a private mount in a user namespace:
+    no privileges needed) and $OUT a folder outside it, for what the script copies out."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare (util-linux)")
+    mnt, out = tmp_path / "mnt", tmp_path / "copied"
+    mnt.mkdir()
+    out.mkdir()
+    full = f'mount -t tmpfs -o size={size_kib}k none "$T" || exit 99\n' + script
+    proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", full],
+                          env={**os.environ, **env, "T": str(mnt), "OUT": str(out), "PY": sys.executable},
+                          capture_output=True, text=True, timeout=120)
+    if proc.returncode == 99:
+        pytest.skip(f"cannot mount a private tmpfs here: {proc.stderr.strip()}")
+    return proc
+
+
+OVERWRITE_LINKED = """
+cp "$OUT/../old.wav" "$T/take.wav" && ln "$T/take.wav" "$T/bak.wav"
+$PY -m bandlift.rt.cli upsample "$OUT/../long.wav" "$T/take.wav" --overwrite --input-cutoff nyquist \\
+    --model "$MODEL" --subtype "$SUBTYPE" 2>"$OUT/err"
+echo $? > "$OUT/rc"
+cp "$T/take.wav" "$OUT/take.wav"; cp "$T/bak.wav" "$OUT/bak.wav"; ls -A "$T" > "$OUT/names"
+stat -c %h "$T/take.wav" > "$OUT/links"
+"""
+
+
+@pytest.mark.parametrize("size_kib, subtype, fits", [(3584, "PCM_16", True), (2560, "PCM_16", False),
+                                                    (6656, "DOUBLE", False)])
+def test_overwrite_onto_a_hard_link_on_a_small_disk_keeps_the_old_content(model, tmp_path, size_kib, subtype,
+                                                                          fits):
+    """A 10 s output (0.96 MB as PCM_16, 3.84 MB as DOUBLE; 1.92 MB of float scratch) onto a
+    hard-linked file: where the new file fits it replaces both names' content; where it does not (the
+    scratch, the finished file or, for DOUBLE, the copy into place), the old content stays whole in both."""
+    old = tone(16000)
+    sf.write(str(tmp_path / "old.wav"), old, RATE, subtype="PCM_16")
+    sf.write(str(tmp_path / "long.wav"), tone(160000), RATE, subtype="PCM_16")
+    proc = in_small_tmpfs(tmp_path, size_kib, OVERWRITE_LINKED, MODEL=model, SUBTYPE=subtype)
+    out = tmp_path / "copied"
+    assert proc.returncode == 0, proc.stderr
+    rc, err = int((out / "rc").read_text()), (out / "err").read_text()
+    assert (out / "names").read_text().split() == ["bak.wav", "take.wav"]  # no hidden file left
+    assert (out / "links").read_text().strip() == "2"
+    assert (out / "take.wav").read_bytes() == (out / "bak.wav").read_bytes()
+    if fits:
+        assert rc == 0, err
+        assert sf.info(str(out / "take.wav")).frames == 480000
+    else:
+        line = error_line(err)
+        assert rc == 2 and ("No space left on device" in line or "cannot write" in line), err
+        assert (out / "take.wav").read_bytes() == (tmp_path / "old.wav").read_bytes()
