@@ -88,6 +88,9 @@ def fill_splits(rows: list[dict]) -> list[dict]:
 
 def load_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Decode a file to float32 [channels, n]; soundfile first, librosa (audioread) as fallback."""
+    from bandlift.rt.io.files import check_regular
+
+    check_regular(path)  # a manifest row naming a FIFO would block the decoders forever
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
         return np.ascontiguousarray(data.T), int(sr)

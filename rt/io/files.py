@@ -72,10 +72,15 @@ def _decode_with_ffmpeg(path: Path) -> sf.SoundFile:
         os.unlink(tmp)  # the open file stays readable; nothing is left behind
 
 
+def check_regular(path: str | os.PathLike) -> None:
+    """Refuse what exists but is no regular file: a FIFO or device would block or never end."""
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise AudioFileError(f"cannot read {path}: not a regular file")
+
+
 def open_read(path: str | os.PathLike) -> sf.SoundFile:
     path = Path(path)
-    if path.exists() and not path.is_file():  # a FIFO or device would block or never end
-        raise AudioFileError(f"cannot read {path}: not a regular file")
+    check_regular(path)
     try:
         f = sf.SoundFile(str(path))
     except READ_ERRORS as exc:

@@ -298,3 +298,26 @@ def test_playlist_paging_stays_on_the_api_and_ends(monkeypatch, next_url, pages)
     api = PagingAPI(next_url)
     tracks = [t["id"] for t in data_spotify._collect_query(api, "playlist", "PL", 100, None)]
     assert api.calls == pages and tracks == [f"t{i}" for i in range(1, pages + 1)]
+
+
+@pytest.mark.parametrize("command", ["cache", "eval"])
+def test_a_manifest_row_naming_a_fifo_does_not_hang(tmp_path, command):
+    """Before: the decoder opened the FIFO and waited forever for a writer."""
+    import soundfile as sf
+
+    fifo, good = tmp_path / "pipe.wav", tmp_path / "good.wav"
+    os.mkfifo(fifo)
+    sf.write(str(good), broadband(48000, 1.0), 48000)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({**GOOD_ROW, "path": str(p), "split": "test"}) + "\n"
+                                for p in (fifo, good)))
+    argv = {"cache": ["dataset", "cache", "--manifest", str(manifest), "--no-progress"],
+            "eval": ["eval", "--data", str(manifest), "--input-rate", "16000", "--no-model", "--baselines",
+                     "sinc", "--no-visqol", "--quiet", "--json", str(tmp_path / "e.json")]}[command]
+    try:
+        proc = subprocess.run([sys.executable, "-m", "bandlift.rt.cli", *argv], capture_output=True, text=True,
+                              timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{command} waits forever on a FIFO named in a manifest")
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "not a regular file" in proc.stderr, proc.stderr

@@ -158,11 +158,14 @@ def load_reference(path: Path, rate: int | None, seconds: float | None = None) -
     import soundfile as sf
     import soxr
 
+    from bandlift.rt.io.files import AudioFileError, check_regular
+
     try:
+        check_regular(path)  # a FIFO would block the read forever
         info = sf.info(str(path))
         frames = -1 if seconds is None else int(round(seconds * info.samplerate))
         x, file_rate = sf.read(str(path), frames=frames, dtype="float64", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError, AudioFileError) as exc:
         raise SkipFile(f"unreadable ({exc})") from exc
     rate = judged_rate(rate, file_rate)
     if file_rate < rate:
