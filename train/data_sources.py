@@ -260,9 +260,10 @@ def build_cache(row: dict, path: Path, rate: int) -> int:
     if sr != rate:
         data = soxr.resample(data.T, sr, rate, quality="VHQ").T
     data = np.ascontiguousarray(data, dtype=np.float32)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
-    np.save(tmp, data)
-    os.replace(tmp, path)
+    from bandlift.rt.io.files import replacing
+
+    with replacing(path) as tmp:
+        np.save(tmp, data)
     return data.shape[1]
 
 
@@ -355,14 +356,14 @@ def read_manifest(path: str | os.PathLike, required=("path",)) -> list[dict]:
 
 
 def write_manifest(path: str | os.PathLike, rows: list[dict]) -> None:
-    """Atomic write (temp file + rename): an interrupted write never loses the old manifest."""
+    """Atomic write (exclusive temp file + rename): an interrupted write never loses the old manifest."""
+    from bandlift.rt.io.files import replacing
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
+    with replacing(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def merge_manifest(path: str | os.PathLike, rows: list[dict], replace_sources: set[str]) -> list[dict]:

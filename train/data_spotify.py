@@ -186,9 +186,10 @@ class State:
         self.done: list = [q for q in _list(data.get("done_queries")) if isinstance(q, str)]
 
     def save(self):
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"tracks": self.tracks, "done_queries": self.done}, indent=1))
-        os.replace(tmp, self.path)
+        from bandlift.rt.io.files import replacing
+
+        with replacing(self.path) as tmp:
+            tmp.write_text(json.dumps({"tracks": self.tracks, "done_queries": self.done}, indent=1))
 
 
 def preview_path(previews: Path, track_id: str) -> Path:
@@ -215,9 +216,10 @@ def _download(session, url: str, dest: Path, max_wait: float) -> None:
             raise ValueError("empty preview file")
         if len(content) > MAX_PREVIEW_BYTES:
             raise ValueError(f"preview larger than {MAX_PREVIEW_BYTES >> 20} MB")
-        tmp = dest.with_suffix(".part")
-        tmp.write_bytes(content)
-        os.replace(tmp, dest)
+        from bandlift.rt.io.files import replacing
+
+        with replacing(dest) as tmp:
+            tmp.write_bytes(content)
         return
     raise RateLimited("preview server keeps answering 429")
 

@@ -245,9 +245,27 @@ def _copy_in_place(tmp: Path, path: Path) -> None:
 
 
 def _hidden(path: Path, suffix: str) -> Path:
+    """A new empty file next to `path`, created exclusively under a random name (O_EXCL: nothing
+    planted there is followed)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     return Path(tmp)
+
+
+@contextmanager
+def replacing(path: str | os.PathLike):
+    """Yield a hidden temporary (`_hidden`) to write `path`'s new content to; on a clean exit it gets
+    0666 less the umask and replaces `path` atomically (a symlink planted at `path` is replaced, never
+    followed); on failure it is removed and `path` is untouched."""
+    path = Path(path)
+    tmp = _hidden(path, path.suffix)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
 
 
 def _channel_map(f: sf.SoundFile) -> list[int] | None:

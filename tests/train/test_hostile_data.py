@@ -321,3 +321,38 @@ def test_a_manifest_row_naming_a_fifo_does_not_hang(tmp_path, command):
         pytest.fail(f"{command} waits forever on a FIFO named in a manifest")
     assert "Traceback" not in proc.stderr, proc.stderr
     assert "not a regular file" in proc.stderr, proc.stderr
+
+
+def test_eval_html_does_not_follow_planted_symlinks(tmp_path):
+    """Before: index.html (and the excerpts) were opened by name, writing through a planted link."""
+    import soundfile as sf
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    html = tmp_path / "html"
+    (html / "audio").mkdir(parents=True)
+    (html / "index.html").symlink_to(victim)
+    (html / "audio" / "000_reference.flac").symlink_to(victim)
+    sf.write(str(tmp_path / "ref.wav"), broadband(48000, 1.0), 48000)
+    assert main(["eval", "--quiet", "--no-visqol", "--data", str(tmp_path / "ref.wav"), "--input-rate", "16000",
+                 "--no-model", "--baselines", "sinc", "--html", str(html)]) == 0
+    assert victim.read_text() == "mine"
+    assert not (html / "index.html").is_symlink() and "<html" in (html / "index.html").read_text()
+    assert sf.info(str(html / "audio" / "000_reference.flac")).samplerate == 48000
+    assert [p.name for p in html.rglob(".*")] == []
+
+
+def test_writing_a_manifest_does_not_follow_a_planted_tmp_symlink(tmp_path, capsys):
+    """Before: the manifest went to manifest.jsonl.tmp by name, through a planted link onto its target."""
+    import soundfile as sf
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    music, dest = tmp_path / "music", tmp_path / "data"
+    music.mkdir()
+    dest.mkdir()
+    sf.write(str(music / "a.wav"), broadband(48000, 1.0), 48000)
+    (dest / "manifest.jsonl.tmp").symlink_to(victim)
+    assert main(["dataset", "folder", str(music), "--dest", str(dest), "--no-progress"]) == 0
+    assert victim.read_text() == "mine"
+    assert [r["path"] for r in read_manifest(dest / "manifest.jsonl")] == [str(music / "a.wav")]
