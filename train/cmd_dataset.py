@@ -86,8 +86,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def _paths(args) -> tuple[Path, Path]:
     from bandlift.train.data_sources import default_data_dir, default_manifest
 
-    dest = (args.dest or default_data_dir()).expanduser().resolve()
-    manifest = (args.manifest or default_manifest(dest)).expanduser().resolve()
+    try:
+        dest = (args.dest or default_data_dir()).expanduser().resolve()
+        manifest = (args.manifest or default_manifest(dest)).expanduser().resolve()
+    except (RuntimeError, OSError) as exc:  # a symlink loop
+        raise CLIError(f"--dest/--manifest: {exc}") from None
+    for folder, flag in ((dest, "--dest"), (manifest.parent, "--manifest's folder")):
+        if folder.exists() and not folder.is_dir():  # checked before anything is indexed or written
+            raise CLIError(f"{flag} {folder}: not a folder")
     return dest, manifest
 
 

@@ -35,7 +35,10 @@ SPLIT_FRACTIONS = (0.90, 0.05, 0.05)
 MAX_LINE = 1 << 20  # bytes per manifest row: a longer line is a broken file, never read whole
 # The types of the fields a row may have; every row has a path, training and `dataset info` need more
 FIELDS = {"path": str, "source": str, "duration": float, "bandwidth": float, "sample_rate": int,
-          "channels": int, "size": int, "mtime": float, "split": str}
+          "channels": int, "size": int, "mtime": float, "split": str, "category": str}
+# each number's range (the manifest's schema with FIELDS and SPLITS)
+FIELD_RANGES = {"duration": (0.0, 1e7), "bandwidth": (0.0, 1e6), "sample_rate": (1, 2**31 - 1),
+                "channels": (1, 1024), "size": (0, 2**63 - 1), "mtime": (-1e12, 1e12)}
 TRAINING_FIELDS = ("path", "source", "duration", "bandwidth")
 
 
@@ -318,8 +321,9 @@ def row_problem(row, required=("path",)) -> str | None:
         number = kind in (int, float) and type(value) in ((int,) if kind is int else (int, float))
         if not (number or kind is str and isinstance(value, str)):
             return f"{key!r} must be {'a number' if kind is float else kind.__name__}, got {value!r:.60}"
-        if number and not (math.isfinite(value) and value >= (1 if key in ("sample_rate", "channels") else 0)):
-            return f"{key!r} out of range: {value!r}"
+        lo, hi = FIELD_RANGES.get(key, (None, None))
+        if number and not lo <= value <= hi:  # NaN fails too; a 400-digit int compares exactly
+            return f"{key!r} out of range [{lo:g}, {hi:g}]: {value!r:.60}"
     if row.get("split", "train") not in SPLITS:
         return f"'split' must be one of {', '.join(SPLITS)}, got {row['split']!r:.60}"
     return None

@@ -271,6 +271,8 @@ def run(args) -> int:
         out_dir = Path(args.output_dir or args.output or "")
         if not (args.output_dir or args.output):
             raise CLIError("a folder input needs an output folder: -o OUTDIR")
+        if out_dir.is_symlink() and not out_dir.exists() or out_dir.exists() and not out_dir.is_dir():
+            raise CLIError(f"output folder {out_dir} is not a folder (a file, or a dangling or looping link)")
         files = find_audio(src, exclude=out_dir)
         if not files:
             raise CLIError(f"no audio files ({', '.join(('wav', 'flac', 'ogg', 'mp3'))}) under {src}")

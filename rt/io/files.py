@@ -164,7 +164,7 @@ def same_file(a, b) -> bool:
     a, b = Path(a), Path(b)
     try:
         return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (check_destination names it)
         return False
 
 
@@ -172,6 +172,11 @@ def check_destination(path: str | os.PathLike, overwrite: bool) -> None:
     path = Path(path)
     if path.is_dir():
         raise AudioFileError(f"output {path} is a folder")
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise AudioFileError(f"output {path} is a symlink loop") from None
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise AudioFileError(f"output {path} exists; use --overwrite to replace it")
 

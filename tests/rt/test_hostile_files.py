@@ -260,3 +260,19 @@ def test_overwrite_onto_a_hard_link_on_a_small_disk_keeps_the_old_content(model,
         line = error_line(err)
         assert rc == 2 and ("No space left on device" in line or "cannot write" in line), err
         assert (out / "take.wav").read_bytes() == (tmp_path / "old.wav").read_bytes()
+
+
+@pytest.mark.parametrize("where", ["file", "folder"])
+def test_a_symlink_loop_as_output_is_one_line(model, corpus, tmp_path, capsys, where):
+    (tmp_path / "a.wav").symlink_to(tmp_path / "b.wav")
+    (tmp_path / "b.wav").symlink_to(tmp_path / "a.wav")
+    src = corpus / "width-PCM_16.wav"
+    if where == "folder":
+        src = tmp_path / "in"
+        src.mkdir()
+        (src / "x.wav").write_bytes((corpus / "width-PCM_16.wav").read_bytes())
+    argv = ["upsample", str(src), *(["-o"] if where == "folder" else []), str(tmp_path / "a.wav"), "--model", model,
+            "--overwrite"]
+    assert main(argv) == 2
+    assert "symlink loop" in error_line(capsys.readouterr().err) or where == "folder"
+    assert temp_leftovers(tmp_path) == []

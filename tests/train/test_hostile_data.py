@@ -109,6 +109,9 @@ BAD_ROWS = {
     "bool rate": ({**GOOD_ROW, "sample_rate": True}, "'sample_rate' must be int"),
     "odd split": ({**GOOD_ROW, "split": "holdout"}, "'split' must be one of"),
     "a list": ([1, 2], "must be a JSON object"),
+    "400-digit size": ({**GOOD_ROW, "size": 10**400}, "'size' out of range"),
+    "number category": ({**GOOD_ROW, "category": 5}, "'category' must be str"),
+    "huge rate": ({**GOOD_ROW, "sample_rate": 2**40}, "'sample_rate' out of range"),
 }
 
 
@@ -181,9 +184,19 @@ CONFIGS = {
     "a list": ("- 1\n- 2\n", "must be a mapping of sections"),
     "section not a mapping": ("data: 5\n", "'data' must be a mapping"),
     "unknown key": ("train:\n  stepz: 5\n", "unknown key 'train.stepz'"),
-    "text number": ("train:\n  lr: 2e-4\n", "'train.lr' must be like"),
+    "text number": ("train:\n  lr: 2e-4\n", "'train.lr' must be a number"),
     "nan number": ("train:\n  lr: .nan\n", "'train.lr' must be like"),
     "binary": (b"\xff\xfe\x00garbage", "cannot read it"),
+    "zero batch": ("data:\n  batch_size: 0\n", "'data.batch_size' must be in [1, 4096]"),
+    "zero threads": ("train:\n  threads: 0\n", "'train.threads' must be in"),
+    "tiny fft": ("loss:\n  ffts: [1]\n", "'loss.ffts' must be in"),
+    "fft not numbers": ("loss:\n  ffts: ['a', null]\n", "'loss.ffts' must be an integer"),
+    "no ffts": ("loss:\n  ffts: []\n", "'loss.ffts' must have 1..16 elements"),
+    "manifest a number": ("data:\n  manifest: 5\n", "'data.manifest' must be a path"),
+    "init a list": ("train:\n  init: [1, 2]\n", "'train.init' must be a path"),
+    "400 digits": ("train:\n  steps: " + "9" * 400 + "\n", "'train.steps' must be in"),
+    "fractional batch": ("data:\n  batch_size: 8.5\n", "'data.batch_size' must be an integer"),
+    "one beta": ("train:\n  betas: [0.5]\n", "'train.betas' must have 2..2 elements"),
 }
 
 
@@ -356,3 +369,30 @@ def test_writing_a_manifest_does_not_follow_a_planted_tmp_symlink(tmp_path, caps
     assert main(["dataset", "folder", str(music), "--dest", str(dest), "--no-progress"]) == 0
     assert victim.read_text() == "mine"
     assert [r["path"] for r in read_manifest(dest / "manifest.jsonl")] == [str(music / "a.wav")]
+
+
+def test_dataset_dest_that_is_a_file_is_one_line(tmp_path, capsys):
+    import soundfile as sf
+
+    (tmp_path / "music").mkdir()
+    sf.write(str(tmp_path / "music" / "a.wav"), broadband(48000, 0.5), 48000)
+    dest = tmp_path / "afile"
+    dest.write_text("mine")
+    error = one_line_error(capsys, main(["dataset", "folder", str(tmp_path / "music"), "--dest", str(dest),
+                                         "--no-progress"]))
+    assert "not a folder" in error and dest.read_text() == "mine"
+
+
+def test_every_shipped_config_passes_the_schema():
+    from pathlib import Path
+
+    import yaml
+
+    import bandlift.train
+    from bandlift.train.cmd_train import config_problems
+    from bandlift.train.trainer import DEFAULTS
+
+    configs = sorted(Path(bandlift.train.__file__).parent.glob("*.yaml"))
+    assert len(configs) >= 2
+    for path in configs:
+        assert config_problems(yaml.safe_load(path.read_text()), DEFAULTS) == [], path
