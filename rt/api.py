@@ -92,6 +92,23 @@ def check_finite(frames: np.ndarray, offset: int = 0) -> None:
                          "to about +-1 before upsampling")
 
 
+def measured_cutoff(audio: np.ndarray, sample_rate: int) -> tuple[float | None, str | None]:
+    """input_cutoff "auto": the measured bandwidth in Hz of (n, channels) `audio`, or None (the input's
+    Nyquist: no band is generated below it) for silence and for an edge below the lowest the model
+    serves (contract.MIN_CUTOFF_HZ: a low tone or hum, not a band edge), with a note saying so."""
+    from bandlift.rt.dsp.bandwidth import effective_bandwidth
+    from bandlift.rt.model.contract import MIN_CUTOFF_HZ
+
+    hz = float(effective_bandwidth(audio, sample_rate)) if len(audio) else 0.0
+    if hz <= 0:
+        return None, None
+    if hz < min(MIN_CUTOFF_HZ, sample_rate / 2):
+        return None, (f"the measured input band ({hz:.0f} Hz) is below the {MIN_CUTOFF_HZ:.0f} Hz the model "
+                      f"serves (a low tone?): upsampled as full band up to {sample_rate / 2:.0f} Hz; set the "
+                      "input cutoff to override")
+    return hz, None
+
+
 class UpsampleStream:
     """Chunked, delay-compensated upsampling of one signal with constant memory."""
 
@@ -216,10 +233,12 @@ class Upsampler:
                 except ValueError:
                     raise ValueError(f"input_cutoff must be 'auto', 'nyquist', None or Hz, got {input_cutoff!r}") from None
             else:
-                from bandlift.rt.dsp.bandwidth import effective_bandwidth
+                hz, note = measured_cutoff(audio, sample_rate) if audio is not None else (None, None)
+                if note:
+                    import warnings
 
-                hz = effective_bandwidth(audio, sample_rate) if audio is not None else 0.0
-                return float(hz) if hz > 0 else sample_rate / 2
+                    warnings.warn(note, stacklevel=3)
+                return hz or sample_rate / 2
         hz = float(input_cutoff)
         if not 0 < hz <= sample_rate / 2:
             raise ValueError(f"input_cutoff {hz} Hz must be in (0, {sample_rate / 2}] for {sample_rate} Hz input")

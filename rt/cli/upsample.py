@@ -59,17 +59,17 @@ def configure(p) -> None:
     p.add_argument("--json", help="write a JSON summary here")
 
 
-def _cutoff(arg: str, path, rate: int):
+def _cutoff(arg: str, path, rate: int) -> tuple[float | None, str | None]:
+    """(Hz or None for the input's Nyquist, a note when "auto" measured no band the model serves)."""
     if arg == "nyquist":
-        return None
+        return None, None
     if arg == "auto":
+        from bandlift.rt.api import measured_cutoff
         from bandlift.rt.io.files import analysis_excerpt
-        from bandlift.rt.dsp.bandwidth import effective_bandwidth
 
         excerpt, _ = analysis_excerpt(path)
-        hz = effective_bandwidth(excerpt, rate) if len(excerpt) else 0.0
-        return float(hz) if hz > 0 else None
-    return float(arg)
+        return measured_cutoff(excerpt, rate)
+    return float(arg), None
 
 
 def upsample_file(up, src, dst, input_cutoff="auto", delay_compensation=True, progress=False, *,
@@ -99,7 +99,7 @@ def _upsample_open(up, f, src, dst, input_cutoff, delay_compensation, progress, 
         up.check_rate(rate)
     except ValueError as exc:
         raise AudioFileError(f"{src}: {exc}") from exc
-    cutoff = _cutoff(input_cutoff, src, rate)
+    cutoff, note = _cutoff(input_cutoff, src, rate)
     try:
         stream = up.stream(rate, channels, cutoff, delay_compensation)
     except ValueError as exc:
@@ -134,7 +134,8 @@ def _upsample_open(up, f, src, dst, input_cutoff, delay_compensation, progress, 
             "latency_samples": latency, "latency_ms": 1000 * latency / eng.out_rate,
             "delay_compensated": delay_compensation, "true_peak_dbtp": _db(out.true_peak),
             "gain_reduction_db": round(out.gain_db, 3), "clipped_samples": out.clipped,
-            "bypass_events": eng.stats.bypass_events, "bypasses": eng.event_lines()}
+            "bypass_events": eng.stats.bypass_events, "bypasses": eng.event_lines(),
+            **({"input_cutoff_note": note} if note else {})}
 
 
 def _db(value: float) -> float:
@@ -224,7 +225,8 @@ def _describe(info: dict) -> str:
             f"{info['channels']} ch, {info['format']} {info['subtype']}, "
             f"{info['output_frames'] / info['output_rate']:.2f} s, input band "
             f"{info['input_cutoff_hz']:.0f} Hz, latency {info['latency_ms']:.2f} ms ({comp}), {level}"
-            + "".join(f"\n  {line}" for line in info.get("bypasses", [])))
+            + "".join(f"\n  {line}" for line in info.get("bypasses", []))
+            + (f"\n  note: {info['input_cutoff_note']}" if "input_cutoff_note" in info else ""))
 
 
 def folder_outputs(files: list[Path], src: Path, out_dir: Path, fmt: str | None) -> list[Path]:

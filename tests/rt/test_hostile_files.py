@@ -276,3 +276,35 @@ def test_a_symlink_loop_as_output_is_one_line(model, corpus, tmp_path, capsys, w
     assert main(argv) == 2
     assert "symlink loop" in error_line(capsys.readouterr().err) or where == "folder"
     assert temp_leftovers(tmp_path) == []
+
+
+def high_band_share(y: np.ndarray, rate: int, above_hz: float) -> float:
+    spectrum = np.abs(np.fft.rfft(y, axis=0)) ** 2
+    freqs = np.fft.rfftfreq(len(y), 1 / rate)
+    return float(spectrum[freqs > above_hz].sum() / spectrum.sum())
+
+
+@pytest.mark.parametrize("channels", [1, 6])
+def test_a_low_tone_is_not_read_as_the_band(tmp_path, capsys, channels):
+    """Before: a 440 Hz tone at 48 kHz measured as a 516 Hz band; the shipped model filled 516 Hz-24 kHz
+    with noise (about half the output's energy) and the file was turned down."""
+    t = np.arange(2 * 48000) / 48000
+    x = np.stack([0.4 * np.sin(2 * np.pi * (440 + 110 * c) * t) for c in range(channels)], 1).astype(np.float32)
+    src, dst, js = tmp_path / "tone.wav", tmp_path / "out.wav", tmp_path / "s.json"
+    sf.write(str(src), x, 48000, subtype="FLOAT")
+    assert main(["upsample", str(src), str(dst), "--json", str(js), "--subtype", "FLOAT"]) == 0
+    info = json.loads(js.read_text())["files"][0]
+    assert info["input_cutoff_hz"] == 24000 and "Hz the model serves" in info.get("input_cutoff_note", "")
+    assert info["gain_reduction_db"] == 0
+    assert "note: the measured input band" in capsys.readouterr().out
+    y, _ = sf.read(str(dst), dtype="float64", always_2d=True)
+    assert high_band_share(y, 48000, 2000.0) < 1e-3
+
+
+def test_a_telephone_band_edge_is_measured():
+    """The detector reports a 3.4 kHz edge (telephone), whatever the model's lowest cutoff."""
+    from bandlift.rt.dsp.bandwidth import effective_bandwidth
+    from bandlift.train.degrade import band_limit
+
+    noise = np.random.default_rng(0).standard_normal(16000 * 3) * 0.1
+    assert 3200 <= effective_bandwidth(band_limit(noise, 16000, 3400.0), 16000) <= 3450
