@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 from pathlib import Path
 
-from bandlift.rt.cli.errors import CLIError, in_range
+from bandlift.rt.cli.errors import CLIError, in_range, write_json
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -151,7 +150,7 @@ def index_and_write(candidates, sources: set[str], manifest: Path, args, desc: s
     }
     _print_summary(summary)
     if getattr(args, "json", None):
-        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(args.json, summary)
     return summary
 
 
@@ -240,7 +239,7 @@ def _info(args) -> int:
     summary = {"manifest": str(manifest), "sources": ds.summarize(rows)}
     _print_summary(summary)
     if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(args.json, summary)
     return 0
 
 

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from bandlift.rt.cli.errors import CLIError, in_range, missing_extra
+from bandlift.rt.cli.errors import CLIError, in_range, missing_extra, write_json
 
 HELP = "collect 30 s Spotify previews (spotipy; SPOTIPY_CLIENT_ID/SECRET from the environment)"
 LICENCE = ("Spotify 30 s preview, Spotify Developer Terms: personal/research use, do not "
@@ -315,7 +315,7 @@ def run(args, dest: Path, manifest: Path, index_and_write) -> int:
     summary = index_and_write(candidates, {SOURCE}, manifest, args, "indexing spotify")
     summary.update(spotify=counts)
     if getattr(args, "json", None):
-        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(args.json, summary)
     if stopped:
         print(f"stopped early: {stopped}; run the same command again to resume", file=sys.stderr)
         return 3

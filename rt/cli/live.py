@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bandlift.rt.cli.errors import CLIError
+from bandlift.rt.cli.errors import CLIError, write_json
 
 
 # PulseAudio/PipeWire through ALSA's pulse plugin underruns and ends the stream at 128-frame periods,
@@ -306,7 +306,7 @@ def _run_devices(args, engine, session, source, in_rate, virtual) -> int:
         sf.write(args.record, runner.recorded(), rate, subtype="FLOAT")
         print(f"recorded input -> {args.record}", file=sys.stderr)
     if args.json:
-        Path(args.json).write_text(json.dumps({**result, "error": failure}, indent=2))
+        write_json(args.json, {**result, "error": failure})
     if failure:
         raise CLIError(failure)
     return 0

@@ -8,7 +8,6 @@ raw stream timing: the output lags by the printed delay).
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bandlift.rt.cli.errors import CLIError
+from bandlift.rt.cli.errors import CLIError, write_json
 
 READ_FRAMES = 1 << 16
 
@@ -315,7 +314,7 @@ def run(args) -> int:
         print(f"{len(results) - failed} of {len(results)} files upsampled into {out_dir}"
               + (f"; {failed} failed (listed above)" if failed else ""), file=sys.stderr)
     if args.json:
-        Path(args.json).write_text(json.dumps({"files": results}, indent=2))
+        write_json(args.json, {"files": results})
     return 1 if any("error" in r for r in results) else 0
 
 

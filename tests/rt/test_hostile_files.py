@@ -308,3 +308,32 @@ def test_a_telephone_band_edge_is_measured():
 
     noise = np.random.default_rng(0).standard_normal(16000 * 3) * 0.1
     assert 3200 <= effective_bandwidth(band_limit(noise, 16000, 3400.0), 16000) <= 3450
+
+
+def strict_json(text: str):
+    def refuse(name):
+        raise ValueError(f"bare {name} is no JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_into_a_missing_folder_and_a_silent_file_are_strict_json(model, tmp_path, capsys):
+    """Before: --json into a missing folder was a traceback after the work was done, and a silent
+    file's true peak was written as a bare -Infinity."""
+    src = tmp_path / "silence.wav"
+    sf.write(str(src), np.zeros((3000, 1), np.float32), RATE)
+    js = tmp_path / "new" / "folder" / "s.json"
+    assert main(["upsample", str(src), str(tmp_path / "out.wav"), "--model", model, "--json", str(js)]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    info = strict_json(js.read_text())["files"][0]
+    assert info["true_peak_dbtp"] is None and info["output_frames"] == 9000
+    assert temp_leftovers(tmp_path) == []
+
+
+def test_write_json_never_writes_bare_nan():
+    from bandlift.rt.cli.errors import write_json
+
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "x.json")
+        write_json(path, {"rtf": float("nan"), "p99": [float("inf"), 1.5], "ok": {"n": 2}})
+        assert strict_json(open(path).read()) == {"rtf": None, "p99": [None, 1.5], "ok": {"n": 2}}

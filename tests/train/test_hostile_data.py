@@ -396,3 +396,11 @@ def test_every_shipped_config_passes_the_schema():
     assert len(configs) >= 2
     for path in configs:
         assert config_problems(yaml.safe_load(path.read_text()), DEFAULTS) == [], path
+
+
+@pytest.mark.parametrize("content", [b"junk\n", b"", b"PK\x03\x04 not a zip"])
+def test_exporting_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path, capsys, content):
+    fake = tmp_path / "x.pt"
+    fake.write_bytes(content)
+    error = one_line_error(capsys, main(["export", str(fake), "-o", str(tmp_path / "x.onnx")]))
+    assert "checkpoint" in error and files_under(tmp_path) == ["x.pt"]
