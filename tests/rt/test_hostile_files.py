@@ -337,3 +337,18 @@ def test_write_json_never_writes_bare_nan():
         path = os.path.join(d, "x.json")
         write_json(path, {"rtf": float("nan"), "p99": [float("inf"), 1.5], "ok": {"n": 2}})
         assert strict_json(open(path).read()) == {"rtf": None, "p99": [None, 1.5], "ok": {"n": 2}}
+
+
+def test_a_briefly_exploding_model_does_not_silence_the_file(tmp_path, capsys):
+    """Before: offline, a model that explodes (x1000) for 0.1 s was kept, and the file's one gain
+    (-60 dB) silenced the whole file. Now that stretch is bypassed and reported; the level stays."""
+    model = str(build_model(tmp_path / "explode.onnx", "explode", fault_after=24000, fault_until=28800))
+    x = 0.5 * np.sin(2 * np.pi * 300 * np.arange(3 * 48000) / 48000)
+    src, dst, js = tmp_path / "in.wav", tmp_path / "out.wav", tmp_path / "s.json"
+    sf.write(str(src), x.astype(np.float32), 48000, subtype="FLOAT")
+    assert main(["upsample", str(src), str(dst), "--model", model, "--json", str(js), "--subtype", "FLOAT"]) == 0
+    info = json.loads(js.read_text())["files"][0]
+    assert info["gain_reduction_db"] == 0 and info["bypass_events"] >= 1  # it explodes again after each reset
+    assert "model output exploded" in capsys.readouterr().out
+    y, _ = sf.read(str(dst), dtype="float64")
+    assert 0.45 < np.abs(y[-48000:]).max() < 0.55  # the end of the file at its own level
