@@ -156,6 +156,7 @@ def _stop(signum, frame):
     if _stop_state["in_hook"]:
         return  # it landed in the hook that re-delivers a stop: the resender's next signal lands later
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _stop_state["landed"] = True
     raise SystemExit(128 + signum)
 
@@ -188,10 +189,25 @@ def _stop_landed_in_a_callback(info):
     sys.__unraisablehook__(info)
 
 
-def _init_worker(model, rate, block, provider, threads):
+def _die_with_parent(parent: int) -> None:
+    """Linux: SIGTERM this worker when its parent dies, however it dies (SIGKILL, OOM killer)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: the parent's own stop handling still ends the workers
+    if os.getppid() != parent:  # the parent died before the call
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _init_worker(model, rate, block, provider, threads, parent=None):
     global _worker_up
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops the workers
     signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGHUP, _stop)  # a closed terminal stops as SIGTERM does
+    if parent is not None:
+        _die_with_parent(parent)
     sys.unraisablehook = _stop_landed_in_a_callback
     try:
         from bandlift.rt.api import Upsampler
@@ -299,11 +315,12 @@ def run(args) -> int:
     options = {"input_cutoff": args.input_cutoff, "delay_compensation": delay_comp, "subtype": args.subtype,
                "overwrite": args.overwrite, "limit": not args.no_limit}
 
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         results = _run_jobs(args, up, jobs, options, folder)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if folder:
         for info in sorted(results, key=lambda r: r["input"]):
             if "error" in info:
@@ -320,6 +337,24 @@ def run(args) -> int:
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt  # main() prints "interrupted"; hidden files are removed on the way out
+
+
+def _after_a_dead_worker(futures: dict) -> list[dict]:
+    """The results of a folder run whose worker died: each finished file's, and each unfinished one
+    reported as failed (its hidden files removed); the run stops there."""
+    from bandlift.rt.io.files import remove_hidden
+
+    results = []
+    for fut, (src, dst) in futures.items():
+        try:
+            results.append(fut.result(timeout=0))
+            continue
+        except BaseException:  # noqa: BLE001 - broken, cancelled: not upsampled
+            pass
+        remove_hidden(dst)
+        results.append({"input": str(src), "error": f"{src}: not upsampled: a worker process died (killed, or "
+                                                    "out of memory?) and the run stopped"})
+    return results
 
 
 def _run_jobs(args, up, jobs, options, folder) -> list[dict]:
@@ -339,14 +374,20 @@ def _run_jobs(args, up, jobs, options, folder) -> list[dict]:
         if args.jobs > 1:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor, as_completed
+            from concurrent.futures.process import BrokenProcessPool
 
             pool = ProcessPoolExecutor(args.jobs, initializer=_init_worker,
-                                       initargs=(args.model, args.rate, args.block, args.provider, args.threads))
+                                       initargs=(args.model, args.rate, args.block, args.provider, args.threads,
+                                                 os.getpid()))
             try:
-                futures = [pool.submit(_job, (s, d, options)) for s, d in jobs]
-                for fut in as_completed(futures):
-                    results.append(fut.result())
-                    bar.update()
+                futures = {pool.submit(_job, (s, d, options)): (s, d) for s, d in jobs}
+                try:
+                    for fut in as_completed(futures):
+                        results.append(fut.result())
+                        bar.update()
+                except BrokenProcessPool:  # a worker was killed (OOM killer, SIGKILL) or exited
+                    pool.shutdown(wait=True, cancel_futures=True)  # the others are stopped: wait for them
+                    results = _after_a_dead_worker(futures)
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)
                 workers = multiprocessing.active_children()

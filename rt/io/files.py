@@ -257,6 +257,21 @@ def _hidden(path: Path, suffix: str) -> Path:
     return Path(tmp)
 
 
+def remove_hidden(path: str | os.PathLike) -> None:
+    """Remove the hidden files `staged_writer` makes for `path` (what a killed worker leaves)."""
+    import re
+
+    path = Path(path)
+    name = re.compile(rf"\.{re.escape(path.stem)}\.[a-z0-9_]{{8}}(\.w64|{re.escape(path.suffix)})")
+    for p in path.parent.glob(f".{glob_escape(path.stem)}.*"):
+        if name.fullmatch(p.name):
+            p.unlink(missing_ok=True)
+
+
+def glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
 @contextmanager
 def replacing(path: str | os.PathLike):
     """Yield a hidden temporary (`_hidden`) to write `path`'s new content to; on a clean exit it gets

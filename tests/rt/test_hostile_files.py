@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -352,3 +353,92 @@ def test_a_briefly_exploding_model_does_not_silence_the_file(tmp_path, capsys):
     assert "model output exploded" in capsys.readouterr().out
     y, _ = sf.read(str(dst), dtype="float64")
     assert 0.45 < np.abs(y[-48000:]).max() < 0.55  # the end of the file at its own level
+
+
+# -- signals and dead processes ---------------------------------------------------------------------
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_for(condition, seconds=120.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+def start_folder_run(model, tmp_path, files=24, seconds=60, jobs=2):
+    """`upsample DIR -o OUT --jobs N --json` started, returned once a hidden output exists (enough work,
+    24 x 60 s at ~0.1 s each, that the run is still going when the test acts)."""
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    for i in range(files):
+        sf.write(str(folder / f"{i}.wav"), np.random.default_rng(i).uniform(-0.3, 0.3, RATE * seconds), RATE)
+    proc = subprocess.Popen([sys.executable, "-m", "bandlift.rt.cli", "upsample", str(folder), "-o", str(out),
+                             "--jobs", str(jobs), "--model", model, "--input-cutoff", "nyquist",
+                             "--json", str(tmp_path / "s.json")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert wait_for(lambda: list(out.glob(".*"))), "no worker started writing"
+    return proc, out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_one_dead_worker_stops_the_folder_run_cleanly(model, tmp_path, sig):
+    """Before: a BrokenProcessPool traceback, no summary, no JSON, and after SIGKILL the dead worker's
+    hidden files stayed."""
+    proc, out = start_folder_run(model, tmp_path)
+    workers = children(proc.pid)
+    assert len(workers) == 2
+    os.kill(workers[0], sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    assert "a worker process died" in err and "of 24 files upsampled" in err
+    results = json.loads((tmp_path / "s.json").read_text())["files"]
+    assert len(results) == 24 and any("worker process died" in r.get("error", "") for r in results)
+    assert wait_for(lambda: not [w for w in workers if alive(w)], 30)
+    assert temp_leftovers(out) == []
+
+
+def test_sighup_stops_a_folder_run_and_its_workers(model, tmp_path):
+    """Before: the parent died on SIGHUP and both workers idled for ever (ppid 1)."""
+    proc, out = start_folder_run(model, tmp_path)
+    workers = children(proc.pid)
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    assert wait_for(lambda: not [w for w in workers if alive(w)], 30)
+    assert temp_leftovers(out) == []
+
+
+def test_workers_die_with_a_killed_parent(model, tmp_path):
+    proc, out = start_folder_run(model, tmp_path)
+    workers = children(proc.pid)
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert wait_for(lambda: not [w for w in workers if alive(w)], 30), "workers outlived their parent"
+    assert wait_for(lambda: temp_leftovers(out) == [], 10)
+
+
+def test_sighup_to_a_single_file_run_leaves_no_scratch(model, tmp_path):
+    src, dst = tmp_path / "long.wav", tmp_path / "o" / "out.wav"
+    sf.write(str(src), np.random.default_rng(0).uniform(-0.3, 0.3, RATE * 600).astype(np.float32), RATE)
+    proc = subprocess.Popen([sys.executable, "-m", "bandlift.rt.cli", "upsample", str(src), str(dst), "--model",
+                             model, "--input-cutoff", "nyquist"], stderr=subprocess.PIPE, text=True)
+    def writing():  # steady state: past the JIT's start-up (a signal inside it is a separate, known race)
+        return dst.parent.exists() and any(p.stat().st_size > 1 << 20 for p in dst.parent.glob(".*.w64"))
+    assert wait_for(writing)
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert temp_leftovers(dst.parent) == [] and not dst.exists()
