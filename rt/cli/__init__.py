@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 
-from bandlift.rt.cli.errors import CLIError
+from bandlift.rt.cli.errors import CLIError, printable
 
 __all__ = ["CLIError", "SUBCOMMANDS", "build_parser", "main"]
 
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except CLIError as exc:
-        print(f"bandlift {args.command}: error: {exc}", file=sys.stderr)
+        print(f"bandlift {args.command}: error: {printable(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

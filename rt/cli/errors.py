@@ -47,3 +47,9 @@ def write_json(path, data) -> None:
             tmp.write_text(json.dumps(_finite(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     except OSError as exc:
         raise CLIError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def printable(text) -> str:
+    """`text` for a terminal: control characters (escape sequences that would retitle or recolour it)
+    shown escaped, as Python writes them (\\x1b); newlines and tabs kept."""
+    return "".join(c if c.isprintable() or c in "\n\t" else repr(c)[1:-1] for c in str(text))

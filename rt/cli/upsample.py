@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bandlift.rt.cli.errors import CLIError, write_json
+from bandlift.rt.cli.errors import CLIError, printable, write_json
 
 READ_FRAMES = 1 << 16
 
@@ -108,7 +108,7 @@ def _upsample_open(up, f, src, dst, input_cutoff, delay_compensation, progress, 
         from tqdm import tqdm
 
         bar = tqdm(total=frames if frames > 0 else None, unit="frame", unit_scale=True,
-                   desc=Path(src).name, leave=False, file=sys.stderr)
+                   desc=printable(Path(src).name), leave=False, file=sys.stderr)
     try:
         with staged_writer(dst, up.out_rate, channels, source=f, subtype=subtype, overwrite=overwrite,
                            limit=limit) as out:
@@ -324,9 +324,9 @@ def run(args) -> int:
     if folder:
         for info in sorted(results, key=lambda r: r["input"]):
             if "error" in info:
-                print(f"FAILED {info['error']}", file=sys.stderr)
+                print(f"FAILED {printable(info['error'])}", file=sys.stderr)
             else:
-                print(_describe(info))
+                print(printable(_describe(info)))
         failed = sum("error" in r for r in results)
         print(f"{len(results) - failed} of {len(results)} files upsampled into {out_dir}"
               + (f"; {failed} failed (listed above)" if failed else ""), file=sys.stderr)
@@ -365,7 +365,7 @@ def _run_jobs(args, up, jobs, options, folder) -> list[dict]:
             info = upsample_file(up, *jobs[0], progress=True, **options)
         except (AudioFileError, ValueError) as exc:
             raise CLIError(str(exc)) from None
-        print(_describe(info))
+        print(printable(_describe(info)))
         return [info]
     from tqdm import tqdm
 

@@ -442,3 +442,21 @@ def test_sighup_to_a_single_file_run_leaves_no_scratch(model, tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert temp_leftovers(dst.parent) == [] and not dst.exists()
+
+
+ESCAPE_NAME = "a\x1b]0;PWNED\x07b.wav"  # retitles a terminal when printed raw
+
+
+def test_a_file_name_with_escape_sequences_is_printed_escaped(model, tmp_path, capsys):
+    src = tmp_path / ESCAPE_NAME
+    sf.write(str(src), tone(), RATE)
+    assert main(["upsample", str(src), str(tmp_path / "out.wav"), "--model", model]) == 0
+    captured = capsys.readouterr()
+    assert "\x1b" not in captured.out + captured.err and "\x07" not in captured.out + captured.err
+    assert "a\\x1b]0;PWNED\\x07b.wav" in captured.out
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / ESCAPE_NAME).write_bytes(b"not audio")
+    assert main(["upsample", str(folder), "-o", str(tmp_path / "out"), "--model", model]) == 1
+    captured = capsys.readouterr()
+    assert "\x1b" not in captured.out + captured.err and "FAILED" in captured.err

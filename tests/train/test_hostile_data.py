@@ -404,3 +404,15 @@ def test_exporting_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path, capsys,
     fake.write_bytes(content)
     error = one_line_error(capsys, main(["export", str(fake), "-o", str(tmp_path / "x.onnx")]))
     assert "checkpoint" in error and files_under(tmp_path) == ["x.pt"]
+
+
+def test_eval_prints_file_names_escaped(tmp_path, capsys):
+    import soundfile as sf
+
+    good, bad = tmp_path / "a\x1b]0;PWNED\x07.wav", tmp_path / "b\x1b[31m.wav"
+    sf.write(str(good), broadband(48000, 1.0), 48000)
+    bad.write_bytes(b"not audio")
+    assert main(["eval", "--quiet", "--no-visqol", "--data", str(good), str(bad), "--input-rate", "16000",
+                 "--no-model", "--baselines", "sinc"]) == 0
+    captured = capsys.readouterr()
+    assert "\x1b" not in captured.out + captured.err and "\\x1b" in captured.out and "\\x1b" in captured.err

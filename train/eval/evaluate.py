@@ -348,7 +348,9 @@ def evaluate(paths, methods: dict[str, Method], cfg: EvalConfig, png_dir=None, p
     cfg.check()
     if not methods:
         raise EvalError("no methods to evaluate")
-    warn = warn or (lambda msg: tqdm.write(msg, file=sys.stderr))
+    from bandlift.rt.cli.errors import printable
+
+    warn = warn or (lambda msg: tqdm.write(printable(msg), file=sys.stderr))
     files = find_audio_files(paths, warn, cfg.split, cfg.category, cfg.per_source)
     if cfg.max_files is not None:
         files = files[: cfg.max_files]
@@ -425,7 +427,9 @@ def format_table(results: dict) -> str:
     names = results["config"]["methods"]
     summary = results["summary"]
     width = max(10, *(len(n) + 1 for n in names))
-    files = [Path(r["path"]).name for r in results["files"]]
+    from bandlift.rt.cli.errors import printable
+
+    files = [printable(Path(r["path"]).name) for r in results["files"]]
     fw = min(max(len("file"), *map(len, files)), 40)
     lines = ["LSD per file (lower is better)",
              "file".ljust(fw) + "".join(n.rjust(width) for n in names)]
