@@ -42,6 +42,7 @@ SAMPLE_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "ULAW": 1, "ALAW": 1, "PCM_16": 2, "PC
 WAV_LIMIT = 0xFFFFFFFF  # a RIFF size field is 32 bits: larger WAV outputs are written as RF64
 CEILING_DBTP = -0.1  # true-peak ceiling of PCM/float outputs
 LOSSY_CEILING_DBTP = -1.0  # lossy encoders overshoot: more room (EBU R128 practice)
+LOSSY_TRIES = 3  # a lossy output whose decoded true peak still passes the ceiling is encoded again, quieter
 SFC_GET_CHANNEL_MAP_INFO, SFC_SET_CHANNEL_MAP_INFO = 0x1100, 0x1101
 READ_ERRORS = (sf.LibsndfileError, RuntimeError, OSError)
 
@@ -370,12 +371,28 @@ def staged_writer(path, rate: int, channels: int, *, source: sf.SoundFile | None
         staged.format, staged.subtype = fmt, subtype
         final = _hidden(target, target.suffix)
         _encode(scratch, final, path, rate, channels, fmt, subtype, gain, carried, staged, read_frames)
+        for _ in range(LOSSY_TRIES if limit and subtype in LOSSY else 0):  # the codec overshoots: measure
+            decoded = decoded_true_peak(final, channels, read_frames)  # what a player will decode
+            if decoded <= ceiling:
+                break
+            gain *= ceiling / decoded
+            staged.clipped = 0
+            _encode(scratch, final, path, rate, channels, fmt, subtype, gain, carried, staged, read_frames)
+        staged.gain_db = -20 * float(np.log10(gain))
         os.unlink(scratch)  # its space is free before the output is moved into place
         _commit(final, target)
     finally:
         for tmp in (scratch, final):
             if tmp is not None and os.path.exists(tmp):
                 os.unlink(tmp)
+
+
+def decoded_true_peak(path, channels: int, read_frames: int = 1 << 16) -> float:
+    meter = PeakTracker(channels)
+    with sf.SoundFile(str(path)) as f:
+        for y in blocks(f, read_frames):
+            meter.add(y)
+    return meter.close()
 
 
 def _encode(scratch, final, path, rate, channels, fmt, subtype, gain, carried, staged, read_frames) -> None:

@@ -460,3 +460,17 @@ def test_a_file_name_with_escape_sequences_is_printed_escaped(model, tmp_path, c
     assert main(["upsample", str(folder), "-o", str(tmp_path / "out"), "--model", model]) == 1
     captured = capsys.readouterr()
     assert "\x1b" not in captured.out + captured.err and "FAILED" in captured.err
+
+
+@pytest.mark.parametrize("ext", [".opus", ".ogg", ".mp3"])
+def test_a_lossy_output_decodes_below_its_ceiling(model, tmp_path, ext):
+    """Before: the gain came from the float output's peak; the codec overshoots it (Opus decoded at
+    -0.3 dBTP after the -1 dBTP gain). Now the decoded peak is measured."""
+    from bandlift.rt.io.files import LOSSY_CEILING_DBTP, decoded_true_peak
+
+    x = np.clip(np.random.default_rng(0).standard_normal((48000 * 2, 1)) * 0.35, -1, 1).astype(np.float32)
+    src, dst = tmp_path / "loud.wav", tmp_path / f"out{ext}"
+    sf.write(str(src), x, 48000, subtype="FLOAT")
+    assert main(["upsample", str(src), str(dst), "--model", model, "--input-cutoff", "nyquist"]) == 0
+    assert 20 * np.log10(decoded_true_peak(dst, 1)) <= LOSSY_CEILING_DBTP + 1e-3
+    assert temp_leftovers(tmp_path) == []
