@@ -36,9 +36,13 @@ from bandlift.rt.model.session import ModelSession
 
 CHUNK = 1 << 16
 MAX_AMPLITUDE = 1e36  # larger finite float32 samples (up to 3.4e38) overflow the filters to inf
+MAX_CHANNELS = 1024  # libsndfile's own limit (SF_MAX_CHANNELS): no file has more
+SURROUND_CHANNELS = 8  # 7.1: a wider whole signal with fewer frames than channels is read as transposed
 
 
 def positive_int(value, name: str) -> int:
+    if isinstance(value, (bool, np.bool_)):  # True == 1, but is no rate or size
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
     try:
         number = int(value)
     except (TypeError, ValueError, OverflowError):
@@ -48,15 +52,22 @@ def positive_int(value, name: str) -> int:
     return number
 
 
-def as_float_frames(audio) -> np.ndarray:
-    """(n,) or (n, channels) of any numeric dtype -> float32 (n, channels); integers are scaled."""
+def as_float_frames(audio, channels: int | None = None) -> np.ndarray:
+    """(n,) or (n, channels) of any numeric dtype -> float32 (n, channels); integers are scaled.
+    `channels`: the count a stream was opened with (a chunk of it may be shorter than it is wide); a
+    whole signal wider than 7.1 with fewer frames than channels is refused as transposed."""
     a = np.asarray(audio)
     if a.ndim not in (1, 2) or a.size == 0 and a.ndim == 0:
         raise ValueError(f"audio must be (n,) or (n, channels), got shape {a.shape}")
     if a.ndim == 1:
         a = a[:, None]
-    if a.shape[1] < 1 or a.shape[1] > 64:
-        raise ValueError(f"audio must be (n, channels) with 1..64 channels, got shape {a.shape}")
+    if not 1 <= a.shape[1] <= MAX_CHANNELS:
+        raise ValueError(f"audio must be (n, channels) with 1..{MAX_CHANNELS} channels, got shape {a.shape}")
+    if channels is not None and a.shape[1] != channels:
+        raise ValueError(f"audio must be (n, {channels}) for this stream, got shape {a.shape}")
+    if channels is None and a.shape[1] > SURROUND_CHANNELS and a.shape[0] < a.shape[1]:
+        raise ValueError(f"audio must be (n, channels), got shape {a.shape}: fewer frames than channels "
+                         "looks transposed (pass audio.T)")
     if np.issubdtype(a.dtype, np.unsignedinteger):  # unsigned PCM: silence is the midpoint
         mid = float(np.iinfo(a.dtype).max // 2 + 1)
         a = (a.astype(np.float32) - np.float32(mid)) / np.float32(mid)
@@ -79,6 +90,23 @@ def check_finite(frames: np.ndarray, offset: int = 0) -> None:
         raise ValueError(f"audio sample {int(sample) + offset} (channel {int(channel)}) is "
                          f"{float(frames[sample, channel]):.3g}, beyond +-{MAX_AMPLITUDE:.0e}; scale the input "
                          "to about +-1 before upsampling")
+
+
+def measured_cutoff(audio: np.ndarray, sample_rate: int) -> tuple[float | None, str | None]:
+    """input_cutoff "auto": the measured bandwidth in Hz of (n, channels) `audio`, or None (the input's
+    Nyquist: no band is generated below it) for silence and for an edge below the lowest the model
+    serves (contract.MIN_CUTOFF_HZ: a low tone or hum, not a band edge), with a note saying so."""
+    from bandlift.rt.dsp.bandwidth import effective_bandwidth
+    from bandlift.rt.model.contract import MIN_CUTOFF_HZ
+
+    hz = float(effective_bandwidth(audio, sample_rate)) if len(audio) else 0.0
+    if hz <= 0:
+        return None, None
+    if hz < min(MIN_CUTOFF_HZ, sample_rate / 2):
+        return None, (f"the measured input band ({hz:.0f} Hz) is below the {MIN_CUTOFF_HZ:.0f} Hz the model "
+                      f"serves (a low tone?): upsampled as full band up to {sample_rate / 2:.0f} Hz; set the "
+                      "input cutoff to override")
+    return hz, None
 
 
 class UpsampleStream:
@@ -104,7 +132,7 @@ class UpsampleStream:
     def process(self, frames: np.ndarray) -> np.ndarray:
         """frames (n, C) at the input rate -> output frames (m, C) ready so far (integers scaled as in
         `Upsampler.process`)."""
-        frames = as_float_frames(frames)
+        frames = as_float_frames(frames, self.engine.channels)
         check_finite(frames, self.n_in)
         y = self.engine.process(frames.T)
         self.n_in += frames.shape[0]
@@ -205,10 +233,12 @@ class Upsampler:
                 except ValueError:
                     raise ValueError(f"input_cutoff must be 'auto', 'nyquist', None or Hz, got {input_cutoff!r}") from None
             else:
-                from bandlift.rt.dsp.bandwidth import effective_bandwidth
+                hz, note = measured_cutoff(audio, sample_rate) if audio is not None else (None, None)
+                if note:
+                    import warnings
 
-                hz = effective_bandwidth(audio, sample_rate) if audio is not None else 0.0
-                return float(hz) if hz > 0 else sample_rate / 2
+                    warnings.warn(note, stacklevel=3)
+                return hz or sample_rate / 2
         hz = float(input_cutoff)
         if not 0 < hz <= sample_rate / 2:
             raise ValueError(f"input_cutoff {hz} Hz must be in (0, {sample_rate / 2}] for {sample_rate} Hz input")
@@ -220,6 +250,9 @@ class Upsampler:
             raise ValueError("input_cutoff='auto' needs the signal: measure it first "
                              "(bandlift.rt.dsp.bandwidth.effective_bandwidth) and pass Hz")
         hz = self.resolve_cutoff(input_cutoff, None, rate)
+        channels = positive_int(channels, "channels")
+        if channels > MAX_CHANNELS:
+            raise ValueError(f"channels must be at most {MAX_CHANNELS}, got {channels}")
         return UpsampleStream(self.engine(rate, channels, hz), delay_compensation)
 
     def process(self, audio, sample_rate, input_cutoff="auto", delay_compensation: bool = True):

@@ -20,8 +20,10 @@ when a block is slow in real-time mode (compute time > block duration: the model
 late block is still used to fade out), and it drops to 0 at once when a block is NaN/inf, or, in
 real-time mode only, explodes (peak > 4 x the model's own recent output peak, or this block's
 passband, + 0.5; or above +24 dBFS): that block's model output is discarded, the model state is
-reset (a NaN may sit in it) and a short de-click ramp hides the step. Offline, only a non-finite
-output is a fault: a loud but finite output is the model's answer. After a fault or overload the
+reset (a NaN may sit in it) and a short de-click ramp hides the step. Offline, a non-finite output
+or one above +24 dBFS (above 16 x the block's passband for hot inputs) is a fault: a loud but
+plausible output is the model's answer, but one exploding block would otherwise set the one gain of
+a whole file and silence it. After a fault or overload the
 model stays off for a hold time that doubles for repeated events (0.5 s .. 8 s) and halves again
 after each stretch of clean play as long as the next hold, then fades back in; during the last
 `WARM_S` of the hold the model runs on the input again with its output discarded, so it returns warm
@@ -304,10 +306,14 @@ class StreamEngine:
     def _exploded(self, wet: np.ndarray, dry: np.ndarray) -> bool:
         """Real-time guard: far above the model's own recent level (or this block's passband, which the
         model passes through: an onset is not an explosion)."""
+        if self.explode_guard is False:
+            return False
+        peak, dry_peak = float(np.abs(wet).max()), float(np.abs(dry).max())
+        if peak > EXPLODE_CEILING * max(1.0, dry_peak):  # offline too: one such block would set a file's one gain
+            return True
         if not (self.realtime if self.explode_guard is None else self.explode_guard):
             return False
-        peak = float(np.abs(wet).max())
-        if peak > EXPLODE_CEILING or peak > EXPLODE_RATIO * max(self._wet_peak, float(np.abs(dry).max())) + EXPLODE_OFFSET:
+        if peak > EXPLODE_RATIO * max(self._wet_peak, dry_peak) + EXPLODE_OFFSET:
             return True
         self._wet_peak = max(peak, self._wet_peak * self._peak_decay)
         return False

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 from pathlib import Path
 
-from bandlift.rt.cli.errors import CLIError, in_range
+from bandlift.rt.cli.errors import CLIError, in_range, write_json
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -86,8 +85,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def _paths(args) -> tuple[Path, Path]:
     from bandlift.train.data_sources import default_data_dir, default_manifest
 
-    dest = (args.dest or default_data_dir()).expanduser().resolve()
-    manifest = (args.manifest or default_manifest(dest)).expanduser().resolve()
+    try:
+        dest = (args.dest or default_data_dir()).expanduser().resolve()
+        manifest = (args.manifest or default_manifest(dest)).expanduser().resolve()
+    except (RuntimeError, OSError) as exc:  # a symlink loop
+        raise CLIError(f"--dest/--manifest: {exc}") from None
+    for folder, flag in ((dest, "--dest"), (manifest.parent, "--manifest's folder")):
+        if folder.exists() and not folder.is_dir():  # checked before anything is indexed or written
+            raise CLIError(f"{flag} {folder}: not a folder")
     return dest, manifest
 
 
@@ -145,7 +150,7 @@ def index_and_write(candidates, sources: set[str], manifest: Path, args, desc: s
     }
     _print_summary(summary)
     if getattr(args, "json", None):
-        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(args.json, summary)
     return summary
 
 
@@ -234,7 +239,7 @@ def _info(args) -> int:
     summary = {"manifest": str(manifest), "sources": ds.summarize(rows)}
     _print_summary(summary)
     if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(args.json, summary)
     return 0
 
 

@@ -19,10 +19,69 @@ def configure(parser):
 
 
 MAX_STEPS = 10**8
+WEIGHT = (0.0, 1e6)
+# The config's schema beyond the kinds of DEFAULTS' values: each number's range (for a list, each
+# element's, and the list's length), and the kind of the keys whose default is None. The model
+# section's values are checked for kind here, for range by GeneratorConfig.
+RANGES = {
+    "data.seconds": (0.01, 60.0), "data.batch_size": (1, 4096), "data.workers": (0, 256),
+    "data.valid_clips": (1, 10**6), "data.visqol_clips": (0, 10**6), "data.visqol_seconds": (0.1, 60.0),
+    "data.visqol_cutoff_hz": (100.0, 24000.0), "data.visqol_per_source": (0, 10**6),
+    "data.source_balance": (0.0, 1.0), "data.lossy_ceiling_hz": (100.0, 24000.0), "data.disc_seconds": (0.01, 60.0),
+    "train.steps": (1, MAX_STEPS), "train.lr": (1e-12, 1.0), "train.lr_disc": (1e-12, 1.0),
+    "train.betas": (0.0, 0.999999), "train.gan_start": (0, 10**12), "train.ckpt_every": (1, MAX_STEPS),
+    "train.valid_every": (1, MAX_STEPS), "train.log_every": (1, MAX_STEPS), "train.seed": (0, 2**32 - 1),
+    "train.threads": (1, 1024), "train.max_minutes": (0.01, 60 * 24 * 365),
+    **{f"loss.{k}": WEIGHT for k in ("stft", "lsd", "envelope", "shape", "dynamics", "nsim", "feature",
+                                      "adversarial")},
+    "loss.ffts": (16, 1 << 16),
+}
+LENGTHS = {"train.betas": (2, 2), "loss.ffts": (1, 16)}
+OPTIONAL = {"data.manifest": str, "train.init": str, "data.lossy_ceiling_hz": float, "train.max_minutes": float}
+
+
+def _number_problem(name: str, value, like) -> str | None:
+    """A number of `like`'s kind (an int where the default is one) within RANGES[name]."""
+    integer = isinstance(like, int)
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        return f"{name!r} must be {'an integer' if integer else 'a number'}, got {value!r:.40}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{name!r} must be like {like!r}, got {value!r:.40}"
+    lo, hi = RANGES.get(name, (-math.inf, math.inf))
+    if not lo <= value <= hi:  # Python ints compare exactly: a 400-digit one is simply out of range
+        return f"{name!r} must be in [{lo:g}, {hi:g}], got {value!r:.40}"
+    return None
+
+
+def _value_problem(name: str, value, default) -> str | None:
+    if default is None:
+        if value is None:
+            return None
+        kind = OPTIONAL.get(name)
+        if kind is str:
+            return None if isinstance(value, str) else f"{name!r} must be a path (text), got {value!r:.40}"
+        return _number_problem(name, value, 0.0) if kind is float else None
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else f"{name!r} must be like {default!r}, got {value!r:.40}"
+    if isinstance(default, (int, float)):
+        return _number_problem(name, value, default)
+    if isinstance(default, list):
+        if not isinstance(value, list):
+            return f"{name!r} must be like {default!r}, got {value!r:.40}"
+        lo, hi = LENGTHS.get(name, (0, 1 << 16))
+        if not lo <= len(value) <= hi:
+            return f"{name!r} must have {lo}..{hi} elements, got {len(value)}"
+        if not default or not isinstance(default[0], (int, float)):
+            return None
+        return next((p for v in value if (p := _number_problem(name, v, default[0])) is not None), None)
+    if not isinstance(value, type(default)):
+        return f"{name!r} must be like {default!r}, got {value!r:.40}"
+    return None
 
 
 def config_problems(config, defaults, where: str = "") -> list[str]:
-    """Keys the defaults do not know, sections that are not mappings, values of the wrong kind."""
+    """Keys the defaults do not know, sections that are not mappings, values of the wrong kind or out
+    of range (RANGES, LENGTHS, OPTIONAL)."""
     problems = []
     for key, value in config.items():
         name = f"{where}{key}"
@@ -35,13 +94,8 @@ def config_problems(config, defaults, where: str = "") -> list[str]:
                 problems += config_problems(value, default, name + ".")
             else:
                 problems.append(f"{name!r} must be a mapping, got {value!r:.40}")
-        elif default is None:
-            continue
-        elif isinstance(default, bool) != isinstance(value, bool) or (
-                isinstance(default, (int, float)) and not isinstance(value, (int, float))
-                or isinstance(default, (int, float)) and not math.isfinite(value)
-                or isinstance(default, (str, list)) and not isinstance(value, type(default))):
-            problems.append(f"{name!r} must be like {default!r}, got {value!r:.40}")
+        elif (problem := _value_problem(name, value, default)) is not None:
+            problems.append(problem)
     return problems
 
 

@@ -35,7 +35,10 @@ SPLIT_FRACTIONS = (0.90, 0.05, 0.05)
 MAX_LINE = 1 << 20  # bytes per manifest row: a longer line is a broken file, never read whole
 # The types of the fields a row may have; every row has a path, training and `dataset info` need more
 FIELDS = {"path": str, "source": str, "duration": float, "bandwidth": float, "sample_rate": int,
-          "channels": int, "size": int, "mtime": float, "split": str}
+          "channels": int, "size": int, "mtime": float, "split": str, "category": str}
+# each number's range (the manifest's schema with FIELDS and SPLITS)
+FIELD_RANGES = {"duration": (0.0, 1e7), "bandwidth": (0.0, 1e6), "sample_rate": (1, 2**31 - 1),
+                "channels": (1, 1024), "size": (0, 2**63 - 1), "mtime": (-1e12, 1e12)}
 TRAINING_FIELDS = ("path", "source", "duration", "bandwidth")
 
 
@@ -88,6 +91,9 @@ def fill_splits(rows: list[dict]) -> list[dict]:
 
 def load_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Decode a file to float32 [channels, n]; soundfile first, librosa (audioread) as fallback."""
+    from bandlift.rt.io.files import check_regular
+
+    check_regular(path)  # a manifest row naming a FIFO would block the decoders forever
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
         return np.ascontiguousarray(data.T), int(sr)
@@ -257,9 +263,10 @@ def build_cache(row: dict, path: Path, rate: int) -> int:
     if sr != rate:
         data = soxr.resample(data.T, sr, rate, quality="VHQ").T
     data = np.ascontiguousarray(data, dtype=np.float32)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
-    np.save(tmp, data)
-    os.replace(tmp, path)
+    from bandlift.rt.io.files import replacing
+
+    with replacing(path) as tmp:
+        np.save(tmp, data)
     return data.shape[1]
 
 
@@ -314,8 +321,9 @@ def row_problem(row, required=("path",)) -> str | None:
         number = kind in (int, float) and type(value) in ((int,) if kind is int else (int, float))
         if not (number or kind is str and isinstance(value, str)):
             return f"{key!r} must be {'a number' if kind is float else kind.__name__}, got {value!r:.60}"
-        if number and not (math.isfinite(value) and value >= (1 if key in ("sample_rate", "channels") else 0)):
-            return f"{key!r} out of range: {value!r}"
+        lo, hi = FIELD_RANGES.get(key, (None, None))
+        if number and not lo <= value <= hi:  # NaN fails too; a 400-digit int compares exactly
+            return f"{key!r} out of range [{lo:g}, {hi:g}]: {value!r:.60}"
     if row.get("split", "train") not in SPLITS:
         return f"'split' must be one of {', '.join(SPLITS)}, got {row['split']!r:.60}"
     return None
@@ -352,14 +360,14 @@ def read_manifest(path: str | os.PathLike, required=("path",)) -> list[dict]:
 
 
 def write_manifest(path: str | os.PathLike, rows: list[dict]) -> None:
-    """Atomic write (temp file + rename): an interrupted write never loses the old manifest."""
+    """Atomic write (exclusive temp file + rename): an interrupted write never loses the old manifest."""
+    from bandlift.rt.io.files import replacing
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
+    with replacing(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def merge_manifest(path: str | os.PathLike, rows: list[dict], replace_sources: set[str]) -> list[dict]:

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from bandlift.rt.cli.errors import CLIError, in_range, missing_extra
+from bandlift.rt.cli.errors import CLIError, in_range, missing_extra, write_json
 
 HELP = "collect 30 s Spotify previews (spotipy; SPOTIPY_CLIENT_ID/SECRET from the environment)"
 LICENCE = ("Spotify 30 s preview, Spotify Developer Terms: personal/research use, do not "
@@ -186,9 +186,10 @@ class State:
         self.done: list = [q for q in _list(data.get("done_queries")) if isinstance(q, str)]
 
     def save(self):
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"tracks": self.tracks, "done_queries": self.done}, indent=1))
-        os.replace(tmp, self.path)
+        from bandlift.rt.io.files import replacing
+
+        with replacing(self.path) as tmp:
+            tmp.write_text(json.dumps({"tracks": self.tracks, "done_queries": self.done}, indent=1))
 
 
 def preview_path(previews: Path, track_id: str) -> Path:
@@ -215,9 +216,10 @@ def _download(session, url: str, dest: Path, max_wait: float) -> None:
             raise ValueError("empty preview file")
         if len(content) > MAX_PREVIEW_BYTES:
             raise ValueError(f"preview larger than {MAX_PREVIEW_BYTES >> 20} MB")
-        tmp = dest.with_suffix(".part")
-        tmp.write_bytes(content)
-        os.replace(tmp, dest)
+        from bandlift.rt.io.files import replacing
+
+        with replacing(dest) as tmp:
+            tmp.write_bytes(content)
         return
     raise RateLimited("preview server keeps answering 429")
 
@@ -313,7 +315,7 @@ def run(args, dest: Path, manifest: Path, index_and_write) -> int:
     summary = index_and_write(candidates, {SOURCE}, manifest, args, "indexing spotify")
     summary.update(spotify=counts)
     if getattr(args, "json", None):
-        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(args.json, summary)
     if stopped:
         print(f"stopped early: {stopped}; run the same command again to resume", file=sys.stderr)
         return 3

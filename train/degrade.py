@@ -15,11 +15,12 @@ import soxr
 from scipy import signal
 
 from bandlift.rt.dsp.resample import fit_length
+from bandlift.rt.model.contract import MIN_CUTOFF_HZ
 
-# Nominal bandwidths of common low rates and encoders (Hz): 8 kHz telephony, 11.025/16/22.05/24/32 kHz
-# sample rates, and MP3/AAC encoder walls at 16 and 19 kHz.
+# Nominal bandwidths of common low rates and encoders (Hz): telephone's 3.4 kHz edge, 8 kHz telephony,
+# 11.025/16/22.05/24/32 kHz sample rates, and MP3/AAC encoder walls at 16 and 19 kHz.
 COMMON_CUTOFFS = (3400.0, 4000.0, 5512.5, 8000.0, 11025.0, 12000.0, 16000.0, 19000.0)
-MIN_CUTOFF, MAX_CUTOFF = 3400.0, 20000.0  # from telephone's 3.4 kHz edge
+MIN_CUTOFF, MAX_CUTOFF = MIN_CUTOFF_HZ, 20000.0
 
 # kind -> probability in `degrade`. soxr_* / poly / fft: down to 2*cutoff and back up (a real low-rate
 # signal); brickwall: same-rate steep FIR (MP3-encoder-like); butter: gentle analog-like roll-off.

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
-from bandlift.rt.cli.errors import CLIError
+from bandlift.rt.cli.errors import CLIError, printable
 
 __all__ = ["CLIError", "SUBCOMMANDS", "build_parser", "main"]
 
@@ -49,14 +51,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _hang_up(signum, frame):
+    raise KeyboardInterrupt  # printed as "interrupted"; every command's cleanup runs on the way out
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGHUP) == signal.SIG_DFL:
+        signal.signal(signal.SIGHUP, _hang_up)  # a closed terminal: unwind (temporaries removed), not die
     try:
         return int(args._run(args) or 0)
     except CLIError as exc:
-        print(f"bandlift {args.command}: error: {exc}", file=sys.stderr)
+        print(f"bandlift {args.command}: error: {printable(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -19,17 +19,15 @@ on the CPU (how CI tests it).
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 
-from bandlift.rt.cli.errors import CLIError, in_range, missing_extra
+from bandlift.rt.cli.errors import CLIError, in_range, missing_extra, write_json
 
 
 def configure(p) -> None:
@@ -325,7 +323,7 @@ def run(args) -> int:
         except (ModelError, ValueError, RuntimeError) as exc:
             raise CLIError(str(exc)) from None
         if args.json:
-            Path(args.json).write_text(json.dumps(out, indent=2))
+            write_json(args.json, out)
             print(f"results -> {args.json}", file=sys.stderr)
         return 0 if out.get("parity_ok", True) else 1
     try:
@@ -360,6 +358,6 @@ def run(args) -> int:
             plot(results, args.png)
             print(f"histogram -> {args.png}", file=sys.stderr)
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
+        write_json(args.json, out)
         print(f"results -> {args.json}", file=sys.stderr)
     return 0

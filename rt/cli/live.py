@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bandlift.rt.cli.errors import CLIError
+from bandlift.rt.cli.errors import CLIError, write_json
 
 
 # PulseAudio/PipeWire through ALSA's pulse plugin underruns and ends the stream at 128-frame periods,
@@ -129,6 +129,38 @@ class _Keys:
             termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, self.old)
 
 
+MAX_SECONDS = 7 * 24 * 3600.0
+RECORD_SECONDS, MAX_RECORD_SECONDS = 600.0, 3600.0  # --record without --seconds; its bound (held in memory)
+
+
+def _check_seconds_and_record(args) -> None:
+    """--seconds finite and bounded, --record's destination writable: one line before any device starts."""
+    if args.seconds is not None and not 0 < args.seconds <= MAX_SECONDS:
+        raise CLIError(f"--seconds must be in (0, {MAX_SECONDS:g}], got {args.seconds}")
+    if not args.record:
+        return
+    from bandlift.rt.io.files import AudioFileError, container_of
+
+    if args.seconds is not None and args.seconds > MAX_RECORD_SECONDS:
+        raise CLIError(f"--seconds with --record must be at most {MAX_RECORD_SECONDS:g} (the recording is held in "
+                       f"memory), got {args.seconds}")
+    import soundfile as sf
+
+    record = Path(args.record)
+    try:
+        if not sf.check_format(container_of(record), "FLOAT"):
+            raise AudioFileError(f"{record}: a float recording needs .wav, .w64, .aif(f), .au or .caf")
+    except AudioFileError as exc:
+        raise CLIError(f"--record {exc}") from None
+    folder = record.parent
+    if record.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+        where = "it is a folder" if record.is_dir() else f"no writable folder {folder}"
+        raise CLIError(f"--record {record}: cannot write there ({where})")
+    if args.seconds is None:
+        print(f"recording the first {RECORD_SECONDS:g} s of the input (--seconds sets the length, up to "
+              f"{MAX_RECORD_SECONDS:g})", file=sys.stderr)
+
+
 def run(args) -> int:
     import sounddevice as sd
 
@@ -152,6 +184,7 @@ def run(args) -> int:
         raise CLIError(f"--mix must be in [0, 1], got {args.mix}")
     if not MIN_GAIN_DB <= args.gain <= MAX_GAIN_DB:
         raise CLIError(f"--gain must be {MIN_GAIN_DB:g}..{MAX_GAIN_DB:g} dB, got {args.gain}")
+    _check_seconds_and_record(args)
     source = None
     in_rate = args.input_rate or args.rate
     if args.source:
@@ -236,7 +269,7 @@ def _run_devices(args, engine, session, source, in_rate, virtual) -> int:
         runner = LiveRunner(engine, input_device, output_device, frames=frames,
                             watchdog_s=PULSE_WATCHDOG_S if pulse else 1.0,
                             margin=args.margin, source=source,
-                            record_seconds=(args.seconds or 600) + 1 if args.record else 0.0)
+                            record_seconds=(args.seconds or RECORD_SECONDS) + 1 if args.record else 0.0)
     except (LiveError, ValueError, sd.PortAudioError) as exc:
         raise CLIError(str(exc)) from None
 
@@ -303,10 +336,20 @@ def _run_devices(args, engine, session, source, in_rate, virtual) -> int:
     if args.record:
         import soundfile as sf
 
-        sf.write(args.record, runner.recorded(), rate, subtype="FLOAT")
-        print(f"recorded input -> {args.record}", file=sys.stderr)
+        from bandlift.rt.io.files import container_of, replacing
+
+        recorded = runner.recorded()
+        try:
+            with replacing(args.record) as tmp:
+                sf.write(str(tmp), recorded, rate, subtype="FLOAT", format=container_of(args.record))
+        except (OSError, sf.LibsndfileError, RuntimeError) as exc:
+            raise CLIError(f"cannot write the recording {args.record}: {exc}") from None
+        full = len(recorded) >= len(runner.record) and args.seconds is None
+        print(f"recorded input -> {args.record}"
+              + (f" (its first {len(recorded) / rate:.1f} s: the recording's limit; --seconds sets it)" if full else ""),
+              file=sys.stderr)
     if args.json:
-        Path(args.json).write_text(json.dumps({**result, "error": failure}, indent=2))
+        write_json(args.json, {**result, "error": failure})
     if failure:
         raise CLIError(failure)
     return 0

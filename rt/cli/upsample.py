@@ -8,7 +8,6 @@ raw stream timing: the output lags by the printed delay).
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bandlift.rt.cli.errors import CLIError
+from bandlift.rt.cli.errors import CLIError, printable, write_json
 
 READ_FRAMES = 1 << 16
 
@@ -59,17 +58,17 @@ def configure(p) -> None:
     p.add_argument("--json", help="write a JSON summary here")
 
 
-def _cutoff(arg: str, path, rate: int):
+def _cutoff(arg: str, path, rate: int) -> tuple[float | None, str | None]:
+    """(Hz or None for the input's Nyquist, a note when "auto" measured no band the model serves)."""
     if arg == "nyquist":
-        return None
+        return None, None
     if arg == "auto":
+        from bandlift.rt.api import measured_cutoff
         from bandlift.rt.io.files import analysis_excerpt
-        from bandlift.rt.dsp.bandwidth import effective_bandwidth
 
         excerpt, _ = analysis_excerpt(path)
-        hz = effective_bandwidth(excerpt, rate) if len(excerpt) else 0.0
-        return float(hz) if hz > 0 else None
-    return float(arg)
+        return measured_cutoff(excerpt, rate)
+    return float(arg), None
 
 
 def upsample_file(up, src, dst, input_cutoff="auto", delay_compensation=True, progress=False, *,
@@ -99,7 +98,7 @@ def _upsample_open(up, f, src, dst, input_cutoff, delay_compensation, progress, 
         up.check_rate(rate)
     except ValueError as exc:
         raise AudioFileError(f"{src}: {exc}") from exc
-    cutoff = _cutoff(input_cutoff, src, rate)
+    cutoff, note = _cutoff(input_cutoff, src, rate)
     try:
         stream = up.stream(rate, channels, cutoff, delay_compensation)
     except ValueError as exc:
@@ -109,7 +108,7 @@ def _upsample_open(up, f, src, dst, input_cutoff, delay_compensation, progress, 
         from tqdm import tqdm
 
         bar = tqdm(total=frames if frames > 0 else None, unit="frame", unit_scale=True,
-                   desc=Path(src).name, leave=False, file=sys.stderr)
+                   desc=printable(Path(src).name), leave=False, file=sys.stderr)
     try:
         with staged_writer(dst, up.out_rate, channels, source=f, subtype=subtype, overwrite=overwrite,
                            limit=limit) as out:
@@ -134,7 +133,8 @@ def _upsample_open(up, f, src, dst, input_cutoff, delay_compensation, progress, 
             "latency_samples": latency, "latency_ms": 1000 * latency / eng.out_rate,
             "delay_compensated": delay_compensation, "true_peak_dbtp": _db(out.true_peak),
             "gain_reduction_db": round(out.gain_db, 3), "clipped_samples": out.clipped,
-            "bypass_events": eng.stats.bypass_events, "bypasses": eng.event_lines()}
+            "bypass_events": eng.stats.bypass_events, "bypasses": eng.event_lines(),
+            **({"input_cutoff_note": note} if note else {})}
 
 
 def _db(value: float) -> float:
@@ -156,6 +156,7 @@ def _stop(signum, frame):
     if _stop_state["in_hook"]:
         return  # it landed in the hook that re-delivers a stop: the resender's next signal lands later
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _stop_state["landed"] = True
     raise SystemExit(128 + signum)
 
@@ -188,10 +189,25 @@ def _stop_landed_in_a_callback(info):
     sys.__unraisablehook__(info)
 
 
-def _init_worker(model, rate, block, provider, threads):
+def _die_with_parent(parent: int) -> None:
+    """Linux: SIGTERM this worker when its parent dies, however it dies (SIGKILL, OOM killer)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: the parent's own stop handling still ends the workers
+    if os.getppid() != parent:  # the parent died before the call
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _init_worker(model, rate, block, provider, threads, parent=None):
     global _worker_up
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops the workers
     signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGHUP, _stop)  # a closed terminal stops as SIGTERM does
+    if parent is not None:
+        _die_with_parent(parent)
     sys.unraisablehook = _stop_landed_in_a_callback
     try:
         from bandlift.rt.api import Upsampler
@@ -224,7 +240,8 @@ def _describe(info: dict) -> str:
             f"{info['channels']} ch, {info['format']} {info['subtype']}, "
             f"{info['output_frames'] / info['output_rate']:.2f} s, input band "
             f"{info['input_cutoff_hz']:.0f} Hz, latency {info['latency_ms']:.2f} ms ({comp}), {level}"
-            + "".join(f"\n  {line}" for line in info.get("bypasses", [])))
+            + "".join(f"\n  {line}" for line in info.get("bypasses", []))
+            + (f"\n  note: {info['input_cutoff_note']}" if "input_cutoff_note" in info else ""))
 
 
 def folder_outputs(files: list[Path], src: Path, out_dir: Path, fmt: str | None) -> list[Path]:
@@ -271,6 +288,8 @@ def run(args) -> int:
         out_dir = Path(args.output_dir or args.output or "")
         if not (args.output_dir or args.output):
             raise CLIError("a folder input needs an output folder: -o OUTDIR")
+        if out_dir.is_symlink() and not out_dir.exists() or out_dir.exists() and not out_dir.is_dir():
+            raise CLIError(f"output folder {out_dir} is not a folder (a file, or a dangling or looping link)")
         files = find_audio(src, exclude=out_dir)
         if not files:
             raise CLIError(f"no audio files ({', '.join(('wav', 'flac', 'ogg', 'mp3'))}) under {src}")
@@ -296,27 +315,46 @@ def run(args) -> int:
     options = {"input_cutoff": args.input_cutoff, "delay_compensation": delay_comp, "subtype": args.subtype,
                "overwrite": args.overwrite, "limit": not args.no_limit}
 
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         results = _run_jobs(args, up, jobs, options, folder)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if folder:
         for info in sorted(results, key=lambda r: r["input"]):
             if "error" in info:
-                print(f"FAILED {info['error']}", file=sys.stderr)
+                print(f"FAILED {printable(info['error'])}", file=sys.stderr)
             else:
-                print(_describe(info))
+                print(printable(_describe(info)))
         failed = sum("error" in r for r in results)
         print(f"{len(results) - failed} of {len(results)} files upsampled into {out_dir}"
               + (f"; {failed} failed (listed above)" if failed else ""), file=sys.stderr)
     if args.json:
-        Path(args.json).write_text(json.dumps({"files": results}, indent=2))
+        write_json(args.json, {"files": results})
     return 1 if any("error" in r for r in results) else 0
 
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt  # main() prints "interrupted"; hidden files are removed on the way out
+
+
+def _after_a_dead_worker(futures: dict) -> list[dict]:
+    """The results of a folder run whose worker died: each finished file's, and each unfinished one
+    reported as failed (its hidden files removed); the run stops there."""
+    from bandlift.rt.io.files import remove_hidden
+
+    results = []
+    for fut, (src, dst) in futures.items():
+        try:
+            results.append(fut.result(timeout=0))
+            continue
+        except BaseException:  # noqa: BLE001 - broken, cancelled: not upsampled
+            pass
+        remove_hidden(dst)
+        results.append({"input": str(src), "error": f"{src}: not upsampled: a worker process died (killed, or "
+                                                    "out of memory?) and the run stopped"})
+    return results
 
 
 def _run_jobs(args, up, jobs, options, folder) -> list[dict]:
@@ -327,7 +365,7 @@ def _run_jobs(args, up, jobs, options, folder) -> list[dict]:
             info = upsample_file(up, *jobs[0], progress=True, **options)
         except (AudioFileError, ValueError) as exc:
             raise CLIError(str(exc)) from None
-        print(_describe(info))
+        print(printable(_describe(info)))
         return [info]
     from tqdm import tqdm
 
@@ -336,14 +374,20 @@ def _run_jobs(args, up, jobs, options, folder) -> list[dict]:
         if args.jobs > 1:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor, as_completed
+            from concurrent.futures.process import BrokenProcessPool
 
             pool = ProcessPoolExecutor(args.jobs, initializer=_init_worker,
-                                       initargs=(args.model, args.rate, args.block, args.provider, args.threads))
+                                       initargs=(args.model, args.rate, args.block, args.provider, args.threads,
+                                                 os.getpid()))
             try:
-                futures = [pool.submit(_job, (s, d, options)) for s, d in jobs]
-                for fut in as_completed(futures):
-                    results.append(fut.result())
-                    bar.update()
+                futures = {pool.submit(_job, (s, d, options)): (s, d) for s, d in jobs}
+                try:
+                    for fut in as_completed(futures):
+                        results.append(fut.result())
+                        bar.update()
+                except BrokenProcessPool:  # a worker was killed (OOM killer, SIGKILL) or exited
+                    pool.shutdown(wait=True, cancel_futures=True)  # the others are stopped: wait for them
+                    results = _after_a_dead_worker(futures)
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)
                 workers = multiprocessing.active_children()

@@ -10,9 +10,12 @@ decoded with ffmpeg when it is installed.
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import signal
 import stat
+import threading
 import subprocess
 import tempfile
 from contextlib import contextmanager
@@ -39,6 +42,7 @@ SAMPLE_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "ULAW": 1, "ALAW": 1, "PCM_16": 2, "PC
 WAV_LIMIT = 0xFFFFFFFF  # a RIFF size field is 32 bits: larger WAV outputs are written as RF64
 CEILING_DBTP = -0.1  # true-peak ceiling of PCM/float outputs
 LOSSY_CEILING_DBTP = -1.0  # lossy encoders overshoot: more room (EBU R128 practice)
+LOSSY_TRIES = 3  # a lossy output whose decoded true peak still passes the ceiling is encoded again, quieter
 SFC_GET_CHANNEL_MAP_INFO, SFC_SET_CHANNEL_MAP_INFO = 0x1100, 0x1101
 READ_ERRORS = (sf.LibsndfileError, RuntimeError, OSError)
 
@@ -69,10 +73,15 @@ def _decode_with_ffmpeg(path: Path) -> sf.SoundFile:
         os.unlink(tmp)  # the open file stays readable; nothing is left behind
 
 
+def check_regular(path: str | os.PathLike) -> None:
+    """Refuse what exists but is no regular file: a FIFO or device would block or never end."""
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise AudioFileError(f"cannot read {path}: not a regular file")
+
+
 def open_read(path: str | os.PathLike) -> sf.SoundFile:
     path = Path(path)
-    if path.exists() and not path.is_file():  # a FIFO or device would block or never end
-        raise AudioFileError(f"cannot read {path}: not a regular file")
+    check_regular(path)
     try:
         f = sf.SoundFile(str(path))
     except READ_ERRORS as exc:
@@ -156,7 +165,7 @@ def same_file(a, b) -> bool:
     a, b = Path(a), Path(b)
     try:
         return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (check_destination names it)
         return False
 
 
@@ -164,6 +173,11 @@ def check_destination(path: str | os.PathLike, overwrite: bool) -> None:
     path = Path(path)
     if path.is_dir():
         raise AudioFileError(f"output {path} is a folder")
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise AudioFileError(f"output {path} is a symlink loop") from None
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise AudioFileError(f"output {path} exists; use --overwrite to replace it")
 
@@ -184,17 +198,95 @@ def _commit(tmp: Path, path: Path) -> None:
         os.replace(tmp, path)
         return
     if st.st_nlink > 1:
-        shutil.copyfile(tmp, path)  # in place: every hard link sees the new content
+        _copy_in_place(tmp, path)  # every hard link sees the new content
         os.unlink(tmp)
         return
     os.chmod(tmp, stat.S_IMODE(st.st_mode))
     os.replace(tmp, path)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def _stops_deferred():
+    """A stop signal that arrives inside the block is delivered when it ends (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending, previous = [], {}
+    for sig in STOP_SIGNALS:
+        previous[sig] = signal.signal(sig, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(pending):
+            signal.raise_signal(sig)
+
+
+def _copy_in_place(tmp: Path, path: Path) -> None:
+    """Copy the finished `tmp` over `path`'s own inode (its hard links stay linked). The new size is
+    reserved first, so a full disk fails before the old content is touched; stop signals wait for the
+    copy. Only a SIGKILL or a crash during the copy itself can leave it half done."""
+    size = tmp.stat().st_size
+    with open(path, "r+b") as dst:
+        fd = dst.fileno()
+        old = os.fstat(fd).st_size
+        try:
+            if size > old:
+                os.posix_fallocate(fd, old, size - old)
+        except OSError as exc:
+            os.ftruncate(fd, old)  # drop what a partial reservation added; the content is untouched
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            if size - old > shutil.disk_usage(path.parent).free:  # no reservation here: check instead
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from None
+        with _stops_deferred(), open(tmp, "rb") as src:
+            shutil.copyfileobj(src, dst, 1 << 20)
+            dst.truncate(size)
+            dst.flush()
+            os.fsync(fd)
+
+
 def _hidden(path: Path, suffix: str) -> Path:
+    """A new empty file next to `path`, created exclusively under a random name (O_EXCL: nothing
+    planted there is followed)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     return Path(tmp)
+
+
+def remove_hidden(path: str | os.PathLike) -> None:
+    """Remove the hidden files `staged_writer` makes for `path` (what a killed worker leaves)."""
+    import re
+
+    path = Path(path)
+    name = re.compile(rf"\.{re.escape(path.stem)}\.[a-z0-9_]{{8}}(\.w64|{re.escape(path.suffix)})")
+    for p in path.parent.glob(f".{glob_escape(path.stem)}.*"):
+        if name.fullmatch(p.name):
+            p.unlink(missing_ok=True)
+
+
+def glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+@contextmanager
+def replacing(path: str | os.PathLike):
+    """Yield a hidden temporary (`_hidden`) to write `path`'s new content to; on a clean exit it gets
+    0666 less the umask and replaces `path` atomically (a symlink planted at `path` is replaced, never
+    followed); on failure it is removed and `path` is untouched."""
+    path = Path(path)
+    tmp = _hidden(path, path.suffix)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
 
 
 def _channel_map(f: sf.SoundFile) -> list[int] | None:
@@ -279,11 +371,28 @@ def staged_writer(path, rate: int, channels: int, *, source: sf.SoundFile | None
         staged.format, staged.subtype = fmt, subtype
         final = _hidden(target, target.suffix)
         _encode(scratch, final, path, rate, channels, fmt, subtype, gain, carried, staged, read_frames)
+        for _ in range(LOSSY_TRIES if limit and subtype in LOSSY else 0):  # the codec overshoots: measure
+            decoded = decoded_true_peak(final, channels, read_frames)  # what a player will decode
+            if decoded <= ceiling:
+                break
+            gain *= ceiling / decoded
+            staged.clipped = 0
+            _encode(scratch, final, path, rate, channels, fmt, subtype, gain, carried, staged, read_frames)
+        staged.gain_db = -20 * float(np.log10(gain))
+        os.unlink(scratch)  # its space is free before the output is moved into place
         _commit(final, target)
     finally:
         for tmp in (scratch, final):
             if tmp is not None and os.path.exists(tmp):
                 os.unlink(tmp)
+
+
+def decoded_true_peak(path, channels: int, read_frames: int = 1 << 16) -> float:
+    meter = PeakTracker(channels)
+    with sf.SoundFile(str(path)) as f:
+        for y in blocks(f, read_frames):
+            meter.add(y)
+    return meter.close()
 
 
 def _encode(scratch, final, path, rate, channels, fmt, subtype, gain, carried, staged, read_frames) -> None:

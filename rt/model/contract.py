@@ -49,6 +49,11 @@ MAX_DELAY_SECONDS = 10
 MAX_STATES = 256
 MAX_STATE_VALUES = 1 << 20  # per channel, all states together (the shipped model: ~8k)
 
+# The lowest input bandwidth (Hz) a model serves, the lowest cutoff it was trained on (training draws
+# its cutoffs from here up: train/degrade.py). A measured edge below it is no band the model knows (a
+# low tone, a hum): `--input-cutoff auto` then treats the input as full band.
+MIN_CUTOFF_HZ = 3400.0  # telephone's 300-3400 Hz band
+
 
 class ModelError(ValueError):
     """The model file is missing, unreadable or does not follow the bandlift streaming contract."""

@@ -54,15 +54,31 @@ def read_info(model, path: str = "") -> ModelInfo:
                       [o.name for o in model.get_outputs()], path, {i.name: (i.type, i.shape) for i in ios})
 
 
+PROBE_SECONDS = 10.0  # one frame of silence takes milliseconds; longer is a runaway graph (a Loop of 1e15)
+
+
 def probe(session, info: ModelInfo, path: str = "") -> None:
     """Run one frame of silence on the CPU and check what comes back against the contract: a model that
-    breaks it at run time is a ModelError at load, before any audio is touched."""
+    breaks it at run time is a ModelError at load, before any audio is touched. The run is stopped
+    after PROBE_SECONDS (others' graphs may loop for ever)."""
+    import onnxruntime as ort
+
     feeds = {AUDIO: np.zeros((1, info.frame), np.float32), CUTOFF: np.full(1, 0.5, np.float32),
              **{name: np.zeros((1, *shape), np.float32) for name, shape in info.states}}
+    options = ort.RunOptions()
+    options.log_severity_level = 4  # the failure is reported below, once
+    timer = threading.Timer(PROBE_SECONDS, setattr, (options, "terminate", True))
+    timer.daemon = True
+    timer.start()
     try:
-        outputs = session.run(None, feeds)
+        outputs = session.run(None, feeds, options)
     except Exception as exc:  # onnxruntime raises its own exception types
+        if options.terminate:
+            raise ModelError(f"{path}: the model runs for more than {PROBE_SECONDS:g} s on one frame of "
+                             "silence (a runaway loop?)") from None
         raise ModelError(f"{path}: the model fails on one frame of silence: {str(exc).splitlines()[0]}") from None
+    finally:
+        timer.cancel()
     check_outputs(info, outputs, 1, info.frame, path)
 
 

@@ -91,8 +91,9 @@ def test_a_non_finite_sample_is_named_by_index_and_channel(ups, x, rate, where, 
         ups[128].process(x, rate)
 
 
-BAD_RATES = [0, -1, 16000.5, float("nan"), "16000", None, 96000, 2**31, 10**30, float("inf")]
-BAD_AUDIO = [np.zeros((10, 0), np.float32), np.zeros((4, 65), np.float32), np.zeros((2, 2, 2), np.float32),
+BAD_RATES = [0, -1, 16000.5, float("nan"), "16000", None, 96000, 2**31, 10**30, float("inf"), True, np.True_]
+BAD_AUDIO = [np.zeros((10, 0), np.float32), np.zeros((4, 65), np.float32), np.zeros((2, 64), np.float32),
+             np.zeros((2000, 1025), np.float32), np.zeros((2, 2, 2), np.float32),
              np.zeros(5, complex), np.zeros(5, bool), np.array(["a", "b"]), np.array([None, 1.0], object),
              np.float32(0.5)]
 
@@ -109,6 +110,17 @@ def test_a_bad_rate_is_one_value_error(ups, rate):
 def test_bad_audio_is_one_value_error(ups, audio):
     with pytest.raises(ValueError, match="audio must be"):
         ups[128].process(audio, 16000)
+
+
+def test_65_channels_and_more_are_upsampled(ups):
+    x = np.tile(np.sin(np.arange(1600) * 0.05, dtype=np.float32)[:, None] * 0.3, (1, 65))
+    y, _ = ups[128].process(x, 16000, input_cutoff=None)
+    assert y.shape == (4800, 65) and np.isfinite(y).all()
+    stream = ups[128].stream(16000, 65)
+    streamed = np.concatenate([stream.process(x[:3]), stream.process(x[3:]), stream.flush()])
+    assert np.array_equal(streamed, y)  # a chunk narrower than it is wide is fine in a stream
+    with pytest.raises(ValueError, match=r"audio must be \(n, 65\) for this stream"):
+        ups[128].stream(16000, 65).process(x[:, :64])
 
 
 @pytest.mark.parametrize("block", [0, -64, 100, 64.5, "128", 100000, True], ids=repr)
@@ -152,3 +164,23 @@ def test_bench_arguments_out_of_bounds_are_one_line(ups, capsys, flag, value):
     assert rc == 2 and "Traceback" not in err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"bandlift bench: error: {flag} must be in ")
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--seconds", "inf"], "--seconds must be in"), (["--seconds", "nan"], "--seconds must be in"),
+    (["--seconds", "-5"], "--seconds must be in"), (["--seconds", "0"], "--seconds must be in"),
+    (["--seconds", "100000", "--record", "REC/r.wav"], "--seconds with --record must be at most"),
+    (["--record", "REC/missing/r.wav"], "cannot write there"),
+    (["--record", "REC"], "unsupported extension"),
+    (["--record", "REC/r.flac"], "a float recording needs"),
+])
+def test_live_seconds_and_record_are_checked_before_any_device_starts(ups, tmp_path, capsys, argv, expected):
+    """Before: inf/nan were tracebacks, -5 ran 0 s with rc 0, 100000 preallocated 17.9 GiB, and a
+    recording into a missing folder was lost with a traceback at the end."""
+    argv = [a.replace("REC", str(tmp_path)) for a in argv]
+    rc = main(["live", "--model", str(ups[128].session.path), *argv])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert rc == 2 and "Traceback" not in err and len(lines) == 1, err
+    assert lines[0].startswith("bandlift live: error:") and expected in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -74,7 +76,7 @@ CORPUS = {
                                                                 "DOUBLE")},
     **{f"width-{s}.flac": (wav_bytes(subtype=s, fmt="FLAC"), "ok") for s in ("PCM_S8", "PCM_24")},
     "width-PCM_S8.aiff": (wav_bytes(subtype="PCM_S8", fmt="AIFF"), "ok"),
-    **{f"channels-{c}.wav": (wav_bytes(tone(channels=c)), "ok") for c in (2, 3, 8, 32)},
+    **{f"channels-{c}.wav": (wav_bytes(tone(channels=c)), "ok") for c in (2, 3, 8, 32, 65)},
     **{f"rate-{r}.wav": (wav_bytes(tone(max(2, min(r // 4, 3000)), rate=r), rate=r), "ok")
        for r in (1, 100, 7999, 22050, 44100)},
     "rate-96000.wav": (wav_bytes(tone(3000, rate=96000), rate=96000), "bandlift only upsamples"),
@@ -200,9 +202,275 @@ def run_folder(model, corpus, tmp_path, capsys, names):
 
 
 def test_a_folder_of_bad_files_goes_on_and_reports_each(model, corpus, tmp_path, capsys):
-    names = [n for n in CORPUS if n not in XFAIL and not n.startswith(("rate-1.", "channels-32"))]
+    names = [n for n in CORPUS if n not in XFAIL and not n.startswith(("rate-1.", "channels-32", "channels-65"))]
     run_folder(model, corpus, tmp_path, capsys, names)
 
 
 def test_a_truncated_flac_does_not_abort_the_folder(model, corpus, tmp_path, capsys):
     run_folder(model, corpus, tmp_path, capsys, ["width-PCM_16.wav", "truncated.flac", "width-PCM_24.wav"])
+
+
+def in_small_tmpfs(tmp_path, size_kib: int, script: str, **env) -> subprocess.CompletedProcess:
+    """Run `script` (sh) with $T a fresh tmpfs of `size_kib` (a private mount in a user namespace:
+    no privileges needed) and $OUT a folder outside it, for what the script copies out."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare (util-linux)")
+    mnt, out = tmp_path / "mnt", tmp_path / "copied"
+    mnt.mkdir()
+    out.mkdir()
+    full = f'mount -t tmpfs -o size={size_kib}k none "$T" || exit 99\n' + script
+    proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", full],
+                          env={**os.environ, **env, "T": str(mnt), "OUT": str(out), "PY": sys.executable},
+                          capture_output=True, text=True, timeout=120)
+    if proc.returncode == 99:
+        pytest.skip(f"cannot mount a private tmpfs here: {proc.stderr.strip()}")
+    return proc
+
+
+OVERWRITE_LINKED = """
+cp "$OUT/../old.wav" "$T/take.wav" && ln "$T/take.wav" "$T/bak.wav"
+$PY -m bandlift.rt.cli upsample "$OUT/../long.wav" "$T/take.wav" --overwrite --input-cutoff nyquist \\
+    --model "$MODEL" --subtype "$SUBTYPE" 2>"$OUT/err"
+echo $? > "$OUT/rc"
+cp "$T/take.wav" "$OUT/take.wav"; cp "$T/bak.wav" "$OUT/bak.wav"; ls -A "$T" > "$OUT/names"
+stat -c %h "$T/take.wav" > "$OUT/links"
+"""
+
+
+@pytest.mark.parametrize("size_kib, subtype, fits", [(3584, "PCM_16", True), (2560, "PCM_16", False),
+                                                    (6656, "DOUBLE", False)])
+def test_overwrite_onto_a_hard_link_on_a_small_disk_keeps_the_old_content(model, tmp_path, size_kib, subtype,
+                                                                          fits):
+    """A 10 s output (0.96 MB as PCM_16, 3.84 MB as DOUBLE; 1.92 MB of float scratch) onto a
+    hard-linked file: where the new file fits it replaces both names' content; where it does not (the
+    scratch, the finished file or, for DOUBLE, the copy into place), the old content stays whole in both."""
+    old = tone(16000)
+    sf.write(str(tmp_path / "old.wav"), old, RATE, subtype="PCM_16")
+    sf.write(str(tmp_path / "long.wav"), tone(160000), RATE, subtype="PCM_16")
+    proc = in_small_tmpfs(tmp_path, size_kib, OVERWRITE_LINKED, MODEL=model, SUBTYPE=subtype)
+    out = tmp_path / "copied"
+    assert proc.returncode == 0, proc.stderr
+    rc, err = int((out / "rc").read_text()), (out / "err").read_text()
+    assert (out / "names").read_text().split() == ["bak.wav", "take.wav"]  # no hidden file left
+    assert (out / "links").read_text().strip() == "2"
+    assert (out / "take.wav").read_bytes() == (out / "bak.wav").read_bytes()
+    if fits:
+        assert rc == 0, err
+        assert sf.info(str(out / "take.wav")).frames == 480000
+    else:
+        line = error_line(err)
+        assert rc == 2 and ("No space left on device" in line or "cannot write" in line), err
+        assert (out / "take.wav").read_bytes() == (tmp_path / "old.wav").read_bytes()
+
+
+@pytest.mark.parametrize("where", ["file", "folder"])
+def test_a_symlink_loop_as_output_is_one_line(model, corpus, tmp_path, capsys, where):
+    (tmp_path / "a.wav").symlink_to(tmp_path / "b.wav")
+    (tmp_path / "b.wav").symlink_to(tmp_path / "a.wav")
+    src = corpus / "width-PCM_16.wav"
+    if where == "folder":
+        src = tmp_path / "in"
+        src.mkdir()
+        (src / "x.wav").write_bytes((corpus / "width-PCM_16.wav").read_bytes())
+    argv = ["upsample", str(src), *(["-o"] if where == "folder" else []), str(tmp_path / "a.wav"), "--model", model,
+            "--overwrite"]
+    assert main(argv) == 2
+    assert "symlink loop" in error_line(capsys.readouterr().err) or where == "folder"
+    assert temp_leftovers(tmp_path) == []
+
+
+def high_band_share(y: np.ndarray, rate: int, above_hz: float) -> float:
+    spectrum = np.abs(np.fft.rfft(y, axis=0)) ** 2
+    freqs = np.fft.rfftfreq(len(y), 1 / rate)
+    return float(spectrum[freqs > above_hz].sum() / spectrum.sum())
+
+
+@pytest.mark.parametrize("channels", [1, 6])
+def test_a_low_tone_is_not_read_as_the_band(tmp_path, capsys, channels):
+    """Before: a 440 Hz tone at 48 kHz measured as a 516 Hz band; the shipped model filled 516 Hz-24 kHz
+    with noise (about half the output's energy) and the file was turned down."""
+    t = np.arange(2 * 48000) / 48000
+    x = np.stack([0.4 * np.sin(2 * np.pi * (440 + 110 * c) * t) for c in range(channels)], 1).astype(np.float32)
+    src, dst, js = tmp_path / "tone.wav", tmp_path / "out.wav", tmp_path / "s.json"
+    sf.write(str(src), x, 48000, subtype="FLOAT")
+    assert main(["upsample", str(src), str(dst), "--json", str(js), "--subtype", "FLOAT"]) == 0
+    info = json.loads(js.read_text())["files"][0]
+    assert info["input_cutoff_hz"] == 24000 and "Hz the model serves" in info.get("input_cutoff_note", "")
+    assert info["gain_reduction_db"] == 0
+    assert "note: the measured input band" in capsys.readouterr().out
+    y, _ = sf.read(str(dst), dtype="float64", always_2d=True)
+    assert high_band_share(y, 48000, 2000.0) < 1e-3
+
+
+def test_a_telephone_band_edge_is_measured():
+    """The detector reports a 3.4 kHz edge (telephone), whatever the model's lowest cutoff."""
+    from bandlift.rt.dsp.bandwidth import effective_bandwidth
+    from bandlift.train.degrade import band_limit
+
+    noise = np.random.default_rng(0).standard_normal(16000 * 3) * 0.1
+    assert 3200 <= effective_bandwidth(band_limit(noise, 16000, 3400.0), 16000) <= 3450
+
+
+def strict_json(text: str):
+    def refuse(name):
+        raise ValueError(f"bare {name} is no JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_into_a_missing_folder_and_a_silent_file_are_strict_json(model, tmp_path, capsys):
+    """Before: --json into a missing folder was a traceback after the work was done, and a silent
+    file's true peak was written as a bare -Infinity."""
+    src = tmp_path / "silence.wav"
+    sf.write(str(src), np.zeros((3000, 1), np.float32), RATE)
+    js = tmp_path / "new" / "folder" / "s.json"
+    assert main(["upsample", str(src), str(tmp_path / "out.wav"), "--model", model, "--json", str(js)]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    info = strict_json(js.read_text())["files"][0]
+    assert info["true_peak_dbtp"] is None and info["output_frames"] == 9000
+    assert temp_leftovers(tmp_path) == []
+
+
+def test_write_json_never_writes_bare_nan():
+    from bandlift.rt.cli.errors import write_json
+
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "x.json")
+        write_json(path, {"rtf": float("nan"), "p99": [float("inf"), 1.5], "ok": {"n": 2}})
+        assert strict_json(open(path).read()) == {"rtf": None, "p99": [None, 1.5], "ok": {"n": 2}}
+
+
+def test_a_briefly_exploding_model_does_not_silence_the_file(tmp_path, capsys):
+    """Before: offline, a model that explodes (x1000) for 0.1 s was kept, and the file's one gain
+    (-60 dB) silenced the whole file. Now that stretch is bypassed and reported; the level stays."""
+    model = str(build_model(tmp_path / "explode.onnx", "explode", fault_after=24000, fault_until=28800))
+    x = 0.5 * np.sin(2 * np.pi * 300 * np.arange(3 * 48000) / 48000)
+    src, dst, js = tmp_path / "in.wav", tmp_path / "out.wav", tmp_path / "s.json"
+    sf.write(str(src), x.astype(np.float32), 48000, subtype="FLOAT")
+    assert main(["upsample", str(src), str(dst), "--model", model, "--json", str(js), "--subtype", "FLOAT"]) == 0
+    info = json.loads(js.read_text())["files"][0]
+    assert info["gain_reduction_db"] == 0 and info["bypass_events"] >= 1  # it explodes again after each reset
+    assert "model output exploded" in capsys.readouterr().out
+    y, _ = sf.read(str(dst), dtype="float64")
+    assert 0.45 < np.abs(y[-48000:]).max() < 0.55  # the end of the file at its own level
+
+
+# -- signals and dead processes ---------------------------------------------------------------------
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_for(condition, seconds=120.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+def start_folder_run(model, tmp_path, files=24, seconds=60, jobs=2):
+    """`upsample DIR -o OUT --jobs N --json` started, returned once a hidden output exists (enough work,
+    24 x 60 s at ~0.1 s each, that the run is still going when the test acts)."""
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    for i in range(files):
+        sf.write(str(folder / f"{i}.wav"), np.random.default_rng(i).uniform(-0.3, 0.3, RATE * seconds), RATE)
+    proc = subprocess.Popen([sys.executable, "-m", "bandlift.rt.cli", "upsample", str(folder), "-o", str(out),
+                             "--jobs", str(jobs), "--model", model, "--input-cutoff", "nyquist",
+                             "--json", str(tmp_path / "s.json")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert wait_for(lambda: list(out.glob(".*"))), "no worker started writing"
+    return proc, out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_one_dead_worker_stops_the_folder_run_cleanly(model, tmp_path, sig):
+    """Before: a BrokenProcessPool traceback, no summary, no JSON, and after SIGKILL the dead worker's
+    hidden files stayed."""
+    proc, out = start_folder_run(model, tmp_path)
+    workers = children(proc.pid)
+    assert len(workers) == 2
+    os.kill(workers[0], sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    assert "a worker process died" in err and "of 24 files upsampled" in err
+    results = json.loads((tmp_path / "s.json").read_text())["files"]
+    assert len(results) == 24 and any("worker process died" in r.get("error", "") for r in results)
+    assert wait_for(lambda: not [w for w in workers if alive(w)], 30)
+    assert temp_leftovers(out) == []
+
+
+def test_sighup_stops_a_folder_run_and_its_workers(model, tmp_path):
+    """Before: the parent died on SIGHUP and both workers idled for ever (ppid 1)."""
+    proc, out = start_folder_run(model, tmp_path)
+    workers = children(proc.pid)
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    assert wait_for(lambda: not [w for w in workers if alive(w)], 30)
+    assert temp_leftovers(out) == []
+
+
+def test_workers_die_with_a_killed_parent(model, tmp_path):
+    proc, out = start_folder_run(model, tmp_path)
+    workers = children(proc.pid)
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert wait_for(lambda: not [w for w in workers if alive(w)], 30), "workers outlived their parent"
+    assert wait_for(lambda: temp_leftovers(out) == [], 10)
+
+
+def test_sighup_to_a_single_file_run_leaves_no_scratch(model, tmp_path):
+    src, dst = tmp_path / "long.wav", tmp_path / "o" / "out.wav"
+    sf.write(str(src), np.random.default_rng(0).uniform(-0.3, 0.3, RATE * 600).astype(np.float32), RATE)
+    proc = subprocess.Popen([sys.executable, "-m", "bandlift.rt.cli", "upsample", str(src), str(dst), "--model",
+                             model, "--input-cutoff", "nyquist"], stderr=subprocess.PIPE, text=True)
+    def writing():  # steady state: past the JIT's start-up (a signal inside it is a separate, known race)
+        return dst.parent.exists() and any(p.stat().st_size > 1 << 20 for p in dst.parent.glob(".*.w64"))
+    assert wait_for(writing)
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert temp_leftovers(dst.parent) == [] and not dst.exists()
+
+
+ESCAPE_NAME = "a\x1b]0;PWNED\x07b.wav"  # retitles a terminal when printed raw
+
+
+def test_a_file_name_with_escape_sequences_is_printed_escaped(model, tmp_path, capsys):
+    src = tmp_path / ESCAPE_NAME
+    sf.write(str(src), tone(), RATE)
+    assert main(["upsample", str(src), str(tmp_path / "out.wav"), "--model", model]) == 0
+    captured = capsys.readouterr()
+    assert "\x1b" not in captured.out + captured.err and "\x07" not in captured.out + captured.err
+    assert "a\\x1b]0;PWNED\\x07b.wav" in captured.out
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / ESCAPE_NAME).write_bytes(b"not audio")
+    assert main(["upsample", str(folder), "-o", str(tmp_path / "out"), "--model", model]) == 1
+    captured = capsys.readouterr()
+    assert "\x1b" not in captured.out + captured.err and "FAILED" in captured.err
+
+
+@pytest.mark.parametrize("ext", [".opus", ".ogg", ".mp3"])
+def test_a_lossy_output_decodes_below_its_ceiling(model, tmp_path, ext):
+    """Before: the gain came from the float output's peak; the codec overshoots it (Opus decoded at
+    -0.3 dBTP after the -1 dBTP gain). Now the decoded peak is measured."""
+    from bandlift.rt.io.files import LOSSY_CEILING_DBTP, decoded_true_peak
+
+    x = np.clip(np.random.default_rng(0).standard_normal((48000 * 2, 1)) * 0.35, -1, 1).astype(np.float32)
+    src, dst = tmp_path / "loud.wav", tmp_path / f"out{ext}"
+    sf.write(str(src), x, 48000, subtype="FLOAT")
+    assert main(["upsample", str(src), str(dst), "--model", model, "--input-cutoff", "nyquist"]) == 0
+    assert 20 * np.log10(decoded_true_peak(dst, 1)) <= LOSSY_CEILING_DBTP + 1e-3
+    assert temp_leftovers(tmp_path) == []

@@ -39,6 +39,17 @@ def malformed_model(path, kind: str):
                 name, TensorProto.INT64, [1], value)))
         nodes.append(helper.make_node("Slice", ["audio", "st", "en", "ax"], ["audio_out"]))
         out_dims = ["C", "B1"]
+    elif kind == "runaway loop":  # audio_out = audio passed through 1e15 iterations of Identity
+        body = helper.make_graph(
+            [helper.make_node("Identity", ["c_in"], ["c_out"]), helper.make_node("Identity", ["v_in"], ["v_out"])],
+            "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                     helper.make_tensor_value_info("c_in", TensorProto.BOOL, []),
+                     helper.make_tensor_value_info("v_in", f32, None)],
+            [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []),
+             helper.make_tensor_value_info("v_out", f32, None)])
+        nodes += [helper.make_node("Constant", [], ["n"], value=helper.make_tensor("n", TensorProto.INT64, [], [10**15])),
+                  helper.make_node("Constant", [], ["go"], value=helper.make_tensor("go", TensorProto.BOOL, [], [True])),
+                  helper.make_node("Loop", ["n", "go", "audio"], ["audio_out"], body=body)]
     else:
         nodes.append(helper.make_node("Identity", ["audio"], ["audio_out"]))
     inputs = [helper.make_tensor_value_info("audio", f32, ["C", "B"]),
@@ -80,6 +91,23 @@ def test_a_model_that_breaks_the_contract_only_on_longer_blocks(tmp_path, capsys
         err = capsys.readouterr().err
         errors = [line for line in err.splitlines() if "error" in line.lower()]
         assert rc == 2 and "Traceback" not in err and len(errors) == 1 and "broke the contract" in errors[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav", "m.onnx"]
+
+
+@pytest.mark.timeout(60, method="thread")  # a hang in C: only the thread method ends it
+def test_a_runaway_loop_in_the_graph_is_stopped_at_load(tmp_path, capsys, monkeypatch):
+    """Before: the load-time probe ran the Loop's 1e15 iterations and `upsample` hung."""
+    from bandlift.rt.model import session
+
+    monkeypatch.setattr(session, "PROBE_SECONDS", 1.0, raising=False)
+    model = str(malformed_model(tmp_path / "m.onnx", "runaway loop"))
+    wav = tmp_path / "in.wav"
+    sf.write(wav, np.zeros(1600, np.float32), 16000)
+    rc = main(["upsample", str(wav), str(tmp_path / "out.wav"), "--model", model])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "runs for more than 1 s on one frame of silence" in lines[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav", "m.onnx"]
 
 

@@ -109,6 +109,9 @@ BAD_ROWS = {
     "bool rate": ({**GOOD_ROW, "sample_rate": True}, "'sample_rate' must be int"),
     "odd split": ({**GOOD_ROW, "split": "holdout"}, "'split' must be one of"),
     "a list": ([1, 2], "must be a JSON object"),
+    "400-digit size": ({**GOOD_ROW, "size": 10**400}, "'size' out of range"),
+    "number category": ({**GOOD_ROW, "category": 5}, "'category' must be str"),
+    "huge rate": ({**GOOD_ROW, "sample_rate": 2**40}, "'sample_rate' out of range"),
 }
 
 
@@ -181,9 +184,19 @@ CONFIGS = {
     "a list": ("- 1\n- 2\n", "must be a mapping of sections"),
     "section not a mapping": ("data: 5\n", "'data' must be a mapping"),
     "unknown key": ("train:\n  stepz: 5\n", "unknown key 'train.stepz'"),
-    "text number": ("train:\n  lr: 2e-4\n", "'train.lr' must be like"),
+    "text number": ("train:\n  lr: 2e-4\n", "'train.lr' must be a number"),
     "nan number": ("train:\n  lr: .nan\n", "'train.lr' must be like"),
     "binary": (b"\xff\xfe\x00garbage", "cannot read it"),
+    "zero batch": ("data:\n  batch_size: 0\n", "'data.batch_size' must be in [1, 4096]"),
+    "zero threads": ("train:\n  threads: 0\n", "'train.threads' must be in"),
+    "tiny fft": ("loss:\n  ffts: [1]\n", "'loss.ffts' must be in"),
+    "fft not numbers": ("loss:\n  ffts: ['a', null]\n", "'loss.ffts' must be an integer"),
+    "no ffts": ("loss:\n  ffts: []\n", "'loss.ffts' must have 1..16 elements"),
+    "manifest a number": ("data:\n  manifest: 5\n", "'data.manifest' must be a path"),
+    "init a list": ("train:\n  init: [1, 2]\n", "'train.init' must be a path"),
+    "400 digits": ("train:\n  steps: " + "9" * 400 + "\n", "'train.steps' must be in"),
+    "fractional batch": ("data:\n  batch_size: 8.5\n", "'data.batch_size' must be an integer"),
+    "one beta": ("train:\n  betas: [0.5]\n", "'train.betas' must have 2..2 elements"),
 }
 
 
@@ -298,3 +311,108 @@ def test_playlist_paging_stays_on_the_api_and_ends(monkeypatch, next_url, pages)
     api = PagingAPI(next_url)
     tracks = [t["id"] for t in data_spotify._collect_query(api, "playlist", "PL", 100, None)]
     assert api.calls == pages and tracks == [f"t{i}" for i in range(1, pages + 1)]
+
+
+@pytest.mark.parametrize("command", ["cache", "eval"])
+def test_a_manifest_row_naming_a_fifo_does_not_hang(tmp_path, command):
+    """Before: the decoder opened the FIFO and waited forever for a writer."""
+    import soundfile as sf
+
+    fifo, good = tmp_path / "pipe.wav", tmp_path / "good.wav"
+    os.mkfifo(fifo)
+    sf.write(str(good), broadband(48000, 1.0), 48000)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({**GOOD_ROW, "path": str(p), "split": "test"}) + "\n"
+                                for p in (fifo, good)))
+    argv = {"cache": ["dataset", "cache", "--manifest", str(manifest), "--no-progress"],
+            "eval": ["eval", "--data", str(manifest), "--input-rate", "16000", "--no-model", "--baselines",
+                     "sinc", "--no-visqol", "--quiet", "--json", str(tmp_path / "e.json")]}[command]
+    try:
+        proc = subprocess.run([sys.executable, "-m", "bandlift.rt.cli", *argv], capture_output=True, text=True,
+                              timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{command} waits forever on a FIFO named in a manifest")
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "not a regular file" in proc.stderr, proc.stderr
+
+
+def test_eval_html_does_not_follow_planted_symlinks(tmp_path):
+    """Before: index.html (and the excerpts) were opened by name, writing through a planted link."""
+    import soundfile as sf
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    html = tmp_path / "html"
+    (html / "audio").mkdir(parents=True)
+    (html / "index.html").symlink_to(victim)
+    (html / "audio" / "000_reference.flac").symlink_to(victim)
+    sf.write(str(tmp_path / "ref.wav"), broadband(48000, 1.0), 48000)
+    assert main(["eval", "--quiet", "--no-visqol", "--data", str(tmp_path / "ref.wav"), "--input-rate", "16000",
+                 "--no-model", "--baselines", "sinc", "--html", str(html)]) == 0
+    assert victim.read_text() == "mine"
+    assert not (html / "index.html").is_symlink() and "<html" in (html / "index.html").read_text()
+    assert sf.info(str(html / "audio" / "000_reference.flac")).samplerate == 48000
+    assert [p.name for p in html.rglob(".*")] == []
+
+
+def test_writing_a_manifest_does_not_follow_a_planted_tmp_symlink(tmp_path, capsys):
+    """Before: the manifest went to manifest.jsonl.tmp by name, through a planted link onto its target."""
+    import soundfile as sf
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    music, dest = tmp_path / "music", tmp_path / "data"
+    music.mkdir()
+    dest.mkdir()
+    sf.write(str(music / "a.wav"), broadband(48000, 1.0), 48000)
+    (dest / "manifest.jsonl.tmp").symlink_to(victim)
+    assert main(["dataset", "folder", str(music), "--dest", str(dest), "--no-progress"]) == 0
+    assert victim.read_text() == "mine"
+    assert [r["path"] for r in read_manifest(dest / "manifest.jsonl")] == [str(music / "a.wav")]
+
+
+def test_dataset_dest_that_is_a_file_is_one_line(tmp_path, capsys):
+    import soundfile as sf
+
+    (tmp_path / "music").mkdir()
+    sf.write(str(tmp_path / "music" / "a.wav"), broadband(48000, 0.5), 48000)
+    dest = tmp_path / "afile"
+    dest.write_text("mine")
+    error = one_line_error(capsys, main(["dataset", "folder", str(tmp_path / "music"), "--dest", str(dest),
+                                         "--no-progress"]))
+    assert "not a folder" in error and dest.read_text() == "mine"
+
+
+def test_every_shipped_config_passes_the_schema():
+    from pathlib import Path
+
+    import yaml
+
+    import bandlift.train
+    from bandlift.train.cmd_train import config_problems
+    from bandlift.train.trainer import DEFAULTS
+
+    configs = sorted(Path(bandlift.train.__file__).parent.glob("*.yaml"))
+    assert len(configs) >= 2
+    for path in configs:
+        assert config_problems(yaml.safe_load(path.read_text()), DEFAULTS) == [], path
+
+
+@pytest.mark.parametrize("content", [b"junk\n", b"", b"PK\x03\x04 not a zip"])
+def test_exporting_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path, capsys, content):
+    fake = tmp_path / "x.pt"
+    fake.write_bytes(content)
+    error = one_line_error(capsys, main(["export", str(fake), "-o", str(tmp_path / "x.onnx")]))
+    assert "checkpoint" in error and files_under(tmp_path) == ["x.pt"]
+
+
+def test_eval_prints_file_names_escaped(tmp_path, capsys):
+    import soundfile as sf
+
+    good, bad = tmp_path / "a\x1b]0;PWNED\x07.wav", tmp_path / "b\x1b[31m.wav"
+    sf.write(str(good), broadband(48000, 1.0), 48000)
+    bad.write_bytes(b"not audio")
+    assert main(["eval", "--quiet", "--no-visqol", "--data", str(good), str(bad), "--input-rate", "16000",
+                 "--no-model", "--baselines", "sinc"]) == 0
+    captured = capsys.readouterr()
+    assert "\x1b" not in captured.out + captured.err and "\\x1b" in captured.out and "\\x1b" in captured.err

@@ -6,7 +6,6 @@ latency, the speed and the log-spectral distance against plain sinc resampling.
 """
 from __future__ import annotations
 
-import json
 import time
 from importlib import resources
 from pathlib import Path
@@ -14,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
+
+from bandlift.rt.cli.errors import write_json
 
 EXAMPLE = "example.flac"
 
@@ -87,5 +88,5 @@ def run(args) -> int:
     print("log-spectral distance to the full-band original (lower is better): "
           + ", ".join(f"{k} {v}" for k, v in figures["lsd"].items()))
     if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2))
+        write_json(args.json, figures)
     return 0

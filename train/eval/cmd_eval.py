@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import sys
 
-from bandlift.rt.cli.errors import CLIError, missing_extra
+from bandlift.rt.cli.errors import CLIError, missing_extra, write_json
 
 
 def _cutoff(text: str):
@@ -149,12 +148,7 @@ def run(args) -> int:
         raise CLIError(f"cannot write {exc.filename or ''}: {exc.strerror or exc}") from exc
     print(format_table(results))
     if args.json:
-        try:
-            with open(args.json, "w") as f:
-                json.dump(to_json(results), f, indent=2, allow_nan=False)
-                f.write("\n")
-        except OSError as exc:
-            raise CLIError(f"cannot write {args.json}: {exc}") from exc
+        write_json(args.json, to_json(results))
         print(f"wrote {args.json}")
     if args.png:
         print(f"wrote {len(results['files'])} spectrogram comparison(s) to {args.png}")

@@ -187,11 +187,14 @@ def load_reference(path: Path, rate: int | None, seconds: float | None = None) -
     import soundfile as sf
     import soxr
 
+    from bandlift.rt.io.files import AudioFileError, check_regular
+
     try:
+        check_regular(path)  # a FIFO would block the read forever
         info = sf.info(str(path))
         frames = -1 if seconds is None else int(round(seconds * info.samplerate))
         x, file_rate = sf.read(str(path), frames=frames, dtype="float64", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError, AudioFileError) as exc:
         raise SkipFile(f"unreadable ({exc})") from exc
     rate = judged_rate(rate, file_rate)
     if file_rate < rate:
@@ -395,7 +398,9 @@ def evaluate(paths, methods: dict[str, Method], cfg: EvalConfig, png_dir=None, p
     cfg.check()
     if not methods:
         raise EvalError("no methods to evaluate")
-    warn = warn or (lambda msg: tqdm.write(msg, file=sys.stderr))
+    from bandlift.rt.cli.errors import printable
+
+    warn = warn or (lambda msg: tqdm.write(printable(msg), file=sys.stderr))
     files = find_audio_files(paths, warn, cfg.split, cfg.category, cfg.per_source)
     if cfg.max_files is not None:
         files = files[: cfg.max_files]
@@ -473,7 +478,9 @@ def format_table(results: dict) -> str:
     names = results["config"]["methods"]
     summary = results["summary"]
     width = max(10, *(len(n) + 1 for n in names))
-    files = [Path(r["path"]).name for r in results["files"]]
+    from bandlift.rt.cli.errors import printable
+
+    files = [printable(Path(r["path"]).name) for r in results["files"]]
     fw = min(max(len("file"), *map(len, files)), 40)
     lines = ["LSD per file (lower is better)",
              "file".ljust(fw) + "".join(n.rjust(width) for n in names)]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bandlift.rt.io.files import replacing
 from bandlift.train.eval.evaluate import COLUMNS, draw_spectrogram, group_title, spectrogram_db, summary_groups
 
 PEAK = 0.99  # highest sample of a file's excerpts after its gain
@@ -66,12 +67,13 @@ class ListeningReport:
     def write(self, results: dict) -> dict:
         """Write index.html -> what the eval JSON records about the report."""
         page = self.folder / "index.html"
-        page.write_text(_PAGE.format(title="bandlift listening report",
-                                     config=html.escape(_config_line(results["config"])),
-                                     summary=_summary_tables(results),
-                                     blind=" Blind: methods are lettered per file, in a random order; the "
-                                           "key is in the eval JSON." if self.blind else "",
-                                     sections="\n".join(self.sections)))
+        with replacing(page) as tmp:
+            tmp.write_text(_PAGE.format(title="bandlift listening report",
+                                        config=html.escape(_config_line(results["config"])),
+                                        summary=_summary_tables(results),
+                                        blind=" Blind: methods are lettered per file, in a random order; the "
+                                              "key is in the eval JSON." if self.blind else "",
+                                        sections="\n".join(self.sections)), encoding="utf-8")
         out = {"html": str(page), "blind": self.blind}
         if self.blind:
             out["key"] = self.key
@@ -81,7 +83,8 @@ class ListeningReport:
 def _write_audio(path: Path, y: np.ndarray, rate: int) -> None:
     import soundfile as sf
 
-    sf.write(str(path), np.clip(y, -1.0, 1.0).astype(np.float32), int(rate), format="FLAC", subtype="PCM_16")
+    with replacing(path) as tmp:
+        sf.write(str(tmp), np.clip(y, -1.0, 1.0).astype(np.float32), int(rate), format="FLAC", subtype="PCM_16")
 
 
 def _write_png(path: Path, y, sr: float, top_hz: float, vmax_db: float) -> None:
@@ -94,7 +97,8 @@ def _write_png(path: Path, y, sr: float, top_hz: float, vmax_db: float) -> None:
     draw_spectrogram(ax, y, sr, top_hz, vmax_db)
     ax.set_xlabel("s", labelpad=0)
     fig.tight_layout(pad=0.3)
-    fig.savefig(path, dpi=72)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=72, format="png")
     plt.close(fig)
 
 
