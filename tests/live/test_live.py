@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -327,6 +328,57 @@ def test_audio_callback_never_waits_for_the_gil(jack, models):
         runner.stop()
     assert runner.error is None
     assert during >= 0.8 * elapsed * 48000 / PERIOD, f"{during} callbacks in {elapsed:.2f} s"
+
+
+WARM_UP_COVERS_THE_WORKER = """
+import sys, time
+import numba
+import numpy as np
+from bandlift.rt import engine as e
+from bandlift.rt.dsp import resample, ringbuffer
+from bandlift.rt.io import live
+from bandlift.rt.model.session import ModelSession
+
+def compiled():
+    return {(m.__name__, k): len(f.signatures) for m in (e, resample, ringbuffer, live)
+            for k, f in vars(m).items() if isinstance(f, numba.core.registry.CPUDispatcher)}
+
+eng = e.StreamEngine(ModelSession(None), int(sys.argv[1]), 48000, int(sys.argv[2]), None, realtime=True)
+runner = live.LiveRunner(eng, live.find_device("loopback", "input"), live.find_device("loopback", "output"),
+                         source=np.zeros((int(sys.argv[1]), int(sys.argv[2])), np.float32))
+runner.warm_up()
+warm = compiled()
+runner.start()
+time.sleep(0.5)
+runner.stop()
+new = {k: n for k, n in compiled().items() if n != warm[k]}
+print("first compiled in the live run:", new, "bypass events:", eng.event_lines())
+sys.exit(1 if new or runner.error else 0)
+"""
+
+
+@pytest.mark.parametrize("rate,channels", [(48000, 1), (16000, 2)])
+def test_warm_up_runs_everything_the_worker_runs(jack, rate, channels):
+    """Issue 22: the worker's first step loaded JIT code (the ring reads, another array layout) and
+    ran late, so `live` started in bypass. After the warm-up, a live run compiles or loads nothing
+    more (a fresh process: nothing from other tests is warm)."""
+    result = subprocess.run([sys.executable, "-c", WARM_UP_COVERS_THE_WORKER, str(rate), str(channels)],
+                            env=jack.env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+
+
+def test_live_starts_in_the_model(jack, tmp_path):
+    """`bandlift live` with the shipped model, 5 starts: none starts with a bypass (issue 22: a cold
+    model made the first blocks late, `bypass at 0.00 s: overload (late block)` in 3 of 3 runs)."""
+    bandlift = str(Path(sys.executable).with_name("bandlift"))
+    starts = []
+    for _ in range(5):
+        result = subprocess.run([bandlift, "live", "--input", "loopback", "--output", "loopback", "--seconds", "1",
+                                 "--json", str(tmp_path / "live.json")], env=jack.env, capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 0, result.stderr[-3000:]
+        starts.append([line.strip() for line in result.stderr.splitlines() if "bypass at 0.0" in line])
+    assert starts == [[]] * 5
 
 
 @pytest.mark.skipif(not PulseServer.available(), reason="pulseaudio, pactl, paplay or ALSA's pulse plugin missing")
