@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import onnx
 import torch
 
 from bandlift.rt import __version__
+from bandlift.rt.io.files import _commit
 from bandlift.rt.model import contract
 from bandlift.train.model import Generator, count_params, mflops_per_second
 
@@ -40,7 +42,7 @@ def export_generator(gen: Generator, path: str | Path, extra_metadata: dict | No
     os.close(fd)
     try:
         _export(gen, tmp, extra_metadata)
-        os.replace(tmp, path)
+        _commit(Path(tmp), path)  # as the audio outputs: 0666 less the umask (mkstemp made it 0600)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -56,7 +58,10 @@ def _export(gen: Generator, path: str, extra_metadata: dict | None) -> None:
                contract.AUDIO_OUT: {0: "channels", 1: "samples"}}
     for name in [*input_names[2:], *output_names[1:]]:
         dynamic[name] = {0: "channels"}
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # the exporter's notes on its own internals (constant folding, GRU batch sizes: the states are
+        # inputs here) are not the user's business; the checker below judges the model
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
         torch.onnx.export(
             _StreamingWrapper(gen), example, str(path), dynamo=False, opset_version=OPSET,
             input_names=input_names, output_names=output_names,
