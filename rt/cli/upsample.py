@@ -224,7 +224,16 @@ def _describe(info: dict) -> str:
             f"{info['channels']} ch, {info['format']} {info['subtype']}, "
             f"{info['output_frames'] / info['output_rate']:.2f} s, input band "
             f"{info['input_cutoff_hz']:.0f} Hz, latency {info['latency_ms']:.2f} ms ({comp}), {level}"
-            + "".join(f"\n  {line}" for line in info.get("bypasses", [])))
+            + "".join(f"\n  {line}" for line in info.get("bypasses", [])) + _band_note(info))
+
+
+def _band_note(info: dict) -> str:
+    """A low --rate can keep nothing of what the model generates (above the input band): say so."""
+    if info["output_rate"] / 2 > info["input_cutoff_hz"]:
+        return ""
+    return (f"\n  note: the output rate {info['output_rate']} Hz keeps nothing above the input band "
+            f"({info['input_cutoff_hz']:.0f} Hz): the band the model generates is thrown away (a plain "
+            f"resample; use a higher --rate, e.g. 48000, to keep it)")
 
 
 def folder_outputs(files: list[Path], src: Path, out_dir: Path, fmt: str | None) -> list[Path]:

@@ -223,3 +223,18 @@ def test_rt_never_imports_torch():
             "from bandlift.rt.dsp import resample, ringbuffer, bandwidth; from bandlift.rt import engine, api; "
             "bad = [m for m in sys.modules if m.split('.')[0] == 'torch']; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_says_when_the_output_rate_throws_the_generated_band_away(models, tmp_path, capsys):
+    """Issue 22: `upsample 44k.wav o.wav --rate 16000` ran the model and dropped its band without a word."""
+    src = tmp_path / "a44.wav"
+    write(src, 44100, 1, seconds=0.5)
+    assert main(["upsample", str(src), str(tmp_path / "o16.wav"), "--rate", "16000", "--model",
+                 str(models["conv"]), "--input-cutoff", "nyquist"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("the band the model generates is thrown away") == 1, out
+    low = tmp_path / "a8.wav"  # 8 kHz to 16 kHz: the model's 4-8 kHz band is kept, no note
+    write(low, 8000, 1, seconds=0.5)
+    assert main(["upsample", str(low), str(tmp_path / "o8.wav"), "--rate", "16000", "--model",
+                 str(models["conv"]), "--input-cutoff", "nyquist"]) == 0
+    assert "thrown away" not in capsys.readouterr().out
