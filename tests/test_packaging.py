@@ -99,3 +99,16 @@ def test_the_readme_commands_in_order_in_one_fresh_venv(tmp_path):
     assert "upsample" in run(venv / "bin" / "bandlift", "--help", cwd=tmp_path)
     where = run(venv / "bin" / "python", "-c", "import bandlift.rt; print(bandlift.rt.__file__)", cwd=tmp_path)
     assert Path(where.strip()) == clone / "rt" / "__init__.py"
+
+
+@pytest.mark.parametrize("argv,prog", [(["upsample", "a.wav", "b.wav", "--rtae"], "bandlift upsample"),
+                                       (["dataset", "info", "FILE"], "bandlift dataset info")])
+def test_a_usage_error_shows_the_subcommands_usage(capsys, argv, prog):
+    """Issue 22: unknown arguments were reported with the top-level usage (`bandlift [-h] COMMAND`)."""
+    from bandlift.rt.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith(f"usage: {prog} "), err
+    assert f"{prog}: error: unrecognized arguments: {argv[-1]}" in err
