@@ -112,3 +112,12 @@ def test_a_usage_error_shows_the_subcommands_usage(capsys, argv, prog):
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.startswith(f"usage: {prog} "), err
     assert f"{prog}: error: unrecognized arguments: {argv[-1]}" in err
+
+
+@pytest.mark.parametrize("command", sorted(SUBCOMMANDS))
+def test_no_help_text_points_at_text_that_is_not_there(command):
+    """Issue 22: `bench --help` said "(see above)" with nothing above."""
+    if command in ("train", "export"):
+        pytest.importorskip("torch")
+    helps = [a.help or "" for p in _parsers(build_parser(command)) for a in p._actions]
+    assert not [h for h in helps if "see above" in h or "see below" in h]

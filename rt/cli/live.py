@@ -265,8 +265,9 @@ def _run_devices(args, engine, session, source, in_rate, virtual) -> int:
             via = f" (model at {model_rate} Hz)" if model_rate not in (in_rate, rate) else ""
             print(f"model: {session.describe()}; {in_rate} -> {rate} Hz{via}, {args.channels} ch, block "
                   f"{engine.block}, device period {runner.frames}, worker {runner.worker_priority}", file=sys.stderr)
+            blocks = runner.buffering / engine.block_out
             print(f"latency {ms(runner.total_latency):.2f} ms = buffering {runner.buffering} samples "
-                  f"({runner.buffering / engine.block_out:.2g} blocks of {engine.block_out}: block fill + worker "
+                  f"({blocks:.2g} block{'' if blocks == 1 else 's'} of {engine.block_out}: block fill + worker "
                   f"hand-off{f' + margin {args.margin}' if args.margin else ''}) + engine delay {engine.delay} "
                   f"(resampling + model {engine.model_delay} at {model_rate} Hz) + device {runner.device_latency} "
                   f"(in+out) samples at {rate} Hz", file=sys.stderr)

@@ -381,6 +381,14 @@ def test_live_starts_in_the_model(jack, tmp_path):
     assert starts == [[]] * 5
 
 
+def test_live_start_line_counts_one_block_in_the_singular(jack, models, capsys):
+    """At the JACK period of one block the buffering is one block: "1 block of 128", not "1 blocks"."""
+    assert main(["live", "--input", "loopback", "--output", "loopback", "--model", str(models["conv"]),
+                 "--seconds", "0.3", "--block", str(PERIOD)]) == 0
+    err = capsys.readouterr().err
+    assert f"(1 block of {PERIOD}:" in err and "1 blocks" not in err, err
+
+
 @pytest.mark.skipif(not PulseServer.available(), reason="pulseaudio, pactl, paplay or ALSA's pulse plugin missing")
 def test_loopback_captures_what_the_machine_plays(tmp_path):
     """--loopback records the default sink's monitor (PulseAudio null sinks: the tone paplay plays
