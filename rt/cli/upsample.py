@@ -106,10 +106,10 @@ def _upsample_open(up, f, src, dst, input_cutoff, delay_compensation, progress, 
         raise AudioFileError(f"{src}: {exc}") from exc
     bar = None
     if progress:
-        from tqdm import tqdm
+        from bandlift.rt.cli.progress import progress_bar
 
-        bar = tqdm(total=frames if frames > 0 else None, unit="frame", unit_scale=True,
-                   desc=Path(src).name, leave=False, file=sys.stderr)
+        bar = progress_bar(total=frames if frames > 0 else None, unit="frame", unit_scale=True,
+                           desc=Path(src).name, leave=False)
     try:
         with staged_writer(dst, up.out_rate, channels, source=f, subtype=subtype, overwrite=overwrite,
                            limit=limit) as out:
@@ -338,10 +338,10 @@ def _run_jobs(args, up, jobs, options, folder) -> list[dict]:
             raise CLIError(str(exc)) from None
         print(_describe(info))
         return [info]
-    from tqdm import tqdm
+    from bandlift.rt.cli.progress import progress_bar
 
     results = []
-    with tqdm(total=len(jobs), unit="file", desc="upsample", file=sys.stderr) as bar:
+    with progress_bar(total=len(jobs), unit="file", desc="upsample") as bar:
         if args.jobs > 1:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor, as_completed

@@ -238,3 +238,20 @@ def test_cli_says_when_the_output_rate_throws_the_generated_band_away(models, tm
     assert main(["upsample", str(low), str(tmp_path / "o8.wav"), "--rate", "16000", "--model",
                  str(models["conv"]), "--input-cutoff", "nyquist"]) == 0
     assert "thrown away" not in capsys.readouterr().out
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(models, tmp_path):
+    """Issue 22: tqdm's carriage returns filled logs; a piped run (file and folder mode) draws no bar."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "in").mkdir()
+    for name in ("a.wav", "b.wav"):
+        write(tmp_path / "in" / name, 16000, 1, seconds=0.5)
+    bandlift = str(Path(sys.executable).with_name("bandlift"))
+    for argv in (["in/a.wav", "a.wav"], ["in", "-o", "out"]):
+        result = subprocess.run([bandlift, "upsample", *argv, "--model", str(models["conv"])], cwd=tmp_path,
+                                capture_output=True, timeout=300)  # bytes: text mode would turn \r into \n
+        assert result.returncode == 0, result.stderr
+        assert b"\r" not in result.stderr and b"%|" not in result.stderr, result.stderr
