@@ -212,3 +212,26 @@ def test_virtual_sink_upsamples_what_apps_play(model, tmp_path):
     spectrum = np.abs(np.fft.rfft(body * np.hanning(len(body))))
     assert abs(np.fft.rfftfreq(len(body), 1 / rate)[spectrum.argmax()] - 1000) < 5
     assert playing_level(body, rate) == pytest.approx(0.3 / np.sqrt(2), rel=0.1)
+
+
+@pytest.mark.parametrize("kind", ["mic", "sink"])
+def test_virtual_devices_add_at_most_40_ms_by_default(model, tmp_path, kind):
+    """Issue 22: the virtual devices ran 1024-frame periods (134 ms). By default they run 256-frame
+    periods with one block of margin (measured, see VIRTUAL_FRAMES), and the start line says the delay."""
+    server = PulseServer(tmp_path / "pulse").start()
+    src, js = tmp_path / "src.wav", tmp_path / "live.json"
+    sf.write(str(src), np.zeros((48000 * 3, 1), np.float32), 48000)  # a 48 kHz microphone's rate
+    device = ["--virtual-mic", "bl_mic", "--input", "pulse"] if kind == "mic" else ["--virtual-sink", "bl_spk",
+                                                                                    "--output", "pulse"]
+    try:
+        result = subprocess.run([sys.executable, "-c", CLI, "live", *device, "--source", str(src), "--model",
+                                 str(model), "--seconds", "2", "--quiet", "--json", str(js)], env=server.env,
+                                capture_output=True, text=True, timeout=120)
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(js.read_text())
+    latency = [line for line in result.stderr.splitlines() if line.startswith("latency ")]
+    print(f"\n{kind}: {latency}, xruns {summary['xruns']}, late blocks {summary['late_blocks']}")
+    assert summary["frames"] == 256 and summary["latency_ms"] <= 40.0
+    assert latency and latency[0].startswith(f"latency {summary['latency_ms']:.2f} ms")
