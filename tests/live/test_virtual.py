@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from bandlift.rt.cli import main
-from jack_server import PulseServer, build_model
+from jack_server import PipeWireServer, PulseServer, build_model
 
 pytestmark = [pytest.mark.live,
               pytest.mark.skipif(not PulseServer.available(), reason="pulseaudio/pactl/ALSA pulse plugin missing")]
@@ -235,3 +235,33 @@ def test_virtual_devices_add_at_most_40_ms_by_default(model, tmp_path, kind):
     print(f"\n{kind}: {latency}, xruns {summary['xruns']}, late blocks {summary['late_blocks']}")
     assert summary["frames"] == 256 and summary["latency_ms"] <= 40.0
     assert latency and latency[0].startswith(f"latency {summary['latency_ms']:.2f} ms")
+
+
+@pytest.mark.parametrize("server_kind", [PulseServer, PipeWireServer])
+def test_a_mono_capture_of_the_virtual_mic_has_the_level_bandlift_plays(tmp_path, server_kind):
+    """Issue 22: on PipeWire the virtual mic was a 2-channel source fed mono, and a mono `parec` of it
+    had 1.4-2x the level it has on PulseAudio. Bypassed, bandlift plays its source unchanged: a 1 kHz
+    tone at RMS 0.212 must be recorded at that level on both servers."""
+    if not server_kind.available():
+        pytest.skip(f"{server_kind.__name__}: its tools are not installed")
+    server = server_kind(tmp_path / "server").start()
+    src, cap = tmp_path / "tone.wav", tmp_path / "cap.raw"
+    tone = 0.3 * np.sin(2 * np.pi * 1000 * np.arange(8 * 48000) / 48000)
+    sf.write(str(src), tone.astype(np.float32).reshape(-1, 1), 48000, subtype="FLOAT")
+    try:
+        proc = start_live(server, "--virtual-mic", "bl_mic", "--input", "pulse", "--source", str(src), "--bypass",
+                          "--seconds", "8", "--quiet")
+        rec = subprocess.Popen(["parec", "-d", "bl_mic", "--format=float32le", "--rate=48000", "--channels=1",
+                                "--raw", str(cap)], env=server.env)
+        time.sleep(4.0)
+        rec.terminate()
+        rec.wait(10)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    finally:
+        server.stop()
+    body = np.fromfile(cap, np.float32)
+    sounding = body[np.nonzero(np.abs(body) > 0.01)[0][0]:] if np.abs(body).max() > 0.01 else body[:0]
+    assert len(sounding) > 48000, f"{len(sounding)} samples of the tone captured"
+    assert playing_level(sounding[4800:], 48000) == pytest.approx(0.3 / np.sqrt(2), rel=0.05)
