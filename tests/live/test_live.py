@@ -21,7 +21,7 @@ import pytest
 import soundfile as sf
 
 from bandlift.rt.cli import main
-from jack_server import JackServer, PulseServer, build_model, running_jack, sounddevice_rescan
+from jack_server import JackServer, PipeWireServer, PulseServer, build_model, running_jack, sounddevice_rescan
 
 pytestmark = [pytest.mark.live,
               pytest.mark.skipif(not JackServer.available(), reason="jackd/jack_lsp not installed (apt jackd2)")]
@@ -389,11 +389,14 @@ def test_live_start_line_counts_one_block_in_the_singular(jack, models, capsys):
     assert f"(1 block of {PERIOD}:" in err and "1 blocks" not in err, err
 
 
-@pytest.mark.skipif(not PulseServer.available(), reason="pulseaudio, pactl, paplay or ALSA's pulse plugin missing")
-def test_loopback_captures_what_the_machine_plays(tmp_path):
-    """--loopback records the default sink's monitor (PulseAudio null sinks: the tone paplay plays
-    there comes back at the input); the output goes to a second sink so nothing feeds back."""
-    server = PulseServer(tmp_path / "pulse").start()
+@pytest.mark.parametrize("server_kind", [PulseServer, PipeWireServer])
+def test_loopback_captures_what_the_machine_plays(tmp_path, server_kind):
+    """--loopback records the default sink's monitor (null sinks: the tone paplay plays there comes
+    back at the input); the output goes to a second sink so nothing feeds back. On PulseAudio and on
+    PipeWire (pipewire-pulse)."""
+    if not server_kind.available():
+        pytest.skip(f"{server_kind.__name__}: its tools (or ALSA's pulse plugin) are not installed")
+    server = server_kind(tmp_path / "pulse").start()
     rate = 48000
     tone = tmp_path / "tone.wav"
     # long enough to outlast a slow start under load (the player is stopped after the run)
