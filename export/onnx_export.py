@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch
 
 from bandlift.export import lean
 from bandlift.rt import __version__
+from bandlift.rt.io.files import _commit
 from bandlift.rt.model import contract
 from bandlift.train.model import Generator, GeneratorConfig, count_params, mflops_per_second
 
@@ -86,7 +88,7 @@ def export_generator(gen: Generator, path: str | Path, extra_metadata: dict | No
     os.close(fd)
     try:
         _export(gen, tmp, extra_metadata, lean_graph)
-        os.replace(tmp, path)
+        _commit(Path(tmp), path)  # as the audio outputs: 0666 less the umask (mkstemp made it 0600)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -100,7 +102,10 @@ def _export(gen: Generator, path: str, extra_metadata: dict | None, lean_graph: 
     dynamic = {contract.AUDIO: {0: "channels", 1: "samples"}, contract.CUTOFF: {0: "channels"},
                contract.AUDIO_OUT: {0: "channels", 1: "samples"}, contract.STATE_IN: {0: "channels"},
                contract.STATE_OUT: {0: "channels"}}
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # the exporter's notes on its own internals (constant folding, GRU batch sizes: the states are
+        # inputs here) are not the user's business; the checker below judges the model
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
         torch.onnx.export(
             stream, example, str(path), dynamo=False, opset_version=OPSET,
             input_names=list(contract.INPUTS), output_names=list(contract.OUTPUTS), dynamic_axes=dynamic,

@@ -26,3 +26,12 @@ def test_ci_runs_the_readme_test_command():
     ).stdout.strip()
     assert extracted == setup_commands()[1].removesuffix(" # test-command")
     assert "README.md" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_readme_is_for_users_and_links_the_rest():
+    """Issue 22: the README was 466 lines of research logs; they live in docs/, linked from it."""
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) < 200
+    for doc in re.findall(r"\]\((docs/[\w.-]+\.md)\)", text) or ["(none linked)"]:
+        assert (ROOT / doc).is_file(), doc
+    assert {"docs/quality.md", "docs/speed.md", "docs/training.md"} <= set(re.findall(r"\((docs/[\w.-]+)\)", text))

@@ -107,10 +107,10 @@ class ClipDataset(torch.utils.data.Dataset):
         self._maps: dict = {}
 
     def _prepare(self, rows, progress):
-        from tqdm import tqdm
+        from bandlift.rt.cli.progress import progress_bar
 
-        for row in tqdm(rows, desc=f"caching {self.split} @ {self.rate} Hz", unit="file",
-                        disable=not progress, file=sys.stderr):
+        for row in progress_bar(rows, desc=f"caching {self.split} @ {self.rate} Hz", unit="file",
+                                disable=not progress):
             path = cache_path(self.cache_dir, row, self.rate)
             try:
                 if not path.exists():

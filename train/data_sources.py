@@ -197,7 +197,7 @@ def index_files(candidates: list[Candidate], previous: dict | None = None, jobs:
                 progress: bool = True, desc: str = "indexing") -> IndexResult:
     """Probe each candidate (in `jobs` processes), reusing rows of `previous` (path -> row) whose
     size and mtime have not changed. Unreadable files are collected in `errors`, never raised."""
-    from tqdm import tqdm
+    from bandlift.rt.cli.progress import progress_bar
 
     previous = previous or {}
     rows, errors, todo = [], [], []
@@ -216,7 +216,7 @@ def index_files(candidates: list[Candidate], previous: dict | None = None, jobs:
             todo.append(cand)
     start = time.perf_counter()
     decoded = 0.0
-    bar = tqdm(total=len(todo), desc=desc, unit="file", disable=not progress, file=sys.stderr)
+    bar = progress_bar(total=len(todo), desc=desc, unit="file", disable=not progress)
     if jobs > 1 and len(todo) > 1:
         with ProcessPoolExecutor(jobs) as pool:
             results = pool.map(_probe_safe, [c.path for c in todo], chunksize=4)
@@ -283,15 +283,14 @@ def _build_cache_safe(job):
 def build_caches(rows: list[dict], cache_dir: Path, rate: int, jobs: int = 1,
                  progress: bool = True) -> list:
     """Fill the cache for `rows` (in `jobs` processes); returns [(path, error)] of failures."""
-    from tqdm import tqdm
+    from bandlift.rt.cli.progress import progress_bar
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     todo = [(r, str(cache_path(cache_dir, r, rate)), rate) for r in rows]
     todo = [j for j in todo if not Path(j[1]).exists()]
     errors = []
-    with tqdm(total=len(todo), desc=f"caching @ {rate} Hz", unit="file", disable=not progress,
-              file=sys.stderr) as bar:
+    with progress_bar(total=len(todo), desc=f"caching @ {rate} Hz", unit="file", disable=not progress) as bar:
         if jobs > 1 and len(todo) > 1:
             with ProcessPoolExecutor(jobs) as pool:
                 for job, err in zip(todo, pool.map(_build_cache_safe, todo, chunksize=4)):

@@ -274,11 +274,11 @@ def run(args, dest: Path, manifest: Path, index_and_write) -> int:
             state.save()
             print(f"{kind} {value!r}: {n} tracks", file=sys.stderr)
         session = requests.Session()
-        from tqdm import tqdm
+        from bandlift.rt.cli.progress import progress_bar
 
         todo = [t for t in state.tracks.values()
                 if t.get("preview_url") and not preview_path(previews, t["spotify_id"]).exists()]
-        for t in tqdm(todo, desc="previews", unit="file", disable=args.no_progress, file=sys.stderr):
+        for t in progress_bar(todo, desc="previews", unit="file", disable=args.no_progress):
             try:
                 _download(session, t["preview_url"], preview_path(previews, t["spotify_id"]), args.max_wait)
                 t["status"] = "downloaded"

@@ -45,7 +45,9 @@ def configure(p) -> None:
                         "onnxruntime-gpu sees a GPU)")
     p.add_argument("--cuda-graph", action="store_true", help="CUDA provider: replay captured CUDA graphs")
     p.add_argument("--gpu-check", action="store_true",
-                   help="the whole GPU check: provider, parity with CPU, block times, streams/s (see above)")
+                   help="the whole GPU check (a few minutes): the CUDA provider (else one 'no GPU' line, exit 0), "
+                        "parity with the CPU within 1e-4, block p50/p99 at blocks 64-512 with and without CUDA "
+                        "graphs, streams/s at 1, 64, 1024 (with --provider cpu: the same on the CPU)")
     p.add_argument("--model", help="streaming ONNX model (default: the shipped model)")
     p.add_argument("--json", help="write results here")
     p.add_argument("--png", help="write a histogram of block times here")

@@ -22,6 +22,12 @@ from bandlift.rt.cli.errors import CLIError, write_json
 # PulseAudio/PipeWire through ALSA's pulse plugin underruns and ends the stream at 128-frame periods,
 # and its recovery from an underrun under load can pause callbacks for over a second
 PULSE_FRAMES = 1024
+# A virtual mic/speaker adds its latency to every call: 256-frame periods with one block of margin
+# (the pulse plugin's callbacks come in pairs now and then) held with no xrun or late block in 15 s
+# runs on the shared 2-core machine (load 1.7), 39 ms at 48 kHz; 256 without margin had 1-2 xruns and
+# 3-25 late blocks, 128 89 late blocks; 1024 (the --loopback default) adds 134 ms. A virtual speaker
+# reads a sink's monitor through the pulse plugin, whose capture broke off at 256 (3 of 5 runs): 1024
+VIRTUAL_FRAMES, VIRTUAL_MARGIN = 256, 128
 PULSE_WATCHDOG_S = 3.0
 MIN_GAIN_DB, MAX_GAIN_DB = -60.0, 24.0  # --gain and the +/- keys
 
@@ -47,9 +53,10 @@ def configure(p) -> None:
                    help="channels processed (default 1; 2 for stereo devices)")
     p.add_argument("--block", type=int, default=128, help="model block (samples at the model rate, 48 kHz)")
     p.add_argument("--frames", type=int, help=f"device period in frames (default: a JACK server's period, else the block; {PULSE_FRAMES} "
-                   "with --loopback, which goes through PulseAudio/PipeWire)")
-    p.add_argument("--margin", type=int, default=0,
-                   help="extra buffering in samples beyond the minimum (robustness against a busy CPU)")
+                   f"with --loopback, which goes through PulseAudio/PipeWire; {VIRTUAL_FRAMES} with --virtual-mic)")
+    p.add_argument("--margin", type=int,
+                   help=f"extra buffering in samples beyond the minimum (robustness against a busy CPU; default 0, "
+                        f"{VIRTUAL_MARGIN} with --virtual-mic)")
     p.add_argument("--input-cutoff", type=float, help="input bandwidth in Hz (default: input Nyquist)")
     p.add_argument("--model", help="streaming ONNX model (default: the shipped model)")
     p.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto",
@@ -259,13 +266,20 @@ def _run_devices(args, engine, session, source, in_rate, virtual) -> int:
         if virtual is not None and virtual.kind == "mic":
             os.environ["PULSE_SINK"] = virtual.sink
         if pulse:
+            # PipeWire (pipewire-pulse) sums the channels when it mixes a stereo sink's monitor down to
+            # our mono stream (a tone recorded 1.4x too loud) unless asked to normalise, as PulseAudio does
+            os.environ["PULSE_PROP"] = " ".join(filter(None, [os.environ.get("PULSE_PROP"), "channelmix.normalize=true"]))
             sd._terminate()
             sd._initialize()
         reads_server = args.loopback or (virtual is not None and virtual.kind == "sink")
         input_device = find_device(args.input or ("pulse" if reads_server else None), "input")
         writes_server = virtual is not None and virtual.kind == "mic"
         output_device = find_device(args.output or ("pulse" if writes_server else None), "output")
-        frames = args.frames or (max(args.block, PULSE_FRAMES) if pulse else None)  # None: the period
+        mic = virtual is not None and virtual.kind == "mic"
+        frames = args.frames or (max(args.block, VIRTUAL_FRAMES if mic else PULSE_FRAMES)
+                                 if pulse else None)  # None: the period
+        if args.margin is None:
+            args.margin = VIRTUAL_MARGIN if mic else 0
         runner = LiveRunner(engine, input_device, output_device, frames=frames,
                             watchdog_s=PULSE_WATCHDOG_S if pulse else 1.0,
                             margin=args.margin, source=source,
@@ -298,8 +312,9 @@ def _run_devices(args, engine, session, source, in_rate, virtual) -> int:
             via = f" (model at {model_rate} Hz)" if model_rate not in (in_rate, rate) else ""
             print(f"model: {session.describe()}; {in_rate} -> {rate} Hz{via}, {args.channels} ch, block "
                   f"{engine.block}, device period {runner.frames}, worker {runner.worker_priority}", file=sys.stderr)
+            blocks = runner.buffering / engine.block_out
             print(f"latency {ms(runner.total_latency):.2f} ms = buffering {runner.buffering} samples "
-                  f"({runner.buffering / engine.block_out:.2g} blocks of {engine.block_out}: block fill + worker "
+                  f"({blocks:.2g} block{'' if blocks == 1 else 's'} of {engine.block_out}: block fill + worker "
                   f"hand-off{f' + margin {args.margin}' if args.margin else ''}) + engine delay {engine.delay} "
                   f"(resampling + model {engine.model_delay} at {model_rate} Hz) + device {runner.device_latency} "
                   f"(in+out) samples at {rate} Hz", file=sys.stderr)

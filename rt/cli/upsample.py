@@ -105,10 +105,10 @@ def _upsample_open(up, f, src, dst, input_cutoff, delay_compensation, progress, 
         raise AudioFileError(f"{src}: {exc}") from exc
     bar = None
     if progress:
-        from tqdm import tqdm
+        from bandlift.rt.cli.progress import progress_bar
 
-        bar = tqdm(total=frames if frames > 0 else None, unit="frame", unit_scale=True,
-                   desc=printable(Path(src).name), leave=False, file=sys.stderr)
+        bar = progress_bar(total=frames if frames > 0 else None, unit="frame", unit_scale=True,
+                           desc=printable(Path(src).name), leave=False)
     try:
         with staged_writer(dst, up.out_rate, channels, source=f, subtype=subtype, overwrite=overwrite,
                            limit=limit) as out:
@@ -240,8 +240,17 @@ def _describe(info: dict) -> str:
             f"{info['channels']} ch, {info['format']} {info['subtype']}, "
             f"{info['output_frames'] / info['output_rate']:.2f} s, input band "
             f"{info['input_cutoff_hz']:.0f} Hz, latency {info['latency_ms']:.2f} ms ({comp}), {level}"
-            + "".join(f"\n  {line}" for line in info.get("bypasses", []))
+            + "".join(f"\n  {line}" for line in info.get("bypasses", [])) + _band_note(info)
             + (f"\n  note: {info['input_cutoff_note']}" if "input_cutoff_note" in info else ""))
+
+
+def _band_note(info: dict) -> str:
+    """A low --rate can keep nothing of what the model generates (above the input band): say so."""
+    if info["output_rate"] / 2 > info["input_cutoff_hz"] or info["output_rate"] >= info["input_rate"]:
+        return ""  # (a full-band input at its own rate has no band to generate: nothing thrown away)
+    return (f"\n  note: the output rate {info['output_rate']} Hz keeps nothing above the input band "
+            f"({info['input_cutoff_hz']:.0f} Hz): the band the model generates is thrown away (a plain "
+            f"resample; use a higher --rate, e.g. 48000, to keep it)")
 
 
 def folder_outputs(files: list[Path], src: Path, out_dir: Path, fmt: str | None) -> list[Path]:
@@ -367,10 +376,10 @@ def _run_jobs(args, up, jobs, options, folder) -> list[dict]:
             raise CLIError(str(exc)) from None
         print(printable(_describe(info)))
         return [info]
-    from tqdm import tqdm
+    from bandlift.rt.cli.progress import progress_bar
 
     results = []
-    with tqdm(total=len(jobs), unit="file", desc="upsample", file=sys.stderr) as bar:
+    with progress_bar(total=len(jobs), unit="file", desc="upsample") as bar:
         if args.jobs > 1:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor, as_completed

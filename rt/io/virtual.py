@@ -98,7 +98,11 @@ class VirtualDevice:
             self._load("module-null-sink", f"sink_name={self.sink}", f"rate={self.rate}", "format=float32le",
                        f"channels={self.channels}", f"sink_properties=\"device.description='{feed}' {props}\"")
             if self.kind == "mic":
+                # the channel count and map said outright: PipeWire's remap source is otherwise 2ch when
+                # fed mono, and a mono capture of it records the level x1.4 (PulseAudio: as played)
+                layout = "mono" if self.channels == 1 else "front-left,front-right"
                 self._load("module-remap-source", f"master={self.monitor}", f"source_name={self.name}",
+                           f"channels={self.channels}", f"channel_map={layout}", f"master_channel_map={layout}",
                            f"source_properties=\"device.description='{self.description}' {props}\"")
         except VirtualDeviceError:
             self.remove()

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bandlift.rt.cli import main
-from headless_chromium import chromium, evaluate_in_page
-from signals import music_like
+for _extra in ("librosa", "matplotlib", "visqol"):  # `bandlift eval` needs the eval extra
+    pytest.importorskip(_extra, reason="needs the eval extra: pip install 'bandlift[eval]'")
+from bandlift.rt.cli import main  # noqa: E402
+from headless_chromium import chromium, evaluate_in_page  # noqa: E402
+from signals import music_like  # noqa: E402
 
 # Per <audio>: load it fully, play it muted until its clock moves; report what the element saw.
 PROBE_AUDIO = """Promise.all([...document.querySelectorAll('audio')].map(a => new Promise(done => {

@@ -199,3 +199,33 @@ def test_reexport_of_a_file_that_is_not_a_model_is_one_line(tmp_path, capsys, co
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and str(bad) in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"]
+
+
+@pytest.fixture(scope="module")
+def cli_export(tmp_path_factory):
+    """`bandlift export` run as a user runs it (its own process, umask 022): (model path, output)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from bandlift.train.trainer import DEFAULTS, merge
+
+    d = tmp_path_factory.mktemp("cli_export")
+    gen = Generator(GeneratorConfig(channels=8, dilations=[1, 2]))
+    torch.save({"generator": gen.state_dict(), "config": merge(DEFAULTS, {"model": gen.config.to_dict()})}, d / "g.pt")
+    result = subprocess.run([str(Path(sys.executable).with_name("bandlift")), "export", str(d / "g.pt"), "-o",
+                             str(d / "m.onnx")], capture_output=True, text=True, timeout=600,
+                            preexec_fn=lambda: os.umask(0o022))
+    assert result.returncode == 0, result.stderr
+    return d / "m.onnx", result.stdout + result.stderr
+
+
+def test_export_writes_the_model_following_the_umask(cli_export):
+    path, _ = cli_export
+    assert path.stat().st_mode & 0o777 == 0o644  # as the audio outputs (was 0600: mkstemp's)
+
+
+def test_export_output_has_no_torch_warnings(cli_export):
+    _, output = cli_export
+    assert "Warning" not in output and output.strip().startswith("wrote "), output

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from bandlift.rt.cli import main
-from jack_server import PulseServer, build_model
+from jack_server import PipeWireServer, PulseServer, build_model
 
 pytestmark = [pytest.mark.live,
               pytest.mark.skipif(not PulseServer.available(), reason="pulseaudio/pactl/ALSA pulse plugin missing")]
@@ -46,19 +46,60 @@ def start_live(server, *args):
     return proc
 
 
-def chunk_matches(captured, offline, chunk=1024):
-    """For each non-silent chunk of `captured`: its normalised correlation with `offline` at the best
-    alignment, and whether it is bit-exact there."""
-    corr, exact = [], []
+def inserted_silence(seg: np.ndarray, run: int = 16) -> bool:
+    """A run of `run` exact zeros: silence the server inserted at an underrun (the signals here, noise
+    and a tone, never hold that many)."""
+    edges = np.diff(np.concatenate([[0], (seg == 0).astype(np.int8), [0]]))
+    return bool(((np.nonzero(edges == -1)[0] - np.nonzero(edges == 1)[0]) >= run).any())
+
+
+def chunk_matches(captured, offline, chunk=512):
+    """For each non-silent chunk of `captured` without inserted silence: its normalised correlation with
+    `offline` at the best alignment, and whether it is bit-exact there. Chunks are short so that the
+    server's rate adaptation (~1 sample per 1024) shifts one by well under a sample; chunks holding an
+    underrun's silence are left out (a loaded machine has one every few periods: issue 22 saw a median
+    of 0.879 over all 1024-sample chunks), their count is returned."""
+    corr, exact, gaps = [], [], 0
     for start in range(0, len(captured) - chunk, chunk):
         seg = captured[start:start + chunk].astype(np.float64)
         if not np.abs(seg).max() > 0:
+            continue
+        if inserted_silence(seg):
+            gaps += 1
             continue
         c = np.correlate(offline, seg, "valid")
         k = int(np.argmax(c))
         corr.append(c[k] / (np.linalg.norm(seg) * np.linalg.norm(offline[k:k + chunk]) + 1e-12))
         exact.append(np.array_equal(offline[k:k + chunk], captured[start:start + chunk]))
-    return np.array(corr), np.array(exact)
+    return np.array(corr), np.array(exact), gaps
+
+
+def playing_level(body: np.ndarray, rate: int) -> float:
+    """RMS while it plays: the median over 10 ms blocks without inserted silence (underruns are timing,
+    not level: issue 22 saw 0.162 for 0.212 over a stretch with gaps)."""
+    n = rate // 100
+    blocks = [b for b in body[: len(body) // n * n].reshape(-1, n) if not inserted_silence(b)]
+    return float(np.median([np.sqrt(np.mean(b.astype(np.float64) ** 2)) for b in blocks]))
+
+
+def server_timing(y: np.ndarray, every: int = 1500, gap: int = 240, ratio: float = 1 + 1 / 1024) -> np.ndarray:
+    """`y` as a loaded sound server delivers it: rate-adapted, with an underrun's silence every 31 ms."""
+    import soxr
+
+    y = soxr.resample(y, 48000, 48000 / ratio).astype(np.float32)
+    return np.concatenate([part for s in range(0, len(y), every) for part in (y[s:s + every], np.zeros(gap, np.float32))])
+
+
+def test_the_measures_see_through_the_servers_timing():
+    """The two measures below, on what a loaded server makes of a signal (rate adapted, gaps), find
+    the signal: the correlation of the chunks and the level of a tone."""
+    import soxr
+
+    noise = soxr.resample(np.random.default_rng(1).standard_normal(16000 * 3) * 0.1, 16000, 48000).astype(np.float32)
+    corr, _, gaps = chunk_matches(server_timing(noise), noise)
+    assert np.median(corr) >= 0.95 and gaps > 0 and len(corr) > 48000 // 512
+    tone = (0.3 * np.sin(2 * np.pi * 1000 * np.arange(96000) / 48000)).astype(np.float32)
+    assert playing_level(server_timing(tone), 48000) == pytest.approx(0.3 / np.sqrt(2), rel=0.02)
 
 
 def test_virtual_mic_capture_equals_offline_upsample(model, tmp_path):
@@ -67,8 +108,9 @@ def test_virtual_mic_capture_equals_offline_upsample(model, tmp_path):
     the offline output while the server's streams run steadily (most runs: about half the chunks). But
     the timing is the server's: it adapts a stream's rate (resampling, ~1 sample per 1024, for seconds or
     the whole capture on this loaded machine) and inserts silence when the pulse ALSA client underruns.
-    So the tolerance is per 1024-sample chunk at its best alignment: median normalised correlation >=
-    0.9 (a chunk of unrelated noise reaches ~0.15 at its best of the ~400k alignments)."""
+    So the tolerance is per 512-sample chunk at its best alignment, underruns' chunks left out (see
+    `chunk_matches`): median normalised correlation >= 0.9 (a chunk of unrelated noise band-limited
+    to 8 kHz reaches ~0.4 at its best of the ~400k alignments)."""
     server = PulseServer(tmp_path / "pulse").start()
     src, cap, js = tmp_path / "src.wav", tmp_path / "cap.raw", tmp_path / "live.json"
     x = (np.random.default_rng(0).standard_normal((16000 * 9, 1)) * 0.1).astype(np.float32)
@@ -95,11 +137,11 @@ def test_virtual_mic_capture_equals_offline_upsample(model, tmp_path):
                  "--no-delay-compensation", "--input-cutoff", "nyquist"]) == 0
     off, _ = sf.read(str(offline), dtype="float32")
     captured = np.fromfile(cap, np.float32)
-    corr, exact = chunk_matches(captured, off)
+    corr, exact, gaps = chunk_matches(captured, off)
     print(f"\ncaptured {len(captured) / 48000:.2f} s: {len(corr)} chunks, correlation median "
-          f"{np.median(corr):.5f} min {corr.min():.3f}, bit-exact {exact.sum()}; "
-          f"{json.loads(js.read_text())['late_blocks']} late blocks")
-    assert len(corr) > 3 * 48000 // 1024
+          f"{np.median(corr):.5f} min {corr.min():.3f}, bit-exact {exact.sum()}, {gaps} with an underrun's "
+          f"silence; {json.loads(js.read_text())['late_blocks']} late blocks")
+    assert len(corr) + gaps > 3 * 48000 // 512 and len(corr) > 48000 // 512
     assert np.median(corr) >= 0.9
 
 
@@ -138,10 +180,14 @@ def test_virtual_mic_is_removed_on_every_exit(model, tmp_path, ending):
         server.stop()
 
 
-def test_virtual_sink_upsamples_what_apps_play(model, tmp_path):
+@pytest.mark.parametrize("server_kind", [PulseServer, PipeWireServer])
+def test_virtual_sink_upsamples_what_apps_play(model, tmp_path, server_kind):
     """An app (paplay) plays a 16 kHz-band tone into the virtual speaker; bandlift plays it on the real
-    output (the server's bl_out sink here), where a recording client finds the tone at its level."""
-    server = PulseServer(tmp_path / "pulse").start()
+    output (the server's default sink here), where a recording client finds the tone at its level. On
+    PulseAudio and on PipeWire (pipewire-pulse)."""
+    if not server_kind.available():
+        pytest.skip(f"{server_kind.__name__}: its tools are not installed")
+    server = server_kind(tmp_path / "pulse").start()
     rate = 48000
     tone, cap = tmp_path / "tone.wav", tmp_path / "out.raw"
     sf.write(str(tone), 0.3 * np.sin(2 * np.pi * 1000 * np.arange(20 * rate) / rate), rate, subtype="FLOAT")
@@ -152,7 +198,8 @@ def test_virtual_sink_upsamples_what_apps_play(model, tmp_path):
         env = dict(server.env)
         player = subprocess.Popen(["paplay", "-d", "bl_spk", str(tone)], env=env)
         rec = subprocess.Popen(["parec", "-d", "bl_play.monitor", "--format=float32le", "--rate=48000",
-                                "--channels=1", "--raw", str(cap)], env=env)
+                                "--channels=1", "--raw", str(cap)],  # mono, as PulseAudio mixes down:
+                               env=dict(env, PULSE_PROP="channelmix.normalize=true"))  # PipeWire would sum
         time.sleep(7.0)  # the pulse plugin's first callback may take seconds under load
         rec.terminate()
         rec.wait(10)
@@ -169,4 +216,61 @@ def test_virtual_sink_upsamples_what_apps_play(model, tmp_path):
     assert len(body) == 3 * rate // 2
     spectrum = np.abs(np.fft.rfft(body * np.hanning(len(body))))
     assert abs(np.fft.rfftfreq(len(body), 1 / rate)[spectrum.argmax()] - 1000) < 5
-    assert np.sqrt(np.mean(body ** 2)) == pytest.approx(0.3 / np.sqrt(2), rel=0.1)
+    assert playing_level(body, rate) == pytest.approx(0.3 / np.sqrt(2), rel=0.1)
+
+
+@pytest.mark.parametrize("kind", ["mic", "sink"])
+def test_virtual_devices_add_at_most_40_ms_by_default(model, tmp_path, kind):
+    """Issue 22: the virtual devices ran 1024-frame periods (134 ms). By default the virtual mic runs
+    256-frame periods with one block of margin (measured, see VIRTUAL_FRAMES); the virtual speaker
+    keeps 1024 (the pulse plugin's capture of a monitor broke off at 256). The start line says the delay."""
+    server = PulseServer(tmp_path / "pulse").start()
+    src, js = tmp_path / "src.wav", tmp_path / "live.json"
+    sf.write(str(src), np.zeros((48000 * 3, 1), np.float32), 48000)  # a 48 kHz microphone's rate
+    device = ["--virtual-mic", "bl_mic", "--input", "pulse"] if kind == "mic" else ["--virtual-sink", "bl_spk",
+                                                                                    "--output", "pulse"]
+    try:
+        result = subprocess.run([sys.executable, "-c", CLI, "live", *device, "--source", str(src), "--model",
+                                 str(model), "--seconds", "2", "--quiet", "--json", str(js)], env=server.env,
+                                capture_output=True, text=True, timeout=120)
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(js.read_text())
+    latency = [line for line in result.stderr.splitlines() if line.startswith("latency ")]
+    print(f"\n{kind}: {latency}, xruns {summary['xruns']}, late blocks {summary['late_blocks']}")
+    if kind == "mic":
+        assert summary["frames"] == 256 and summary["latency_ms"] <= 40.0
+    else:
+        assert summary["frames"] == 1024
+    assert latency and latency[0].startswith(f"latency {summary['latency_ms']:.2f} ms")
+
+
+@pytest.mark.parametrize("server_kind", [PulseServer, PipeWireServer])
+def test_a_mono_capture_of_the_virtual_mic_has_the_level_bandlift_plays(tmp_path, server_kind):
+    """Issue 22: on PipeWire the virtual mic was a 2-channel source fed mono, and a mono `parec` of it
+    had 1.4-2x the level it has on PulseAudio. Bypassed, bandlift plays its source unchanged: a 1 kHz
+    tone at RMS 0.212 must be recorded at that level on both servers."""
+    if not server_kind.available():
+        pytest.skip(f"{server_kind.__name__}: its tools are not installed")
+    server = server_kind(tmp_path / "server").start()
+    src, cap = tmp_path / "tone.wav", tmp_path / "cap.raw"
+    tone = 0.3 * np.sin(2 * np.pi * 1000 * np.arange(8 * 48000) / 48000)
+    sf.write(str(src), tone.astype(np.float32).reshape(-1, 1), 48000, subtype="FLOAT")
+    try:
+        proc = start_live(server, "--virtual-mic", "bl_mic", "--input", "pulse", "--source", str(src), "--bypass",
+                          "--seconds", "8", "--quiet")
+        rec = subprocess.Popen(["parec", "-d", "bl_mic", "--format=float32le", "--rate=48000", "--channels=1",
+                                "--raw", str(cap)], env=server.env)
+        time.sleep(4.0)
+        rec.terminate()
+        rec.wait(10)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    finally:
+        server.stop()
+    body = np.fromfile(cap, np.float32)
+    sounding = body[np.nonzero(np.abs(body) > 0.01)[0][0]:] if np.abs(body).max() > 0.01 else body[:0]
+    assert len(sounding) > 48000, f"{len(sounding)} samples of the tone captured"
+    assert playing_level(sounding[4800:], 48000) == pytest.approx(0.3 / np.sqrt(2), rel=0.05)

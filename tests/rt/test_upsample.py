@@ -28,7 +28,7 @@ def test_delay_compensation_aligns_band_limited_input(models, rate, block):
     up = Upsampler(models["delay"], block=block)  # the model is a pure 5-sample delay
     n = rate // 3 + 17
     x = tones(rate, n).astype(np.float32)
-    y, out_rate = up.process(x, rate)
+    y, out_rate = up.process(x, rate, input_cutoff="nyquist")  # two tones: no band to measure
     m = round(n * 48000 / rate)
     assert out_rate == 48000 and y.shape == (m, 2)
     freqs = np.array([0.05, 0.3]) * rate
@@ -38,7 +38,7 @@ def test_delay_compensation_aligns_band_limited_input(models, rate, block):
     assert up.delay_at(rate) == up.session.delay + up.stream(rate, 2).engine.resampler.delay
     assert up.latency_at(rate) == up.delay_at(rate) + block
     assert up.latency == up.session.delay + block  # at out_rate: no resampler
-    raw, _ = up.process(x, rate, delay_compensation=False)
+    raw, _ = up.process(x, rate, input_cutoff="nyquist", delay_compensation=False)
     assert np.array_equal(raw[up.delay_at(rate):], y[: m - up.delay_at(rate)])
 
 
@@ -52,14 +52,14 @@ def test_other_output_rates_are_aligned(models, rate, out_rate):
     band = min(rate, out_rate, 48000)
     freqs = np.array([0.05, 0.3]) * band
     x = (np.array([0.5, 0.3]) * np.sin(2 * np.pi * freqs * np.arange(n)[:, None] / rate + np.arange(2)))
-    y, got_rate = up.process(x.astype(np.float32), rate)
+    y, got_rate = up.process(x.astype(np.float32), rate, input_cutoff="nyquist")  # two tones: no band to measure
     m = round(n * out_rate / rate)
     assert got_rate == out_rate and y.shape == (m, 2)
     ref = np.array([0.5, 0.3]) * np.sin(2 * np.pi * freqs * np.arange(m)[:, None] / out_rate + np.arange(2))
     edge = 400 if rate == 8000 else 200  # the filters' start-up transient
     assert np.abs(y - ref)[edge:-edge].max() < 5e-4
     assert up.latency_at(rate) == up.delay_at(rate) + -(-128 * out_rate // 48000)
-    raw, _ = up.process(x.astype(np.float32), rate, delay_compensation=False)
+    raw, _ = up.process(x.astype(np.float32), rate, input_cutoff="nyquist", delay_compensation=False)
     assert np.array_equal(raw[up.delay_at(rate):], y[: m - up.delay_at(rate)])
 
 
@@ -223,3 +223,35 @@ def test_rt_never_imports_torch():
             "from bandlift.rt.dsp import resample, ringbuffer, bandwidth; from bandlift.rt import engine, api; "
             "bad = [m for m in sys.modules if m.split('.')[0] == 'torch']; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_says_when_the_output_rate_throws_the_generated_band_away(models, tmp_path, capsys):
+    """Issue 22: `upsample 44k.wav o.wav --rate 16000` ran the model and dropped its band without a word."""
+    src = tmp_path / "a44.wav"
+    write(src, 44100, 1, seconds=0.5)
+    assert main(["upsample", str(src), str(tmp_path / "o16.wav"), "--rate", "16000", "--model",
+                 str(models["conv"]), "--input-cutoff", "nyquist"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("the band the model generates is thrown away") == 1, out
+    low = tmp_path / "a8.wav"  # 8 kHz to 16 kHz: the model's 4-8 kHz band is kept, no note
+    write(low, 8000, 1, seconds=0.5)
+    assert main(["upsample", str(low), str(tmp_path / "o8.wav"), "--rate", "16000", "--model",
+                 str(models["conv"]), "--input-cutoff", "nyquist"]) == 0
+    assert "thrown away" not in capsys.readouterr().out
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(models, tmp_path):
+    """Issue 22: tqdm's carriage returns filled logs; a piped run (file and folder mode) draws no bar."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "in").mkdir()
+    for name in ("a.wav", "b.wav"):
+        write(tmp_path / "in" / name, 16000, 1, seconds=0.5)
+    bandlift = str(Path(sys.executable).with_name("bandlift"))
+    for argv in (["in/a.wav", "a.wav"], ["in", "-o", "out"]):
+        result = subprocess.run([bandlift, "upsample", *argv, "--model", str(models["conv"])], cwd=tmp_path,
+                                capture_output=True, timeout=300)  # bytes: text mode would turn \r into \n
+        assert result.returncode == 0, result.stderr
+        assert b"\r" not in result.stderr and b"%|" not in result.stderr, result.stderr
