@@ -27,8 +27,8 @@ import torch
 import torch.distributed as dist
 import yaml
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
+from bandlift.rt.cli.progress import progress_bar
 from bandlift.train.data_sources import SUBSET_MIN_SECONDS
 from bandlift.train.losses import (
     band_dynamics_loss,
@@ -370,7 +370,7 @@ class Trainer:
         metrics_path = self.run_dir / "metrics.csv"
         fields = ["step", "time", "epoch", "loss_g", "loss_stft", "loss_lsd", "loss_env", "loss_shape", "loss_dyn", "loss_nsim", "loss_adv", "loss_fm", "loss_d",
                   "valid_lsd", "valid_visqol", "skipped"]
-        bar = tqdm(total=tcfg["steps"], initial=self.step, disable=self.rank != 0, desc="train", unit="step")
+        bar = progress_bar(total=tcfg["steps"], initial=self.step, disable=self.rank != 0, desc="train", unit="step")
         started = time.time()
 
         def out_of_time():
@@ -422,6 +422,9 @@ class Trainer:
                         bar.set_postfix(stft=f"{logs['loss_stft']:.3f}")
                     if self.step % tcfg["valid_every"] == 0 or self.step == tcfg["steps"]:
                         row = judge(row or {"step": self.step, "time": round(time.time() - started, 1), **logs})
+                        if bar.disable and self.rank == 0:  # no bar (a log, not a terminal): one line per validation
+                            print(f"step {self.step}/{tcfg['steps']}: stft {logs['loss_stft']:.3f}, valid ViSQOL "
+                                  f"{row['valid_visqol']:.3f}, LSD {row['valid_lsd']:.3f}", flush=True)
                     if row is not None and self.rank == 0:
                         write_row(row)
                     if self.step % tcfg["ckpt_every"] == 0:

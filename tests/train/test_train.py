@@ -113,7 +113,10 @@ def test_best_checkpoint_is_picked_by_visqol_and_anew_when_the_valid_split_chang
     assert 1.0 <= score <= 5.0
     best = torch.load(run / "best.pt", weights_only=True)
     assert best["best_score"][0] == pytest.approx(score, abs=1e-3) and best["valid_key"]
-    assert "picks anew" not in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "picks anew" not in out.out
+    # stderr is no terminal here: no bar (no carriage returns in a log), one line per validation instead
+    assert "\r" not in out.err and f"step 3/3: stft {float(rows[-1]['loss_stft']):.3f}, valid ViSQOL {score:.3f}" in out.out
 
     # the same run resumed on a manifest whose valid split differs: old scores do not compare
     moved = tmp_path / "moved.jsonl"

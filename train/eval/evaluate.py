@@ -395,6 +395,8 @@ def evaluate(paths, methods: dict[str, Method], cfg: EvalConfig, png_dir=None, p
     """
     from tqdm import tqdm
 
+    from bandlift.rt.cli.progress import progress_bar
+
     cfg.check()
     if not methods:
         raise EvalError("no methods to evaluate")
@@ -407,7 +409,7 @@ def evaluate(paths, methods: dict[str, Method], cfg: EvalConfig, png_dir=None, p
     if png_dir is not None:
         os.makedirs(png_dir, exist_ok=True)
     records, skipped = [], []
-    for i, (path, category, source) in enumerate(tqdm(files, desc="eval", unit="file", disable=not progress)):
+    for i, (path, category, source) in enumerate(progress_bar(files, desc="eval", unit="file", disable=not progress)):
         try:
             record, signals = evaluate_file(path, methods, cfg, category)
             record["source"] = source
