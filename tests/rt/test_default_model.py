@@ -47,3 +47,11 @@ def test_demo_command(tmp_path):
     assert figures["lsd"]["bandlift"] < figures["lsd"]["sinc"]
     y, sr = sf.read(figures["output"])
     assert sr == 48000 and np.isfinite(y).all()
+
+
+def test_demo_says_when_it_replaces_earlier_files(tmp_path, capsys):
+    assert main(["demo", "-o", str(tmp_path)]) == 0
+    assert "replaced" not in capsys.readouterr().out
+    assert main(["demo", "-o", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "replaced the earlier demo's files" in out and str(tmp_path / "example_48k_bandlift.wav") in out, out

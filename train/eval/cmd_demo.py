@@ -43,6 +43,9 @@ def run(args) -> int:
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     low_path = out_dir / f"example_{args.input_rate // 1000}k.wav"
+    out_path = out_dir / "example_48k_bandlift.wav"
+    reference_path = out_dir / "example_48k_reference.wav"
+    earlier = [str(p) for p in (low_path, out_path, reference_path) if p.exists()]
     sf.write(low_path, low, args.input_rate)
 
     up = Upsampler(model=args.model, out_rate=out_rate)
@@ -50,12 +53,11 @@ def run(args) -> int:
     started = time.perf_counter()
     y, rate = up.process(low, args.input_rate)
     seconds = time.perf_counter() - started
-    out_path = out_dir / "example_48k_bandlift.wav"
     frames = y.reshape(len(y), -1)
     with open_read(low_path) as low_file, staged_writer(out_path, rate, frames.shape[1], source=low_file,
                                                         overwrite=True) as out:
         out.write(frames)  # as `bandlift upsample` writes it: the input's 16-bit format, dithered, never clipped
-    sf.write(out_dir / "example_48k_reference.wav", reference, out_rate)
+    sf.write(reference_path, reference, out_rate)
 
     sinc = soxr.resample(low, args.input_rate, out_rate)
     n = min(len(reference), len(y), len(sinc))
@@ -81,6 +83,8 @@ def run(args) -> int:
         if exc.name != "librosa":
             raise
         print("(the noise-fill baseline needs the [eval] extra: pip install 'bandlift[eval]')")
+    if earlier:
+        print(f"replaced the earlier demo's files: {', '.join(earlier)}")
     print(f"input  ({args.input_rate} Hz): {low_path}")
     print(f"output ({rate} Hz): {out_path}")
     print(f"latency: {figures['latency_samples']} samples = {figures['latency_ms']} ms; "
