@@ -53,7 +53,7 @@ def test_try_live_without_hardware_on_jack():
     finally:
         for leftover in Path("/dev/shm").glob(f"jack*_{name}_*"):
             leftover.unlink(missing_ok=True)
-    assert "ran 5.0 s" in out and "round trip" in out, out[-3000:]
+    assert re.search(r"ran 5\.\d s", out) and "round trip" in out, out[-3000:]  # 5 s of blocks, as timed
 
 
 @pytest.mark.skipif(not (shutil.which("pulseaudio") and shutil.which("pactl")), reason="pulseaudio not installed")
@@ -62,4 +62,4 @@ def test_try_the_virtual_devices_without_hardware_on_pulseaudio(tmp_path):
     runtime.mkdir(mode=0o700)
     env = {k: v for k, v in os.environ.items() if k not in ("PULSE_SERVER", "PULSE_SINK", "PULSE_SOURCE")}
     out = run_block(readme_blocks()[1], dict(env, XDG_RUNTIME_DIR=str(runtime), HOME=str(tmp_path)))
-    assert "virtual microphone 'bl_mic' ready" in out and "ran 5.0 s" in out, out[-3000:]
+    assert "virtual microphone 'bl_mic' ready" in out and re.search(r"ran 5\.\d s", out), out[-3000:]
