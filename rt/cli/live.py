@@ -249,6 +249,8 @@ def _virtual_device(args):
         dev = VirtualDevice(kind, name, args.channels, args.rate).__enter__()
     except VirtualDeviceError as exc:
         raise CLIError(str(exc)) from None
+    if dev.reclaimed:
+        print(f"reclaimed what a stopped bandlift left on the server: {', '.join(dev.reclaimed)}", file=sys.stderr)
     print(f"virtual {'microphone' if kind == 'mic' else 'speaker'} '{name}' ready ({dev.description}): pick it in "
           "your apps; it is removed when bandlift stops", file=sys.stderr)
     return dev

@@ -9,8 +9,8 @@ the server's own `pactl`: what apps see and pick like any microphone or speaker.
 
 Each module carries `bandlift.owner=<pid>` in its properties (how `--list-devices` tells bandlift's own
 from the rest) and is unloaded when the context ends, however it ends (the CLI turns SIGTERM into a
-normal stop; only SIGKILL leaves them, and the next run with the same name says so). A restarted
-server has lost them anyway.
+normal stop). Only SIGKILL leaves them: the next run with the same name reclaims the modules whose
+owner is gone and refuses names that a running bandlift holds. A restarted server has lost them anyway.
 """
 from __future__ import annotations
 
@@ -40,6 +40,22 @@ def _pactl(*args: str) -> str:
 def _names(kind: str) -> set[str]:
     """Names of the server's sinks or sources."""
     return {line.split("\t")[1] for line in _pactl("list", "short", kind).splitlines() if "\t" in line}
+
+
+def _owner_alive(pid: int) -> bool:
+    """Is `pid` a running bandlift (a recycled pid of another program is not)?"""
+    try:
+        cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
+    except OSError:
+        return False
+    return b"bandlift" in cmdline
+
+
+def _owner_of(line: str) -> int | None:
+    try:
+        return int(line.split(f"{OWNER}=")[1].split()[0].strip("\"'"))
+    except (IndexError, ValueError):
+        return None
 
 
 def owned_modules() -> list[str]:
@@ -82,12 +98,30 @@ class VirtualDevice:
         self.sink = f"{name}_feed" if kind == "mic" else name
         self.monitor = f"{self.sink}.monitor"
         self.modules: list[str] = []
+        self.reclaimed: list[str] = []
 
     @property
     def description(self) -> str:
         return "bandlift microphone (upsampled)" if self.kind == "mic" else "bandlift speaker (upsampled)"
 
+    def reclaim(self) -> list[str]:
+        """Unload the modules of this device's names that a bandlift killed without cleanup left (their
+        owner process is gone); returns 'module (pid N)' for each."""
+        wanted = {f"sink_name={self.sink}", f"source_name={self.name}", f"sink_name={self.name}"}
+        reclaimed = []
+        for line in sorted(owned_modules(), key=lambda line: -int(line.split()[0])):  # newest first, as remove()
+            pid = _owner_of(line)
+            if pid is None or pid == os.getpid() or _owner_alive(pid) or not wanted & set(line.split()):
+                continue
+            try:
+                _pactl("unload-module", line.split()[0])
+            except VirtualDeviceError:
+                continue  # went with the module it depended on (a remap source with its sink)
+            reclaimed.append(f"{line.split()[1]} (pid {pid})")
+        return reclaimed
+
     def __enter__(self) -> "VirtualDevice":
+        self.reclaimed = self.reclaim()
         taken = (_names("sinks") | _names("sources")) & {self.sink, self.name, self.monitor}
         if taken:
             raise VirtualDeviceError(f"a sound device named {sorted(taken)[0]!r} already exists (another bandlift "

@@ -180,6 +180,29 @@ def test_virtual_mic_is_removed_on_every_exit(model, tmp_path, ending):
         server.stop()
 
 
+def test_a_killed_runs_devices_are_reclaimed_a_running_ones_are_not(model, tmp_path):
+    """SIGKILL leaves the modules behind: the next run with the name reclaims them (their owner is gone)
+    instead of refusing the name for good; a name a running bandlift holds is still refused."""
+    server = PulseServer(tmp_path / "pulse").start()
+    args = ("--virtual-mic", "bl_mic", "--input", "pulse", "--model", str(model), "--seconds", "60", "--quiet")
+    try:
+        killed = start_live(server, *args)
+        killed.kill()
+        killed.wait(timeout=30)
+        assert len(owned(server)) == 2  # what SIGKILL leaves
+        proc = start_live(server, *args)
+        assert len(owned(server)) == 2 and all(f"bandlift.owner={proc.pid}" in line for line in owned(server))
+        second = subprocess.run([sys.executable, "-c", CLI, "live", *args], env=server.env, capture_output=True,
+                                text=True, timeout=60)
+        assert second.returncode == 2 and "already exists" in second.stderr, second.stderr
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and "Traceback" not in err
+        assert owned(server) == []
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("server_kind", [PulseServer, PipeWireServer])
 def test_virtual_sink_upsamples_what_apps_play(model, tmp_path, server_kind):
     """An app (paplay) plays a 16 kHz-band tone into the virtual speaker; bandlift plays it on the real
