@@ -116,7 +116,7 @@ def _export(gen: Generator, path: str, extra_metadata: dict | None, lean_graph: 
     metadata = contract.metadata(
         gen.config.sample_rate, gen.config.frame, gen.delay, parts, __version__,
         params=count_params(gen), mflops_per_second=mflops_per_second(gen), config=gen.config.to_dict(),
-        extra=extra_metadata)
+        extra=extra_metadata, lowest_cutoff_hz=getattr(gen, "lowest_cutoff_hz", contract.MIN_CUTOFF_HZ))
     onnx.helper.set_model_props(model, metadata)
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
@@ -166,6 +166,8 @@ def generator_from_onnx(path: str | Path) -> Generator:
     try:
         config = {**ABSENT_MEANS_OFF, **json.loads(meta[contract.CONFIG])}
         gen = Generator(GeneratorConfig.from_dict(config))
+        # what it was trained on stays with it (a model written before the key: 4 kHz)
+        gen.lowest_cutoff_hz = float(meta.get(contract.LOWEST_CUTOFF, contract.LEGACY_LOWEST_CUTOFF_HZ))
     except (ValueError, TypeError, RecursionError) as exc:
         raise OnnxWeightsError(f"{path}: its generator config does not build: {str(exc)[:200]}") from None
     try:

@@ -191,7 +191,10 @@ class StreamEngine:
     def set_input_cutoff(self, hz: float | None) -> None:
         hz = self.in_rate / 2 if hz is None or hz <= 0 else min(float(hz), self.in_rate / 2)
         self.input_cutoff_hz = hz
-        value = float(np.clip(hz / (self.model_rate / 2), 1e-3, 1.0))
+        # the model generates from its own lowest trained cutoff up, never below (it would over-fill)
+        lowest = self.session.info.lowest_cutoff_hz if self.session is not None else 0.0
+        self.model_cutoff_hz = min(max(hz, lowest), self.in_rate / 2)
+        value = float(np.clip(self.model_cutoff_hz / (self.model_rate / 2), 1e-3, 1.0))
         self._cutoff = np.full(self.channels, value, np.float32)
 
     def reset(self) -> None:

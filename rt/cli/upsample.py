@@ -125,11 +125,14 @@ def _upsample_open(up, f, src, dst, input_cutoff, delay_compensation, progress, 
         if bar is not None:
             bar.close()
     eng = stream.engine
+    if not note and eng.model_cutoff_hz > eng.input_cutoff_hz:
+        note = (f"the input band ({eng.input_cutoff_hz:.0f} Hz) is below the lowest the model was trained on "
+                f"({eng.model_cutoff_hz:.0f} Hz): it generates from there up")
     latency = up.latency_at(rate)  # at the live block (or --block): the file's own block only adds buffering
     return {"input": str(src), "output": str(dst), "input_rate": rate, "output_rate": up.out_rate,
             "channels": channels, "input_frames": stream.n_in, "output_frames": stream.n_out,
             "format": out.format, "subtype": out.subtype,
-            "input_cutoff_hz": eng.input_cutoff_hz, "delay_samples": eng.delay,
+            "input_cutoff_hz": eng.input_cutoff_hz, "model_cutoff_hz": eng.model_cutoff_hz, "delay_samples": eng.delay,
             "latency_samples": latency, "latency_ms": 1000 * latency / eng.out_rate,
             "delay_compensated": delay_compensation, "true_peak_dbtp": _db(out.true_peak),
             "gain_reduction_db": round(out.gain_db, 3), "clipped_samples": out.clipped,

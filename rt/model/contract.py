@@ -39,6 +39,7 @@ VERSION = "bandlift.version"
 PARAMS = "bandlift.params"
 MFLOPS_PER_SECOND = "bandlift.mflops_per_second"
 CONFIG = "bandlift.config"  # JSON of the generator config
+LOWEST_CUTOFF = "bandlift.lowest_cutoff_hz"  # the lowest input band the model was trained on
 REQUIRED_KEYS = (SAMPLE_RATE, FRAME, DELAY, STATE)
 FLOAT = "tensor(float)"  # every input and output is float32
 
@@ -49,10 +50,14 @@ MAX_DELAY_SECONDS = 10
 MAX_STATES = 256
 MAX_STATE_VALUES = 1 << 20  # per channel, all states together (the shipped model: ~8k)
 
-# The lowest input bandwidth (Hz) a model serves, the lowest cutoff it was trained on (training draws
-# its cutoffs from here up: train/degrade.py). A measured edge below it is no band the model knows (a
-# low tone, a hum): `--input-cutoff auto` then treats the input as full band.
+# The lowest input bandwidth (Hz) any model serves: training draws its cutoffs from here up
+# (train/degrade.py). A measured edge below it is no band edge (a low tone, a hum): `--input-cutoff auto`
+# then treats the input as full band.
 MIN_CUTOFF_HZ = 3400.0  # telephone's 300-3400 Hz band
+# A model's own lowest cutoff (LOWEST_CUTOFF in its metadata): a lower input band is served from there,
+# never below what it learned (below it a model over-fills: the shipped one by +14 dB on telephone
+# input). Models exported before the key were trained from 4 kHz.
+LEGACY_LOWEST_CUTOFF_HZ = 4000.0
 
 
 class ModelError(ValueError):
@@ -73,6 +78,7 @@ class ModelInfo:
     config: dict = field(default_factory=dict)
     path: str = ""
     parts: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)  # what `state` packs
+    lowest_cutoff_hz: float = LEGACY_LOWEST_CUTOFF_HZ
 
 
 def state_size(parts) -> int:
@@ -82,13 +88,13 @@ def state_size(parts) -> int:
 
 def metadata(sample_rate: int, frame: int, delay: int, states, version: str, params: int | None = None,
              mflops_per_second: float | None = None, config: dict | None = None,
-             extra: dict | None = None) -> dict[str, str]:
+             extra: dict | None = None, lowest_cutoff_hz: float = MIN_CUTOFF_HZ) -> dict[str, str]:
     """The metadata map (all strings) of a model; `states` is the parts packed in its state,
     [(name, shape), ...]."""
     meta = {
         CONTRACT: str(CONTRACT_VERSION), SAMPLE_RATE: str(sample_rate), FRAME: str(frame), DELAY: str(delay),
         STATE: json.dumps([{"name": n, "shape": list(s)} for n, s in states]),
-        VERSION: version,
+        VERSION: version, LOWEST_CUTOFF: f"{float(lowest_cutoff_hz):g}",
     }
     if params is not None:
         meta[PARAMS] = str(params)
@@ -174,13 +180,16 @@ def parse_info(meta: dict, inputs: list[str], outputs: list[str], path: str = ""
             params=int(meta[PARAMS]) if PARAMS in meta else None,
             mflops_per_second=float(meta[MFLOPS_PER_SECOND]) if MFLOPS_PER_SECOND in meta else None,
             config=json.loads(meta.get(CONFIG, "{}")), path=str(path),
+            lowest_cutoff_hz=float(meta.get(LOWEST_CUTOFF, LEGACY_LOWEST_CUTOFF_HZ)),
         )
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise ModelError(f"{path or 'model'}: malformed bandlift metadata: {str(exc)[:200]}") from None
     if not (0 < info.sample_rate <= MAX_RATE and 0 < info.frame <= MAX_FRAME
-            and 0 <= info.delay <= MAX_DELAY_SECONDS * info.sample_rate):
+            and 0 <= info.delay <= MAX_DELAY_SECONDS * info.sample_rate
+            and MIN_CUTOFF_HZ <= info.lowest_cutoff_hz <= info.sample_rate / 2):
         raise ModelError(f"{path}: bad metadata rate={info.sample_rate} frame={info.frame} delay={info.delay} "
-                         f"(rate 1..{MAX_RATE} Hz, frame 1..{MAX_FRAME}, delay at most {MAX_DELAY_SECONDS} s)")
+                         f"lowest cutoff={info.lowest_cutoff_hz:g} (rate 1..{MAX_RATE} Hz, frame 1..{MAX_FRAME}, "
+                         f"delay at most {MAX_DELAY_SECONDS} s, lowest cutoff {MIN_CUTOFF_HZ:g} Hz..Nyquist)")
     want_in, want_out = list(INPUTS), list(OUTPUTS)
     if list(inputs) != want_in or list(outputs) != want_out:
         raise ModelError(f"{path}: inputs/outputs {list(inputs)} -> {list(outputs)} do not follow the contract "

@@ -147,7 +147,7 @@ def test_reexport_of_a_contract_1_model_from_its_weights(tmp_path, capsys):
     model = onnx.load(str(old))
     config = {k: v for k, v in gen.config.to_dict().items() if k not in ("context_fft", "gru", "exciter")}
     meta = contract.metadata(48000, 32, gen.delay, gen.state_shapes(), "0.1.0", config=config)
-    del meta[contract.CONTRACT]  # (an older config lacks the keys of later features: absent = off)
+    del meta[contract.CONTRACT], meta[contract.LOWEST_CUTOFF]  # (an older config lacks the keys of later features: absent = off)
     onnx.helper.set_model_props(model, meta)
     onnx.save(model, str(old))
 
@@ -165,6 +165,12 @@ def test_reexport_of_a_contract_1_model_from_its_weights(tmp_path, capsys):
     after = session.run(None, {"audio": x, "cutoff": cutoff, "state": np.zeros((1, session.get_inputs()[2].shape[1]),
                                                                                  np.float32)})[0]
     assert np.abs(after - before).max() < 1e-5
+    from bandlift.rt.model.session import ModelSession
+
+    # trained before the key (4 kHz up) it stays so; a new export says what training draws today
+    assert ModelSession(str(new), provider="cpu").info.lowest_cutoff_hz == contract.LEGACY_LOWEST_CUTOFF_HZ
+    export_generator(gen, tmp_path / "fresh.onnx")
+    assert ModelSession(str(tmp_path / "fresh.onnx"), provider="cpu").info.lowest_cutoff_hz == contract.MIN_CUTOFF_HZ
     assert main(["export", "--from-onnx", str(new), "-o", str(tmp_path / "again.onnx")]) == 2  # lean: no weights
     assert main(["export", str(tmp_path / "g.pt"), "--from-onnx", str(old), "-o", str(tmp_path / "x.onnx")]) == 2
     err = capsys.readouterr().err

@@ -160,6 +160,10 @@ GOOD = {contract.CONTRACT: "2", contract.SAMPLE_RATE: "48000", contract.FRAME: "
     (contract.STATE, json.dumps({"name": "s"}), "list"),
     (contract.STATE, json.dumps([{"name": 3, "shape": [4]}]), "not"),
     (contract.STATE, "[" * 100000, "malformed"),
+    (contract.LOWEST_CUTOFF, "100", "bad metadata"),
+    (contract.LOWEST_CUTOFF, "nan", "bad metadata"),
+    (contract.LOWEST_CUTOFF, "30000", "bad metadata"),
+    (contract.LOWEST_CUTOFF, "low", "malformed"),
 ])
 def test_metadata_out_of_bounds_is_a_model_error(key, value, message):
     meta = {**GOOD, key: value}
@@ -167,6 +171,9 @@ def test_metadata_out_of_bounds_is_a_model_error(key, value, message):
         parse_info(meta, ["audio", "cutoff", "state"], ["audio_out", "state_out"], "m.onnx")
     info = parse_info(GOOD, ["audio", "cutoff", "state"], ["audio_out", "state_out"], "m.onnx")
     assert info.states == [("state", (4,))] and info.parts == [("s", (4,))]
+    assert info.lowest_cutoff_hz == contract.LEGACY_LOWEST_CUTOFF_HZ == 4000  # a model written before the key
+    assert parse_info({**GOOD, contract.LOWEST_CUTOFF: "3400"}, ["audio", "cutoff", "state"],
+                      ["audio_out", "state_out"]).lowest_cutoff_hz == 3400
 
 
 @pytest.mark.parametrize("version", [None, "1", "3", "x" * 1000])
