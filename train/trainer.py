@@ -465,6 +465,7 @@ def main(argv=None):
         overrides["train"]["steps"] = args.steps
     Trainer(load_config(args.config, overrides), args.run_dir).fit()
     if dist.is_initialized():
+        dist.barrier()  # every rank done (rank 0 writes the last checkpoint) before any tears gloo down
         dist.destroy_process_group()
 
 
