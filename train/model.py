@@ -404,7 +404,9 @@ class SpectralGenerator(nn.Module):
         db = 10.0 / math.log(10.0)
         span = math.log2((middle + PRIOR_FIT[1]) / (middle + PRIOR_FIT[0]))  # octaves between the halves' centres
         slope = db * (torch.log(up_p + 1e-12) - torch.log(low_p + 1e-12)) / span
-        full_scale = float(torch.hann_window(self.config.n_fft, periodic=True).sqrt().sum() / 2) ** 2
+        # a full-scale sine's bin power with the sqrt-Hann window (plain numbers: nothing for the tracer)
+        full_scale = (sum(math.sqrt(0.5 - 0.5 * math.cos(2 * math.pi * i / self.config.n_fft))
+                          for i in range(self.config.n_fft)) / 2) ** 2
         active = (db * torch.log(top + 1e-30) > PRIOR_ACTIVE_DB + db * math.log(full_scale)).float()
         decay = math.exp(-self.config.frame / (self.config.prior_tilt_s * self.config.sample_rate))
         state = tilt_state.reshape(batch, 2)
