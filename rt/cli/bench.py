@@ -157,11 +157,22 @@ def call_cost(session, per_block: dict[int, dict]) -> dict:
     return out
 
 
+def click_train(n: int, rate: int, channels: int, every_s: float = 0.25, first: int | None = None,
+                amplitude: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+    """A source with single-sample clicks: (signal (n, channels), click positions)."""
+    x = np.zeros((n, channels), np.float32)
+    start = int(0.1 * rate) if first is None else first
+    pos = np.arange(start, n, int(every_s * rate))
+    x[pos] = amplitude
+    return x, pos
+
+
 def bench_live(session, args, block: int) -> dict:
     import sounddevice as sd
 
     from bandlift.rt.engine import StreamEngine
-    from bandlift.rt.io.live import LiveError, LiveRunner, click_train, find_device
+    from bandlift.rt.io.devices import LiveError, find_device
+    from bandlift.rt.io.runner import LiveRunner
 
     rate = args.rate
     try:

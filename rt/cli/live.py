@@ -172,7 +172,8 @@ def run(args) -> int:
     import sounddevice as sd
 
     from bandlift.rt.engine import StreamEngine
-    from bandlift.rt.io.live import LiveError, LiveRunner, find_device, list_devices
+    from bandlift.rt.io.devices import LiveError, find_device, list_devices
+    from bandlift.rt.io.runner import LiveRunner
     from bandlift.rt.model.session import ModelError, ModelSession
 
     if args.list_devices:
@@ -257,7 +258,8 @@ def _virtual_device(args):
 def _run_devices(args, engine, session, source, in_rate, virtual) -> int:
     import sounddevice as sd
 
-    from bandlift.rt.io.live import LiveError, LiveRunner, find_device
+    from bandlift.rt.io.devices import LiveError, find_device
+    from bandlift.rt.io.runner import LiveRunner
 
     pulse = args.loopback or virtual is not None
     try:

@@ -1,2 +1,2 @@
-"""Audio in and out: files (`files`: reading, formats, atomic writes, folders) and live devices (`live`:
-sounddevice streams with numba C callbacks and the inference worker)."""
+"""Audio in and out: files (`files`: reading, formats, atomic writes, folders) and live devices (`devices`:
+lookup; `callbacks`: the numba C audio callbacks; `runner`: sounddevice streams and the inference worker)."""

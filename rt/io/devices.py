@@ -1,0 +1,65 @@
+"""Audio devices for live runs: lookup by index or name (sounddevice/PortAudio), and a JACK server's period."""
+from __future__ import annotations
+
+
+class LiveError(RuntimeError):
+    """The audio device or stream failed; the message says what to check."""
+
+
+def jack_period(device) -> int | None:
+    """The JACK server's period in frames when `device` (index or None: the default output) is a JACK
+    device, else None. PortAudio does not tell: ask libjack (a short-lived client of the same server)."""
+    import ctypes.util
+
+    import sounddevice as sd
+
+    try:
+        info = sd.query_devices(device, "output" if device is None else None)
+        if "JACK" not in sd.query_hostapis(info["hostapi"])["name"]:
+            return None
+        lib = ctypes.CDLL(ctypes.util.find_library("jack") or "libjack.so.0")
+    except (OSError, ValueError, sd.PortAudioError):
+        return None
+    lib.jack_client_open.restype = ctypes.c_void_p
+    lib.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+    lib.jack_get_buffer_size.restype = ctypes.c_uint32
+    lib.jack_get_buffer_size.argtypes = lib.jack_client_close.argtypes = [ctypes.c_void_p]
+    status = ctypes.c_int(0)
+    client = lib.jack_client_open(b"bandlift-probe", 1, ctypes.byref(status))  # 1: JackNoStartServer
+    if not client:
+        return None
+    try:
+        return int(lib.jack_get_buffer_size(client))
+    finally:
+        lib.jack_client_close(client)
+
+
+def list_devices() -> str:
+    import sounddevice as sd
+
+    return str(sd.query_devices())
+
+
+def find_device(spec, kind: str) -> int | None:
+    """Device index from None (default), an index, or a case-insensitive name substring."""
+    import sounddevice as sd
+
+    if spec is None or spec == "":
+        return None
+    devices = sd.query_devices()
+    key = "max_input_channels" if kind == "input" else "max_output_channels"
+    if isinstance(spec, int) or str(spec).isdigit():
+        index = int(spec)
+        if not 0 <= index < len(devices) or devices[index][key] < 1:
+            raise LiveError(f"no {kind} device with index {index}; see --list-devices")
+        return index
+    matches = [i for i, d in enumerate(devices) if str(spec).lower() in d["name"].lower() and d[key] > 0]
+    exact = [i for i in matches if devices[i]["name"].lower() == str(spec).lower()]
+    if len(exact) == 1:
+        return exact[0]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise LiveError(f"no {kind} device matches {spec!r}; see --list-devices")
+    names = ", ".join(f"{i}: {devices[i]['name']}" for i in matches)
+    raise LiveError(f"{spec!r} matches several {kind} devices ({names}); give an index")
