@@ -231,9 +231,12 @@ class LiveRunner:
 
     def _resync(self):
         """The input ring overflowed (worker stalled for seconds): drop what is stale and restart the
-        output timeline from now, at the declared latency (counted in `resyncs`)."""
+        output timeline from now, at the declared latency (counted in `resyncs`). The signal history
+        goes; the run's statistics and event times stay."""
         eng = self.engine
+        stats, made = eng.stats, eng.samples_out
         eng.reset()
+        eng.stats, eng.samples_out = stats, made
         self.resyncs += 1
         self.in_ring.counters[1] = self.in_ring.counters[0]
         self.out_ring.counters[0] = self.out_ring.counters[1]

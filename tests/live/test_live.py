@@ -483,9 +483,10 @@ def test_slow_server_is_not_taken_for_a_dead_one(models, tmp_path):
 
 def test_stall_resynchronises_at_the_declared_latency(jack, models, tmp_path):
     """The worker stalls for 4.5 s (this thread keeps the GIL): the input ring overflows, and the run goes
-    on at the declared latency (a click train comes back where it should), reporting the resync."""
-    from bandlift.rt.engine import StreamEngine
+    on at the declared latency (a click train comes back where it should), reporting the resync. The
+    run's statistics survive the resync (issue 23: a bypass before it was gone from the summary)."""
     from bandlift.rt.cli.bench import click_train
+    from bandlift.rt.engine import REASONS, StreamEngine
     from bandlift.rt.io.devices import find_device
     from bandlift.rt.io.runner import LiveRunner
     from bandlift.rt.model.session import ModelSession
@@ -499,7 +500,11 @@ def test_stall_resynchronises_at_the_declared_latency(jack, models, tmp_path):
                         source=x, record_seconds=seconds + 1)
     runner.start()
     try:
-        time.sleep(1.0)
+        time.sleep(0.5)
+        eng.bypass = True  # a bypass event before the stall
+        time.sleep(0.3)
+        eng.bypass = False
+        time.sleep(0.2)
         switch = sys.getswitchinterval()
         sys.setswitchinterval(30.0)
         try:
@@ -518,6 +523,8 @@ def test_stall_resynchronises_at_the_declared_latency(jack, models, tmp_path):
     found = [declared - 200 + int(np.argmax(np.abs(rec[c + declared - 200:c + declared + 200]))) for c in late]
     print(f"\nresyncs {summary.resyncs}, declared {declared}, clicks after the stall at {found}")
     assert summary.resyncs >= 1 and summary.in_ring_full >= 1
+    assert summary.engine["bypass_events"] >= 1, eng.event_lines()
+    assert any(REASONS["user"] in line for line in eng.event_lines()), eng.event_lines()
     assert len(found) >= 4
     assert np.median(found) == declared
 
