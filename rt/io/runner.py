@@ -42,6 +42,7 @@ from bandlift.rt.io.callbacks import (CALLBACKS, IN_OVERFLOW, IN_RING_FULL, LATE
 from bandlift.rt.io.devices import LiveError, jack_period
 
 SWITCH_INTERVAL_S = 2e-4
+STATUS_BLOCKS = 2000  # the status line's block p99 is over the last this many model blocks
 _ABANDONED: list = []  # streams PortAudio could not stop (kept referenced, never touched again)
 
 
@@ -70,6 +71,14 @@ def required_buffering(engine, frames: int, periods: int = 4000) -> int:
         # callback c+1 reads output positions up to (c + 2) * frames - prefill - 1
         need = max(need, (c + 2) * frames - ready)
     return int(need)
+
+
+def recent_compute_times(stats, n: int) -> np.ndarray:
+    """The engine's last `n` block compute times (s), oldest first (`stats.times` is a ring indexed by
+    the model block count)."""
+    size = len(stats.times)
+    n = min(n, stats.model_blocks, size)
+    return stats.times[(stats.model_blocks - n + np.arange(n)) % size]
 
 
 @dataclass
@@ -393,7 +402,7 @@ class LiveRunner:
 
     def status_line(self) -> str:
         eng, st = self.engine, self.stats
-        times = eng.stats.compute_times()[-2000:] * 1e3
+        times = recent_compute_times(eng.stats, STATUS_BLOCKS) * 1e3
         p99 = float(np.percentile(times, 99)) if len(times) else float("nan")
         state = "BYPASS" if eng.bypass else ("hold (overload/fault)" if eng.holding else "model")
         gain_db = 20 * np.log10(max(eng.gain, 1e-6))
