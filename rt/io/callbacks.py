@@ -8,11 +8,13 @@ the device (silence for whatever is missing, counted as a late block), plus coun
 nothing, never run the model and take no Python or user-space lock.
 
 One system call remains: the input side wakes the worker with write() of one byte to a non-blocking
-pipe. write() never blocks on a full pipe (EAGAIN: the worker is awake anyway), but in the kernel it
-takes the pipe's mutex, which the worker's read() holds for a moment, and wakes the worker's thread.
-Measured from numba as the callback makes it (1-byte writes every 2.67 ms while a thread drains the
-pipe with select + read, 3,000 writes, loaded 2-core VM): p50 4 us, p99 24 us of a 2,667 us period.
-The callback times each of its own writes: `wake_us_mean` / `wake_us_max` in the run's summary.
+pipe. It never waits for room (a full pipe returns EAGAIN: the worker is awake anyway), but in the
+kernel it takes the pipe's mutex, which the worker's read() holds for a moment (so it can wait on that
+lock), and wakes the worker's thread. Measured from numba as the callback makes it (one write per 2.67
+ms while a thread drains the pipe with select + read; 10,000 writes on the shared 2-core VM at load
+3.6-4): p50 4 us, p99 21 us of the 2,667 us period (the 5 ms max: the measuring thread, not real-time,
+preempted). The callback times each of its own writes (`wake_us_mean` / `wake_us_max` in the run's
+summary: 20 / 378 us in a 10 s `bandlift live` on JACK at the same load).
 
 The callbacks get their `Context` (a numpy structured record: addresses and sizes of the rings, the
 counters, the source and recording) through PortAudio's userData.
