@@ -42,7 +42,7 @@ def configure(p) -> None:
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
     p.add_argument("--provider", choices=["auto", "cpu", "cuda"],
                    help="ONNX Runtime execution provider (default: cpu, cuda for --gpu-check; auto: CUDA when "
-                        "onnxruntime-gpu sees a GPU)")
+                        "onnxruntime-gpu sees a GPU, the CPU with --live, as for `bandlift live`)")
     p.add_argument("--cuda-graph", action="store_true", help="CUDA provider: replay captured CUDA graphs")
     p.add_argument("--gpu-check", action="store_true",
                    help="the whole GPU check (a few minutes): the CUDA provider (else one 'no GPU' line, exit 0), "
@@ -317,7 +317,7 @@ def gpu_check(args) -> dict:
 
 def run(args) -> int:
     from bandlift.rt.model.contract import MAX_RATE
-    from bandlift.rt.model.session import ModelError, ModelSession
+    from bandlift.rt.model.session import ModelError, ModelSession, live_provider
 
     in_range(args.seconds, "--seconds", 0.01, 3600)
     in_range(args.input_rate, "--input-rate", 1, MAX_RATE)
@@ -340,8 +340,8 @@ def run(args) -> int:
             print(f"results -> {args.json}", file=sys.stderr)
         return 0 if out.get("parity_ok", True) else 1
     try:
-        session = ModelSession(args.model, provider=args.provider or "cpu", threads=args.threads,
-                               cuda_graph=args.cuda_graph)
+        provider = live_provider(args.provider or "cpu") if args.live else args.provider or "cpu"
+        session = ModelSession(args.model, provider=provider, threads=args.threads, cuda_graph=args.cuda_graph)
     except (ModelError, ValueError, RuntimeError) as exc:
         raise CLIError(str(exc)) from None
     mflops = session.info.mflops_per_second
