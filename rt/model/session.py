@@ -109,8 +109,8 @@ def live_provider(provider: str) -> str:
     bench --block 64 128 512 --provider cpu`: 0.095 ms per call + 0.14 us per sample, 154 graph nodes
     per call). On CUDA each block is a host->device copy, about one kernel launch per node (154, each a
     few us, in sequence), a device->host copy and a synchronisation: an estimated 0.5-1 ms (not measured:
-    no GPU has been lent), with jitter from the driver and the GPU's other users, so a GPU would cost the
-    deadline margin and save nothing. Files and batches (`upsample`, `bench --streams`) keep "auto" =
+    no GPU has been lent), with jitter from the driver, the GPU's clocks between spaced calls and its
+    other users (onnxruntime issues 15953, 17711), so a GPU would cost deadline margin and save nothing. Files and batches (`upsample`, `bench --streams`) keep "auto" =
     CUDA when available: large blocks and many streams per call are where a GPU pays."""
     return "cpu" if provider == "auto" else provider
 
