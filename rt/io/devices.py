@@ -1,5 +1,11 @@
-"""Audio devices for live runs: lookup by index or name (sounddevice/PortAudio), and a JACK server's period."""
+"""Audio devices for live runs (PortAudio through sounddevice): lookup by index or name, a JACK server's
+period, streams whose callback is a C function, and streams that will not stop."""
 from __future__ import annotations
+
+import ctypes
+import threading
+
+_ABANDONED: list = []  # streams PortAudio could not stop (kept referenced, never touched again)
 
 
 class LiveError(RuntimeError):
@@ -63,3 +69,40 @@ def find_device(spec, kind: str) -> int | None:
         raise LiveError(f"no {kind} device matches {spec!r}; see --list-devices")
     names = ", ".join(f"{i}: {devices[i]['name']}" for i in matches)
     raise LiveError(f"{spec!r} matches several {kind} devices ({names}); give an index")
+
+
+def open_stream(kind: str, callback, userdata: int, channels: int, latency, finished, **kwargs):
+    """A float32 PortAudio stream whose callback is a numba `cfunc`, given the address `userdata`
+    (sounddevice's base class for custom streams)."""
+    import sounddevice as sd
+
+    return sd._StreamBase(kind=kind, dtype="float32", channels=channels, latency=latency,
+                          callback=callback.address, userdata=sd._ffi.cast("void *", userdata),
+                          finished_callback=finished, wrap_callback=None, **kwargs)
+
+
+def ended_within(fn, seconds: float) -> bool:
+    """Run fn (a stream's stop or close) in a helper thread; False if it did not return within `seconds`."""
+    def call():
+        try:
+            fn()
+        except Exception:
+            pass
+
+    t = threading.Thread(target=call, daemon=True)
+    t.start()
+    t.join(seconds)
+    return not t.is_alive()
+
+
+def abandon(streams: list, *owners) -> None:
+    """PortAudio hangs on a stream whose server died: leave the streams (and PortAudio's exit-time
+    shutdown, which would hang the same way) alone so the process can still end. Their C callbacks may
+    still run until the process ends: the streams and the `owners` of the rings, counters and context
+    they use must outlive the interpreter's teardown (else they write into freed memory: a crash at exit)."""
+    import sounddevice as sd
+
+    _ABANDONED.extend(streams)
+    for keep in (*owners, *streams):
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(keep))
+    sd._initialized = 0

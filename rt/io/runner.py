@@ -24,7 +24,6 @@ callback: PulseAudio's ALSA plugin takes 1.5-2 s to deliver it).
 """
 from __future__ import annotations
 
-import ctypes
 import gc
 import os
 import select
@@ -39,27 +38,10 @@ from bandlift.rt.dsp.ringbuffer import RingBuffer, ring_available, ring_read, ri
 from bandlift.rt.io.callbacks import (CALLBACKS, IN_OVERFLOW, IN_RING_FULL, LATE, NSTATS, OUT_CALLBACKS,
                                       OUT_UNDERFLOW, REC_POS, WAKE_NS_MAX, WAKE_NS_SUM, XRUNS, duplex_callback,
                                       input_callback, input_side, make_context, output_callback, output_side)
-from bandlift.rt.io.devices import LiveError, jack_period
+from bandlift.rt.io.devices import LiveError, abandon, ended_within, jack_period, open_stream
 
 SWITCH_INTERVAL_S = 2e-4
 STATUS_BLOCKS = 2000  # the status line's block p99 is over the last this many model blocks
-_ABANDONED: list = []  # streams PortAudio could not stop (kept referenced, never touched again)
-
-
-def _within(fn, seconds: float) -> bool:
-    """Run fn in a helper thread; False if it did not return within `seconds`."""
-    def call():
-        try:
-            fn()
-        except Exception:
-            pass
-
-    t = threading.Thread(target=call, daemon=True)
-    t.start()
-    t.join(seconds)
-    return not t.is_alive()
-
-
 # -- buffering --------------------------------------------------------------------------------------
 def required_buffering(engine, frames: int, periods: int = 4000) -> int:
     """Smallest prefill (samples at the output rate) that lets the worker produce each model block
@@ -167,12 +149,9 @@ class LiveRunner:
         self._switch_interval: float | None = None
 
     def _stream(self, kind: str, callback, **kwargs):
-        """A PortAudio stream whose callback is one of the C functions of `callbacks` (sounddevice's base
-        class for custom streams), with this runner's context as the callback's user data."""
-        sd = self.sd
-        return sd._StreamBase(kind=kind, dtype="float32", channels=self.channels, latency=self.latency_arg,
-                              callback=callback.address, userdata=sd._ffi.cast("void *", self._ctx.ctypes.data),
-                              finished_callback=self._finished, wrap_callback=None, **kwargs)
+        """A stream running one of the C callbacks with this runner's context as its user data."""
+        return open_stream(kind, callback, self._ctx.ctypes.data, self.channels, self.latency_arg, self._finished,
+                           **kwargs)
 
     def _finished(self):
         if not self._stop.is_set() and self.error is None:
@@ -326,7 +305,7 @@ class LiveRunner:
     def stop(self):
         self._stop.set()
         for s in self.streams:
-            if not _within(s.abort if self.error else s.stop, self._close_timeout()):
+            if not ended_within(s.abort if self.error else s.stop, self._close_timeout()):
                 self._abandon()
                 break
         if self._worker is not None:
@@ -334,21 +313,15 @@ class LiveRunner:
         self.close()
 
     def _abandon(self):
-        """PortAudio hangs on a stream whose server died: leave it (and PortAudio's exit-time
-        shutdown, which would hang the same way) alone so the process can still end."""
-        _ABANDONED.extend(self.streams)
-        # the stream's C callback may still run until the process ends: its rings, counters and context
-        # must outlive the interpreter's teardown (else it writes into freed memory: a crash at exit)
-        for keep in (self, *self.streams):
-            ctypes.pythonapi.Py_IncRef(ctypes.py_object(keep))
+        """A stream would not stop (its server died): left alone, with what its callback uses."""
+        abandon(self.streams, self)
         self.streams = []
-        self.sd._initialized = 0
         if self.error:
             self.error += " (the audio stream could not be closed cleanly)"
 
     def close(self):
         for s in self.streams:
-            if not _within(lambda: s.close(ignore_errors=True), self._close_timeout()):
+            if not ended_within(lambda: s.close(ignore_errors=True), self._close_timeout()):
                 self._abandon()
                 break
         self.streams = []
