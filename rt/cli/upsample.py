@@ -91,7 +91,8 @@ def upsample_file(up, src, dst, input_cutoff="auto", delay_compensation=True, pr
 
 
 def _upsample_open(up, f, src, dst, input_cutoff, delay_compensation, progress, *, subtype, overwrite, limit):
-    from bandlift.rt.io.files import AudioFileError, blocks, staged_writer
+    from bandlift.rt.io.files import AudioFileError, blocks
+    from bandlift.rt.io.writer import staged_writer
 
     rate, channels, frames = f.samplerate, f.channels, f.frames
     try:
