@@ -42,6 +42,8 @@ from bandlift.rt.io.devices import LiveError, abandon, ended_within, jack_period
 
 SWITCH_INTERVAL_S = 2e-4
 STATUS_BLOCKS = 2000  # the status line's block p99 is over the last this many model blocks
+
+
 # -- buffering --------------------------------------------------------------------------------------
 def required_buffering(engine, frames: int, periods: int = 4000) -> int:
     """Smallest prefill (samples at the output rate) that lets the worker produce each model block
