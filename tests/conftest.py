@@ -23,7 +23,7 @@ def warm_jit_cache(tmp_path_factory):
     live start-up, bypass at start) would otherwise measure instead of the engine."""
     clip = tmp_path_factory.mktemp("warm") / "warm.wav"
     code = ("import numpy as np, soundfile as sf, sys\n"
-            "import bandlift.rt.io.live\n"
+            "import bandlift.rt.io.runner\n"
             "from bandlift.rt.cli import main\n"
             f"sf.write({str(clip)!r}, np.zeros(16000, np.float32), 16000)\n"
             f"sys.exit(main(['upsample', {str(clip)!r}, {str(clip.with_name('out.wav'))!r}, '--block', '128']))")

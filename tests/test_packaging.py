@@ -56,7 +56,7 @@ def test_the_jit_cache_goes_to_the_user_cache_dir_not_the_package(tmp_path):
     bandlift = str(Path(sys.executable).with_name("bandlift"))
     subprocess.run([bandlift, "upsample", str(tmp_path / "in.wav"), str(tmp_path / "out.wav")], env=env,
                    check=True, capture_output=True, timeout=300)
-    subprocess.run([sys.executable, "-c", "import bandlift.rt.io.live"], env=env, check=True,
+    subprocess.run([sys.executable, "-c", "import bandlift.rt.io.runner"], env=env, check=True,
                    capture_output=True, timeout=300)
     after = {p: p.stat().st_mtime_ns for d in packages for p in d.rglob("*.nb[ic]")}
     assert after == before  # nothing written into the package

@@ -42,7 +42,7 @@ def configure(p) -> None:
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
     p.add_argument("--provider", choices=["auto", "cpu", "cuda"],
                    help="ONNX Runtime execution provider (default: cpu, cuda for --gpu-check; auto: CUDA when "
-                        "onnxruntime-gpu sees a GPU)")
+                        "onnxruntime-gpu sees a GPU, the CPU with --live, as for `bandlift live`)")
     p.add_argument("--cuda-graph", action="store_true", help="CUDA provider: replay captured CUDA graphs")
     p.add_argument("--gpu-check", action="store_true",
                    help="the whole GPU check (a few minutes): the CUDA provider (else one 'no GPU' line, exit 0), "
@@ -157,11 +157,22 @@ def call_cost(session, per_block: dict[int, dict]) -> dict:
     return out
 
 
+def click_train(n: int, rate: int, channels: int, every_s: float = 0.25, first: int | None = None,
+                amplitude: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+    """A source with single-sample clicks: (signal (n, channels), click positions)."""
+    x = np.zeros((n, channels), np.float32)
+    start = int(0.1 * rate) if first is None else first
+    pos = np.arange(start, n, int(every_s * rate))
+    x[pos] = amplitude
+    return x, pos
+
+
 def bench_live(session, args, block: int) -> dict:
     import sounddevice as sd
 
     from bandlift.rt.engine import StreamEngine
-    from bandlift.rt.io.live import LiveError, LiveRunner, click_train, find_device
+    from bandlift.rt.io.devices import LiveError, find_device
+    from bandlift.rt.io.runner import LiveRunner
 
     rate = args.rate
     try:
@@ -306,7 +317,7 @@ def gpu_check(args) -> dict:
 
 def run(args) -> int:
     from bandlift.rt.model.contract import MAX_RATE
-    from bandlift.rt.model.session import ModelError, ModelSession
+    from bandlift.rt.model.session import ModelError, ModelSession, live_provider
 
     in_range(args.seconds, "--seconds", 0.01, 3600)
     in_range(args.input_rate, "--input-rate", 1, MAX_RATE)
@@ -329,8 +340,8 @@ def run(args) -> int:
             print(f"results -> {args.json}", file=sys.stderr)
         return 0 if out.get("parity_ok", True) else 1
     try:
-        session = ModelSession(args.model, provider=args.provider or "cpu", threads=args.threads,
-                               cuda_graph=args.cuda_graph)
+        provider = live_provider(args.provider or "cpu") if args.live else args.provider or "cpu"
+        session = ModelSession(args.model, provider=provider, threads=args.threads, cuda_graph=args.cuda_graph)
     except (ModelError, ValueError, RuntimeError) as exc:
         raise CLIError(str(exc)) from None
     mflops = session.info.mflops_per_second

@@ -60,7 +60,9 @@ def configure(p) -> None:
     p.add_argument("--input-cutoff", type=float, help="input bandwidth in Hz (default: input Nyquist)")
     p.add_argument("--model", help="streaming ONNX model (default: the shipped model)")
     p.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="ONNX Runtime execution provider (auto: CUDA when onnxruntime-gpu sees a GPU, else CPU)")
+                   help="ONNX Runtime execution provider (auto: the CPU, which fits a live block's deadline many "
+                        "times over, where a GPU's per-block transfers and launches would cost more than they save; "
+                        "cuda: the GPU)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
     p.add_argument("--bypass", action="store_true", help="start in bypass (toggle with b)")
     p.add_argument("--gain", type=float, default=0.0, help="output gain in dB, -60..24 (default 0)")
@@ -172,8 +174,9 @@ def run(args) -> int:
     import sounddevice as sd
 
     from bandlift.rt.engine import StreamEngine
-    from bandlift.rt.io.live import LiveError, LiveRunner, find_device, list_devices
-    from bandlift.rt.model.session import ModelError, ModelSession
+    from bandlift.rt.io.devices import LiveError, find_device, list_devices
+    from bandlift.rt.io.runner import LiveRunner
+    from bandlift.rt.model.session import ModelError, ModelSession, live_provider
 
     if args.list_devices:
         devices = list_devices()
@@ -207,7 +210,7 @@ def run(args) -> int:
         if not np.isfinite(source).all():
             raise CLIError(f"{args.source} contains NaN/inf samples")
     try:
-        session = ModelSession(args.model, provider=args.provider, threads=args.threads)
+        session = ModelSession(args.model, provider=live_provider(args.provider), threads=args.threads)
         engine = StreamEngine(session, in_rate, args.rate, args.channels, args.block,
                               input_cutoff_hz=args.input_cutoff, realtime=True)
     except (ModelError, ValueError, RuntimeError) as exc:
@@ -259,7 +262,8 @@ def _virtual_device(args):
 def _run_devices(args, engine, session, source, in_rate, virtual) -> int:
     import sounddevice as sd
 
-    from bandlift.rt.io.live import LiveError, LiveRunner, find_device
+    from bandlift.rt.io.devices import LiveError, find_device
+    from bandlift.rt.io.runner import LiveRunner
 
     pulse = args.loopback or virtual is not None
     try:

@@ -8,10 +8,8 @@ raw stream timing: the output lags by the printed delay).
 """
 from __future__ import annotations
 
-import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +89,8 @@ def upsample_file(up, src, dst, input_cutoff="auto", delay_compensation=True, pr
 
 
 def _upsample_open(up, f, src, dst, input_cutoff, delay_compensation, progress, *, subtype, overwrite, limit):
-    from bandlift.rt.io.files import AudioFileError, blocks, staged_writer
+    from bandlift.rt.io.files import AudioFileError, blocks
+    from bandlift.rt.io.writer import staged_writer
 
     rate, channels, frames = f.samplerate, f.channels, f.frames
     try:
@@ -142,94 +141,6 @@ def _upsample_open(up, f, src, dst, input_cutoff, delay_compensation, progress, 
 
 def _db(value: float) -> float:
     return round(20 * float(np.log10(value)), 3) if value > 0 else float("-inf")
-
-
-# -- folder mode (worker processes hold one Upsampler each) -------------------------------------------
-_worker_up = None
-WORKER_EXIT_S = 10.0  # a stopped folder run waits up to this long for its workers to exit
-
-
-_stop_state = {"in_hook": False, "landed": False, "resenders": []}
-
-
-def _stop(signum, frame):
-    """SIGTERM: unwind (hidden files are removed on the way out) instead of dying on the spot. Later
-    SIGTERMs are ignored while it unwinds (a group kill and the parent's terminate() both send one: a
-    second SystemExit inside a `finally` would skip the removal)."""
-    if _stop_state["in_hook"]:
-        return  # it landed in the hook that re-delivers a stop: the resender's next signal lands later
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    _stop_state["landed"] = True
-    raise SystemExit(128 + signum)
-
-
-def _resend_stop():
-    """SIGTERM to this process every 50 ms until one has landed in Python code."""
-    while not _stop_state["landed"]:
-        time.sleep(0.05)
-        if not _stop_state["landed"]:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _stop_landed_in_a_callback(info):
-    """A stop raised inside a C callback (numba's compiler cache) cannot unwind from there and would
-    be printed as an ignored traceback: deliver it again, from another thread, until it lands in
-    Python code. A signal that lands in this hook itself (a loaded machine can run the resender
-    before the hook returns) is dropped there, not raised: the next one lands."""
-    if info.exc_type is not None and issubclass(info.exc_type, SystemExit):
-        import threading
-
-        _stop_state["in_hook"], _stop_state["landed"] = True, False
-        try:
-            resender = threading.Thread(target=_resend_stop, daemon=True, name="bandlift-stop")
-            _stop_state["resenders"].append(resender)
-            resender.start()
-            signal.signal(signal.SIGTERM, _stop)  # _stop ignored further SIGTERMs: this one must land
-        finally:
-            _stop_state["in_hook"] = False
-        return
-    sys.__unraisablehook__(info)
-
-
-def _die_with_parent(parent: int) -> None:
-    """Linux: SIGTERM this worker when its parent dies, however it dies (SIGKILL, OOM killer)."""
-    import ctypes
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return  # not Linux: the parent's own stop handling still ends the workers
-    if os.getppid() != parent:  # the parent died before the call
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _init_worker(model, rate, block, provider, threads, parent=None):
-    global _worker_up
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops the workers
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGHUP, _stop)  # a closed terminal stops as SIGTERM does
-    if parent is not None:
-        _die_with_parent(parent)
-    sys.unraisablehook = _stop_landed_in_a_callback
-    try:
-        from bandlift.rt.api import Upsampler
-
-        _worker_up = Upsampler(model, out_rate=rate, block=block, provider=provider, threads=threads)
-    except SystemExit as stop:  # stopped while starting: nothing written yet, nothing to print
-        os._exit(stop.code if isinstance(stop.code, int) else 1)
-
-
-def _job(job):
-    from bandlift.rt.io.files import AudioFileError
-
-    src, dst, kwargs = job
-    try:
-        return upsample_file(_worker_up, src, dst, **kwargs)
-    except (AudioFileError, ValueError) as exc:
-        return {"input": str(src), "error": str(exc)}
-    except SystemExit as stop:  # SIGTERM mid-file: its hidden files are gone; leave the pool at once
-        os._exit(stop.code)
 
 
 def _describe(info: dict) -> str:
@@ -351,24 +262,6 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt  # main() prints "interrupted"; hidden files are removed on the way out
 
 
-def _after_a_dead_worker(futures: dict) -> list[dict]:
-    """The results of a folder run whose worker died: each finished file's, and each unfinished one
-    reported as failed (its hidden files removed); the run stops there."""
-    from bandlift.rt.io.files import remove_hidden
-
-    results = []
-    for fut, (src, dst) in futures.items():
-        try:
-            results.append(fut.result(timeout=0))
-            continue
-        except BaseException:  # noqa: BLE001 - broken, cancelled: not upsampled
-            pass
-        remove_hidden(dst)
-        results.append({"input": str(src), "error": f"{src}: not upsampled: a worker process died (killed, or "
-                                                    "out of memory?) and the run stopped"})
-    return results
-
-
 def _run_jobs(args, up, jobs, options, folder) -> list[dict]:
     from bandlift.rt.io.files import AudioFileError
 
@@ -384,36 +277,9 @@ def _run_jobs(args, up, jobs, options, folder) -> list[dict]:
     results = []
     with progress_bar(total=len(jobs), unit="file", desc="upsample") as bar:
         if args.jobs > 1:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-            from concurrent.futures.process import BrokenProcessPool
+            from bandlift.rt.cli.workers import run_in_workers
 
-            pool = ProcessPoolExecutor(args.jobs, initializer=_init_worker,
-                                       initargs=(args.model, args.rate, args.block, args.provider, args.threads,
-                                                 os.getpid()))
-            try:
-                futures = {pool.submit(_job, (s, d, options)): (s, d) for s, d in jobs}
-                try:
-                    for fut in as_completed(futures):
-                        results.append(fut.result())
-                        bar.update()
-                except BrokenProcessPool:  # a worker was killed (OOM killer, SIGKILL) or exited
-                    pool.shutdown(wait=True, cancel_futures=True)  # the others are stopped: wait for them
-                    results = _after_a_dead_worker(futures)
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                workers = multiprocessing.active_children()
-                for worker in workers:
-                    worker.terminate()  # SIGTERM: it removes its hidden files and exits
-                deadline = time.monotonic() + WORKER_EXIT_S
-                for worker in workers:
-                    worker.join(max(0.0, deadline - time.monotonic()))
-                if not any(worker.is_alive() for worker in workers):
-                    # join the pool's manager thread before the interpreter exits: Python 3.11's exit
-                    # hook otherwise races it to the pool's wake-up pipe (an EBADF traceback, seen in CI)
-                    pool.shutdown()
-                raise
-            pool.shutdown()
+            results = run_in_workers(upsample_file, args, jobs, options, bar)
         else:
             for s, d in jobs:
                 try:

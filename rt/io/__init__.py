@@ -1,2 +1,3 @@
-"""Audio in and out: files (`files`: reading, formats, atomic writes, folders) and live devices (`live`:
-sounddevice streams with numba C callbacks and the inference worker)."""
+"""Audio in and out: files (`files`: reading, formats, atomic writes, folders; `writer`: the two-pass
+peak-safe output) and live devices (`devices`: lookup and PortAudio streams; `callbacks`: the numba C
+audio callbacks; `runner`: the live run, its buffering and inference worker)."""

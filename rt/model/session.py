@@ -100,6 +100,21 @@ def choose_providers(provider: str) -> list[str]:
     return [_CPU]
 
 
+def live_provider(provider: str) -> str:
+    """The provider for live audio: "auto" there means the CPU ("cpu" and "cuda" are kept).
+
+    In a live run the compute time sets no latency (the buffering is block fill + one device period),
+    it only has to fit the period, and the CPU fits it many times over: the shipped model at block 128
+    takes p50 0.12 ms, p99 0.30 ms of the 2.67 ms period on one core of the shared 2-core VM (`bandlift
+    bench --block 64 128 512 --provider cpu`: 0.095 ms per call + 0.14 us per sample, 154 graph nodes
+    per call). On CUDA each block is a host->device copy, about one kernel launch per node (154, each a
+    few us, in sequence), a device->host copy and a synchronisation: an estimated 0.5-1 ms (not measured:
+    no GPU has been lent), with jitter from the driver, the GPU's clocks between spaced calls and its
+    other users (onnxruntime issues 15953, 17711), so a GPU would cost deadline margin and save nothing. Files and batches (`upsample`, `bench --streams`) keep "auto" =
+    CUDA when available: large blocks and many streams per call are where a GPU pays."""
+    return "cpu" if provider == "auto" else provider
+
+
 def session_options(threads: int = 1):
     """ONNX Runtime options for one small streaming model, compared by measurement on the shipped model
     (block 128, one thread; all within 2 % of each other except fixed shapes, see `ModelSession.shaped`):

@@ -127,7 +127,7 @@ def test_roundtrip_equals_declared_latency(jack, models, tmp_path, rate):
 
 
 def check_roundtrip(tmp_path, model, rate, out_rate):
-    from bandlift.rt.io.live import click_train
+    from bandlift.rt.cli.bench import click_train
 
     n = int(rate * 3.0)
     x, clicks = click_train(n, rate, 1, every_s=0.2)
@@ -268,7 +268,8 @@ def test_two_streams_path_is_exact_too(jack, models, tmp_path):
     headset): JACK runs one rate, so both run at 48 kHz here, forced apart. Their start order sets the
     alignment, so the lag is searched near the declared latency; the data must then be exact."""
     from bandlift.rt.engine import StreamEngine
-    from bandlift.rt.io.live import LiveRunner, find_device
+    from bandlift.rt.io.devices import find_device
+    from bandlift.rt.io.runner import LiveRunner
     from bandlift.rt.model.session import ModelSession
 
     x = (np.random.default_rng(7).standard_normal((48000 * 3, 1)) * 0.1).astype(np.float32)
@@ -305,7 +306,9 @@ def test_audio_callback_never_waits_for_the_gil(jack, models):
     """The callback is a C function: it keeps the device fed while a Python thread holds the GIL (a
     Python callback would stall until the holder lets go: an xrun on every long Python step)."""
     from bandlift.rt.engine import StreamEngine
-    from bandlift.rt.io.live import CALLBACKS, LiveRunner, find_device
+    from bandlift.rt.io.callbacks import CALLBACKS
+    from bandlift.rt.io.devices import find_device
+    from bandlift.rt.io.runner import LiveRunner
     from bandlift.rt.model.session import ModelSession
 
     jack.activate()  # the 44.1 kHz server's tests may have pointed PortAudio elsewhere
@@ -336,16 +339,18 @@ import numba
 import numpy as np
 from bandlift.rt import engine as e
 from bandlift.rt.dsp import resample, ringbuffer
-from bandlift.rt.io import live
+from bandlift.rt.io import callbacks
+from bandlift.rt.io.devices import find_device
+from bandlift.rt.io.runner import LiveRunner
 from bandlift.rt.model.session import ModelSession
 
 def compiled():
-    return {(m.__name__, k): len(f.signatures) for m in (e, resample, ringbuffer, live)
+    return {(m.__name__, k): len(f.signatures) for m in (e, resample, ringbuffer, callbacks)
             for k, f in vars(m).items() if isinstance(f, numba.core.registry.CPUDispatcher)}
 
 eng = e.StreamEngine(ModelSession(None), int(sys.argv[1]), 48000, int(sys.argv[2]), None, realtime=True)
-runner = live.LiveRunner(eng, live.find_device("loopback", "input"), live.find_device("loopback", "output"),
-                         source=np.zeros((int(sys.argv[1]), int(sys.argv[2])), np.float32))
+runner = LiveRunner(eng, find_device("loopback", "input"), find_device("loopback", "output"),
+                    source=np.zeros((int(sys.argv[1]), int(sys.argv[2])), np.float32))
 runner.warm_up()
 warm = compiled()
 runner.start()
@@ -478,9 +483,12 @@ def test_slow_server_is_not_taken_for_a_dead_one(models, tmp_path):
 
 def test_stall_resynchronises_at_the_declared_latency(jack, models, tmp_path):
     """The worker stalls for 4.5 s (this thread keeps the GIL): the input ring overflows, and the run goes
-    on at the declared latency (a click train comes back where it should), reporting the resync."""
-    from bandlift.rt.engine import StreamEngine
-    from bandlift.rt.io.live import LiveRunner, click_train, find_device
+    on at the declared latency (a click train comes back where it should), reporting the resync. The
+    run's statistics survive the resync (issue 23: a bypass before it was gone from the summary)."""
+    from bandlift.rt.cli.bench import click_train
+    from bandlift.rt.engine import REASONS, StreamEngine
+    from bandlift.rt.io.devices import find_device
+    from bandlift.rt.io.runner import LiveRunner
     from bandlift.rt.model.session import ModelSession
 
     jack.activate()
@@ -492,7 +500,11 @@ def test_stall_resynchronises_at_the_declared_latency(jack, models, tmp_path):
                         source=x, record_seconds=seconds + 1)
     runner.start()
     try:
-        time.sleep(1.0)
+        time.sleep(0.5)
+        eng.bypass = True  # a bypass event before the stall
+        time.sleep(0.3)
+        eng.bypass = False
+        time.sleep(0.2)
         switch = sys.getswitchinterval()
         sys.setswitchinterval(30.0)
         try:
@@ -511,6 +523,8 @@ def test_stall_resynchronises_at_the_declared_latency(jack, models, tmp_path):
     found = [declared - 200 + int(np.argmax(np.abs(rec[c + declared - 200:c + declared + 200]))) for c in late]
     print(f"\nresyncs {summary.resyncs}, declared {declared}, clicks after the stall at {found}")
     assert summary.resyncs >= 1 and summary.in_ring_full >= 1
+    assert summary.engine["bypass_events"] >= 1, eng.event_lines()
+    assert any(REASONS["user"] in line for line in eng.event_lines()), eng.event_lines()
     assert len(found) >= 4
     assert np.median(found) == declared
 
@@ -548,7 +562,8 @@ def test_under_cpu_stress_output_stays_continuous_and_the_model_comes_back(jack,
     may cause a later overload: the test asserts the return, not the absence of one)."""
     from bandlift.rt.cli.bench import CpuStress
     from bandlift.rt.engine import HOLD_S, StreamEngine
-    from bandlift.rt.io.live import LiveRunner, find_device
+    from bandlift.rt.io.devices import find_device
+    from bandlift.rt.io.runner import LiveRunner
     from bandlift.rt.model.session import ModelSession
 
     jack.activate()

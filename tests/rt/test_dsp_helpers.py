@@ -12,7 +12,7 @@ signal = pytest.importorskip("scipy.signal")
 
 from bandlift.rt.dsp.bandwidth import median_filter, welch  # noqa: E402
 from bandlift.rt.dsp.resample import kaiser_lowpass, kaiser_order  # noqa: E402
-from bandlift.rt.io.files import PeakTracker  # noqa: E402
+from bandlift.rt.io.writer import PeakTracker  # noqa: E402
 
 
 @pytest.mark.parametrize("attenuation, width", [(72, 0.003), (72, 0.05), (40, 0.1), (15, 0.2)])
@@ -61,7 +61,7 @@ def test_upsample_does_not_import_scipy_signal():
     code = ("import sys, runpy; sys.argv = ['bandlift', 'upsample', '--help']\n"
             "try: runpy.run_module('bandlift.rt.cli', run_name='__main__')\n"
             "except SystemExit: pass\n"
-            "import bandlift.rt.dsp.bandwidth, bandlift.rt.dsp.resample, bandlift.rt.io.files, bandlift.rt.engine\n"
+            "import bandlift.rt.dsp.bandwidth, bandlift.rt.dsp.resample, bandlift.rt.io.files, bandlift.rt.io.writer, bandlift.rt.engine\n"
             "print('scipy.signal' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False"

@@ -346,26 +346,26 @@ def test_a_stop_inside_a_c_callback_unwinds_instead_of_printing_a_traceback(caps
     there cannot unwind and used to be printed as an ignored traceback. It is delivered again."""
     import ctypes
 
-    from bandlift.rt.cli import upsample
+    from bandlift.rt.cli import workers
 
     compare = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
     values = (ctypes.c_int * 2)(2, 1)
-    previous = signal.signal(signal.SIGTERM, upsample._stop)
-    hook, sys.unraisablehook = sys.unraisablehook, upsample._stop_landed_in_a_callback
+    previous = signal.signal(signal.SIGTERM, workers._stop)
+    hook, sys.unraisablehook = sys.unraisablehook, workers._stop_landed_in_a_callback
     try:
         with pytest.raises(SystemExit) as stop:
             ctypes.CDLL(None).qsort(values, 2, ctypes.sizeof(ctypes.c_int),
-                                    compare(lambda a, b: upsample._stop(signal.SIGTERM, None)))
+                                    compare(lambda a, b: workers._stop(signal.SIGTERM, None)))
             for _ in range(1000):  # the re-delivered signal lands at a Python instruction
                 time.sleep(0.001)
     finally:
-        for resender in upsample._stop_state["resenders"]:
+        for resender in workers._stop_state["resenders"]:
             resender.join(timeout=5)  # no late SIGTERM may reach pytest's own handler
         sys.unraisablehook = hook
         signal.signal(signal.SIGTERM, previous)
     assert stop.value.code == 128 + signal.SIGTERM
     assert "Traceback" not in capsys.readouterr().err
-    assert not any(r.is_alive() for r in upsample._stop_state["resenders"])
+    assert not any(r.is_alive() for r in workers._stop_state["resenders"])
 
 
 def test_a_stop_that_lands_in_the_redelivery_hook_itself_is_not_lost(capsys):
@@ -373,27 +373,27 @@ def test_a_stop_that_lands_in_the_redelivery_hook_itself_is_not_lost(capsys):
     CI: its SystemExit was printed from inside the hook). It is dropped there and sent again."""
     from types import SimpleNamespace
 
-    from bandlift.rt.cli import upsample
+    from bandlift.rt.cli import workers
 
-    previous = signal.signal(signal.SIGTERM, upsample._stop)
+    previous = signal.signal(signal.SIGTERM, workers._stop)
     real_signal = signal.signal
 
     def signal_then_stop(signum, handler):  # the resender fires right after the hook re-arms
         result = real_signal(signum, handler)
-        upsample._stop(signal.SIGTERM, None)
+        workers._stop(signal.SIGTERM, None)
         return result
 
     try:
         signal.signal = signal_then_stop
         try:  # raised from inside the hook, the stop would be printed as an ignored traceback
-            assert upsample._stop_landed_in_a_callback(SimpleNamespace(exc_type=SystemExit)) is None
+            assert workers._stop_landed_in_a_callback(SimpleNamespace(exc_type=SystemExit)) is None
         finally:
             signal.signal = real_signal
         with pytest.raises(SystemExit) as stop:
             for _ in range(1000):  # the next re-delivered signal lands at a Python instruction
                 time.sleep(0.001)
     finally:
-        for resender in upsample._stop_state["resenders"]:
+        for resender in workers._stop_state["resenders"]:
             resender.join(timeout=5)
         signal.signal(signal.SIGTERM, previous)
     assert stop.value.code == 128 + signal.SIGTERM

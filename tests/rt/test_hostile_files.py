@@ -466,7 +466,7 @@ def test_a_file_name_with_escape_sequences_is_printed_escaped(model, tmp_path, c
 def test_a_lossy_output_decodes_below_its_ceiling(model, tmp_path, ext):
     """Before: the gain came from the float output's peak; the codec overshoots it (Opus decoded at
     -0.3 dBTP after the -1 dBTP gain). Now the decoded peak is measured."""
-    from bandlift.rt.io.files import LOSSY_CEILING_DBTP, decoded_true_peak
+    from bandlift.rt.io.writer import LOSSY_CEILING_DBTP, decoded_true_peak
 
     x = np.clip(np.random.default_rng(0).standard_normal((48000 * 2, 1)) * 0.35, -1, 1).astype(np.float32)
     src, dst = tmp_path / "loud.wav", tmp_path / f"out{ext}"

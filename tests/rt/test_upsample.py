@@ -219,7 +219,7 @@ def test_rt_never_imports_torch():
     import sys
 
     code = ("import sys; import bandlift.rt, bandlift.rt.cli; from bandlift.rt.cli import upsample, live, bench; "
-            "from bandlift.rt.io import live, files; from bandlift.rt.model import session, contract; "
+            "from bandlift.rt.io import callbacks, devices, runner, files; from bandlift.rt.model import session, contract; "
             "from bandlift.rt.dsp import resample, ringbuffer, bandwidth; from bandlift.rt import engine, api; "
             "bad = [m for m in sys.modules if m.split('.')[0] == 'torch']; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -32,7 +32,8 @@ def configure(parser):
 
 def run(args) -> int:
     from bandlift.rt.api import Upsampler
-    from bandlift.rt.io.files import open_read, staged_writer
+    from bandlift.rt.io.files import open_read
+    from bandlift.rt.io.writer import staged_writer
     from bandlift.train.eval.baselines import noise_fill
     from bandlift.train.eval.metrics import lsd
 

@@ -1,11 +1,8 @@
 """Live engine: sounddevice streams <-> numba SPSC rings <-> a worker thread running `StreamEngine`.
 
-The audio callback only moves samples: device input (or a preloaded source signal) into the input ring,
-the output ring onto the device (silence for whatever is missing, counted as a late block), plus
-counters. It is a C function compiled by numba (no Python, so no GIL to wait for), allocates nothing,
-never blocks, never waits on a lock and never runs the model; it wakes the worker with a one-byte
-write to a non-blocking pipe. The worker (ONNX Runtime releases the GIL) drains the input ring
-through the engine into the output ring.
+The audio callbacks (`callbacks`: C functions, no GIL) only move samples between the devices and the
+rings and wake the worker, which (ONNX Runtime releases the GIL) drains the input ring through the
+engine into the output ring.
 
 Timing is fixed: the output ring starts `buffering` samples ahead of the callback and the callback
 always advances by a full period, so a late worker costs silence for that period, never drift. The
@@ -27,7 +24,6 @@ callback: PulseAudio's ALSA plugin takes 1.5-2 s to deliver it).
 """
 from __future__ import annotations
 
-import ctypes
 import gc
 import os
 import select
@@ -37,249 +33,15 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from numba import carray, cfunc, njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
-from bandlift.rt.dsp.ringbuffer import (RingBuffer, fence_full, fence_release, ring_available, ring_read,
-                                        ring_read_fixed, ring_write)
-
-# counters shared with the callback (int64 array)
-(CALLBACKS, IN_OVERFLOW, OUT_UNDERFLOW, XRUNS, LATE, IN_RING_FULL, SRC_POS, REC_POS, OUT_CALLBACKS,
- WAKE_NS_SUM, WAKE_NS_MAX, CLOCK_SEC, CLOCK_NSEC, NSTATS) = range(14)  # CLOCK_*: a struct timespec
-# what the C callbacks get through PortAudio's userData: an int64 array of addresses and sizes
-(CTX_IN_DATA, CTX_IN_CAP, CTX_CHANNELS, CTX_IN_CTR, CTX_OUT_DATA, CTX_OUT_CAP, CTX_OUT_CTR, CTX_STATS,
- CTX_SRC, CTX_SRC_LEN, CTX_REC, CTX_REC_LEN, CTX_IN_RATE, CTX_OUT_RATE, CTX_WAKE_FD, CTX_LEN) = range(16)
-PA_INPUT_OVERFLOW, PA_OUTPUT_UNDERFLOW = 0x2, 0x4  # PaStreamCallbackFlags
-
+from bandlift.rt.dsp.ringbuffer import RingBuffer, ring_available, ring_read, ring_write
+from bandlift.rt.io.callbacks import (CALLBACKS, IN_OVERFLOW, IN_RING_FULL, LATE, NSTATS, OUT_CALLBACKS,
+                                      OUT_UNDERFLOW, REC_POS, WAKE_NS_MAX, WAKE_NS_SUM, XRUNS, duplex_callback,
+                                      input_callback, input_side, make_context, output_callback, output_side)
+from bandlift.rt.io.devices import LiveError, abandon, ended_within, jack_period, open_stream
 
 SWITCH_INTERVAL_S = 2e-4
-
-
-class LiveError(RuntimeError):
-    """The audio device or stream failed; the message says what to check."""
-
-
-_ABANDONED: list = []  # streams PortAudio could not stop (kept referenced, never touched again)
-
-
-def _within(fn, seconds: float) -> bool:
-    """Run fn in a helper thread; False if it did not return within `seconds`."""
-    def call():
-        try:
-            fn()
-        except Exception:
-            pass
-
-    t = threading.Thread(target=call, daemon=True)
-    t.start()
-    t.join(seconds)
-    return not t.is_alive()
-
-
-# -- devices ----------------------------------------------------------------------------------------
-def jack_period(device) -> int | None:
-    """The JACK server's period in frames when `device` (index or None: the default output) is a JACK
-    device, else None. PortAudio does not tell: ask libjack (a short-lived client of the same server)."""
-    import ctypes.util
-
-    import sounddevice as sd
-
-    try:
-        info = sd.query_devices(device, "output" if device is None else None)
-        if "JACK" not in sd.query_hostapis(info["hostapi"])["name"]:
-            return None
-        lib = ctypes.CDLL(ctypes.util.find_library("jack") or "libjack.so.0")
-    except (OSError, ValueError, sd.PortAudioError):
-        return None
-    lib.jack_client_open.restype = ctypes.c_void_p
-    lib.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
-    lib.jack_get_buffer_size.restype = ctypes.c_uint32
-    lib.jack_get_buffer_size.argtypes = lib.jack_client_close.argtypes = [ctypes.c_void_p]
-    status = ctypes.c_int(0)
-    client = lib.jack_client_open(b"bandlift-probe", 1, ctypes.byref(status))  # 1: JackNoStartServer
-    if not client:
-        return None
-    try:
-        return int(lib.jack_get_buffer_size(client))
-    finally:
-        lib.jack_client_close(client)
-
-
-def list_devices() -> str:
-    import sounddevice as sd
-
-    return str(sd.query_devices())
-
-
-def find_device(spec, kind: str) -> int | None:
-    """Device index from None (default), an index, or a case-insensitive name substring."""
-    import sounddevice as sd
-
-    if spec is None or spec == "":
-        return None
-    devices = sd.query_devices()
-    key = "max_input_channels" if kind == "input" else "max_output_channels"
-    if isinstance(spec, int) or str(spec).isdigit():
-        index = int(spec)
-        if not 0 <= index < len(devices) or devices[index][key] < 1:
-            raise LiveError(f"no {kind} device with index {index}; see --list-devices")
-        return index
-    matches = [i for i, d in enumerate(devices) if str(spec).lower() in d["name"].lower() and d[key] > 0]
-    exact = [i for i in matches if devices[i]["name"].lower() == str(spec).lower()]
-    if len(exact) == 1:
-        return exact[0]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise LiveError(f"no {kind} device matches {spec!r}; see --list-devices")
-    names = ", ".join(f"{i}: {devices[i]['name']}" for i in matches)
-    raise LiveError(f"{spec!r} matches several {kind} devices ({names}); give an index")
-
-
-# -- the callback's work (numba) ----------------------------------------------------------------------
-@njit(cache=True)
-def _input_side(indata, in_data, in_ctr, source, record, stats, in_rate, out_rate):
-    """Device input (or the next source samples) into the input ring; record the device input."""
-    frames = indata.shape[0]
-    if record.shape[0] > 0:
-        pos = stats[REC_POS]
-        n = min(frames, record.shape[0] - pos)
-        for i in range(n):
-            for c in range(record.shape[1]):
-                record[pos + i, c] = indata[i, c]
-        stats[REC_POS] = pos + n
-    if source.shape[0] > 0:
-        cb = stats[CALLBACKS]
-        want = ((cb + 1) * frames * in_rate) // out_rate - (cb * frames * in_rate) // out_rate
-        cap = in_data.shape[0]
-        pos = stats[SRC_POS]
-        if want > cap - ring_available(in_ctr):  # dropped, as a device's input would be: time goes on
-            stats[IN_RING_FULL] += 1
-            stats[SRC_POS] = pos + want
-            return
-        w = in_ctr[0]
-        fence_full()  # as ring_write: the read count is loaded before the slots it freed are written
-        for i in range(want):
-            row = (w + i) % cap
-            k = pos + i
-            for c in range(in_data.shape[1]):
-                in_data[row, c] = source[k, c] if k < source.shape[0] else 0.0
-        fence_release()
-        in_ctr[0] = w + want
-        stats[SRC_POS] = pos + want
-    else:
-        if ring_write(in_data, in_ctr, indata) < frames:
-            stats[IN_RING_FULL] += 1
-
-
-@njit(cache=True)
-def _output_side(outdata, out_data, out_ctr, stats):
-    got = ring_read_fixed(out_data, out_ctr, outdata)
-    if got < outdata.shape[0]:
-        stats[LATE] += 1
-
-
-# -- the audio callbacks: C functions (numba cfunc) that never take the GIL ------------------------------
-# A Python callback has to take the GIL, and any other thread holding it (the worker between ONNX
-# Runtime calls, the main thread, the garbage collector) can delay it past the device period: an xrun.
-# These run on PortAudio's audio thread with no Python involved (python-rtmixer's design).
-_PA_CALLBACK = types.int32(types.voidptr, types.voidptr, types.uintp, types.voidptr, types.uintp, types.voidptr)
-_libc_write = types.ExternalFunction("write", types.intp(types.int32, types.voidptr, types.uintp))
-_clock_gettime = types.ExternalFunction("clock_gettime", types.int32(types.int32, types.voidptr))  # vDSO
-
-
-@intrinsic
-def _pointer(typingctx, address):
-    """int64 address -> void* (for carray)."""
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], cgutils.voidptr_t)
-
-    return types.voidptr(types.int64), codegen
-
-
-@njit(cache=True)
-def _ring(ctx, data, cap, ctr):
-    return (carray(_pointer(ctx[data]), (ctx[cap], ctx[CTX_CHANNELS]), np.float32),
-            carray(_pointer(ctx[ctr]), (2,), np.int64))
-
-
-@njit(cache=True)
-def _signal(ctx, sample, n):
-    return carray(_pointer(ctx[sample]), (ctx[n], ctx[CTX_CHANNELS]), np.float32)
-
-
-@njit(cache=True)
-def _begin(userdata, status):
-    """A callback's context and counters from PortAudio's userData; the stream's xrun flags counted."""
-    ctx = carray(userdata, (CTX_LEN,), np.int64)
-    stats = carray(_pointer(ctx[CTX_STATS]), (NSTATS,), np.int64)
-    _count_flags(stats, status)
-    return ctx, stats
-
-
-@njit(cache=True)
-def _count_flags(stats, status):
-    if status & PA_INPUT_OVERFLOW:
-        stats[IN_OVERFLOW] += 1
-    if status & PA_OUTPUT_UNDERFLOW:
-        stats[OUT_UNDERFLOW] += 1
-    if status & (PA_INPUT_OVERFLOW | PA_OUTPUT_UNDERFLOW):
-        stats[XRUNS] += 1
-
-
-@njit(cache=True)
-def _take_input(iptr, frames, ctx, stats, in_rate, out_rate):
-    in_data, in_ctr = _ring(ctx, CTX_IN_DATA, CTX_IN_CAP, CTX_IN_CTR)
-    indata = carray(iptr, (frames, ctx[CTX_CHANNELS]), np.float32)
-    _input_side(indata, in_data, in_ctr, _signal(ctx, CTX_SRC, CTX_SRC_LEN), _signal(ctx, CTX_REC, CTX_REC_LEN),
-                stats, in_rate, out_rate)
-    stats[CALLBACKS] += 1
-    before = _now_ns(ctx, stats)
-    _libc_write(np.int32(ctx[CTX_WAKE_FD]), iptr, 1)  # wake the worker (non-blocking pipe)
-    took = _now_ns(ctx, stats) - before  # what this system call costs the audio thread (in the summary)
-    stats[WAKE_NS_SUM] += took
-    if took > stats[WAKE_NS_MAX]:
-        stats[WAKE_NS_MAX] = took
-
-
-@njit(cache=True)
-def _now_ns(ctx, stats):
-    _clock_gettime(np.int32(1), _pointer(ctx[CTX_STATS] + 8 * CLOCK_SEC))  # CLOCK_MONOTONIC
-    return stats[CLOCK_SEC] * 1_000_000_000 + stats[CLOCK_NSEC]
-
-
-@njit(cache=True)
-def _give_output(optr, frames, ctx, stats):
-    out_data, out_ctr = _ring(ctx, CTX_OUT_DATA, CTX_OUT_CAP, CTX_OUT_CTR)
-    _output_side(carray(optr, (frames, ctx[CTX_CHANNELS]), np.float32), out_data, out_ctr, stats)
-
-
-@cfunc(_PA_CALLBACK, cache=True)
-def _duplex_callback(iptr, optr, frames, time_info, status, userdata):
-    ctx, stats = _begin(userdata, status)
-    _take_input(iptr, int(frames), ctx, stats, ctx[CTX_IN_RATE], ctx[CTX_OUT_RATE])
-    _give_output(optr, int(frames), ctx, stats)
-    return 0
-
-
-@cfunc(_PA_CALLBACK, cache=True)
-def _input_callback(iptr, optr, frames, time_info, status, userdata):
-    ctx, stats = _begin(userdata, status)
-    _take_input(iptr, int(frames), ctx, stats, 1, 1)  # this stream runs at the input rate
-    return 0
-
-
-@cfunc(_PA_CALLBACK, cache=True)
-def _output_callback(iptr, optr, frames, time_info, status, userdata):
-    ctx, stats = _begin(userdata, status)
-    if stats[CALLBACKS] == 0:  # the timeline starts with the first input
-        out = carray(optr, (int(frames), ctx[CTX_CHANNELS]), np.float32)
-        out[:, :] = 0.0
-    else:
-        _give_output(optr, int(frames), ctx, stats)
-    stats[OUT_CALLBACKS] += 1
-    return 0
+STATUS_BLOCKS = 2000  # the status line's block p99 is over the last this many model blocks
 
 
 # -- buffering --------------------------------------------------------------------------------------
@@ -293,6 +55,14 @@ def required_buffering(engine, frames: int, periods: int = 4000) -> int:
         # callback c+1 reads output positions up to (c + 2) * frames - prefill - 1
         need = max(need, (c + 2) * frames - ready)
     return int(need)
+
+
+def recent_compute_times(stats, n: int) -> np.ndarray:
+    """The engine's last `n` block compute times (s), oldest first (`stats.times` is a ring indexed by
+    the model block count)."""
+    size = len(stats.times)
+    n = min(n, stats.model_blocks, size)
+    return stats.times[(stats.model_blocks - n + np.arange(n)) % size]
 
 
 @dataclass
@@ -374,33 +144,16 @@ class LiveRunner:
         self.source = self.source.copy()
         for array in (self.in_ring.data, self.out_ring.data, self.record):
             array.fill(0.0)
-        self._ctx = self._context()
+        # the callbacks' view of this runner (the arrays it points to live as long as self)
+        self._ctx = make_context(self.in_ring, self.out_ring, self.stats, self.source, self.record,
+                                 engine.in_rate, engine.out_rate, self._wake_w)
         self.worker_priority = "?"
         self._switch_interval: float | None = None
 
-    def _context(self) -> np.ndarray:
-        """The C callbacks' view of this runner (addresses stay valid: the arrays live as long as self)."""
-        ctx = np.zeros(CTX_LEN, np.int64)
-        eng = self.engine
-        for key, value in {
-            CTX_IN_DATA: self.in_ring.data.ctypes.data, CTX_IN_CAP: self.in_ring.capacity,
-            CTX_IN_CTR: self.in_ring.counters.ctypes.data, CTX_OUT_DATA: self.out_ring.data.ctypes.data,
-            CTX_OUT_CAP: self.out_ring.capacity, CTX_OUT_CTR: self.out_ring.counters.ctypes.data,
-            CTX_CHANNELS: self.channels, CTX_STATS: self.stats.ctypes.data,
-            CTX_SRC: self.source.ctypes.data, CTX_SRC_LEN: self.source.shape[0],
-            CTX_REC: self.record.ctypes.data, CTX_REC_LEN: self.record.shape[0],
-            CTX_IN_RATE: eng.in_rate, CTX_OUT_RATE: eng.out_rate, CTX_WAKE_FD: self._wake_w,
-        }.items():
-            ctx[key] = value
-        return ctx
-
     def _stream(self, kind: str, callback, **kwargs):
-        """A PortAudio stream whose callback is one of the C functions above (sounddevice's base class
-        for custom streams), with this runner's context as the callback's user data."""
-        sd = self.sd
-        return sd._StreamBase(kind=kind, dtype="float32", channels=self.channels, latency=self.latency_arg,
-                              callback=callback.address, userdata=sd._ffi.cast("void *", self._ctx.ctypes.data),
-                              finished_callback=self._finished, wrap_callback=None, **kwargs)
+        """A stream running one of the C callbacks with this runner's context as its user data."""
+        return open_stream(kind, callback, self._ctx.ctypes.data, self.channels, self.latency_arg, self._finished,
+                           **kwargs)
 
     def _finished(self):
         if not self._stop.is_set() and self.error is None:
@@ -468,9 +221,12 @@ class LiveRunner:
 
     def _resync(self):
         """The input ring overflowed (worker stalled for seconds): drop what is stale and restart the
-        output timeline from now, at the declared latency (counted in `resyncs`)."""
+        output timeline from now, at the declared latency (counted in `resyncs`). The signal history
+        goes; the run's statistics and event times stay."""
         eng = self.engine
+        stats, made = eng.stats, eng.samples_out
         eng.reset()
+        eng.stats, eng.samples_out = stats, made
         self.resyncs += 1
         self.in_ring.counters[1] = self.in_ring.counters[0]
         self.out_ring.counters[0] = self.out_ring.counters[1]
@@ -482,9 +238,9 @@ class LiveRunner:
         eng = self.engine
         dummy_in = np.zeros((self.frames, self.channels), np.float32)
         ring, ctr = np.zeros_like(self.in_ring.data[:4 * self.frames]), np.zeros(2, np.int64)
-        _input_side(dummy_in, ring, ctr, self.source[:0], self.record[:0], np.zeros(NSTATS, np.int64),
+        input_side(dummy_in, ring, ctr, self.source[:0], self.record[:0], np.zeros(NSTATS, np.int64),
                     eng.in_rate, eng.out_rate)
-        _output_side(dummy_in, ring, ctr, np.zeros(NSTATS, np.int64))
+        output_side(dummy_in, ring, ctr, np.zeros(NSTATS, np.int64))
         # silence through the worker's own step (rings, engine, model: the calls and array layouts of a
         # live run), period by period, so that the run starts in the model: a first step that loads
         # the JIT's cache or runs the model cold is late, and a late output means a bypass at 0.00 s
@@ -510,15 +266,15 @@ class LiveRunner:
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         try:
             if self.duplex:
-                stream = self._stream("duplex", _duplex_callback, samplerate=eng.out_rate, blocksize=self.frames,
+                stream = self._stream("duplex", duplex_callback, samplerate=eng.out_rate, blocksize=self.frames,
                                       device=(self.input_device, self.output_device))
                 self.streams = [stream]
                 lat_in, lat_out = stream.latency
             else:
                 in_frames = max(1, round(self.frames * eng.in_rate / eng.out_rate))
-                s_in = self._stream("input", _input_callback, samplerate=eng.in_rate, blocksize=in_frames,
+                s_in = self._stream("input", input_callback, samplerate=eng.in_rate, blocksize=in_frames,
                                     device=self.input_device)
-                s_out = self._stream("output", _output_callback, samplerate=eng.out_rate, blocksize=self.frames,
+                s_out = self._stream("output", output_callback, samplerate=eng.out_rate, blocksize=self.frames,
                                      device=self.output_device)
                 self.streams = [s_out, s_in]
                 lat_in, lat_out = s_in.latency, s_out.latency
@@ -551,7 +307,7 @@ class LiveRunner:
     def stop(self):
         self._stop.set()
         for s in self.streams:
-            if not _within(s.abort if self.error else s.stop, self._close_timeout()):
+            if not ended_within(s.abort if self.error else s.stop, self._close_timeout()):
                 self._abandon()
                 break
         if self._worker is not None:
@@ -559,21 +315,15 @@ class LiveRunner:
         self.close()
 
     def _abandon(self):
-        """PortAudio hangs on a stream whose server died: leave it (and PortAudio's exit-time
-        shutdown, which would hang the same way) alone so the process can still end."""
-        _ABANDONED.extend(self.streams)
-        # the stream's C callback may still run until the process ends: its rings, counters and context
-        # must outlive the interpreter's teardown (else it writes into freed memory: a crash at exit)
-        for keep in (self, *self.streams):
-            ctypes.pythonapi.Py_IncRef(ctypes.py_object(keep))
+        """A stream would not stop (its server died): left alone, with what its callback uses."""
+        abandon(self.streams, self)
         self.streams = []
-        self.sd._initialized = 0
         if self.error:
             self.error += " (the audio stream could not be closed cleanly)"
 
     def close(self):
         for s in self.streams:
-            if not _within(lambda: s.close(ignore_errors=True), self._close_timeout()):
+            if not ended_within(lambda: s.close(ignore_errors=True), self._close_timeout()):
                 self._abandon()
                 break
         self.streams = []
@@ -627,32 +377,10 @@ class LiveRunner:
 
     def status_line(self) -> str:
         eng, st = self.engine, self.stats
-        times = eng.stats.compute_times()[-2000:] * 1e3
+        times = recent_compute_times(eng.stats, STATUS_BLOCKS) * 1e3
         p99 = float(np.percentile(times, 99)) if len(times) else float("nan")
         state = "BYPASS" if eng.bypass else ("hold (overload/fault)" if eng.holding else "model")
         gain_db = 20 * np.log10(max(eng.gain, 1e-6))
         return (f"latency {1000 * self.total_latency / eng.out_rate:.1f} ms | block p99 {p99:.2f} ms "
                 f"(budget {1000 * eng.block_seconds:.2f}) | xruns {st[XRUNS]} late {st[LATE]} | "
                 f"{state} | gain {gain_db:+.0f} dB | mix {eng.mix * 100:.0f}%")
-
-
-def detect_clicks(recorded: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Sample indices where |signal| first rises above threshold (one index per click)."""
-    x = np.abs(np.asarray(recorded)).max(axis=1) if np.ndim(recorded) == 2 else np.abs(recorded)
-    above = x > threshold
-    return np.nonzero(above & ~np.concatenate([[False], above[:-1]]))[0]
-
-
-def click_train(n: int, rate: int, channels: int, every_s: float = 0.25, first: int | None = None,
-                amplitude: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
-    """A source with single-sample clicks: (signal (n, channels), click positions)."""
-    x = np.zeros((n, channels), np.float32)
-    start = int(0.1 * rate) if first is None else first
-    pos = np.arange(start, n, int(every_s * rate))
-    x[pos] = amplitude
-    return x, pos
-
-
-def ensure_stdout_line(text: str, stream=sys.stderr) -> None:
-    stream.write("\r" + text[:160].ljust(120))
-    stream.flush()
