@@ -5,7 +5,6 @@ Keys while running (on a terminal): b = bypass on/off (crossfaded), + / - = outp
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -139,7 +138,7 @@ class _Keys:
 
 
 MAX_SECONDS = 7 * 24 * 3600.0
-RECORD_SECONDS, MAX_RECORD_SECONDS = 600.0, 3600.0  # --record without --seconds; its bound (held in memory)
+RECORD_RING_SECONDS = 10.0  # --record: the callback's ring, drained to the file every tick (0.25 s)
 
 
 def _check_seconds_and_record(args) -> None:
@@ -150,9 +149,6 @@ def _check_seconds_and_record(args) -> None:
         return
     from bandlift.rt.io.files import AudioFileError, container_of
 
-    if args.seconds is not None and args.seconds > MAX_RECORD_SECONDS:
-        raise CLIError(f"--seconds with --record must be at most {MAX_RECORD_SECONDS:g} (the recording is held in "
-                       f"memory), got {args.seconds}")
     import soundfile as sf
 
     record = Path(args.record)
@@ -165,17 +161,57 @@ def _check_seconds_and_record(args) -> None:
     if record.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
         where = "it is a folder" if record.is_dir() else f"no writable folder {folder}"
         raise CLIError(f"--record {record}: cannot write there ({where})")
-    if args.seconds is None:
-        print(f"recording the first {RECORD_SECONDS:g} s of the input (--seconds sets the length, up to "
-              f"{MAX_RECORD_SECONDS:g})", file=sys.stderr)
+
+
+class _Recording:
+    """--record: the device input streamed to a hidden file beside the destination as it arrives
+    (drained from the callback's ring every tick), renamed onto it at the end."""
+
+    def __init__(self, path: str, rate: int, channels: int):
+        import contextlib
+
+        import soundfile as sf
+
+        from bandlift.rt.io.files import container_of, replacing
+
+        self.path, self.error, self.lost, self.frames, self.closed = path, None, 0, 0, False
+        self._stack = contextlib.ExitStack()
+        tmp = self._stack.enter_context(replacing(path))
+        self._file = self._stack.enter_context(sf.SoundFile(str(tmp), "w", rate, channels, subtype="FLOAT",
+                                                            format=container_of(path)))
+
+    def drain(self, runner) -> None:
+        if self.error is None:
+            try:
+                self.lost += runner.drain_record(self._write)
+            except (OSError, RuntimeError) as exc:  # a full disk: the run goes on, the end says so
+                self.error = f"cannot write the recording {self.path}: {exc}"
+
+    def _write(self, frames) -> None:
+        self._file.write(frames)
+        self.frames += len(frames)
+
+    def close(self) -> None:
+        """The file renamed onto its destination (CLIError, and nothing left behind, if writing failed)."""
+        try:
+            self._file.close()
+        except (OSError, RuntimeError) as exc:
+            self.error = self.error or f"cannot write the recording {self.path}: {exc}"
+        if self.error is not None:
+            self.abandon()
+            raise CLIError(self.error)
+        self._stack.close()
+        self.closed = True
+
+    def abandon(self) -> None:
+        """The hidden file removed, the destination untouched (a run that failed before its end)."""
+        self.closed = True
+        self._stack.__exit__(CLIError, CLIError("abandoned"), None)
 
 
 def run(args) -> int:
-    import sounddevice as sd
-
     from bandlift.rt.engine import StreamEngine
-    from bandlift.rt.io.devices import LiveError, find_device, list_devices
-    from bandlift.rt.io.runner import LiveRunner
+    from bandlift.rt.io.devices import list_devices
     from bandlift.rt.model.session import ModelError, ModelSession, live_provider
 
     if args.list_devices:
@@ -289,9 +325,21 @@ def _run_devices(args, engine, session, source, in_rate, virtual) -> int:
         runner = LiveRunner(engine, input_device, output_device, frames=frames,
                             watchdog_s=PULSE_WATCHDOG_S if pulse else 1.0,
                             margin=args.margin, source=source,
-                            record_seconds=(args.seconds or RECORD_SECONDS) + 1 if args.record else 0.0)
+                            record_seconds=RECORD_RING_SECONDS if args.record else 0.0)
+        recording = _Recording(args.record, args.rate, runner.channels) if args.record else None
     except (LiveError, ValueError, sd.PortAudioError) as exc:
         raise CLIError(str(exc)) from None
+    except (OSError, RuntimeError) as exc:  # the recording's file (checked before, then the disk filled)
+        raise CLIError(f"cannot write the recording {args.record}: {exc}") from None
+    try:
+        return _run(args, engine, session, runner, recording, in_rate)
+    finally:
+        if recording is not None and not recording.closed:
+            recording.abandon()  # a failed run leaves no hidden file
+
+
+def _run(args, engine, session, runner, recording, in_rate) -> int:
+    from bandlift.rt.io.devices import LiveError
 
     rate = args.rate
     ms = lambda n: 1000.0 * n / rate  # noqa: E731
@@ -308,6 +356,8 @@ def _run_devices(args, engine, session, source, in_rate, virtual) -> int:
                     sys.stderr.write(("\r" if not args.quiet else "") + line.ljust(100) + "\n")
 
             def tick(r):
+                if recording is not None:
+                    recording.drain(r)
                 show_events()
                 if not args.quiet:
                     sys.stderr.write("\r" + r.status_line() + "   ")
@@ -354,21 +404,12 @@ def _run_devices(args, engine, session, source, in_rate, virtual) -> int:
           f"latency {result['latency_ms']:.2f} ms"
           + (f", resynchronised {summary.resyncs}x after a stall (input dropped, latency kept)" if summary.resyncs else ""),
           file=sys.stderr)
-    if args.record:
-        import soundfile as sf
-
-        from bandlift.rt.io.files import container_of, replacing
-
-        recorded = runner.recorded()
-        try:
-            with replacing(args.record) as tmp:
-                sf.write(str(tmp), recorded, rate, subtype="FLOAT", format=container_of(args.record))
-        except (OSError, sf.LibsndfileError, RuntimeError) as exc:
-            raise CLIError(f"cannot write the recording {args.record}: {exc}") from None
-        full = len(recorded) >= len(runner.record) and args.seconds is None
-        print(f"recorded input -> {args.record}"
-              + (f" (its first {len(recorded) / rate:.1f} s: the recording's limit; --seconds sets it)" if full else ""),
-              file=sys.stderr)
+    if recording is not None:
+        recording.drain(runner)
+        recording.close()
+        print(f"recorded input -> {args.record} ({recording.frames / rate:.1f} s"
+              + (f"; {recording.lost} frames lost: the disk fell {RECORD_RING_SECONDS:g} s behind" if recording.lost
+                 else "") + ")", file=sys.stderr)
     if args.json:
         write_json(args.json, {**result, "error": failure})
     if failure:

@@ -59,13 +59,14 @@ def make_context(in_ring, out_ring, stats: np.ndarray, source: np.ndarray, recor
 def input_side(indata, in_data, in_ctr, source, record, stats, in_rate, out_rate):
     """Device input (or the next source samples) into the input ring; record the device input."""
     frames = indata.shape[0]
-    if record.shape[0] > 0:
+    if record.shape[0] > 0:  # a ring: REC_POS counts every frame, the reader drains it (LiveRunner.drain_record)
         pos = stats[REC_POS]
-        n = min(frames, record.shape[0] - pos)
-        for i in range(n):
+        size = record.shape[0]
+        for i in range(frames):
+            k = (pos + i) % size
             for c in range(record.shape[1]):
-                record[pos + i, c] = indata[i, c]
-        stats[REC_POS] = pos + n
+                record[k, c] = indata[i, c]
+        stats[REC_POS] = pos + frames
     if source.shape[0] > 0:
         cb = stats[CALLBACKS]
         want = ((cb + 1) * frames * in_rate) // out_rate - (cb * frames * in_rate) // out_rate
