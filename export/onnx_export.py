@@ -116,7 +116,7 @@ def _export(gen: Generator, path: str, extra_metadata: dict | None, lean_graph: 
     metadata = contract.metadata(
         gen.config.sample_rate, gen.config.frame, gen.delay, parts, __version__,
         params=count_params(gen), mflops_per_second=mflops_per_second(gen), config=gen.config.to_dict(),
-        extra=extra_metadata)
+        extra=extra_metadata, reach=gen.reach)
     onnx.helper.set_model_props(model, metadata)
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))

@@ -25,8 +25,9 @@ explodes (peak > 4 x the model's own recent output peak, or this block's passban
 Offline, a non-finite output or one above +24 dBFS (above 16 x the block's passband for hot inputs)
 is a fault: a loud but plausible output is the model's answer, but one exploding block would
 otherwise set the one gain of a whole file and silence it. A fault or overload starts a hold (0.5 s,
-doubling for repeated events up to 8 s); over its last blocks the model runs on the input with its
-output discarded, so it returns warm (no dropout of its delay), and an overload never resets it. A
+doubling for repeated events up to 8 s); over its last blocks (the model's reach: `bandlift.reach` in
+its metadata, else 0.1 s) the model runs on the input with its output discarded, so it returns warm
+(its output what it would have been had it never stopped), and an overload never resets it. A
 model that cannot keep up costs one crossfade per hold period, never a run of clicks.
 ``mix`` and ``gain`` changes are ramped linearly over one block. All of this acts at the model rate,
 before the output resampler: the resampler is linear and smooth, so crossfades and de-click ramps
@@ -159,7 +160,9 @@ class StreamEngine:
         self.realtime = realtime
         self.explode_guard = explode_guard  # None: on in real-time mode only
         self.block_seconds = self.block / self.model_rate
-        self.warm_blocks = max(1, math.ceil(WARM_S * self.model_rate / self.block))  # the end of a hold
+        reach = session.reach if session is not None else None  # the model's, in samples
+        self.warm_blocks = max(1, math.ceil(WARM_S * self.model_rate / self.block) if reach is None
+                               else -(-reach // self.block))  # the end of a hold: the model returns warm
         self._peak_decay = 0.5 ** (self.block_seconds / EXPLODE_RELEASE_S)
         self.set_input_cutoff(input_cutoff_hz)
         t = (np.arange(self.block) + 1.0) / self.block

@@ -153,6 +153,9 @@ GOOD = {contract.CONTRACT: "2", contract.SAMPLE_RATE: "48000", contract.FRAME: "
     (contract.FRAME, "1000000000", "bad metadata"),
     (contract.DELAY, "-1", "bad metadata"),
     (contract.DELAY, str(48000 * 3600), "bad metadata"),
+    (contract.REACH, "-1", "bad metadata"),
+    (contract.REACH, str(48000 * 3600), "bad metadata"),  # the engine would warm the model up for an hour
+    (contract.REACH, "0.5", "malformed"),
     (contract.STATE, json.dumps([{"name": "s", "shape": [1.5]}]), "positive integers"),
     (contract.STATE, json.dumps([{"name": "s", "shape": [0]}]), "positive integers"),
     (contract.STATE, json.dumps([{"name": "s", "shape": [True]}]), "positive integers"),
@@ -166,7 +169,9 @@ def test_metadata_out_of_bounds_is_a_model_error(key, value, message):
     with pytest.raises(ModelError, match=message):
         parse_info(meta, ["audio", "cutoff", "state"], ["audio_out", "state_out"], "m.onnx")
     info = parse_info(GOOD, ["audio", "cutoff", "state"], ["audio_out", "state_out"], "m.onnx")
-    assert info.states == [("state", (4,))] and info.parts == [("s", (4,))]
+    assert info.states == [("state", (4,))] and info.parts == [("s", (4,))] and info.reach is None
+    assert parse_info({**GOOD, contract.REACH: "4190"}, ["audio", "cutoff", "state"], ["audio_out", "state_out"],
+                      "m.onnx").reach == 4190
 
 
 @pytest.mark.parametrize("version", [None, "1", "3", "x" * 1000])
