@@ -344,6 +344,27 @@ class StreamEngine:
             self.hold.played_clean()
         return wet, None
 
+    def _render(self, dry, wet, out, start: float, target: float, hard: bool) -> float:
+        """out = the block: the model's weight from `start` to `target` (the input alone without a model
+        output), mix and gain ramped, a hard switch de-clicked; -> the model's weight at its end."""
+        if wet is None:
+            end = 0.0
+            mix_block(dry, dry, out, 0.0, 0.0, self._fade, 1.0, 1.0, self._gain_now, self.gain, self._ramp)
+        else:
+            end = target
+            mix_block(dry, wet, out, start, target, self._fade, self._mix_now, self.mix, self._gain_now, self.gain,
+                      self._ramp)
+        self._active = end
+        self._mix_now = self.mix
+        self._gain_now = self.gain
+        if hard:
+            declick(out, self._last_out, self._declick)
+        if self.bypass and start > 0 and end == 0.0 and not hard:
+            self._event("user")
+        self._last_out[:] = out[:, -1]
+        self.samples_out += self.block
+        return end
+
     def _process_block(self, x: np.ndarray, out: np.ndarray) -> None:
         """x [C, block] (model rate) -> out [C, block] (model rate)."""
         stats = self.stats
@@ -367,21 +388,6 @@ class StreamEngine:
         elif start > 0 and self.session is not None:
             hard = True  # asked to fade without a model output (forced bypass)
         target = 1.0 if (self.state is State.PLAY and self.session is not None) else 0.0
-        if wet is None:
-            end = 0.0
-            mix_block(dry, dry, out, 0.0, 0.0, self._fade, 1.0, 1.0, self._gain_now, self.gain, self._ramp)
-        else:
-            end = target
-            mix_block(dry, wet, out, start, target, self._fade, self._mix_now, self.mix, self._gain_now, self.gain,
-                 self._ramp)
-        self._active = end
-        self._mix_now = self.mix
-        self._gain_now = self.gain
-        if hard:
-            declick(out, self._last_out, self._declick)
-        if self.bypass and start > 0 and end == 0.0 and not hard:
-            self._event("user")
-        self._last_out[:] = out[:, -1]
-        self.samples_out += self.block
+        end = self._render(dry, wet, out, start, target, hard)
         stats.bypass_run = stats.bypass_run + 1 if (end < 1.0 and self.holding and self.session) else 0
         stats.longest_bypass_blocks = max(stats.longest_bypass_blocks, stats.bypass_run)
