@@ -116,7 +116,8 @@ def _export(gen: Generator, path: str, extra_metadata: dict | None, lean_graph: 
     metadata = contract.metadata(
         gen.config.sample_rate, gen.config.frame, gen.delay, parts, __version__,
         params=count_params(gen), mflops_per_second=mflops_per_second(gen), config=gen.config.to_dict(),
-        extra=extra_metadata, lowest_cutoff_hz=getattr(gen, "lowest_cutoff_hz", contract.MIN_CUTOFF_HZ))
+        extra=extra_metadata, reach=gen.reach,
+        lowest_cutoff_hz=getattr(gen, "lowest_cutoff_hz", contract.MIN_CUTOFF_HZ))
     onnx.helper.set_model_props(model, metadata)
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))

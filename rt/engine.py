@@ -15,22 +15,20 @@ Signal flow per model block (``block`` samples at the model rate, a multiple of 
     wet  = model(resampled input)
     out  = gain * (dry + active * mix * (wet - dry))        -> output resampler (if out_rate != model rate)
 
-``active`` moves between 0 and 1 with a raised-cosine crossfade over one block when bypass is toggled,
-when a block is slow in real-time mode (compute time > block duration: the model output of that
-late block is still used to fade out), and it drops to 0 at once when a block is NaN/inf, or, in
-real-time mode only, explodes (peak > 4 x the model's own recent output peak, or this block's
-passband, + 0.5; or above +24 dBFS): that block's model output is discarded, the model state is
-reset (a NaN may sit in it) and a short de-click ramp hides the step. Offline, a non-finite output
-or one above +24 dBFS (above 16 x the block's passband for hot inputs) is a fault: a loud but
-plausible output is the model's answer, but one exploding block would otherwise set the one gain of
-a whole file and silence it. After a fault or overload the
-model stays off for a hold time that doubles for repeated events (0.5 s .. 8 s) and halves again
-after each stretch of clean play as long as the next hold, then fades back in; during the last
-`WARM_S` of the hold the model runs on the input again with its output discarded, so it returns warm
-(its state holds the recent signal, no dropout of its delay), and an overload never resets it. The
-warm-up's output is discarded, so a few late warm-up blocks (10 % of them, at least one, beside the
-first, cold call) are only counted; one more means the model still cannot keep up and restarts the
-hold. A model that cannot keep up costs one crossfade per hold period, never a run of clicks.
+``active`` is 1 in the PLAY state and 0 in the others (BYPASS, HOLD, WARM: `bandlift.rt.states`,
+the one transition function and the hold's timing); a block that changes it crossfades (raised cosine
+over the block) or switches hard with a short de-click ramp. Bypass toggles crossfade; so does a
+block that is slow in real-time mode (compute time > block duration: the model output of that late
+block is still used to fade out). A block whose output is NaN/inf, or, in real-time mode only,
+explodes (peak > 4 x the model's own recent output peak, or this block's passband, + 0.5; or above
++24 dBFS) switches hard: its output is discarded and the model state reset (a NaN may sit in it).
+Offline, a non-finite output or one above +24 dBFS (above 16 x the block's passband for hot inputs)
+is a fault: a loud but plausible output is the model's answer, but one exploding block would
+otherwise set the one gain of a whole file and silence it. A fault or overload starts a hold (0.5 s,
+doubling for repeated events up to 8 s); over its last blocks (the model's reach: `bandlift.reach` in
+its metadata, else 0.1 s) the model runs on the input with its output discarded, so it returns warm
+(its output what it would have been had it never stopped), and an overload never resets it. A
+model that cannot keep up costs one crossfade per hold period, never a run of clicks.
 ``mix`` and ``gain`` changes are ramped linearly over one block. All of this acts at the model rate,
 before the output resampler: the resampler is linear and smooth, so crossfades and de-click ramps
 stay crossfades, and a discarded (NaN) model block never reaches its filter state.
@@ -50,9 +48,10 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import njit
 
+from bandlift.rt.dsp.blocks import declick, delay_line, finite, mix_block, shift_left
 from bandlift.rt.dsp.resample import HighBand, StreamingResampler
+from bandlift.rt.states import HOLD_S, WARM_S, Event, HoldTimer, State, transition  # noqa: F401 (HOLD_S: read by tests)
 
 DEFAULT_BLOCK = 128
 MAX_BLOCK = 1 << 16  # 1.4 s at 48 kHz: more only costs memory (files: file_block)
@@ -63,10 +62,6 @@ EXPLODE_RATIO = 4.0
 EXPLODE_OFFSET = 0.5
 EXPLODE_CEILING = 16.0  # +24 dBFS: no model output is legitimately louder
 EXPLODE_RELEASE_S = 1.0  # the model's recent output peak halves over this
-HOLD_S = 0.5
-MAX_HOLD_S = 8.0
-WARM_S = 0.1  # model run before its return (>= the shipped model's reach: 124 frames of 32 + 96 = 85 ms)
-WARM_LATE_FRACTION = 0.1  # late warm-up blocks tolerated (besides the first, cold call): 10 %, at least 1
 REASONS = {"nan": "non-finite model output", "explode": "model output exploded",
            "overload": "overload (late block)", "user": "bypass switched on"}
 DECLICK = 64  # samples of the ramp that removes the step of a hard switch
@@ -165,8 +160,9 @@ class StreamEngine:
         self.realtime = realtime
         self.explode_guard = explode_guard  # None: on in real-time mode only
         self.block_seconds = self.block / self.model_rate
-        self._warm_blocks = max(1, math.ceil(WARM_S * self.model_rate / self.block))
-        self._warm_late_allowed = max(1, int(WARM_LATE_FRACTION * self._warm_blocks))
+        reach = session.reach if session is not None else None  # the model's, in samples
+        self.warm_blocks = max(1, math.ceil(WARM_S * self.model_rate / self.block) if reach is None
+                               else -(-reach // self.block))  # the end of a hold: the model returns warm
         self._peak_decay = 0.5 ** (self.block_seconds / EXPLODE_RELEASE_S)
         self.set_input_cutoff(input_cutoff_hz)
         t = (np.arange(self.block) + 1.0) / self.block
@@ -211,13 +207,11 @@ class StreamEngine:
             self._filled = 0
             self._dry_history = np.zeros((self.channels, self.model_delay), np.float32)
             self._last_out = np.zeros(self.channels, np.float32)
+            self.state = State.BYPASS if self.bypass else State.PLAY
             self._active = 0.0 if (self.bypass or self.session is None) else 1.0
             self._mix_now, self._gain_now = self.mix, self.gain
-            self._hold_blocks = 0
-            self._hold_s = HOLD_S
+            self.hold = HoldTimer(self.model_rate, self.block, self.warm_blocks)
             self._wet_peak = 0.0  # the model's recent output peak (decaying)
-            self._clean_blocks = 0
-            self._warm_late = 0  # late warm-up blocks in this hold (the first call excepted)
             self.samples_out = 0  # model-rate samples made (the time base of stats.events)
             self.stats = EngineStats()
         finally:
@@ -230,7 +224,8 @@ class StreamEngine:
 
     @property
     def holding(self) -> bool:
-        return self._hold_blocks > 0
+        """In a hold after a fault or overload (HOLD or WARM)."""
+        return self.state in (State.HOLD, State.WARM)
 
     # -- processing -------------------------------------------------------------------------------
     def process(self, x: np.ndarray) -> np.ndarray:
@@ -264,7 +259,7 @@ class StreamEngine:
                     start += block
                     made += block
                 if start:
-                    _shift_left(pending, start, self._filled)
+                    shift_left(pending, start, self._filled)
                     self._filled -= start
             y = self._out[:, :made]
             y = y.copy() if self.out_resampler.passthrough else self.out_resampler.process(y)
@@ -293,15 +288,13 @@ class StreamEngine:
         return [f"bypass at {sample / self.model_rate:.2f} s: {REASONS.get(reason, reason)}"
                 for sample, reason in self.stats.events[start:]]
 
-    def _engage_hold(self, reason: str) -> None:
+    def _start_hold(self, reason: str, event: Event) -> None:
         """Bypass for the hold time; the model state is kept on an overload (it is only late), reset
         on a fault (it may hold the NaN), and warmed up again before the model returns."""
-        if not self._hold_blocks:  # a warm-up block that fails restarts the hold (no new bypass)
+        if not self.holding:  # a warm-up block that fails restarts the hold (no new bypass)
             self._event(reason)
-        self._hold_blocks = max(self._warm_blocks + 1, math.ceil(self._hold_s * self.model_rate / self.block))
-        self._hold_s = min(self._hold_s * 2, MAX_HOLD_S)
-        self._clean_blocks = 0
-        self._warm_late = 0
+        self.state = transition(self.state, event)
+        self.hold.start()
         self._wet_peak = 0.0
         if self.model is not None and reason != "overload":
             self.model.reset()
@@ -321,146 +314,83 @@ class StreamEngine:
         self._wet_peak = max(peak, self._wet_peak * self._peak_decay)
         return False
 
-    def _tolerated_warm_up_miss(self, warming: bool) -> bool:
-        """A late warm-up block costs nothing audible (its output is discarded): the first call may be
-        slow from cold caches, and a few more misses (10 % of the warm-up, at least one; after an idle
-        hold the next calls run cold too) are allowed before the hold restarts."""
-        if not warming:
-            return False
-        if self._hold_blocks == self._warm_blocks:
-            return True
-        self._warm_late += 1
-        return self._warm_late <= self._warm_late_allowed
-
     def force_bypass(self, reason: str) -> None:
         """Drop to bypass at the next block without a crossfade (e.g. the output already ran late),
         for the usual hold time; the step is de-clicked."""
-        if not self._hold_blocks:
+        if not self.holding:
             if reason == "overload":
                 self.stats.overloads += 1
-            self._engage_hold(reason)
+            self._start_hold(reason, Event.FORCED)
+
+    def _run_model(self, x: np.ndarray, dry: np.ndarray, warming: bool) -> tuple[np.ndarray, str | None]:
+        """The model's output for this block and what went wrong, if anything ("nan", "explode",
+        "overload"); counted in the stats."""
+        stats = self.stats
+        t0 = time.perf_counter()
+        wet = self.model.run(x, self._cutoff)
+        elapsed = time.perf_counter() - t0
+        stats.add_time(elapsed)
+        if not finite(wet):
+            stats.faults_nan += 1
+            return wet, "nan"
+        # the wet block is aligned with the delayed input (dry): an impulse that entered one block
+        # earlier is legitimately in this block's output
+        if self._exploded(wet, dry):
+            stats.faults_explode += 1
+            return wet, "explode"
+        if (self.realtime and elapsed > self.block_seconds
+                and not (warming and self.hold.tolerates_late_warm_up())):
+            stats.deadline_misses += 1
+            stats.overloads += 1
+            return wet, "overload"  # this late block is still used to fade out
+        if not warming:
+            self.hold.played_clean()
+        return wet, None
+
+    def _render(self, dry, wet, out, start: float, target: float, hard: bool) -> float:
+        """out = the block: the model's weight from `start` to `target` (the input alone without a model
+        output), mix and gain ramped, a hard switch de-clicked; -> the model's weight at its end."""
+        if wet is None:
+            end = 0.0
+            mix_block(dry, dry, out, 0.0, 0.0, self._fade, 1.0, 1.0, self._gain_now, self.gain, self._ramp)
+        else:
+            end = target
+            mix_block(dry, wet, out, start, target, self._fade, self._mix_now, self.mix, self._gain_now, self.gain,
+                      self._ramp)
+        self._active = end
+        self._mix_now = self.mix
+        self._gain_now = self.gain
+        if hard:
+            declick(out, self._last_out, self._declick)
+        if self.bypass and start > 0 and end == 0.0 and not hard:
+            self._event("user")
+        self._last_out[:] = out[:, -1]
+        self.samples_out += self.block
+        return end
 
     def _process_block(self, x: np.ndarray, out: np.ndarray) -> None:
         """x [C, block] (model rate) -> out [C, block] (model rate)."""
         stats = self.stats
         stats.blocks += 1
         dry = self._dry_block
-        _delay_line(x, self._dry_history, dry)
+        delay_line(x, self._dry_history, dry)
         start = self._active
-        if self._hold_blocks:
-            self._hold_blocks -= 1
-        target = 0.0 if (self.bypass or self._hold_blocks or self.session is None) else 1.0
-        warming = 0 < self._hold_blocks <= self._warm_blocks  # the end of a hold: output discarded
-        wet = None
-        hard = False
-        run_model = self.session is not None and (
-            warming or (not self._hold_blocks and (target > 0 or start > 0 or self.bypass)))
-        if run_model:
-            t0 = time.perf_counter()
-            wet = self.model.run(x, self._cutoff)
-            elapsed = time.perf_counter() - t0
-            stats.add_time(elapsed)
-            fault = None
-            if not _finite(wet):
-                stats.faults_nan += 1
-                fault = "nan"
-            # the wet block is aligned with the delayed input (dry): an impulse that entered one block
-            # earlier is legitimately in this block's output
-            elif self._exploded(wet, dry):
-                stats.faults_explode += 1
-                fault = "explode"
-            elif self.realtime and elapsed > self.block_seconds and not self._tolerated_warm_up_miss(warming):
-                stats.deadline_misses += 1
-                stats.overloads += 1
-                fault = "overload"  # this late block is still used to fade out
-            elif not warming:
-                self._clean_blocks += 1
-                if self._hold_s > HOLD_S and self._clean_blocks * self.block_seconds >= self._hold_s:
-                    self._hold_s /= 2  # clean play as long as the next hold: the back-off steps down
-                    self._clean_blocks = 0
-            if fault in ("nan", "explode"):
-                wet, hard = None, start > 0
-            if fault:
-                self._engage_hold(fault)
+        for event in (self.hold.tick(), Event.BYPASS_ON if self.bypass else Event.BYPASS_OFF):
+            if event is not None:
+                self.state = transition(self.state, event)
+        warming = self.state is State.WARM  # its output is discarded
+        wet, hard = None, False
+        if self.session is not None and self.state is not State.HOLD:
+            wet, fault = self._run_model(x, dry, warming)
+            if fault is not None:
+                self._start_hold(fault, Event.LATE if fault == "overload" else Event.FAULT)
+                if fault != "overload":
+                    wet, hard = None, start > 0
             if warming:
                 wet = None
-            if self._hold_blocks:
-                target = 0.0
         elif start > 0 and self.session is not None:
-            hard = True  # asked to fade without a model output (hold started earlier)
-        if wet is None:
-            end = 0.0
-            _mix(dry, dry, out, 0.0, 0.0, self._fade, 1.0, 1.0, self._gain_now, self.gain, self._ramp)
-        else:
-            end = target
-            _mix(dry, wet, out, start, target, self._fade, self._mix_now, self.mix, self._gain_now, self.gain,
-                 self._ramp)
-        self._active = end
-        self._mix_now = self.mix
-        self._gain_now = self.gain
-        if hard:
-            _declick(out, self._last_out, self._declick)
-        if self.bypass and start > 0 and end == 0.0 and not hard:
-            self._event("user")
-        self._last_out[:] = out[:, -1]
-        self.samples_out += self.block
-        stats.bypass_run = stats.bypass_run + 1 if (end < 1.0 and self._hold_blocks and self.session) else 0
+            hard = True  # asked to fade without a model output (forced bypass)
+        target = 1.0 if (self.state is State.PLAY and self.session is not None) else 0.0
+        end = self._render(dry, wet, out, start, target, hard)
+        stats.bypass_run = stats.bypass_run + 1 if (end < 1.0 and self.holding and self.session) else 0
         stats.longest_bypass_blocks = max(stats.longest_bypass_blocks, stats.bypass_run)
-
-
-# -- per-block array work (numba: no temporaries, no Python per sample) -----------------------------
-@njit(cache=True, nogil=True)
-def _delay_line(x, history, dry):
-    """dry = x delayed by history.shape[1] samples (history: the last input samples, updated)."""
-    channels, n = x.shape
-    d = history.shape[1]
-    for c in range(channels):
-        for i in range(n):
-            dry[c, i] = history[c, i] if i < d else x[c, i - d]
-        if d <= n:
-            for j in range(d):
-                history[c, j] = x[c, n - d + j]
-        else:
-            for j in range(d - n):
-                history[c, j] = history[c, j + n]
-            for j in range(n):
-                history[c, d - n + j] = x[c, j]
-
-
-@njit(cache=True, nogil=True)
-def _finite(a):
-    for v in a.flat:
-        if not np.isfinite(v):
-            return False
-    return True
-
-
-@njit(cache=True, nogil=True)
-def _mix(dry, wet, out, start, target, fade, mix0, mix1, gain0, gain1, ramp):
-    """out = gain * (dry + weight * (dry + mix * (wet - dry) - dry)): the model weight moves from
-    `start` to `target` along `fade`, mix and gain ramp linearly; weight 1 and mix 1 give wet itself."""
-    for c in range(dry.shape[0]):
-        for i in range(dry.shape[1]):
-            d = dry[c, i]
-            mix = mix0 + (mix1 - mix0) * ramp[i]
-            wm = wet[c, i] if mix == 1.0 else d + mix * (wet[c, i] - d)
-            weight = start if start == target else start + (target - start) * fade[i]
-            v = wm if weight == 1.0 else (d if weight == 0.0 else d + weight * (wm - d))
-            out[c, i] = v * (gain0 + (gain1 - gain0) * ramp[i])
-
-
-@njit(cache=True, nogil=True)
-def _declick(out, last, ramp):
-    """Remove the step from `last` (the previous block's last samples) to out[:, 0] along `ramp` (1 -> 0)."""
-    for c in range(out.shape[0]):
-        step = last[c] - out[c, 0]
-        for i in range(out.shape[1]):
-            out[c, i] += step * ramp[i]
-
-
-@njit(cache=True, nogil=True)
-def _shift_left(buf, start, end):
-    """Move buf[:, start:end] to the front."""
-    for c in range(buf.shape[0]):
-        for i in range(end - start):
-            buf[c, i] = buf[c, start + i]

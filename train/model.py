@@ -22,8 +22,9 @@ from torch import nn
 
 @dataclass
 class GeneratorConfig:
-    """The generator's constructor arguments. The defaults are the shipped model's geometry: training
-    YAML files override them, checkpoints store them, export writes them into the ONNX metadata."""
+    """The generator's constructor arguments: training YAML files override the defaults (the default
+    recipe's), checkpoints store them, export writes them into the ONNX metadata (the shipped model's
+    config is in its own metadata, `bandlift.config`)."""
 
     arch: str = "spectral"  # "spectral" (log-envelope x band replication) or "waveform"
     sample_rate: int = 48000
@@ -117,6 +118,13 @@ PRIOR_LEVEL_FRAMES = 8  # the level: mean top-octave power over the last 8 frame
 NOISE_TABLES = (251, 257)  # noise excitation: frames per table (coprime: the phasors repeat after their product)
 NOISE_SEED = 20261203
 NOISE_GAIN = 2.0  # random-phase frames add up in power, not amplitude: 4x overlap loses 6 dB (measured)
+# A GRU's memory, and the prior's running tilt, have no end: what they still hold of the past fades. Their
+# reach is taken as RECURRENT_REACH_S on top of the convolutional reach: half the shortest hold of the
+# engine (0.5 s), so its warm-up after a hold still fits inside every hold (the default recipe: 106 ms +
+# 0.25 s); longer would lengthen the holds and run the model longer while the machine is overloaded.
+# Measured on the default recipe's architecture, untrained: warmed up for its convolutions' reach + 0.1 s
+# after a hold, it plays what an uninterrupted run plays to 1e-7; a trained GRU may remember longer.
+RECURRENT_REACH_S = 0.25
 
 
 def envelope_basis(bands: int, bins: int, rate: int) -> torch.Tensor:
@@ -210,6 +218,13 @@ class WaveformGenerator(nn.Module):
     @property
     def delay(self) -> int:
         return 0  # output sample n is aligned with input sample n (lookahead is inside one frame)
+
+    @property
+    def reach(self) -> int:
+        """Input samples before an output sample that can change it: the decoder's overlap with the
+        frame before, the convolutions' frames before that and the encoder's two-frame window."""
+        s = self.config.frame
+        return s - 1 + s * (self.config.kernel - 1) * sum(self.config.dilations) + 2 * s
 
     def state_shapes(self) -> list[tuple[str, tuple[int, int]]]:
         shapes = [("enc_cache", self.encoder.state_shape())]
@@ -330,6 +345,22 @@ class SpectralGenerator(nn.Module):
     @property
     def delay(self) -> int:
         return self.config.n_fft - self.config.frame
+
+    @property
+    def reach(self) -> int:
+        """Input samples before an output sample that can change it (its receptive field, walked layer
+        by layer as DAC's `get_delay` does): the frames whose overlap-add reaches the sample start
+        n_fft - frame - 1 samples before it at most; the convolutions reach their frames further back,
+        each frame its analysis window (or the long context) back, less the window's first sample
+        (weight 0); the recurrent parts add RECURRENT_REACH_S. The stream's output sample t depends on
+        input samples t - reach .. t."""
+        c = self.config
+        n, h = c.n_fft, c.frame
+        frames = h * (c.kernel - 1) * sum(c.dilations) + max(n, self.context)
+        if c.prior_tilt_s:  # the prior's level: the last PRIOR_LEVEL_FRAMES frames
+            frames = max(frames, h * (PRIOR_LEVEL_FRAMES - 1) + n)
+        recurrent = self.gru is not None or bool(c.prior_tilt_s)
+        return n - h - 2 + frames + (round(RECURRENT_REACH_S * c.sample_rate) if recurrent else 0)
 
     @property
     def history(self) -> int:

@@ -44,7 +44,8 @@ from bandlift.train.losses import (
 )
 from bandlift.train.model import Discriminators, Generator, GeneratorConfig, count_params
 
-# The one set of training defaults; the model's come from GeneratorConfig (the shipped geometry).
+# The one set of training defaults; the model's come from GeneratorConfig (not the shipped model's geometry:
+# that travels in its metadata, `bandlift.config`).
 # YAML files override any of them.
 DEFAULTS: dict = {
     "model": GeneratorConfig().to_dict(),

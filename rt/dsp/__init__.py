@@ -1,2 +1,3 @@
 """Signal processing for the engine: the streaming polyphase resampler (`resample`), lock-free ring
-buffers (`ringbuffer`) and bandwidth detection (`bandwidth`); numpy and numba."""
+buffers (`ringbuffer`), bandwidth detection (`bandwidth`) and the engine's per-block kernels
+(`blocks`); numpy and numba."""

@@ -5,7 +5,9 @@ A bandlift model (contract 2) is an ONNX graph with inputs ``audio`` [C, B] at t
 packed in one zero-initialised tensor; outputs ``audio_out`` [C, B] and ``state_out`` [C, S], the next
 call's ``state``. String metadata ``bandlift.*`` gives the contract version, the rate, the frame (B must
 be a multiple of it), the delay and the parts packed in the state (name and shape, S values in all;
-their layout is the model's own), plus the version, size and generator config. Contract 1 (one input
+their layout is the model's own), plus the version, size and generator config, and optionally the
+reach (output sample t depends on input samples t - reach .. t: what the engine warms the model up
+on before it returns from a hold; without it, `bandlift.rt.states.WARM_S`). Contract 1 (one input
 per state) is refused with the command that re-exports such a model.
 
 Written by `bandlift.export.onnx_export` and the tests' fake models (`metadata`, `INPUTS`, `OUTPUTS`,
@@ -40,6 +42,7 @@ PARAMS = "bandlift.params"
 MFLOPS_PER_SECOND = "bandlift.mflops_per_second"
 CONFIG = "bandlift.config"  # JSON of the generator config
 LOWEST_CUTOFF = "bandlift.lowest_cutoff_hz"  # the lowest input band the model was trained on
+REACH = "bandlift.reach"  # optional: input samples before an output sample that can change it
 REQUIRED_KEYS = (SAMPLE_RATE, FRAME, DELAY, STATE)
 FLOAT = "tensor(float)"  # every input and output is float32
 
@@ -79,6 +82,7 @@ class ModelInfo:
     path: str = ""
     parts: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)  # what `state` packs
     lowest_cutoff_hz: float = LEGACY_LOWEST_CUTOFF_HZ
+    reach: int | None = None  # samples; None: not in the metadata
 
 
 def state_size(parts) -> int:
@@ -88,7 +92,8 @@ def state_size(parts) -> int:
 
 def metadata(sample_rate: int, frame: int, delay: int, states, version: str, params: int | None = None,
              mflops_per_second: float | None = None, config: dict | None = None,
-             extra: dict | None = None, lowest_cutoff_hz: float = MIN_CUTOFF_HZ) -> dict[str, str]:
+             extra: dict | None = None, reach: int | None = None,
+             lowest_cutoff_hz: float = MIN_CUTOFF_HZ) -> dict[str, str]:
     """The metadata map (all strings) of a model; `states` is the parts packed in its state,
     [(name, shape), ...]."""
     meta = {
@@ -102,6 +107,8 @@ def metadata(sample_rate: int, frame: int, delay: int, states, version: str, par
         meta[MFLOPS_PER_SECOND] = f"{mflops_per_second:.1f}"
     if config is not None:
         meta[CONFIG] = json.dumps(config)
+    if reach is not None:
+        meta[REACH] = str(reach)
     meta.update({k: str(v) for k, v in (extra or {}).items()})
     return meta
 
@@ -181,15 +188,18 @@ def parse_info(meta: dict, inputs: list[str], outputs: list[str], path: str = ""
             mflops_per_second=float(meta[MFLOPS_PER_SECOND]) if MFLOPS_PER_SECOND in meta else None,
             config=json.loads(meta.get(CONFIG, "{}")), path=str(path),
             lowest_cutoff_hz=float(meta.get(LOWEST_CUTOFF, LEGACY_LOWEST_CUTOFF_HZ)),
+            reach=int(meta[REACH]) if REACH in meta else None,
         )
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise ModelError(f"{path or 'model'}: malformed bandlift metadata: {str(exc)[:200]}") from None
     if not (0 < info.sample_rate <= MAX_RATE and 0 < info.frame <= MAX_FRAME
             and 0 <= info.delay <= MAX_DELAY_SECONDS * info.sample_rate
+            and 0 <= (info.reach or 0) <= MAX_DELAY_SECONDS * info.sample_rate
             and MIN_CUTOFF_HZ <= info.lowest_cutoff_hz <= info.sample_rate / 2):
         raise ModelError(f"{path}: bad metadata rate={info.sample_rate} frame={info.frame} delay={info.delay} "
-                         f"lowest cutoff={info.lowest_cutoff_hz:g} (rate 1..{MAX_RATE} Hz, frame 1..{MAX_FRAME}, "
-                         f"delay at most {MAX_DELAY_SECONDS} s, lowest cutoff {MIN_CUTOFF_HZ:g} Hz..Nyquist)")
+                         f"reach={info.reach} lowest cutoff={info.lowest_cutoff_hz:g} (rate 1..{MAX_RATE} Hz, frame "
+                         f"1..{MAX_FRAME}, delay and reach at most {MAX_DELAY_SECONDS} s, lowest cutoff "
+                         f"{MIN_CUTOFF_HZ:g} Hz..Nyquist)")
     want_in, want_out = list(INPUTS), list(OUTPUTS)
     if list(inputs) != want_in or list(outputs) != want_out:
         raise ModelError(f"{path}: inputs/outputs {list(inputs)} -> {list(outputs)} do not follow the contract "

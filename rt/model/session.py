@@ -182,6 +182,10 @@ class ModelSession:
     def delay(self) -> int:
         return self.info.delay
 
+    @property
+    def reach(self) -> int | None:
+        return self.info.reach
+
     def shaped(self, channels: int, samples: int):
         """The session specialised to blocks of [channels, samples] (created once, shared): with the
         audio's free dimensions fixed, ONNX Runtime folds the graph's shape arithmetic (measured 6 %

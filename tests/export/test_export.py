@@ -58,6 +58,7 @@ def test_metadata_describes_the_stream(exported):
         assert value.type.tensor_type.shape.dim[1].dim_value == size
     assert int(meta["bandlift.params"]) == sum(p.numel() for p in gen.parameters())
     assert json.loads(meta["bandlift.config"])["channels"] == 24
+    assert int(meta["bandlift.reach"]) == gen.reach
 
 
 def test_export_cli_roundtrip(tmp_path, exported):
@@ -235,3 +236,89 @@ def test_export_writes_the_model_following_the_umask(cli_export):
 def test_export_output_has_no_torch_warnings(cli_export):
     _, output = cli_export
     assert "Warning" not in output and output.strip().startswith("wrote "), output
+
+
+def run_with_overload(session, x, at_block=40):
+    """x [1, n] block by block (128) through a fresh engine, an overload forced before `at_block`;
+    -> output and the block that fades the model back in."""
+    from bandlift.rt.engine import StreamEngine
+
+    eng = StreamEngine(session, 48000, 48000, 1, 128, input_cutoff_hz=8000)
+    ys, active = [], []
+    for i in range(x.shape[1] // 128):
+        if i == at_block:
+            eng.force_bypass("overload")
+        ys.append(eng.process(x[:, i * 128:(i + 1) * 128]))
+        active.append(eng.active)
+    back = next(i for i in range(1, len(active)) if active[i] == 1.0 and active[i - 1] == 0.0)
+    return np.concatenate(ys, axis=1), back, eng
+
+
+def test_a_model_of_longer_reach_returns_warm(tmp_path):
+    """A model whose convolutions reach 8,414 samples (175 ms) back, beyond the 0.1 s warm-up of a
+    model whose metadata has no reach: with its reach in the metadata it returns from an overload hold
+    playing what an uninterrupted run plays once faded in; with 0.1 s it does not."""
+    from bandlift.rt.engine import StreamEngine
+    from bandlift.rt.model import contract
+    from bandlift.rt.model.session import ModelSession
+
+    torch.manual_seed(0)
+    gen = Generator(GeneratorConfig(channels=16, context_fft=0, gru=0, exciter=False, dilations=[64, 64])).eval()
+    with torch.no_grad():  # untrained output gains explode: tame them
+        gen.out.weight.mul_(0.3)
+        gen.out.bias.zero_()
+    assert gen.reach == 95 + 2 * 128 * 32 + 127
+    path = export_generator(gen, tmp_path / "long.onnx")
+    model = onnx.load(str(path))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert int(meta[contract.REACH]) == gen.reach
+    onnx.helper.set_model_props(model, {k: v for k, v in meta.items() if k != contract.REACH})
+    onnx.save(model, str(tmp_path / "no-reach.onnx"))
+
+    n = 48000  # a chirp (100 Hz to 4 kHz): what the model held before the hold is not what it holds after
+    t = np.arange(n) / 48000
+    x = (0.3 * np.sin(2 * np.pi * (100 * t + 1950 * t * t))).astype(np.float32)[None]
+    x += (np.random.default_rng(0).standard_normal(x.shape) * 0.01).astype(np.float32)
+    steady = StreamEngine(ModelSession(path, provider="cpu"), 48000, 48000, 1, 128, input_cutoff_hz=8000).process(x)
+    errors = {}
+    for name, model_path in (("reach", path), ("0.1 s", tmp_path / "no-reach.onnx")):
+        y, back, eng = run_with_overload(ModelSession(model_path, provider="cpu"), x)
+        after = (back + 1) * 128  # the block after the fade-in (which mixes in the input)
+        errors[name] = float(np.abs(y[0, after:] - steady[0, after:y.shape[1]]).max())
+        print(f"{name}: warm-up {eng.warm_blocks} blocks, back at block {back}, max difference from an "
+              f"uninterrupted run {errors[name]:.2e}")
+    assert eng.stats.events == [(40 * 128, "overload")]
+    assert errors["reach"] < 1e-5 and errors["0.1 s"] > 1e-3
+
+
+def test_a_gru_model_returns_warm_within_its_bounded_reach(tmp_path):
+    """A GRU's reach is bounded (RECURRENT_REACH_S beyond its convolutions): after a fault hold (its
+    state reset) the model warmed up for that long plays what an uninterrupted run plays, to float
+    rounding for this untrained one."""
+    from bandlift.rt.engine import StreamEngine
+    from bandlift.rt.model.session import ModelSession
+    from bandlift.train.model import RECURRENT_REACH_S
+
+    torch.manual_seed(0)
+    gen = Generator(GeneratorConfig(channels=16, gru=16, context_fft=0, exciter=False)).eval()
+    with torch.no_grad():  # untrained output gains explode: tame them
+        gen.out.weight.mul_(0.3)
+        gen.out.bias.zero_()
+    assert gen.reach == 4190 + round(RECURRENT_REACH_S * 48000)
+    session = ModelSession(export_generator(gen, tmp_path / "gru.onnx"), provider="cpu")
+    t = np.arange(48000) / 48000
+    x = (0.3 * np.sin(2 * np.pi * (100 * t + 1950 * t * t))).astype(np.float32)[None]
+    steady = StreamEngine(session, 48000, 48000, 1, 128, input_cutoff_hz=8000).process(x)
+    eng = StreamEngine(session, 48000, 48000, 1, 128, input_cutoff_hz=8000)
+    ys = []
+    for i in range(x.shape[1] // 128):
+        if i == 40:
+            eng.force_bypass("nan")  # as a fault: the state is reset
+        ys.append(eng.process(x[:, i * 128:(i + 1) * 128]))
+        if i > 40 and eng.active == 1.0:
+            break
+    ys.append(eng.process(x[:, (i + 1) * 128:]))
+    y = np.concatenate(ys, axis=1)
+    assert eng.warm_blocks == -(-gen.reach // 128) and eng.stats.events == [(40 * 128, "nan")]
+    after = (i + 1) * 128
+    assert np.abs(y[0, after:] - steady[0, after:y.shape[1]]).max() < 1e-5

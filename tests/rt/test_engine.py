@@ -304,8 +304,8 @@ def test_engine_overload_fades_to_bypass_without_cascade(models):
     assert st.overloads >= 1 and st.deadline_misses == st.overloads
     # back-off: retries at 0.5 s, then 1 s ...; late warm-up blocks beyond the tolerated few restart the
     # hold silently -> over 2 s: the first late block, two short warm-ups, a single switch to bypass
-    attempt = 1 + eng._warm_late_allowed + 1
-    assert st.model_blocks <= 1 + 2 * attempt < eng._warm_blocks and st.bypass_events == 1
+    attempt = 1 + eng.hold.late_allowed + 1
+    assert st.model_blocks <= 1 + 2 * attempt < eng.warm_blocks and st.bypass_events == 1
     assert np.abs(np.diff(y[0])).max() <= np.abs(np.diff(x[0])).max() * 1.01
     eng.realtime = False  # offline: never a deadline
     eng.reset()

@@ -153,6 +153,9 @@ GOOD = {contract.CONTRACT: "2", contract.SAMPLE_RATE: "48000", contract.FRAME: "
     (contract.FRAME, "1000000000", "bad metadata"),
     (contract.DELAY, "-1", "bad metadata"),
     (contract.DELAY, str(48000 * 3600), "bad metadata"),
+    (contract.REACH, "-1", "bad metadata"),
+    (contract.REACH, str(48000 * 3600), "bad metadata"),  # the engine would warm the model up for an hour
+    (contract.REACH, "0.5", "malformed"),
     (contract.STATE, json.dumps([{"name": "s", "shape": [1.5]}]), "positive integers"),
     (contract.STATE, json.dumps([{"name": "s", "shape": [0]}]), "positive integers"),
     (contract.STATE, json.dumps([{"name": "s", "shape": [True]}]), "positive integers"),
@@ -170,7 +173,9 @@ def test_metadata_out_of_bounds_is_a_model_error(key, value, message):
     with pytest.raises(ModelError, match=message):
         parse_info(meta, ["audio", "cutoff", "state"], ["audio_out", "state_out"], "m.onnx")
     info = parse_info(GOOD, ["audio", "cutoff", "state"], ["audio_out", "state_out"], "m.onnx")
-    assert info.states == [("state", (4,))] and info.parts == [("s", (4,))]
+    assert info.states == [("state", (4,))] and info.parts == [("s", (4,))] and info.reach is None
+    assert parse_info({**GOOD, contract.REACH: "4190"}, ["audio", "cutoff", "state"], ["audio_out", "state_out"],
+                      "m.onnx").reach == 4190
     assert info.lowest_cutoff_hz == contract.LEGACY_LOWEST_CUTOFF_HZ == 4000  # a model written before the key
     assert parse_info({**GOOD, contract.LOWEST_CUTOFF: "3400"}, ["audio", "cutoff", "state"],
                       ["audio_out", "state_out"]).lowest_cutoff_hz == 3400

@@ -13,6 +13,7 @@ from bandlift.train.losses import (  # noqa: E402
     multi_resolution_stft_loss,
 )
 from bandlift.train.model import (  # noqa: E402
+    RECURRENT_REACH_S,
     Discriminators,
     Generator,
     GeneratorConfig,
@@ -297,3 +298,46 @@ def test_noise_prior_reads_the_tilt_from_the_passband_and_its_correction_is_boun
         plain = g(x, torch.tensor([1 / 3]))[0].numpy()
     gain = band_levels_db(boosted, rate, [(12000, 16000)])[50:] - band_levels_db(plain, rate, [(12000, 16000)])[50:]
     assert gain.mean() == pytest.approx(12.0, abs=1.0)
+
+
+def receptive_field(gen, length: int) -> int:
+    """Measured reach: for the last two samples of a frame near the end of a stream (the last sample of
+    a frame reaches furthest back), the furthest input sample before it that its gradient reaches."""
+    gen = gen.double()
+    worst = 0
+    for t in (length - gen.config.frame - 2, length - gen.config.frame - 1):
+        x = torch.randn(1, length, dtype=torch.float64, requires_grad=True)
+        y, _ = gen.stream(x, torch.tensor([0.5], dtype=torch.float64), [s.double() for s in gen.initial_states(1)])
+        y[0, t].backward()
+        worst = max(worst, t - int(torch.nonzero(x.grad[0]).min()))
+    return worst
+
+
+@pytest.mark.parametrize("config", [
+    dict(context_fft=0, gru=0, exciter=False),  # the shipped architecture
+    dict(context_fft=2048, gru=0, dilations=[1, 2, 4]),  # the long context reaches furthest
+    dict(arch="waveform", frame=64, dilations=[1, 2, 4]),
+])
+def test_reach_is_the_measured_receptive_field(config):
+    torch.manual_seed(0)
+    gen = Generator(GeneratorConfig(channels=8, **config)).eval()
+    if config.get("context_fft") == 0:
+        assert gen.reach == 4190  # 95 + 124 frames of 32 + 127: 87 ms
+    assert receptive_field(gen, (gen.reach // gen.config.frame + 4) * gen.config.frame) == gen.reach
+
+
+@pytest.mark.parametrize("config,fir", [
+    (dict(gru=8), 95 + 6 * 32 + 127),  # the convolutions: (kernel 3 - 1) x (1 + 2) frames
+    (dict(prior=True, noise=True, prior_tilt_s=0.2), 95 + 7 * 32 + 127),  # the prior's level: 8 frames
+])
+def test_recurrent_parts_reach_the_whole_past_and_their_reach_is_bounded(config, fir):
+    """A GRU and the prior's running tilt: the gradient reaches the first sample; the reach is the
+    finite part's plus RECURRENT_REACH_S."""
+    torch.manual_seed(0)
+    geometry = dict(channels=8, context_fft=0, dilations=[1, 2])
+    gen = Generator(GeneratorConfig(**geometry, **config)).eval()
+    if config.get("prior"):  # its output layer starts at zero: let the gains depend on the input
+        with torch.no_grad():
+            gen.out.weight.normal_(0.0, 0.1)
+    assert gen.reach == fir + round(RECURRENT_REACH_S * 48000)
+    assert receptive_field(gen, 2048) == 2048 - gen.config.frame - 1  # down to the first sample
