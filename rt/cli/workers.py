@@ -115,6 +115,15 @@ def _after_a_dead_worker(futures: dict) -> list[dict]:
     return results
 
 
+def _remove_unfinished(futures: dict) -> None:
+    """The hidden files of every file a stopped run did not finish."""
+    from bandlift.rt.io.files import remove_hidden
+
+    for fut, (_, dst) in futures.items():
+        if not fut.done() or fut.cancelled() or fut.exception(timeout=0) is not None:
+            remove_hidden(dst)
+
+
 def run_in_workers(run, args, jobs, options, bar) -> list[dict]:
     """Upsample `jobs` ((input, output) pairs) on `args.jobs` worker processes, each calling
     `run(upsampler, input, output, **options)` (pickled by reference); one result dict per file."""
@@ -126,8 +135,10 @@ def run_in_workers(run, args, jobs, options, bar) -> list[dict]:
     pool = ProcessPoolExecutor(args.jobs, initializer=_init_worker,
                                initargs=(run, args.model, args.rate, args.block, args.provider, args.threads,
                                          os.getpid()))
+    futures = {}
     try:
-        futures = {pool.submit(_job, (s, d, options)): (s, d) for s, d in jobs}
+        for s, d in jobs:
+            futures[pool.submit(_job, (s, d, options))] = (s, d)
         try:
             for fut in as_completed(futures):
                 results.append(fut.result())
@@ -143,6 +154,11 @@ def run_in_workers(run, args, jobs, options, bar) -> list[dict]:
         deadline = time.monotonic() + WORKER_EXIT_S
         for worker in workers:
             worker.join(max(0.0, deadline - time.monotonic()))
+        for worker in workers:
+            if worker.is_alive():  # too slow to unwind (a loaded machine): it goes now
+                worker.kill()
+                worker.join(1.0)
+        _remove_unfinished(futures)  # what a worker did not get to remove
         if not any(worker.is_alive() for worker in workers):
             # join the pool's manager thread before the interpreter exits: Python 3.11's exit
             # hook otherwise races it to the pool's wake-up pipe (an EBADF traceback, seen in CI)
