@@ -136,7 +136,8 @@ def _upsample_open(up, f, src, dst, input_cutoff, delay_compensation, progress, 
             "delay_compensated": delay_compensation, "true_peak_dbtp": _db(out.true_peak),
             "gain_reduction_db": round(out.gain_db, 3), "clipped_samples": out.clipped,
             "bypass_events": eng.stats.bypass_events, "bypasses": eng.event_lines(),
-            **({"input_cutoff_note": note} if note else {})}
+            **({"input_cutoff_note": note} if note else {}),
+            **({"channel_layout_note": out.layout_note} if out.layout_note else {})}
 
 
 def _db(value: float) -> float:
@@ -155,7 +156,8 @@ def _describe(info: dict) -> str:
             f"{info['output_frames'] / info['output_rate']:.2f} s, input band "
             f"{info['input_cutoff_hz']:.0f} Hz, latency {info['latency_ms']:.2f} ms ({comp}), {level}"
             + "".join(f"\n  {line}" for line in info.get("bypasses", [])) + _band_note(info)
-            + (f"\n  note: {info['input_cutoff_note']}" if "input_cutoff_note" in info else ""))
+            + (f"\n  note: {info['input_cutoff_note']}" if "input_cutoff_note" in info else "")
+            + (f"\n  note: {info['channel_layout_note']}" if "channel_layout_note" in info else ""))
 
 
 def _band_note(info: dict) -> str:

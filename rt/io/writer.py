@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from bandlift.rt.io.files import (LOSSY, SFC_SET_CHANNEL_MAP_INFO, AudioFileError, _commit, _hidden, blocks,
+from bandlift.rt.io.files import (LOSSY, SFC_SET_CHANNEL_MAP_INFO, AudioFileError, _channel_map, _commit, _hidden, blocks,
                                   check_destination, output_format, source_properties, wav_format_for)
 
 DITHERED = {"PCM_16": 2.0 ** -15, "PCM_S8": 2.0 ** -7, "PCM_U8": 2.0 ** -7}  # subtype -> one LSB
@@ -62,6 +62,7 @@ class StagedOutput:
         self.gain_db = 0.0
         self.clipped = 0
         self.format = self.subtype = ""
+        self.layout_note = ""  # set when the output's container dropped the input's channel layout
 
     def write(self, y: np.ndarray) -> None:
         self.meter.add(y)
@@ -146,3 +147,9 @@ def _encode(scratch, final, path, rate, channels, fmt, subtype, gain, carried, s
                     out.write(y)
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise AudioFileError(f"cannot write {path} as {fmt} {subtype} at {rate} Hz, {channels} ch: {exc}") from exc
+    if carried["channel_map"] is not None:
+        with sf.SoundFile(final) as written:
+            kept = _channel_map(written) == carried["channel_map"]
+        staged.layout_note = "" if kept else (
+            f"{fmt} (through libsndfile) keeps no {channels}-channel layout: players will assume the format's "
+            "default order; WAV, W64 or RF64 keep the input's")

@@ -109,11 +109,14 @@ def test_tags_and_channel_layout_carried_over(delay_model, tmp_path):
         assert sf._snd.sf_command(f._file, files.SFC_SET_CHANNEL_MAP_INFO, buf, sf._ffi.sizeof(buf)) == 1
         f.write(0.1 * music_like(0.5, 16000, channels=6))
     for out in ("o.wav", "o.flac"):
-        assert upsample(delay_model, src, tmp_path / out) == 0
+        assert upsample(delay_model, src, tmp_path / out, "--json", tmp_path / f"{out}.json") == 0
         with sf.SoundFile(tmp_path / out) as f:
             assert f.title == "Six" and f.artist == "Someone" and f.channels == 6
             if out == "o.wav":
                 assert f.format == "WAVEX" and files.source_properties(f)["channel_map"] == order
+        # FLAC through libsndfile stores no layout (issue 25: 5.1 back read back as 5.1 side): one note
+        note = json.loads((tmp_path / f"{out}.json").read_text())["files"][0].get("channel_layout_note", "")
+        assert ("keeps no 6-channel layout" in note) == (out == "o.flac"), note
 
 
 def test_m4a_read_through_ffmpeg_or_a_clear_line(delay_model, tmp_path, capsys, monkeypatch):
