@@ -245,18 +245,18 @@ def run(args) -> int:
                       else np.repeat(source[:, :1], 2, axis=1))
         if not np.isfinite(source).all():
             raise CLIError(f"{args.source} contains NaN/inf samples")
+    virtual = _virtual_device(args)  # first: a taken name is refused before the model loads (seconds)
     try:
-        session = ModelSession(args.model, provider=live_provider(args.provider), threads=args.threads)
-        engine = StreamEngine(session, in_rate, args.rate, args.channels, args.block,
-                              input_cutoff_hz=args.input_cutoff, realtime=True)
-    except (ModelError, ValueError, RuntimeError) as exc:
-        raise CLIError(str(exc)) from None
-    engine.bypass = args.bypass
-    engine.gain = 10 ** (args.gain / 20)
-    engine.mix = args.mix
-    engine.reset()
-    virtual = _virtual_device(args)
-    try:
+        try:
+            session = ModelSession(args.model, provider=live_provider(args.provider), threads=args.threads)
+            engine = StreamEngine(session, in_rate, args.rate, args.channels, args.block,
+                                  input_cutoff_hz=args.input_cutoff, realtime=True)
+        except (ModelError, ValueError, RuntimeError) as exc:
+            raise CLIError(str(exc)) from None
+        engine.bypass = args.bypass
+        engine.gain = 10 ** (args.gain / 20)
+        engine.mix = args.mix
+        engine.reset()
         return _run_devices(args, engine, session, source, in_rate, virtual)
     except CLIError as exc:
         if virtual is not None and not virtual.alive():

@@ -180,6 +180,20 @@ def test_virtual_mic_is_removed_on_every_exit(model, tmp_path, ending):
         server.stop()
 
 
+def test_a_taken_name_is_refused_before_the_model_loads_and_a_bad_model_leaves_no_device(tmp_path):
+    server = PulseServer(tmp_path / "pulse").start()
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    try:
+        run = subprocess.run([sys.executable, "-c", CLI, "live", "--virtual-mic", "bl_mic", "--input", "pulse",
+                              "--model", str(bad), "--seconds", "1"], env=server.env, capture_output=True, text=True,
+                             timeout=120)
+        assert run.returncode == 2 and "bad.onnx" in run.stderr and "Traceback" not in run.stderr, run.stderr
+        assert owned(server) == []  # the device made before the model loaded is gone again
+    finally:
+        server.stop()
+
+
 def test_a_killed_runs_devices_are_reclaimed_a_running_ones_are_not(model, tmp_path):
     """SIGKILL leaves the modules behind: the next run with the name reclaims them (their owner is gone)
     instead of refusing the name for good; a name a running bandlift holds is still refused."""
