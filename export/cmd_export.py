@@ -1,7 +1,8 @@
-"""`bandlift export CHECKPOINT -o MODEL.onnx [--check]`; `bandlift export --from-onnx OLD.onnx -o MODEL.onnx`
+"""`bandlift export CHECKPOINT -o MODEL.onnx [--no-check]`; `bandlift export --from-onnx OLD.onnx -o MODEL.onnx`
 re-exports a model (e.g. one of an older contract) from the weights it carries."""
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -13,10 +14,11 @@ def configure(parser):
     parser.add_argument("--from-onnx", metavar="MODEL", help="instead of a checkpoint: a bandlift ONNX model (any "
                         "contract) whose weights and config are re-exported")
     parser.add_argument("-o", "--output", required=True, help="ONNX file to write")
-    parser.add_argument("--check", action="store_true",
-                        help="compare ONNX Runtime block by block with torch on the whole signal")
+    parser.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                        help="compare ONNX Runtime block by block with torch on the whole signal (the default; "
+                             "--no-check skips it)")
     parser.add_argument("--tolerance", type=float, default=1e-4,
-                        help="with --check: the largest |ONNX block by block - torch whole| sample difference "
+                        help="the parity check's largest |ONNX block by block - torch whole| sample difference "
                              "accepted (default 1e-4)")
 
 

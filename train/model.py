@@ -6,8 +6,10 @@ processed whole equals it processed block by block (tests/test_model.py). Causal
 padding only (the cached context of each conv); the transposed decoder conv is trimmed on the right and
 its overlap carried to the next block (encodec's SConv1d/SConvTranspose1d, GTCRN's stream modules).
 
-The generator has no biases and only leaky-ReLU/multiplicative conditioning, so it is positively
-homogeneous: G(a*x) = a*G(x) for a > 0. Loudness never changes what it does.
+Both generators are positively homogeneous, G(a*x) = a*G(x) for a > 0, so loudness never changes
+what they do: the waveform one has no biases and only leaky-ReLU/multiplicative conditioning; the
+spectral one (biases included) sees log spectra relative to each frame's passband level and writes
+magnitudes relative to that level.
 """
 from __future__ import annotations
 

@@ -60,7 +60,8 @@ def test_metadata_describes_the_stream(exported):
     assert json.loads(meta["bandlift.config"])["channels"] == 24
 
 
-def test_export_cli_roundtrip(tmp_path, exported):
+def test_export_cli_roundtrip(tmp_path, exported, capsys):
+    """Export checks parity by default (so `train --export` does too); --no-check skips it."""
     from bandlift.rt.cli import main
     from bandlift.train.trainer import DEFAULTS, load_generator, merge
 
@@ -70,8 +71,11 @@ def test_export_cli_roundtrip(tmp_path, exported):
     torch.save({"generator": gen.state_dict(), "config": config}, ckpt)
     assert all(torch.equal(a, b) for a, b in zip(load_generator(ckpt).state_dict().values(), gen.state_dict().values()))
     out = tmp_path / "m.onnx"
-    assert main(["export", str(ckpt), "-o", str(out), "--check"]) == 0
+    assert main(["export", str(ckpt), "-o", str(out)]) == 0
+    assert "max |onnx block-by-block - torch whole|" in capsys.readouterr().out
     assert out.stat().st_size > 10_000
+    assert main(["export", str(ckpt), "-o", str(tmp_path / "unchecked.onnx"), "--no-check"]) == 0
+    assert "max |onnx" not in capsys.readouterr().out
     assert main(["export", str(tmp_path / "missing.pt"), "-o", str(out)]) == 2
 
 

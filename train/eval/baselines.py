@@ -31,6 +31,7 @@ import warnings
 
 import numpy as np
 
+from bandlift.rt.dsp.bandwidth import as_channels
 from bandlift.rt.dsp.resample import fit_length
 
 # Analysis STFT of the spectral baselines, at the output rate (scaled with the rate: 1024 at 48 kHz).
@@ -48,14 +49,9 @@ SILENT_DB = -120.0     # frames whose top octave is quieter than this (dB re ful
 ENVELOPE_BANDS = 16    # oracle_envelope: bands (equal in octaves) from FILL_FROM x cutoff to Nyquist
 
 
-def _as_channels(x) -> tuple[np.ndarray, bool]:
+def _channels(x) -> tuple[np.ndarray, bool]:
     """(n,) or (n, C) -> float64 [C, n], and whether the input was 1-D."""
-    a = np.asarray(x, dtype=np.float64)
-    if a.ndim == 1:
-        return a[None, :], True
-    if a.ndim != 2:
-        raise ValueError(f"audio must be (n,) or (n, channels), got shape {a.shape}")
-    return a.T, False
+    return as_channels(x), np.ndim(x) == 1
 
 
 def _restore(y: np.ndarray, was_1d: bool) -> np.ndarray:
@@ -90,7 +86,7 @@ def sinc(x_low, in_rate, out_rate, cutoff_hz=None):
     import soxr
 
     _check_rates(in_rate, out_rate)
-    a, was_1d = _as_channels(x_low)
+    a, was_1d = _channels(x_low)
     if in_rate == out_rate:
         return _restore(a, was_1d)
     y = soxr.resample(a.T, in_rate, out_rate, quality="VHQ").T
@@ -102,7 +98,7 @@ def spline(x_low, in_rate, out_rate, cutoff_hz=None):
     from scipy.interpolate import CubicSpline
 
     _check_rates(in_rate, out_rate)
-    a, was_1d = _as_channels(x_low)
+    a, was_1d = _channels(x_low)
     n = a.shape[1]
     if in_rate == out_rate:
         return _restore(a, was_1d)
@@ -180,8 +176,8 @@ class _Spectra:
 
 def _prepare(x_low, in_rate, out_rate, cutoff_hz):
     """sinc-upsampled [C, m], layout flag, cutoff; the envelope model unless nothing is missing."""
-    a, was_1d = _as_channels(x_low)
-    y = _as_channels(sinc(a.T, in_rate, out_rate))[0]
+    a, was_1d = _channels(x_low)
+    y = as_channels(sinc(a.T, in_rate, out_rate))
     cutoff = input_cutoff(in_rate, cutoff_hz)
     if cutoff >= 0.99 * out_rate / 2 or y.shape[1] == 0:
         return y, was_1d, cutoff, None  # full band already: nothing to extend
@@ -227,7 +223,7 @@ def _oracle_inputs(name, x_low, in_rate, out_rate, cutoff_hz, reference):
     y, was_1d, cutoff, sp = _prepare(x_low, in_rate, out_rate, cutoff_hz)
     if sp is None:
         return y, was_1d, cutoff, None, None
-    ref = fit_length(_as_channels(np.asarray(reference, np.float64))[0], y.shape[1])
+    ref = fit_length(as_channels(reference), y.shape[1])
     return y, was_1d, cutoff, sp, np.abs(sp.stft(ref)) ** 2
 
 
@@ -396,7 +392,7 @@ class OpusBWE:
         from bandlift.train.conditions import delay_of
 
         _check_rates(in_rate, out_rate)
-        a, was_1d = _as_channels(x_low)
+        a, was_1d = _channels(x_low)
         m = out_length(a.shape[1], in_rate, out_rate)
         wide = a if in_rate == 16000 else soxr.resample(a.T, in_rate, 16000, quality="VHQ").T
         out = []
