@@ -28,8 +28,8 @@ def run(args) -> int:
     except ModuleNotFoundError:
         raise missing_extra("export", "train") from None
     in_range(args.tolerance, "--tolerance", 0, 1)
-    from bandlift.export.onnx_export import OnnxWeightsError, check_parity, export_generator, generator_from_onnx
-    from bandlift.train.trainer import CheckpointError, load_generator
+    from bandlift.export.onnx_export import check_parity, export_generator, generator_from_onnx
+    from bandlift.train.trainer import load_generator
 
     if (args.checkpoint is None) == (args.from_onnx is None):
         raise CLIError("name a checkpoint or --from-onnx MODEL (one of them)")
@@ -41,10 +41,7 @@ def run(args) -> int:
         raise CLIError(f"refusing to overwrite the {what} {source} with the new model")
     if Path(args.output).is_dir():
         raise CLIError(f"-o {args.output} is a folder: name the .onnx file")
-    try:
-        gen = load_generator(source) if args.checkpoint else generator_from_onnx(source)
-    except (CheckpointError, OnnxWeightsError) as exc:
-        raise CLIError(str(exc)) from None
+    gen = load_generator(source) if args.checkpoint else generator_from_onnx(source)
     try:
         path = export_generator(gen, args.output)
     except OSError as exc:

@@ -126,15 +126,12 @@ def read_config(path, overrides: dict) -> dict:
 
 def check_manifest(manifest) -> None:
     """Before anything is created: the manifest exists, parses, and has train and valid rows."""
-    from bandlift.train.data_sources import TRAINING_FIELDS, DataError, read_manifest
+    from bandlift.train.data_sources import TRAINING_FIELDS, read_manifest
 
     path = Path(manifest).expanduser()
     if not path.is_file():
         raise CLIError(f"manifest not found: {path} (see `bandlift dataset`)")
-    try:
-        splits = {row.get("split", "train") for row in read_manifest(path, TRAINING_FIELDS)}
-    except DataError as exc:
-        raise CLIError(str(exc)) from None
+    splits = {row.get("split", "train") for row in read_manifest(path, TRAINING_FIELDS)}
     missing = [s for s in ("train", "valid") if s not in splits]
     if missing:
         raise CLIError(f"{path}: no {' or '.join(missing)} rows (index more files with `bandlift dataset`)")
@@ -145,7 +142,6 @@ def run(args) -> int:
         import torch  # noqa: F401
     except ModuleNotFoundError:
         raise missing_extra("training", "train") from None
-    from bandlift.train.data_sources import DataError
     from bandlift.train.trainer import CheckpointError, Trainer
 
     if args.steps is not None:
@@ -172,10 +168,7 @@ def run(args) -> int:
         trainer = Trainer(config, args.run_dir)
     except (CheckpointError, ValueError) as exc:  # a checkpoint, or a config value the model refuses
         raise CLIError(str(exc).splitlines()[0]) from None
-    try:
-        best = trainer.fit()
-    except DataError as exc:
-        raise CLIError(str(exc)) from None
+    best = trainer.fit()
     print(f"best checkpoint: {best}")
     if args.export:  # through the `export` command, by name: training does not import bandlift.export
         from bandlift.rt.cli import main as cli_main

@@ -13,6 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from bandlift.rt.errors import BandliftError
 from bandlift.train.data_sources import AUDIO_EXTENSIONS, Candidate
 
 
@@ -99,8 +100,8 @@ QUICK = ("sonic-pi-samples", "klettres-data")
 DEFAULT = tuple(PACKAGES)
 
 
-class DebianError(RuntimeError):
-    pass
+class DebianError(BandliftError, RuntimeError):
+    """A Debian package that cannot be fetched or unpacked."""
 
 
 def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:

@@ -28,6 +28,7 @@ import numpy as np
 import soundfile as sf
 
 from bandlift.rt.dsp.bandwidth import effective_bandwidth
+from bandlift.rt.errors import BandliftError
 from bandlift.rt.io.files import AUDIO_EXTENSIONS  # noqa: F401 (re-exported for the data sources)
 
 SPLITS = ("train", "valid", "test")
@@ -42,7 +43,7 @@ FIELD_RANGES = {"duration": (0.0, 1e7), "bandwidth": (0.0, 1e6), "sample_rate": 
 TRAINING_FIELDS = ("path", "source", "duration", "bandwidth")
 
 
-class DataError(ValueError):
+class DataError(BandliftError, ValueError):
     """A manifest or dataset that cannot be used (the message names the file, line and field)."""
 
 

@@ -29,6 +29,7 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from bandlift.rt.cli.progress import progress_bar
+from bandlift.rt.errors import BandliftError
 from bandlift.train.data_sources import SUBSET_MIN_SECONDS
 from bandlift.train.losses import (
     band_dynamics_loss,
@@ -96,7 +97,7 @@ def lowpass_at(y, ceiling_hz, rate: int, keep_full: bool = True):
     return torch.fft.irfft(spec * keep, n=y.shape[-1], dim=-1)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(BandliftError, ValueError):
     """A checkpoint that is unreadable, not bandlift's, or holds more than tensors and plain data."""
 
 

@@ -4,6 +4,8 @@ Each subcommand module defines ``configure(parser)`` and ``run(args) -> int``. O
 command being run is imported (``bandlift --help`` imports none), so a command's dependencies (torch for
 ``train``/``export``, librosa for ``eval``) are loaded only when that command runs; the table below
 names modules by string, so the engine has no import edge to ``bandlift.train`` or ``bandlift.export``.
+Errors the user can act on (``BandliftError``: a bad file, model, device, manifest or argument) are
+printed here, and only here, as one line without a traceback (exit code 2).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import sys
 import threading
 
 from bandlift.rt.cli.errors import CLIError, printable
+from bandlift.rt.errors import BandliftError
 
 __all__ = ["CLIError", "SUBCOMMANDS", "build_parser", "main"]
 
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGHUP, _hang_up)  # a closed terminal: unwind (temporaries removed), not die
     try:
         return int(args._run(args) or 0)
-    except CLIError as exc:
+    except BandliftError as exc:
         print(f"bandlift {args.command}: error: {printable(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

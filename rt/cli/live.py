@@ -234,7 +234,7 @@ def _virtual_device(args):
     SIGHUP stop the run like Ctrl-C, so that the device is removed."""
     if args.virtual_mic is None and args.virtual_sink is None:
         return None
-    from bandlift.rt.io.virtual import VirtualDevice, VirtualDeviceError
+    from bandlift.rt.io.virtual import VirtualDevice
 
     if args.loopback or (args.virtual_mic and args.virtual_sink):
         raise CLIError("choose one of --loopback, --virtual-mic, --virtual-sink")
@@ -245,10 +245,7 @@ def _virtual_device(args):
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, interrupt)
-    try:
-        dev = VirtualDevice(kind, name, args.channels, args.rate).__enter__()
-    except VirtualDeviceError as exc:
-        raise CLIError(str(exc)) from None
+    dev = VirtualDevice(kind, name, args.channels, args.rate).__enter__()
     print(f"virtual {'microphone' if kind == 'mic' else 'speaker'} '{name}' ready ({dev.description}): pick it in "
           "your apps; it is removed when bandlift stops", file=sys.stderr)
     return dev

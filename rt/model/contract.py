@@ -18,6 +18,8 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from bandlift.rt.errors import BandliftError
+
 AUDIO = "audio"
 CUTOFF = "cutoff"
 AUDIO_OUT = "audio_out"
@@ -55,7 +57,7 @@ MAX_STATE_VALUES = 1 << 20  # per channel, all states together (the shipped mode
 MIN_CUTOFF_HZ = 3400.0  # telephone's 300-3400 Hz band
 
 
-class ModelError(ValueError):
+class ModelError(BandliftError, ValueError):
     """The model file is missing, unreadable or does not follow the bandlift streaming contract."""
 
 

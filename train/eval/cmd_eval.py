@@ -113,7 +113,7 @@ def _methods(args) -> dict:
 
 
 def run(args) -> int:
-    from bandlift.train.eval.evaluate import EvalConfig, EvalError, evaluate, format_table, to_json
+    from bandlift.train.eval.evaluate import EvalConfig, evaluate, format_table, to_json
 
     for module, needed in (("librosa", True), ("matplotlib", args.png or args.html),
                            ("visqol", not args.no_visqol)):  # the baselines' STFT, the plots, ViSQOL
@@ -142,8 +142,6 @@ def run(args) -> int:
                            on_file=report.add if report else None)
         if report:
             results["listening"] = report.write(results)
-    except EvalError as exc:
-        raise CLIError(str(exc)) from exc
     except OSError as exc:  # the plots or the listening report
         raise CLIError(f"cannot write {exc.filename or ''}: {exc.strerror or exc}") from exc
     print(format_table(results))

@@ -26,6 +26,7 @@ from typing import Callable
 
 import numpy as np
 
+from bandlift.rt.errors import BandliftError
 from bandlift.rt.io.files import AUDIO_EXTENSIONS
 from bandlift.train.eval import metrics
 
@@ -36,7 +37,7 @@ MAX_RATE = 48000  # the model's rate: references above it are judged here
 REFERENCE_BAND_WARN = 0.9  # warn when a reference's measured bandwidth is below this x rate/2
 
 
-class EvalError(Exception):
+class EvalError(BandliftError):
     """A problem with the evaluation as a whole (no usable file, bad settings)."""
 
 
