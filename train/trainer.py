@@ -20,6 +20,7 @@ import pickle
 import signal
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,18 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from bandlift.rt.cli.progress import progress_bar
 from bandlift.rt.errors import BandliftError
 from bandlift.train.data_sources import SUBSET_MIN_SECONDS
-from bandlift.train.losses import (
-    band_dynamics_loss,
-    band_energies,
-    band_envelope_loss,
-    band_shape_loss,
-    discriminator_loss,
-    feature_loss,
-    generator_loss,
-    lsd_torch,
-    multi_resolution_stft_loss,
-    neurogram_similarity_loss,
-)
+from bandlift.train.losses import LOSS_TERMS, Judged, discriminator_loss, lsd_torch
 from bandlift.train.model import Discriminators, Generator, GeneratorConfig, count_params
 
 # The one set of training defaults; the model's come from GeneratorConfig (the shipped geometry).
@@ -61,10 +51,17 @@ DEFAULTS: dict = {
         "ckpt_every": 250, "valid_every": 1000, "log_every": 50, "seed": 0, "threads": 1,
         "max_minutes": None, "init": None,
     },
-    # summed over discriminators and layers as HiFi-GAN does (stft, lsd: weights of the mean terms)
-    "loss": {"stft": 10.0, "lsd": 0.0, "envelope": 0.0, "shape": 0.0, "dynamics": 0.0, "nsim": 0.0, "feature": 2.0, "adversarial": 1.0, "ffts": [256, 512, 1024, 2048]},
+    # the weight of each of LOSS_TERMS, and the STFT term's resolutions
+    "loss": {**{term.name: term.default for term in LOSS_TERMS}, "ffts": [256, 512, 1024, 2048]},
 }
 VALID_SEED = 1234
+GRAD_CLIP_NORM = 10.0  # both networks' gradients are clipped to this norm before each update
+LR_FLOOR = 0.1  # each learning rate follows a cosine from its recipe's value down to this fraction of it
+
+
+def cosine_to_floor(steps: int):
+    """The learning-rate factor at a step: a half cosine from 1 at step 0 to LR_FLOOR at `steps`."""
+    return lambda step: (1 + LR_FLOOR) / 2 + (1 - LR_FLOOR) / 2 * math.cos(math.pi * min(1.0, step / steps))
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -77,9 +74,43 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
+MAX_PARENTS = 16  # a recipe's chain of parents stops here (a cycle is refused)
+
+
+class RecipeError(BandliftError, ValueError):
+    """A recipe whose `parent` cannot be followed."""
+
+
+def read_recipe(path: str | Path) -> dict:
+    """A recipe file's settings over its parent's: `parent: FILE` (relative to the recipe's folder) names
+    the recipe it changes, whose own parent is followed in turn; the file holds only its differences."""
+    layers, seen = [], []
+    path = Path(path)
+    while True:
+        seen.append(path.resolve())
+        recipe = yaml.safe_load(path.read_text()) or {}
+        parent = recipe.pop("parent", None) if isinstance(recipe, dict) else None  # (not a mapping: merge refuses it)
+        layers.append(recipe)
+        if parent is None:
+            break
+        if not isinstance(parent, str) or not parent:
+            raise RecipeError(f"{path}: parent must name a recipe file, got {parent!r:.40}")
+        parent_path = path.parent / parent
+        if parent_path.resolve() in seen or len(seen) > MAX_PARENTS:
+            raise RecipeError(f"{path}: parent {parent}: recipes name each other in a cycle (or a chain of more "
+                              f"than {MAX_PARENTS})")
+        if not parent_path.is_file():
+            raise RecipeError(f"{path}: parent {parent}: not a regular file")
+        path = parent_path
+    out = {}
+    for recipe in reversed(layers):
+        out = merge(out, recipe)
+    return out
+
+
 def load_config(path: str | Path | None, overrides: dict | None = None) -> dict:
-    user = yaml.safe_load(Path(path).read_text()) if path else {}
-    return merge(merge(DEFAULTS, user or {}), overrides or {})
+    """DEFAULTS < the recipe at `path` (and its parents) < `overrides`."""
+    return merge(merge(DEFAULTS, read_recipe(path) if path else {}), overrides or {})
 
 
 def lowpass_at(y, ceiling_hz, rate: int, keep_full: bool = True):
@@ -159,11 +190,21 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         if not self._resume() and tcfg.get("init"):
             self._init_from(tcfg["init"])
+        self.sched_g, self.sched_d = (self._scheduler(opt, tcfg[key]) for opt, key in
+                                      ((self.opt_g, "lr"), (self.opt_d, "lr_disc")))
         if self.distributed:
             self.gen_ddp = DistributedDataParallel(self.gen)
             self.disc_ddp = DistributedDataParallel(self.disc)
         else:
             self.gen_ddp, self.disc_ddp = self.gen, self.disc
+
+    def _scheduler(self, opt, lr: float):
+        """One learning-rate schedule per optimiser, from the recipe's rate at the current step (a resumed
+        run continues its schedule: its state is the step, not saved)."""
+        for group in opt.param_groups:
+            group["initial_lr"] = lr
+        return torch.optim.lr_scheduler.LambdaLR(opt, cosine_to_floor(self.cfg["train"]["steps"]),
+                                                 last_epoch=self.step - 1)
 
     # ------------------------------------------------------------------ checkpoints
     def _resume(self) -> bool:
@@ -297,10 +338,6 @@ class Trainer:
         if "ceiling" in batch:  # lossy references: judge only the band they really have
             y = lowpass_at(y, batch["ceiling"].to(self.device), rate)
         use_gan = self.step >= tcfg["gan_start"]
-        scale = 0.55 + 0.45 * math.cos(math.pi * min(1.0, self.step / tcfg["steps"]))  # cosine to 10%
-        for opt, key in ((self.opt_g, "lr"), (self.opt_d, "lr_disc")):
-            for group in opt.param_groups:
-                group["lr"] = tcfg[key] * scale
         logs = {}
         if use_gan:
             # Both sides share the input's own low band: only the band above the cutoff, which the
@@ -314,46 +351,30 @@ class Trainer:
             loss_d = discriminator_loss(self.disc_ddp(real_d), self.disc_ddp(fake_d.detach()))
             loss_d.backward()
             if self._finite_grads(self.disc):
+                torch.nn.utils.clip_grad_norm_(self.disc.parameters(), GRAD_CLIP_NORM)
                 self.opt_d.step()
             logs["loss_d"] = loss_d.item()
         self.opt_g.zero_grad(set_to_none=True)
-        loss_stft = multi_resolution_stft_loss(y, target, ffts=lcfg["ffts"])
-        loss_g = lcfg["stft"] * loss_stft
-        if lcfg.get("lsd"):  # the evaluation's own metric (log10 power, 1e-8 floor) as a loss term
-            loss_lsd = lsd_torch(y, target, eps=1e-6).mean()
-            loss_g = loss_g + lcfg["lsd"] * loss_lsd
-            logs["loss_lsd"] = loss_lsd.item()
         ceiling = batch["ceiling"].to(self.device) if "ceiling" in batch else torch.full_like(cutoff_hz, rate / 2)
-        energies = (band_energies(y, target, cutoff_hz, ceiling, rate)
-                    if any(lcfg.get(k) for k in ("envelope", "shape", "dynamics")) else None)
-        if lcfg.get("envelope"):  # band energies above the cutoff in dB: what the oracle envelope gets right
-            loss_env = band_envelope_loss(y, target, cutoff_hz, ceiling, rate, energies=energies)
-            loss_g = loss_g + lcfg["envelope"] * loss_env
-            logs["loss_env"] = loss_env.item()
-        if lcfg.get("shape"):  # each frame's energy spread over the bands as the reference's, whatever its level
-            loss_shape = band_shape_loss(y, target, cutoff_hz, ceiling, rate, energies=energies)
-            loss_g = loss_g + lcfg["shape"] * loss_shape
-            logs["loss_shape"] = loss_shape.item()
-        if lcfg.get("dynamics"):  # each band's level follows the reference's moves over time
-            loss_dyn = band_dynamics_loss(y, target, cutoff_hz, ceiling, rate, energies=energies)
-            loss_g = loss_g + lcfg["dynamics"] * loss_dyn
-            logs["loss_dyn"] = loss_dyn.item()
-        if lcfg.get("nsim"):  # ViSQOL's own similarity of the gammatone spectrograms, above the cutoff
-            loss_nsim = neurogram_similarity_loss(y, target, cutoff_hz, rate)
-            loss_g = loss_g + lcfg["nsim"] * loss_nsim
-            logs["loss_nsim"] = loss_nsim.item()
+        judged = Judged(y, target, cutoff_hz, ceiling, rate, lcfg["ffts"])
         if use_gan:
-            fake = self.disc_ddp(fake_d)
-            with torch.no_grad():
-                real = self.disc_ddp(real_d)
-            loss_adv, loss_fm = generator_loss(fake), feature_loss(real, fake)
-            loss_g = loss_g + lcfg["adversarial"] * loss_adv + lcfg["feature"] * loss_fm
-            logs.update(loss_adv=loss_adv.item(), loss_fm=loss_fm.item())
+            judged.judge_fake, judged.judge_real = lambda: self.disc_ddp(fake_d), lambda: self.disc_ddp(real_d)
+        loss_g = 0.0
+        for term in LOSS_TERMS:
+            if (term.gan and not use_gan) or not (term.always or lcfg[term.name]):
+                continue
+            value = term.compute(judged)
+            loss_g = loss_g + lcfg[term.name] * value
+            logs[term.column] = value.item()
         loss_g.backward()
         if self._finite_grads(self.gen):
-            torch.nn.utils.clip_grad_norm_(self.gen.parameters(), 10.0)
+            torch.nn.utils.clip_grad_norm_(self.gen.parameters(), GRAD_CLIP_NORM)
             self.opt_g.step()
-        logs.update(loss_g=loss_g.item(), loss_stft=loss_stft.item())
+        with warnings.catch_warnings():  # a step skipped (before the GAN's start, a non-finite gradient) still counts
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+            self.sched_g.step()
+            self.sched_d.step()
+        logs["loss_g"] = loss_g.item()
         return logs
 
     def _finite_grads(self, module) -> bool:
@@ -369,7 +390,7 @@ class Trainer:
         train, valid, perceptual = self._loaders()
         deadline = time.time() + 60 * tcfg["max_minutes"] if tcfg.get("max_minutes") else None
         metrics_path = self.run_dir / "metrics.csv"
-        fields = ["step", "time", "epoch", "loss_g", "loss_stft", "loss_lsd", "loss_env", "loss_shape", "loss_dyn", "loss_nsim", "loss_adv", "loss_fm", "loss_d",
+        fields = ["step", "time", "epoch", "loss_g", *(term.column for term in LOSS_TERMS), "loss_d",
                   "valid_lsd", "valid_visqol", "skipped"]
         bar = progress_bar(total=tcfg["steps"], initial=self.step, disable=self.rank != 0, desc="train", unit="step")
         started = time.time()
