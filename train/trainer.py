@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from bandlift.rt.cli.progress import progress_bar
 from bandlift.rt.errors import BandliftError
-from bandlift.train.data_sources import SUBSET_MIN_SECONDS
+from bandlift.train.data.sources import SUBSET_MIN_SECONDS
 from bandlift.train.losses import LOSS_TERMS, Judged, discriminator_loss, lsd_torch
 from bandlift.train.model import Discriminators, Generator, GeneratorConfig, count_params
 
@@ -264,7 +264,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
     def _loaders(self):
-        from bandlift.train.data_dataset import ClipDataset
+        from bandlift.train.data.dataset import ClipDataset
 
         dcfg = self.cfg["data"]
         seed = int(self.cfg["train"]["seed"]) * 1000 + self.rank

@@ -21,15 +21,15 @@ from bandlift.rt.errors import BandliftError
 __all__ = ["CLIError", "SUBCOMMANDS", "build_parser", "main"]
 
 SUBCOMMANDS = {
-    "demo": ("bandlift.train.eval.cmd_demo", "Upsample the bundled clip with the shipped model and measure it."),
+    "demo": ("bandlift.train.cli.demo", "Upsample the bundled clip with the shipped model and measure it."),
     "upsample": ("bandlift.rt.cli.upsample", "Upsample audio files (or a folder) to a higher sample rate."),
     "live": ("bandlift.rt.cli.live", "Upsample a live input device into an output device."),
     "bench": ("bandlift.rt.cli.bench", "Measure latency, per-block time and real-time factor."),
-    "eval": ("bandlift.train.eval.cmd_eval", "Evaluate against sinc/spline/noise-fill/Griffin-Lim baselines."),
-    "export": ("bandlift.export.cmd_export", "Export a training checkpoint to a streaming ONNX model."),
-    "train": ("bandlift.train.cmd_train", "Train the generator (needs the [train] extra)."),
-    "dataset": ("bandlift.train.cmd_dataset", "Collect and index training audio."),
-    "curve": ("bandlift.train.cmd_curve", "A training run's validation curve (ViSQOL, LSD by step) as CSV and PNG."),
+    "eval": ("bandlift.train.cli.eval", "Evaluate against sinc/spline/noise-fill/Griffin-Lim baselines."),
+    "export": ("bandlift.export.cli.export", "Export a training checkpoint to a streaming ONNX model."),
+    "train": ("bandlift.train.cli.train", "Train the generator (needs the [train] extra)."),
+    "dataset": ("bandlift.train.cli.dataset", "Collect and index training audio."),
+    "curve": ("bandlift.train.cli.curve", "A training run's validation curve (ViSQOL, LSD by step) as CSV and PNG."),
 }
 
 

@@ -13,7 +13,7 @@ from bandlift.rt import Upsampler
 from bandlift.rt.cli import main
 from bandlift.rt.model.session import ModelSession, default_model_path
 from bandlift.train.eval.baselines import noise_fill
-from bandlift.train.eval.cmd_demo import example_path
+from bandlift.train.cli.demo import example_path
 from bandlift.train.eval.metrics import lsd
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -118,8 +118,8 @@ def manifest_files(path: Path, split: str | None = None, per_source: int | None 
     """(audio path, category) of the rows of a JSON-lines manifest (one {"path": ..., "split": ...} per
     line), relative paths taken from the manifest's folder; read by the dataset's own reader.
     `per_source`: only the first N rows of each source by path among those at least
-    SUBSET_MIN_SECONDS long (interleaved by source: `data_sources.first_per_source`)."""
-    from bandlift.train.data_sources import SUBSET_MIN_SECONDS, first_per_source, read_manifest
+    SUBSET_MIN_SECONDS long (interleaved by source: `data.sources.first_per_source`)."""
+    from bandlift.train.data.sources import SUBSET_MIN_SECONDS, first_per_source, read_manifest
 
     try:
         rows = read_manifest(path)
@@ -139,7 +139,7 @@ def manifest_files(path: Path, split: str | None = None, per_source: int | None 
 
 def row_category(row: dict) -> str:
     """A manifest row's category; rows written before rows had one go by their source."""
-    from bandlift.train.data_debian import PACKAGES
+    from bandlift.train.data.debian import PACKAGES
 
     if row.get("category"):
         return row["category"]
@@ -354,7 +354,7 @@ def means(records: list[dict], names: list[str]) -> dict:
 def summarize(records: list[dict], names: list[str]) -> dict:
     """Means over files per method, overall and per category, and LSD ratios (method / sinc, method /
     noise_fill)."""
-    from bandlift.train.data_sources import CATEGORIES
+    from bandlift.train.data.sources import CATEGORIES
 
     summary: dict = means(records, names)
     present = {r["category"] for r in records}

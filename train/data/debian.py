@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bandlift.rt.errors import BandliftError
-from bandlift.train.data_sources import AUDIO_EXTENSIONS, Candidate
+from bandlift.train.data.sources import AUDIO_EXTENSIONS, Candidate
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Package:
     min_rate: int = 0  # if set, leave out files below this rate and 8-bit PCM (a noise-filled top band)
     category: str = "other"  # what eval reports it under: "speech", "music" or "instruments"
     # where the package's files go: "train", "valid" or "test" whole (a recording chain held out), or
-    # "groups": its groups split by hash (data_sources.assign_split), the default for other packages
+    # "groups": its groups split by hash (data.sources.assign_split), the default for other packages
     split: str = "groups"
 
 

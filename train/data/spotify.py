@@ -225,7 +225,7 @@ def collect(specs: list[tuple[str, str]], folder: Path, limit: int, market: str 
     import requests
 
     from bandlift.rt.cli.progress import progress_bar
-    from bandlift.train.data_sources import Candidate
+    from bandlift.train.data.sources import Candidate
 
     previews = folder / "previews"
     previews.mkdir(parents=True, exist_ok=True)

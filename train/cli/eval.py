@@ -20,7 +20,7 @@ def _cutoff(text: str):
 
 def configure(parser) -> None:
     from bandlift.train.conditions import CONDITIONS
-    from bandlift.train.data_sources import CATEGORIES
+    from bandlift.train.data.sources import CATEGORIES
     from bandlift.train.eval.baselines import BASELINES
 
     parser.add_argument("--data", nargs="+", required=True, metavar="DIR_OR_FILE",

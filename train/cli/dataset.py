@@ -33,8 +33,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--force", action="store_true",
                        help="re-measure every file (default: reuse rows of unchanged files)")
 
-    from bandlift.train import data_debian
-    from bandlift.train.data_sources import CATEGORIES
+    from bandlift.train.data import debian as data_debian
+    from bandlift.train.data.sources import CATEGORIES
 
     p = sub.add_parser("debian", help="apt-get download + dpkg -x Debian packages with recordings",
                        description="Download (apt-get download, no root needed) and unpack (dpkg -x) "
@@ -92,7 +92,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _paths(args) -> tuple[Path, Path]:
-    from bandlift.train.data_sources import default_data_dir, default_manifest
+    from bandlift.train.data.sources import default_data_dir, default_manifest
 
     try:
         dest = (args.dest or default_data_dir()).expanduser().resolve()
@@ -126,8 +126,8 @@ def run(args) -> int:
 
 def index_and_write(candidates, sources: set[str], manifest: Path, args, desc: str, fill: bool = False) -> dict:
     """Index candidates (reusing unchanged rows), merge into the manifest, print a summary; `fill`: a small
-    set gets a file in every split (data_sources.fill_splits)."""
-    from bandlift.train import data_sources as ds
+    set gets a file in every split (data.sources.fill_splits)."""
+    from bandlift.train.data import sources as ds
 
     previous = {} if getattr(args, "force", False) else ds.previous_rows(manifest)
     result = ds.index_files(candidates, previous, jobs=args.jobs,
@@ -173,7 +173,7 @@ def _spotify(args) -> int:
     dest, manifest = _paths(args)
     if importlib.util.find_spec("spotipy") is None:
         raise missing_extra("dataset spotify", "train")
-    from bandlift.train import data_spotify
+    from bandlift.train.data import spotify as data_spotify
 
     specs = ([("query", v) for v in args.query] + [("artist", v) for v in args.artist]
              + [("genre", v) for v in args.genre] + [("playlist", v) for v in args.playlist])
@@ -194,7 +194,7 @@ def _spotify(args) -> int:
 
 
 def _debian(args) -> int:
-    from bandlift.train import data_debian
+    from bandlift.train.data import debian as data_debian
 
     dest, manifest = _paths(args)
     packages = []
@@ -212,7 +212,7 @@ def _debian(args) -> int:
 
 
 def folder_candidates(folders: list[Path], source: str, licence: str, category: str = "other"):
-    from bandlift.train.data_sources import AUDIO_EXTENSIONS, Candidate
+    from bandlift.train.data.sources import AUDIO_EXTENSIONS, Candidate
 
     out = []
     for folder in folders:
@@ -228,7 +228,7 @@ def folder_candidates(folders: list[Path], source: str, licence: str, category: 
 
 
 def _folder(args) -> int:
-    from bandlift.train.data_sources import AUDIO_EXTENSIONS
+    from bandlift.train.data.sources import AUDIO_EXTENSIONS
 
     _, manifest = _paths(args)
     source = args.name or f"folder:{args.folders[0].expanduser().resolve().name}"
@@ -242,14 +242,14 @@ def _folder(args) -> int:
 
 def _manifest_rows(args, required=("path",)):
     """(manifest path, its rows); a malformed manifest is a DataError."""
-    from bandlift.train import data_sources as ds
+    from bandlift.train.data import sources as ds
 
     _, manifest = _paths(args)
     return manifest, ds.read_manifest(manifest, required)
 
 
 def _info(args) -> int:
-    from bandlift.train import data_sources as ds
+    from bandlift.train.data import sources as ds
 
     manifest, rows = _manifest_rows(args, ds.TRAINING_FIELDS)
     if not rows:
@@ -262,7 +262,7 @@ def _info(args) -> int:
 
 
 def _cache(args) -> int:
-    from bandlift.train import data_sources as ds
+    from bandlift.train.data import sources as ds
 
     from bandlift.rt.model.contract import MAX_RATE
 

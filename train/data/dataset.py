@@ -32,7 +32,7 @@ import torch
 
 from bandlift.train import conditions
 from bandlift.train.degrade import MIN_CUTOFF, band_limit, degrade, recording_chain
-from bandlift.train.data_sources import (TRAINING_FIELDS, DataError, build_cache, cache_path, first_per_source, is_lossy,
+from bandlift.train.data.sources import (TRAINING_FIELDS, DataError, build_cache, cache_path, first_per_source, is_lossy,
                                          read_manifest)
 
 SILENCE_RMS_DBFS = -50.0
@@ -71,7 +71,7 @@ class ClipDataset(torch.utils.data.Dataset):
         if per_source is not None:  # the first files of each source by path, as `eval --per-source`
             rows = first_per_source(rows, per_source)
         if not rows:
-            from bandlift.train.data_sources import SPLIT_FRACTIONS, SPLITS
+            from bandlift.train.data.sources import SPLIT_FRACTIONS, SPLITS
 
             shares = "/".join(f"{f:.0%}" for f in SPLIT_FRACTIONS)
             raise DataError(f"no usable {split!r} files in {self.manifest} "

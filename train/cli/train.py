@@ -124,7 +124,7 @@ def read_config(path, overrides: dict) -> dict:
 
 def check_manifest(manifest) -> None:
     """Before anything is created: the manifest exists, parses, and has train and valid rows."""
-    from bandlift.train.data_sources import TRAINING_FIELDS, read_manifest
+    from bandlift.train.data.sources import TRAINING_FIELDS, read_manifest
 
     path = Path(manifest).expanduser()
     if not path.is_file():
