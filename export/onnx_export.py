@@ -24,7 +24,8 @@ from bandlift.rt import __version__
 from bandlift.rt.errors import BandliftError
 from bandlift.rt.io.files import _commit
 from bandlift.rt.model import contract
-from bandlift.train.model import Generator, GeneratorConfig, count_params, mflops_per_second
+from bandlift.train.layers import count_params, mflops_per_second
+from bandlift.train.model import Generator, GeneratorConfig
 
 OPSET = 17
 

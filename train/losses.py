@@ -179,6 +179,26 @@ def neurogram_similarity_loss(y, target, cutoff_hz, rate):
     return ((1 - sim) * above).sum() / (above.sum() * sim.shape[-1]).clamp_min(1)
 
 
+def lowpass_at(y, ceiling_hz, rate: int, keep_full: bool = True):
+    """Zero each clip's spectrum above its ceiling (clips with a ceiling near Nyquist pass unchanged).
+
+    A lossy file's target is empty above its measured bandwidth; comparing the generator's output there
+    would teach it to leave that band empty for every input. Cutting both sides at the ceiling leaves
+    the generator free above it, so only the band the reference really has teaches it.
+    """
+    spec = torch.fft.rfft(y, dim=-1)
+    freqs = torch.fft.rfftfreq(y.shape[-1], 1.0 / rate).to(y.device)
+    keep = freqs[None, :] <= ceiling_hz[:, None]
+    if keep_full:
+        keep = keep | (ceiling_hz[:, None] >= 0.98 * rate / 2)
+    return torch.fft.irfft(spec * keep, n=y.shape[-1], dim=-1)
+
+
+def high_band(x, cutoff, rate: int):
+    """x minus its spectrum below each clip's cutoff (Hz): the band the generator writes."""
+    return x - lowpass_at(x, cutoff, rate, keep_full=False)
+
+
 # ------------------------------------------------------------------ the generator's loss terms
 @dataclass
 class Judged:

@@ -2,21 +2,18 @@
 
 The run folder holds ``config.yaml`` (a copy), ``last.pt`` (written every ``ckpt_every`` steps and on
 exit), ``best.pt`` (highest validation ViSQOL on a small fixed subset, LSD breaking ties) and
-``metrics.csv``. Checkpoints carry the generator's constructor arguments as plain data and load with
-``torch.load(weights_only=True)``: a checkpoint from someone else cannot run code. ``load_generator(path)``
-rebuilds the model without the config file.
+``metrics.csv``. Checkpoints carry the generator's constructor arguments as plain data and never run
+code (train/checkpoints.py); recipes may name a parent (train/recipes.py).
 Multi-process: launch with ``torchrun --nproc_per_node N -m bandlift.train.trainer --config FILE``
 (gloo on CPU, nccl on GPU); each rank draws different clips.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import hashlib
 import math
 import os
-import pickle
 import signal
 import threading
 import time
@@ -30,10 +27,13 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from bandlift.rt.cli.progress import progress_bar
-from bandlift.rt.errors import BandliftError
+from bandlift.train.checkpoints import load_checkpoint
 from bandlift.train.data.sources import SUBSET_MIN_SECONDS
-from bandlift.train.losses import LOSS_TERMS, Judged, discriminator_loss, lsd_torch
-from bandlift.train.model import Discriminators, Generator, GeneratorConfig, count_params
+from bandlift.train.discriminators import Discriminators
+from bandlift.train.layers import count_params
+from bandlift.train.losses import LOSS_TERMS, Judged, discriminator_loss, high_band, lowpass_at, lsd_torch
+from bandlift.train.model import Generator, GeneratorConfig
+from bandlift.train.recipes import merge, read_recipe
 
 # The one set of training defaults; the model's come from GeneratorConfig (the shipped geometry).
 # YAML files override any of them.
@@ -59,106 +59,9 @@ GRAD_CLIP_NORM = 10.0  # both networks' gradients are clipped to this norm befor
 LR_FLOOR = 0.1  # each learning rate follows a cosine from its recipe's value down to this fraction of it
 
 
-def cosine_to_floor(steps: int):
-    """The learning-rate factor at a step: a half cosine from 1 at step 0 to LR_FLOOR at `steps`."""
-    return lambda step: (1 + LR_FLOOR) / 2 + (1 - LR_FLOOR) / 2 * math.cos(math.pi * min(1.0, step / steps))
-
-
-def merge(base: dict, override: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in (override or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-MAX_PARENTS = 16  # a recipe's chain of parents stops here (a cycle is refused)
-
-
-class RecipeError(BandliftError, ValueError):
-    """A recipe whose `parent` cannot be followed."""
-
-
-def read_recipe(path: str | Path) -> dict:
-    """A recipe file's settings over its parent's: `parent: FILE` (relative to the recipe's folder) names
-    the recipe it changes, whose own parent is followed in turn; the file holds only its differences."""
-    layers, seen = [], []
-    path = Path(path)
-    while True:
-        seen.append(path.resolve())
-        recipe = yaml.safe_load(path.read_text()) or {}
-        parent = recipe.pop("parent", None) if isinstance(recipe, dict) else None  # (not a mapping: merge refuses it)
-        layers.append(recipe)
-        if parent is None:
-            break
-        if not isinstance(parent, str) or not parent:
-            raise RecipeError(f"{path}: parent must name a recipe file, got {parent!r:.40}")
-        parent_path = path.parent / parent
-        if parent_path.resolve() in seen or len(seen) > MAX_PARENTS:
-            raise RecipeError(f"{path}: parent {parent}: recipes name each other in a cycle (or a chain of more "
-                              f"than {MAX_PARENTS})")
-        if not parent_path.is_file():
-            raise RecipeError(f"{path}: parent {parent}: not a regular file")
-        path = parent_path
-    out = {}
-    for recipe in reversed(layers):
-        out = merge(out, recipe)
-    return out
-
-
 def load_config(path: str | Path | None, overrides: dict | None = None) -> dict:
     """DEFAULTS < the recipe at `path` (and its parents) < `overrides`."""
     return merge(merge(DEFAULTS, read_recipe(path) if path else {}), overrides or {})
-
-
-def lowpass_at(y, ceiling_hz, rate: int, keep_full: bool = True):
-    """Zero each clip's spectrum above its ceiling (clips with a ceiling near Nyquist pass unchanged).
-
-    A lossy file's target is empty above its measured bandwidth; comparing the generator's output there
-    would teach it to leave that band empty for every input. Cutting both sides at the ceiling leaves
-    the generator free above it, so only the band the reference really has teaches it.
-    """
-    spec = torch.fft.rfft(y, dim=-1)
-    freqs = torch.fft.rfftfreq(y.shape[-1], 1.0 / rate).to(y.device)
-    keep = freqs[None, :] <= ceiling_hz[:, None]
-    if keep_full:
-        keep = keep | (ceiling_hz[:, None] >= 0.98 * rate / 2)
-    return torch.fft.irfft(spec * keep, n=y.shape[-1], dim=-1)
-
-
-class CheckpointError(BandliftError, ValueError):
-    """A checkpoint that is unreadable, not bandlift's, or holds more than tensors and plain data."""
-
-
-def load_checkpoint(path: str | Path, device="cpu") -> dict:
-    """A checkpoint's tensors and plain data; never unpickles code (weights_only=True)."""
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(f"{path}: not a plain bandlift checkpoint (refused to unpickle code objects)") from None
-    except Exception as exc:  # noqa: BLE001 - a file that is no checkpoint fails anywhere in the unpickler
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict) or "model" not in ckpt["config"]:
-        raise CheckpointError(f"{path}: not a bandlift checkpoint (no model config)")
-    return ckpt
-
-
-def high_band(x, cutoff, rate: int):
-    """x minus its spectrum below each clip's cutoff (Hz): the band the generator writes."""
-    return x - lowpass_at(x, cutoff, rate, keep_full=False)
-
-
-def load_generator(checkpoint: str | Path, which: str = "generator") -> Generator:
-    ckpt = load_checkpoint(checkpoint)
-    try:
-        gen = Generator(GeneratorConfig.from_dict(ckpt["config"]["model"]))
-        gen.load_state_dict(ckpt[which])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{checkpoint}: does not match this bandlift's generator: "
-                              f"{str(exc).splitlines()[0]}") from None
-    return gen.eval()
 
 
 class Trainer:
@@ -199,12 +102,14 @@ class Trainer:
             self.gen_ddp, self.disc_ddp = self.gen, self.disc
 
     def _scheduler(self, opt, lr: float):
-        """One learning-rate schedule per optimiser, from the recipe's rate at the current step (a resumed
-        run continues its schedule: its state is the step, not saved)."""
+        """One learning-rate schedule per optimiser: a half cosine from the recipe's rate at step 0 to
+        LR_FLOOR of it at train.steps (a resumed run continues it: its state is the step, not saved)."""
+        steps = self.cfg["train"]["steps"]
         for group in opt.param_groups:
             group["initial_lr"] = lr
-        return torch.optim.lr_scheduler.LambdaLR(opt, cosine_to_floor(self.cfg["train"]["steps"]),
-                                                 last_epoch=self.step - 1)
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: (1 + LR_FLOOR) / 2 + (1 - LR_FLOOR) / 2 * math.cos(math.pi * min(1.0, step / steps)),
+            last_epoch=self.step - 1)
 
     # ------------------------------------------------------------------ checkpoints
     def _resume(self) -> bool:

@@ -29,7 +29,7 @@ def run(args) -> int:
         raise missing_extra("export", "train") from None
     in_range(args.tolerance, "--tolerance", 0, 1)
     from bandlift.export.onnx_export import check_parity, export_generator, generator_from_onnx
-    from bandlift.train.trainer import load_generator
+    from bandlift.train.checkpoints import load_generator
 
     if (args.checkpoint is None) == (args.from_onnx is None):
         raise CLIError("name a checkpoint or --from-onnx MODEL (one of them)")

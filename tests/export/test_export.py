@@ -63,7 +63,9 @@ def test_metadata_describes_the_stream(exported):
 def test_export_cli_roundtrip(tmp_path, exported, capsys):
     """Export checks parity by default (so `train --export` does too); --no-check skips it."""
     from bandlift.rt.cli import main
-    from bandlift.train.trainer import DEFAULTS, load_generator, merge
+    from bandlift.train.checkpoints import load_generator
+    from bandlift.train.recipes import merge
+    from bandlift.train.trainer import DEFAULTS
 
     gen, _ = exported
     ckpt = tmp_path / "g.pt"
@@ -82,7 +84,8 @@ def test_export_cli_roundtrip(tmp_path, exported, capsys):
 @pytest.mark.parametrize("case", ["output is the checkpoint", "output is a folder", "output under a file"])
 def test_export_to_a_bad_output_is_one_line_and_loses_nothing(tmp_path, capsys, case):
     from bandlift.rt.cli import main
-    from bandlift.train.trainer import DEFAULTS, merge
+    from bandlift.train.recipes import merge
+    from bandlift.train.trainer import DEFAULTS
 
     gen = Generator(GeneratorConfig(channels=8, dilations=[1, 2]))
     ckpt = tmp_path / "g.pt"
@@ -213,7 +216,8 @@ def cli_export(tmp_path_factory):
     import sys
     from pathlib import Path
 
-    from bandlift.train.trainer import DEFAULTS, merge
+    from bandlift.train.recipes import merge
+    from bandlift.train.trainer import DEFAULTS
 
     d = tmp_path_factory.mktemp("cli_export")
     gen = Generator(GeneratorConfig(channels=8, dilations=[1, 2]))

@@ -190,7 +190,7 @@ def test_ddp_two_cpu_processes(tmp_path, manifest):
 
 
 def test_lowpass_at_ceiling_cuts_only_lossy_clips():
-    from bandlift.train.trainer import lowpass_at
+    from bandlift.train.losses import lowpass_at
 
     y = torch.randn(2, 4800)
     out = lowpass_at(y, torch.tensor([12000.0, 24000.0]), 48000)
@@ -305,7 +305,8 @@ def test_neurogram_similarity_loss_ranks_a_matched_envelope_above_a_louder_one()
 def test_shipped_configs_agree_so_the_fine_tune_can_start_from_the_base_run():
     from pathlib import Path
 
-    from bandlift.train.model import Generator, GeneratorConfig, count_params
+    from bandlift.train.layers import count_params
+    from bandlift.train.model import Generator, GeneratorConfig
     from bandlift.train.trainer import DEFAULTS, load_config
 
     train_dir = Path(__file__).resolve().parents[2] / "train"
@@ -374,7 +375,8 @@ def test_loss_terms_come_from_one_table():
 
 
 def _trainer(tmp_path, manifest, **sections):
-    from bandlift.train.trainer import Trainer, load_config, merge
+    from bandlift.train.recipes import merge
+    from bandlift.train.trainer import Trainer, load_config
 
     config = merge(load_config(write_config(tmp_path, manifest)), sections)
     return Trainer(config, tmp_path / "run")
@@ -413,7 +415,9 @@ def test_a_run_checkpointed_by_the_earlier_trainer_resumes(tmp_path, manifest):
     import math
     import shutil
 
-    from bandlift.train.trainer import Trainer, load_checkpoint, merge
+    from bandlift.train.checkpoints import load_checkpoint
+    from bandlift.train.recipes import merge
+    from bandlift.train.trainer import Trainer
 
     old = Path(__file__).resolve().parents[2] / "docs" / "training" / "robust" / "last.pt"
     (tmp_path / "run").mkdir()
@@ -452,7 +456,7 @@ def test_unknown_model_keys_are_refused():
 
 def test_a_malicious_checkpoint_does_not_run(tmp_path, manifest):
     """A .pt whose pickle calls os.system is refused by every loader (weights_only=True)."""
-    from bandlift.train.trainer import load_checkpoint, load_generator
+    from bandlift.train.checkpoints import load_checkpoint, load_generator
 
     marker = tmp_path / "pwned"
 

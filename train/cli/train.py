@@ -101,7 +101,8 @@ def read_config(path, overrides: dict) -> dict:
     """The training config (defaults < YAML file < command line), or a one-line CLIError."""
     import yaml
 
-    from bandlift.train.trainer import DEFAULTS, load_config, merge
+    from bandlift.train.recipes import merge
+    from bandlift.train.trainer import DEFAULTS, load_config
 
     if path is not None and not Path(path).is_file():  # missing, a folder, or a FIFO that blocks
         raise CLIError(f"--config {path}: cannot read it (not a regular file)")
@@ -140,7 +141,8 @@ def run(args) -> int:
         import torch  # noqa: F401
     except ModuleNotFoundError:
         raise missing_extra("training", "train") from None
-    from bandlift.train.trainer import CheckpointError, Trainer
+    from bandlift.train.checkpoints import CheckpointError
+    from bandlift.train.trainer import Trainer
 
     if args.steps is not None:
         in_range(args.steps, "--steps", 1, MAX_STEPS)
