@@ -176,6 +176,12 @@ def test_clip_dataset_checks_the_manifest_before_making_its_cache(tmp_path):
     with pytest.raises(DataError, match="no usable"):
         ClipDataset(write_manifest_with(tmp_path / "m.jsonl", ""), split="valid")
     assert files_under(tmp_path) == ["m.jsonl"]
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"RIFF not audio")
+    manifest = tmp_path / "junk.jsonl"
+    manifest.write_text(json.dumps({**GOOD_ROW, "path": str(junk)}) + "\n")
+    with pytest.raises(DataError, match="no readable 'train' files"):  # (a NameError before)
+        ClipDataset(manifest, cache_dir=tmp_path / "cache", progress=False)
 
 
 # -- training config and arguments ------------------------------------------------------------------

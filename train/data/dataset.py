@@ -125,7 +125,7 @@ class ClipDataset(torch.utils.data.Dataset):
             print(f"ClipDataset: skipped {len(self.failed)} unreadable file(s), e.g. "
                   f"{self.failed[0][0]}: {self.failed[0][1]}", file=sys.stderr)
         if not self.rows:
-            raise DataError(f"no readable {split!r} files in {self.manifest}")
+            raise DataError(f"no readable {self.split!r} files in {self.manifest}")
 
     def __getstate__(self):  # memmaps are reopened in each DataLoader worker
         state = dict(self.__dict__)
