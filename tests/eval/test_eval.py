@@ -150,7 +150,7 @@ def test_manifest_split(refs, tmp_path, capsys):
 def test_a_silent_channel_is_left_out(tmp_path):
     import soundfile as sf
 
-    from bandlift.train.eval.evaluate import load_reference
+    from bandlift.train.eval.references import load_reference
 
     rng = np.random.default_rng(3)
     stereo = np.zeros((48000, 2))

@@ -113,7 +113,8 @@ def _methods(args) -> dict:
 
 
 def run(args) -> int:
-    from bandlift.train.eval.evaluate import EvalConfig, evaluate, format_table, to_json
+    from bandlift.train.eval.evaluate import EvalConfig, evaluate
+    from bandlift.train.eval.results import format_table, to_json
 
     for module, needed in (("librosa", True), ("matplotlib", args.png or args.html),
                            ("visqol", not args.no_visqol)):  # the baselines' STFT, the plots, ViSQOL
