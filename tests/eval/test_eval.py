@@ -339,3 +339,10 @@ def test_eval_prints_each_source_apart(tmp_path, capsys):
     assert rc == 0 and set(res["summary"]["by_source"]) == {str(first), str(second)}
     out = capsys.readouterr().out
     assert "LSD per source" in out and "voices" in out and "drums" in out
+
+
+def test_a_missing_opus_bwe_program_is_one_line(refs, tmp_path, capsys):
+    rc, _ = run_eval(tmp_path, "--data", refs, "--input-rate", 16000, "--no-model", "--baselines", FAST,
+                     "--opus-bwe", tmp_path / "no-such-bwe_demo")
+    err = capsys.readouterr().err
+    assert rc == 2 and "Opus BWE program not found or not executable" in err and len(err.strip().splitlines()) == 1

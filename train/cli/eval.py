@@ -97,12 +97,9 @@ def _methods(args) -> dict:
         raise CLIError(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
     methods.update((n, BASELINES[n]) for n in names)
     if args.opus_bwe is not None:
-        from bandlift.train.eval.baselines import OpusBWE
+        from bandlift.train.eval.opus_bwe import OpusBWE
 
-        try:
-            methods["opus_bwe"] = OpusBWE(args.opus_bwe)
-        except ValueError as exc:
-            raise CLIError(str(exc)) from None
+        methods["opus_bwe"] = OpusBWE(args.opus_bwe)
     if args.oracle:
         from bandlift.train.eval.baselines import ORACLES
 
