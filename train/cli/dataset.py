@@ -262,9 +262,9 @@ def _info(args) -> int:
 
 
 def _cache(args) -> int:
-    from bandlift.train.data import sources as ds
-
     from bandlift.rt.model.contract import MAX_RATE
+    from bandlift.train.data import sources as ds
+    from bandlift.train.data.cache import build_caches
 
     in_range(args.rate, "--rate", 1000, MAX_RATE)
     manifest, rows = _manifest_rows(args)
@@ -272,8 +272,7 @@ def _cache(args) -> int:
     if not rows:
         raise CLIError(f"no manifest rows in {manifest}")
     cache_dir = args.cache_dir or manifest.parent / "cache" / str(args.rate)
-    errors = ds.build_caches(rows, cache_dir, args.rate, jobs=args.jobs,
-                             progress=not args.no_progress)
+    errors = build_caches(rows, cache_dir, args.rate, jobs=args.jobs, progress=not args.no_progress)
     ds.report_errors(errors)
     print(f"cache: {cache_dir} ({len(rows) - len(errors)} files ready)")
     return 0

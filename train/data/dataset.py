@@ -32,8 +32,8 @@ import torch
 
 from bandlift.train import conditions
 from bandlift.train.degrade import MIN_CUTOFF, band_limit, degrade, recording_chain
-from bandlift.train.data.sources import (TRAINING_FIELDS, DataError, build_cache, cache_path, first_per_source, is_lossy,
-                                         read_manifest)
+from bandlift.train.data.cache import build_cache, cache_path
+from bandlift.train.data.sources import TRAINING_FIELDS, DataError, first_per_source, is_lossy, read_manifest
 
 SILENCE_RMS_DBFS = -50.0
 CEILING_MARGIN = 0.9  # cutoff <= 0.9 * measured bandwidth
