@@ -21,9 +21,11 @@ import torch
 
 from bandlift.export import lean
 from bandlift.rt import __version__
+from bandlift.rt.errors import BandliftError
 from bandlift.rt.io.files import _commit
 from bandlift.rt.model import contract
-from bandlift.train.model import Generator, GeneratorConfig, count_params, mflops_per_second
+from bandlift.train.layers import count_params, mflops_per_second
+from bandlift.train.model import Generator, GeneratorConfig
 
 OPSET = 17
 
@@ -147,7 +149,7 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
 ABSENT_MEANS_OFF = {"context_fft": 0, "gru": 0, "exciter": False, "envelope_bands": 0, "prior": False}
 
 
-class OnnxWeightsError(ValueError):
+class OnnxWeightsError(BandliftError, ValueError):
     """The ONNX model does not carry a generator this bandlift can rebuild."""
 
 

@@ -57,7 +57,7 @@ def as_float_frames(audio, channels: int | None = None) -> np.ndarray:
     `channels`: the count a stream was opened with (a chunk of it may be shorter than it is wide); a
     whole signal wider than 7.1 with fewer frames than channels is refused as transposed."""
     a = np.asarray(audio)
-    if a.ndim not in (1, 2) or a.size == 0 and a.ndim == 0:
+    if a.ndim not in (1, 2):
         raise ValueError(f"audio must be (n,) or (n, channels), got shape {a.shape}")
     if a.ndim == 1:
         a = a[:, None]

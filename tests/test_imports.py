@@ -118,7 +118,8 @@ def test_engine_and_evaluation_never_import_torch():
     """rt (the engine), train.eval and the degradation pipeline are torch-free, even inside functions."""
     modules = _modules()
     torch_free = [m for m in modules if m.startswith(("bandlift.rt", "bandlift.train.eval"))
-                  or m in ("bandlift.train", "bandlift.train.degrade", "bandlift.train.data_sources")]
+                  or m in ("bandlift.train", "bandlift.train.degrade", "bandlift.train.data.sources",
+                           "bandlift.train.cli", "bandlift.train.cli.eval", "bandlift.train.cli.demo", "bandlift.train.recipes")]
     bad = []
     for m in torch_free:
         for node in ast.walk(ast.parse(modules[m].read_text())):
@@ -126,3 +127,18 @@ def test_engine_and_evaluation_never_import_torch():
                 [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
             bad += [f"{m}: {n}" for n in names if n.split(".")[0] == "torch"]
     assert not bad, bad
+
+
+def test_only_commands_raise_cli_errors():
+    """Library code raises its own errors (BandliftError's subclasses: the dispatcher prints them as one
+    line); CLIError is for the command modules (the CLI's table, and bandlift.rt.cli itself)."""
+    from bandlift.rt.cli import SUBCOMMANDS
+
+    commands = {module for module, _ in SUBCOMMANDS.values()}
+    users = set()
+    for module, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and any(a.name == "CLIError" for a in node.names):
+                users.add(module)
+    assert users, "no module imports CLIError: the test reads the wrong files"
+    assert {m for m in users if m not in commands and not m.startswith("bandlift.rt.cli")} == set()

@@ -65,9 +65,13 @@ def test_the_jit_cache_goes_to_the_user_cache_dir_not_the_package(tmp_path):
 
 
 def _fresh_clone(dest: Path) -> Path:
-    skip = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "runs", "data",
+    skip = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "runs",
                                   ".pytest_cache")
-    shutil.copytree(ROOT, dest, ignore=skip)
+
+    def ignore(folder, names):  # a data/ folder at the top (the user's corpus), not train/data/
+        return set(skip(folder, names)) | ({"data"} if Path(folder) == ROOT else set())
+
+    shutil.copytree(ROOT, dest, ignore=ignore)
     return dest
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -175,3 +177,86 @@ def neurogram_similarity_loss(y, target, cutoff_hz, rate):
     sim = nsim_map(ref - lowest, deg - lowest)  # [B, bands, T]
     above = (centers[None, :] >= cutoff_hz[:, None]).float()[:, :, None]  # [B, bands, 1]
     return ((1 - sim) * above).sum() / (above.sum() * sim.shape[-1]).clamp_min(1)
+
+
+def lowpass_at(y, ceiling_hz, rate: int, keep_full: bool = True):
+    """Zero each clip's spectrum above its ceiling (clips with a ceiling near Nyquist pass unchanged).
+
+    A lossy file's target is empty above its measured bandwidth; comparing the generator's output there
+    would teach it to leave that band empty for every input. Cutting both sides at the ceiling leaves
+    the generator free above it, so only the band the reference really has teaches it.
+    """
+    spec = torch.fft.rfft(y, dim=-1)
+    freqs = torch.fft.rfftfreq(y.shape[-1], 1.0 / rate).to(y.device)
+    keep = freqs[None, :] <= ceiling_hz[:, None]
+    if keep_full:
+        keep = keep | (ceiling_hz[:, None] >= 0.98 * rate / 2)
+    return torch.fft.irfft(spec * keep, n=y.shape[-1], dim=-1)
+
+
+def high_band(x, cutoff, rate: int):
+    """x minus its spectrum below each clip's cutoff (Hz): the band the generator writes."""
+    return x - lowpass_at(x, cutoff, rate, keep_full=False)
+
+
+# ------------------------------------------------------------------ the generator's loss terms
+@dataclass
+class Judged:
+    """What the generator's loss terms compare: its output and the target [B, T], the clips' cutoff and
+    ceiling (Hz), and, from the GAN's start, the discriminators' outputs on the fake and real crops
+    (computed once, on first use, as the band energies are)."""
+
+    y: torch.Tensor
+    target: torch.Tensor
+    cutoff_hz: torch.Tensor
+    ceiling_hz: torch.Tensor
+    rate: int
+    ffts: list
+    judge_fake: Callable | None = None
+    judge_real: Callable | None = None
+
+    @functools.cached_property
+    def energies(self):
+        return band_energies(self.y, self.target, self.cutoff_hz, self.ceiling_hz, self.rate)
+
+    @functools.cached_property
+    def fake(self):
+        return self.judge_fake()
+
+    @functools.cached_property
+    def real(self):
+        with torch.no_grad():
+            return self.judge_real()
+
+    def bands(self):
+        return self.y, self.target, self.cutoff_hz, self.ceiling_hz, self.rate
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    name: str  # its weight's key in a recipe's `loss` section
+    column: str  # its column in metrics.csv (and key in the training step's logs)
+    default: float  # its weight when no recipe names one
+    compute: Callable[[Judged], torch.Tensor]
+    gan: bool = False  # schedule: from train.gan_start on (with the discriminators); else every step
+    always: bool = False  # computed and logged even at weight 0
+
+
+# The generator's loss: sum(weight x term), in this order. A new term is one row here (and its weight in
+# the recipes that use it).
+LOSS_TERMS = (
+    LossTerm("stft", "loss_stft", 10.0, lambda j: multi_resolution_stft_loss(j.y, j.target, ffts=j.ffts), always=True),
+    # the evaluation's own metric (log10 power, 1e-8 floor)
+    LossTerm("lsd", "loss_lsd", 0.0, lambda j: lsd_torch(j.y, j.target, eps=1e-6).mean()),
+    # band energies above the cutoff in dB: what the oracle envelope gets right
+    LossTerm("envelope", "loss_env", 0.0, lambda j: band_envelope_loss(*j.bands(), energies=j.energies)),
+    # each frame's energy spread over the bands as the reference's, whatever its level
+    LossTerm("shape", "loss_shape", 0.0, lambda j: band_shape_loss(*j.bands(), energies=j.energies)),
+    # each band's level follows the reference's moves over time
+    LossTerm("dynamics", "loss_dyn", 0.0, lambda j: band_dynamics_loss(*j.bands(), energies=j.energies)),
+    # ViSQOL's own similarity of the gammatone spectrograms, above the cutoff
+    LossTerm("nsim", "loss_nsim", 0.0, lambda j: neurogram_similarity_loss(j.y, j.target, j.cutoff_hz, j.rate)),
+    # summed over discriminators and layers as HiFi-GAN does
+    LossTerm("adversarial", "loss_adv", 1.0, lambda j: generator_loss(j.fake), gan=True, always=True),
+    LossTerm("feature", "loss_fm", 2.0, lambda j: feature_loss(j.real, j.fake), gan=True, always=True),
+)

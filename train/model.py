@@ -1,4 +1,6 @@
-"""The causal generator and its discriminators.
+"""The causal generators: `Generator(config)` builds the one a `GeneratorConfig` (train/config.py) names,
+the spectral one here (the shipped kind) or the waveform one (train/waveform.py); the discriminators
+are in train/discriminators.py, the streaming layers in train/layers.py.
 
 One set of weights, one code path: ``Generator.stream(x, cutoff, states)`` processes a block and
 returns the new states; ``Generator.forward(x, cutoff)`` is the same call with zero states, so a signal
@@ -6,100 +8,23 @@ processed whole equals it processed block by block (tests/test_model.py). Causal
 padding only (the cached context of each conv); the transposed decoder conv is trimmed on the right and
 its overlap carried to the next block (encodec's SConv1d/SConvTranspose1d, GTCRN's stream modules).
 
-The generator has no biases and only leaky-ReLU/multiplicative conditioning, so it is positively
-homogeneous: G(a*x) = a*G(x) for a > 0. Loudness never changes what it does.
+Both generators are positively homogeneous, G(a*x) = a*G(x) for a > 0, so loudness never changes
+what they do: the waveform one has no biases and only leaky-ReLU/multiplicative conditioning; the
+spectral one (biases included) sees log spectra relative to each frame's passband level and writes
+magnitudes relative to that level.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-@dataclass
-class GeneratorConfig:
-    """The generator's constructor arguments: training YAML files override the defaults (the default
-    recipe's), checkpoints store them, export writes them into the ONNX metadata (the shipped model's
-    config is in its own metadata, `bandlift.config`)."""
-
-    arch: str = "spectral"  # "spectral" (log-envelope x band replication) or "waveform"
-    sample_rate: int = 48000
-    frame: int = 32  # hop; blocks are multiples of it
-    n_fft: int = 128  # spectral arch: synthesis window (its delay, n_fft - frame, is the model's latency)
-    channels: int = 64
-    kernel: int = 3
-    dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 1, 2, 4, 8, 16])
-    negative_slope: float = 0.1
-    # Long causal analysis of the past for the conditioning path only (0 = off): a context_fft-sample
-    # Hann window ending at the current frame, its lowest context_bins bins (1024/96 at 48 kHz: 47 Hz
-    # resolution up to 4.5 kHz, the pitch and harmonics of any passband). Adds no latency.
-    context_fft: int = 1024
-    context_bins: int = 96
-    gru: int = 64  # recurrent state over frames (its hidden size; 0 = off)
-    # Second excitation beside band replication: the spectrum of |x|, whose harmonics continue the
-    # passband's above the cutoff and keep transients sharp; the model mixes the two per bin.
-    exciter: bool = True
-    # Spectral arch: 0 = one log gain per bin; K > 0 = K band gains (equal in octaves from
-    # ENVELOPE_LOW_HZ to Nyquist) interpolated across the bins: a smooth envelope, as the oracle's.
-    envelope_bands: int = 0
-    # Spectral arch: the predicted gains correct a DSP prior instead of starting from nothing: the
-    # level of the passband's top octave (this frame) falling PRIOR_TILT_DB per octave above it, the
-    # shaped noise-fill's envelope. With the output layer zeroed at init the generator starts as that
-    # baseline and training moves it only where that helps.
-    prior: bool = False
-    # Spectral arch with prior: the causal noise-fill as the starting point. `noise` adds a third
-    # excitation, fixed pseudo-random phasors (two tables of coprime lengths: a 43 s period at 48 kHz,
-    # deterministic, so offline equals live), mixed per bin with the others and starting almost all
-    # noise; `prior_tilt_s` > 0 replaces the fixed PRIOR_TILT_DB by the passband's own top-octave slope
-    # averaged over active frames with this time constant (noise_fill's whole-file tilt, made causal),
-    # and the level follows the top octave's power over the last PRIOR_LEVEL_FRAMES frames.
-    noise: bool = False
-    prior_tilt_s: float = 0.0
-    # > 0: the learned correction of the prior is bounded to +-correction_db (tanh): a model that has
-    # learned nothing that transfers stays near the DSP baseline it starts from.
-    correction_db: float = 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "GeneratorConfig":
-        """From a checkpoint's or a YAML file's plain dict; unknown keys are an error, not ignored."""
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown model config key(s): {', '.join(sorted(unknown))}")
-        config = cls(**data)
-        config.check()
-        return config
-
-    def check(self) -> None:
-        """Types and sane bounds, before anything is allocated (configs and checkpoints come from others)."""
-        limits = {"sample_rate": (8000, 384000), "frame": (1, 4096), "n_fft": (2, 16384), "channels": (1, 1024),
-                  "kernel": (1, 31), "context_fft": (0, 65536), "context_bins": (0, 32769), "gru": (0, 1024),
-                  "envelope_bands": (0, 256)}
-        for name, (low, high) in limits.items():
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-                raise ValueError(f"model.{name} must be an integer in {low}..{high}, not {value!r}")
-        if (not isinstance(self.dilations, list) or not 1 <= len(self.dilations) <= 64
-                or not all(isinstance(d, int) and 1 <= d <= 4096 for d in self.dilations)):
-            raise ValueError(f"model.dilations must be 1-64 integers in 1..4096, not {self.dilations!r}")
-        for name, (low, high) in {"prior_tilt_s": (MIN_TILT_S, 60.0), "correction_db": (0.0, 60.0)}.items():
-            value = getattr(self, name)
-            if (not isinstance(value, (int, float)) or isinstance(value, bool)
-                    or not (value == 0 or low <= value <= high)):
-                raise ValueError(f"model.{name} must be 0 (off) or a number in {low}..{high}, not {value!r}")
-        if (self.noise or self.prior_tilt_s) and not (self.prior and self.arch == "spectral"):
-            raise ValueError("model.noise and model.prior_tilt_s need model.prior: true (spectral arch)")
-        for name in ("exciter", "prior", "noise"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"model.{name} must be true or false, not {getattr(self, name)!r}")
-        if self.arch not in ("spectral", "waveform"):
-            raise ValueError(f"model.arch must be 'spectral' or 'waveform', not {self.arch!r}")
+from bandlift.train.config import GeneratorConfig
+from bandlift.train.layers import ResBlock
+from bandlift.train.waveform import WaveformGenerator
 
 
 ENVELOPE_LOW_HZ = 1500.0  # the lowest band centre of an envelope_bands model
@@ -113,7 +38,6 @@ PRIOR_TILT_RANGE_DB = (-24.0, -3.0)
 PRIOR_CURVE_DB = 3.0
 PRIOR_ACTIVE_DB = -80.0
 PRIOR_TILT_FRAMES = 16.0
-MIN_TILT_S = 0.05
 PRIOR_LEVEL_FRAMES = 8  # the level: mean top-octave power over the last 8 frames (256 samples, 5 ms)
 NOISE_TABLES = (251, 257)  # noise excitation: frames per table (coprime: the phasors repeat after their product)
 NOISE_SEED = 20261203
@@ -145,114 +69,10 @@ def envelope_basis(bands: int, bins: int, rate: int) -> torch.Tensor:
     return basis.float()
 
 
-class StreamConv1d(nn.Module):
-    """Causal Conv1d whose left context is an explicit cache: out = conv(cat(cache, x))."""
-
-    def __init__(self, cin, cout, kernel, stride=1, dilation=1):
-        super().__init__()
-        self.conv = nn.Conv1d(cin, cout, kernel, stride=stride, dilation=dilation, bias=False)
-        self.context = (kernel - 1) * dilation + 1 - stride
-        self.cin = cin
-
-    def state_shape(self) -> tuple[int, int]:
-        return (self.cin, self.context)
-
-    def forward(self, x, cache):
-        xc = torch.cat([cache, x], dim=-1)
-        return self.conv(xc), xc[..., xc.shape[-1] - self.context:]
-
-
-class StreamConvTranspose1d(nn.Module):
-    """Transposed conv with kernel 2*stride: the right overlap is carried into the next block."""
-
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.conv = nn.ConvTranspose1d(cin, cout, 2 * stride, stride=stride, bias=False)
-        self.stride = stride
-        self.cout = cout
-
-    def state_shape(self) -> tuple[int, int]:
-        return (self.cout, self.stride)
-
-    def forward(self, x, overlap):
-        y = self.conv(x)  # [B, cout, T + stride]
-        n = y.shape[-1] - self.stride
-        head = y[..., : self.stride] + overlap
-        return torch.cat([head, y[..., self.stride: n]], dim=-1), y[..., n:]
-
-
-class ResBlock(nn.Module):
-    def __init__(self, channels, kernel, dilation, slope):
-        super().__init__()
-        self.conv = StreamConv1d(channels, channels, kernel, dilation=dilation)
-        self.mix = nn.Conv1d(channels, channels, 1, bias=False)
-        self.slope = slope
-
-    def forward(self, h, gate, cache):
-        y, cache = self.conv(F.leaky_relu(h, self.slope), cache)
-        return h + self.mix(F.leaky_relu(y * gate, self.slope)), cache
-
-
 def Generator(config: GeneratorConfig | None = None) -> nn.Module:
     """The generator the config names: x (band-limited, 48 kHz) and cutoff (bandwidth / Nyquist) -> full band."""
     config = config or GeneratorConfig()
     return {"spectral": SpectralGenerator, "waveform": WaveformGenerator}[config.arch](config)
-
-
-class WaveformGenerator(nn.Module):
-    """Learned filterbank + dilated causal convs + transposed conv, output = x + residual."""
-
-    def __init__(self, config: GeneratorConfig | None = None):
-        super().__init__()
-        self.config = config = config or GeneratorConfig()
-        s, c = config.frame, config.channels
-        self.encoder = StreamConv1d(1, c, 2 * s, stride=s)
-        self.blocks = nn.ModuleList(
-            ResBlock(c, config.kernel, d, config.negative_slope) for d in config.dilations
-        )
-        # cutoff -> per-channel multiplicative gates (no additive term keeps G homogeneous)
-        self.film = nn.Sequential(nn.Linear(1, 32), nn.SiLU(), nn.Linear(32, c * len(config.dilations)))
-        self.decoder = StreamConvTranspose1d(c, 1, s)
-        self.slope = config.negative_slope
-
-    @property
-    def delay(self) -> int:
-        return 0  # output sample n is aligned with input sample n (lookahead is inside one frame)
-
-    @property
-    def reach(self) -> int:
-        """Input samples before an output sample that can change it: the decoder's overlap with the
-        frame before, the convolutions' frames before that and the encoder's two-frame window."""
-        s = self.config.frame
-        return s - 1 + s * (self.config.kernel - 1) * sum(self.config.dilations) + 2 * s
-
-    def state_shapes(self) -> list[tuple[str, tuple[int, int]]]:
-        shapes = [("enc_cache", self.encoder.state_shape())]
-        shapes += [(f"block{i}_cache", b.conv.state_shape()) for i, b in enumerate(self.blocks)]
-        shapes.append(("dec_cache", self.decoder.state_shape()))
-        return shapes
-
-    def initial_states(self, batch: int, device=None) -> list[torch.Tensor]:
-        return [torch.zeros(batch, *shape, device=device) for _, shape in self.state_shapes()]
-
-    def stream(self, x, cutoff, states):
-        """x [B, T] (T a multiple of frame), cutoff [B] in (0, 1], states -> (y [B, T], states)."""
-        gates = 1.0 + self.film(cutoff.reshape(-1, 1) * 2.0 - 1.0)
-        gates = gates.reshape(x.shape[0], len(self.blocks), -1, 1)
-        h, enc_cache = self.encoder(x.unsqueeze(1), states[0])
-        new_states = [enc_cache]
-        for i, block in enumerate(self.blocks):
-            h, cache = block(h, gates[:, i], states[1 + i])
-            new_states.append(cache)
-        g, dec_cache = self.decoder(F.leaky_relu(h, self.slope), states[-1])
-        new_states.append(dec_cache)
-        return x + g.squeeze(1), new_states
-
-    def forward(self, x, cutoff):
-        pad = (-x.shape[-1]) % self.config.frame
-        xp = F.pad(x, (0, pad))
-        y, _ = self.stream(xp, cutoff, self.initial_states(x.shape[0], x.device))
-        return y[..., : x.shape[-1]]
 
 
 class SpectralGenerator(nn.Module):
@@ -571,84 +391,3 @@ class SpectralGenerator(nn.Module):
         return y[..., self.delay: self.delay + length]
 
 
-def count_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def mflops_per_second(gen: nn.Module) -> float:
-    """Floating-point operations (torch's FLOP counter: matmuls and convolutions) per second of audio."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    rate = gen.config.sample_rate
-    x = torch.zeros(1, rate)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        gen.stream(x, torch.full((1,), 0.5), gen.initial_states(1))
-    flops = counter.get_total_flops()
-    if getattr(gen, "gru", None) is not None:  # aten GRU kernels are not counted: 3 gates, 2 matmuls each
-        hidden, inputs = gen.gru.hidden_size, gen.gru.input_size
-        flops += 2 * 3 * hidden * (inputs + hidden) * (rate // gen.config.frame)
-    return flops / 1e6
-
-
-# ---------------------------------------------------------------- discriminators (HiFi-GAN, UnivNet)
-
-def judge(layers, post, x):
-    """Run a discriminator's conv stack: (score [B, -1], feature maps for the feature-matching loss)."""
-    feats = []
-    for layer in layers:
-        x = F.leaky_relu(layer(x), 0.1)
-        feats.append(x)
-    x = post(x)
-    feats.append(x)
-    return x.flatten(1), feats
-
-
-class PeriodDiscriminator(nn.Module):
-    def __init__(self, period, channels=(8, 16, 32, 64)):
-        super().__init__()
-        self.period = period
-        layers, cin = [], 1
-        for cout in channels:
-            layers.append(nn.utils.parametrizations.weight_norm(
-                nn.Conv2d(cin, cout, (5, 1), (3, 1), padding=(2, 0))))
-            cin = cout
-        self.layers = nn.ModuleList(layers)
-        self.post = nn.utils.parametrizations.weight_norm(nn.Conv2d(cin, 1, (3, 1), padding=(1, 0)))
-
-    def forward(self, x):
-        b, t = x.shape
-        pad = (-t) % self.period
-        return judge(self.layers, self.post, F.pad(x, (0, pad), mode="reflect").view(b, 1, -1, self.period))
-
-
-class SpectrogramDiscriminator(nn.Module):
-    """Judges a log-magnitude STFT (UnivNet's multi-resolution discriminator, small)."""
-
-    def __init__(self, n_fft, channels=8):
-        super().__init__()
-        self.n_fft = n_fft
-        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
-        wn = nn.utils.parametrizations.weight_norm
-        self.layers = nn.ModuleList([
-            wn(nn.Conv2d(1, channels, (3, 9), stride=(1, 2), padding=(1, 4))),
-            wn(nn.Conv2d(channels, channels, (3, 9), stride=(1, 2), padding=(1, 4))),
-            wn(nn.Conv2d(channels, channels, (3, 9), stride=(1, 2), padding=(1, 4))),
-            wn(nn.Conv2d(channels, channels, (3, 3), padding=(1, 1))),
-        ])
-        self.post = wn(nn.Conv2d(channels, 1, (3, 3), padding=(1, 1)))
-
-    def forward(self, x):
-        spec = torch.stft(x, self.n_fft, self.n_fft // 4, window=self.window, return_complex=True)
-        return judge(self.layers, self.post, torch.log(spec.abs().clamp_min(1e-5)).unsqueeze(1).transpose(2, 3))
-
-
-class Discriminators(nn.Module):
-    def __init__(self, periods=(2, 3, 5, 7, 11), ffts=(512, 1024, 2048)):
-        super().__init__()
-        self.discs = nn.ModuleList(
-            [PeriodDiscriminator(p) for p in periods] + [SpectrogramDiscriminator(n) for n in ffts]
-        )
-
-    def forward(self, x):
-        return [d(x) for d in self.discs]

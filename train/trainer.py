@@ -2,24 +2,22 @@
 
 The run folder holds ``config.yaml`` (a copy), ``last.pt`` (written every ``ckpt_every`` steps and on
 exit), ``best.pt`` (highest validation ViSQOL on a small fixed subset, LSD breaking ties) and
-``metrics.csv``. Checkpoints carry the generator's constructor arguments as plain data and load with
-``torch.load(weights_only=True)``: a checkpoint from someone else cannot run code. ``load_generator(path)``
-rebuilds the model without the config file.
+``metrics.csv``. Checkpoints carry the generator's constructor arguments as plain data and never run
+code (train/checkpoints.py); recipes may name a parent (train/recipes.py).
 Multi-process: launch with ``torchrun --nproc_per_node N -m bandlift.train.trainer --config FILE``
 (gloo on CPU, nccl on GPU); each rank draws different clips.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import hashlib
 import math
 import os
-import pickle
 import signal
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,20 +27,13 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from bandlift.rt.cli.progress import progress_bar
-from bandlift.train.data_sources import SUBSET_MIN_SECONDS
-from bandlift.train.losses import (
-    band_dynamics_loss,
-    band_energies,
-    band_envelope_loss,
-    band_shape_loss,
-    discriminator_loss,
-    feature_loss,
-    generator_loss,
-    lsd_torch,
-    multi_resolution_stft_loss,
-    neurogram_similarity_loss,
-)
-from bandlift.train.model import Discriminators, Generator, GeneratorConfig, count_params
+from bandlift.train.checkpoints import load_checkpoint
+from bandlift.train.data.sources import SUBSET_MIN_SECONDS
+from bandlift.train.discriminators import Discriminators
+from bandlift.train.layers import count_params
+from bandlift.train.losses import LOSS_TERMS, Judged, discriminator_loss, high_band, lowpass_at, lsd_torch
+from bandlift.train.model import Generator, GeneratorConfig
+from bandlift.train.recipes import merge, read_recipe
 
 # The one set of training defaults; the model's come from GeneratorConfig (not the shipped model's geometry:
 # that travels in its metadata, `bandlift.config`).
@@ -61,73 +52,17 @@ DEFAULTS: dict = {
         "ckpt_every": 250, "valid_every": 1000, "log_every": 50, "seed": 0, "threads": 1,
         "max_minutes": None, "init": None,
     },
-    # summed over discriminators and layers as HiFi-GAN does (stft, lsd: weights of the mean terms)
-    "loss": {"stft": 10.0, "lsd": 0.0, "envelope": 0.0, "shape": 0.0, "dynamics": 0.0, "nsim": 0.0, "feature": 2.0, "adversarial": 1.0, "ffts": [256, 512, 1024, 2048]},
+    # the weight of each of LOSS_TERMS, and the STFT term's resolutions
+    "loss": {**{term.name: term.default for term in LOSS_TERMS}, "ffts": [256, 512, 1024, 2048]},
 }
 VALID_SEED = 1234
-
-
-def merge(base: dict, override: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in (override or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+GRAD_CLIP_NORM = 10.0  # both networks' gradients are clipped to this norm before each update
+LR_FLOOR = 0.1  # each learning rate follows a cosine from its recipe's value down to this fraction of it
 
 
 def load_config(path: str | Path | None, overrides: dict | None = None) -> dict:
-    user = yaml.safe_load(Path(path).read_text()) if path else {}
-    return merge(merge(DEFAULTS, user or {}), overrides or {})
-
-
-def lowpass_at(y, ceiling_hz, rate: int, keep_full: bool = True):
-    """Zero each clip's spectrum above its ceiling (clips with a ceiling near Nyquist pass unchanged).
-
-    A lossy file's target is empty above its measured bandwidth; comparing the generator's output there
-    would teach it to leave that band empty for every input. Cutting both sides at the ceiling leaves
-    the generator free above it, so only the band the reference really has teaches it.
-    """
-    spec = torch.fft.rfft(y, dim=-1)
-    freqs = torch.fft.rfftfreq(y.shape[-1], 1.0 / rate).to(y.device)
-    keep = freqs[None, :] <= ceiling_hz[:, None]
-    if keep_full:
-        keep = keep | (ceiling_hz[:, None] >= 0.98 * rate / 2)
-    return torch.fft.irfft(spec * keep, n=y.shape[-1], dim=-1)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is unreadable, not bandlift's, or holds more than tensors and plain data."""
-
-
-def load_checkpoint(path: str | Path, device="cpu") -> dict:
-    """A checkpoint's tensors and plain data; never unpickles code (weights_only=True)."""
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(f"{path}: not a plain bandlift checkpoint (refused to unpickle code objects)") from None
-    except Exception as exc:  # noqa: BLE001 - a file that is no checkpoint fails anywhere in the unpickler
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict) or "model" not in ckpt["config"]:
-        raise CheckpointError(f"{path}: not a bandlift checkpoint (no model config)")
-    return ckpt
-
-
-def high_band(x, cutoff, rate: int):
-    """x minus its spectrum below each clip's cutoff (Hz): the band the generator writes."""
-    return x - lowpass_at(x, cutoff, rate, keep_full=False)
-
-
-def load_generator(checkpoint: str | Path, which: str = "generator") -> Generator:
-    ckpt = load_checkpoint(checkpoint)
-    try:
-        gen = Generator(GeneratorConfig.from_dict(ckpt["config"]["model"]))
-        gen.load_state_dict(ckpt[which])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{checkpoint}: does not match this bandlift's generator: "
-                              f"{str(exc).splitlines()[0]}") from None
-    return gen.eval()
+    """DEFAULTS < the recipe at `path` (and its parents) < `overrides`."""
+    return merge(merge(DEFAULTS, read_recipe(path) if path else {}), overrides or {})
 
 
 class Trainer:
@@ -159,11 +94,23 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         if not self._resume() and tcfg.get("init"):
             self._init_from(tcfg["init"])
+        self.sched_g, self.sched_d = (self._scheduler(opt, tcfg[key]) for opt, key in
+                                      ((self.opt_g, "lr"), (self.opt_d, "lr_disc")))
         if self.distributed:
             self.gen_ddp = DistributedDataParallel(self.gen)
             self.disc_ddp = DistributedDataParallel(self.disc)
         else:
             self.gen_ddp, self.disc_ddp = self.gen, self.disc
+
+    def _scheduler(self, opt, lr: float):
+        """One learning-rate schedule per optimiser: a half cosine from the recipe's rate at step 0 to
+        LR_FLOOR of it at train.steps (a resumed run continues it: its state is the step, not saved)."""
+        steps = self.cfg["train"]["steps"]
+        for group in opt.param_groups:
+            group["initial_lr"] = lr
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: (1 + LR_FLOOR) / 2 + (1 - LR_FLOOR) / 2 * math.cos(math.pi * min(1.0, step / steps)),
+            last_epoch=self.step - 1)
 
     # ------------------------------------------------------------------ checkpoints
     def _resume(self) -> bool:
@@ -223,7 +170,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
     def _loaders(self):
-        from bandlift.train.data_dataset import ClipDataset
+        from bandlift.train.data.dataset import ClipDataset
 
         dcfg = self.cfg["data"]
         seed = int(self.cfg["train"]["seed"]) * 1000 + self.rank
@@ -297,10 +244,6 @@ class Trainer:
         if "ceiling" in batch:  # lossy references: judge only the band they really have
             y = lowpass_at(y, batch["ceiling"].to(self.device), rate)
         use_gan = self.step >= tcfg["gan_start"]
-        scale = 0.55 + 0.45 * math.cos(math.pi * min(1.0, self.step / tcfg["steps"]))  # cosine to 10%
-        for opt, key in ((self.opt_g, "lr"), (self.opt_d, "lr_disc")):
-            for group in opt.param_groups:
-                group["lr"] = tcfg[key] * scale
         logs = {}
         if use_gan:
             # Both sides share the input's own low band: only the band above the cutoff, which the
@@ -314,46 +257,30 @@ class Trainer:
             loss_d = discriminator_loss(self.disc_ddp(real_d), self.disc_ddp(fake_d.detach()))
             loss_d.backward()
             if self._finite_grads(self.disc):
+                torch.nn.utils.clip_grad_norm_(self.disc.parameters(), GRAD_CLIP_NORM)
                 self.opt_d.step()
             logs["loss_d"] = loss_d.item()
         self.opt_g.zero_grad(set_to_none=True)
-        loss_stft = multi_resolution_stft_loss(y, target, ffts=lcfg["ffts"])
-        loss_g = lcfg["stft"] * loss_stft
-        if lcfg.get("lsd"):  # the evaluation's own metric (log10 power, 1e-8 floor) as a loss term
-            loss_lsd = lsd_torch(y, target, eps=1e-6).mean()
-            loss_g = loss_g + lcfg["lsd"] * loss_lsd
-            logs["loss_lsd"] = loss_lsd.item()
         ceiling = batch["ceiling"].to(self.device) if "ceiling" in batch else torch.full_like(cutoff_hz, rate / 2)
-        energies = (band_energies(y, target, cutoff_hz, ceiling, rate)
-                    if any(lcfg.get(k) for k in ("envelope", "shape", "dynamics")) else None)
-        if lcfg.get("envelope"):  # band energies above the cutoff in dB: what the oracle envelope gets right
-            loss_env = band_envelope_loss(y, target, cutoff_hz, ceiling, rate, energies=energies)
-            loss_g = loss_g + lcfg["envelope"] * loss_env
-            logs["loss_env"] = loss_env.item()
-        if lcfg.get("shape"):  # each frame's energy spread over the bands as the reference's, whatever its level
-            loss_shape = band_shape_loss(y, target, cutoff_hz, ceiling, rate, energies=energies)
-            loss_g = loss_g + lcfg["shape"] * loss_shape
-            logs["loss_shape"] = loss_shape.item()
-        if lcfg.get("dynamics"):  # each band's level follows the reference's moves over time
-            loss_dyn = band_dynamics_loss(y, target, cutoff_hz, ceiling, rate, energies=energies)
-            loss_g = loss_g + lcfg["dynamics"] * loss_dyn
-            logs["loss_dyn"] = loss_dyn.item()
-        if lcfg.get("nsim"):  # ViSQOL's own similarity of the gammatone spectrograms, above the cutoff
-            loss_nsim = neurogram_similarity_loss(y, target, cutoff_hz, rate)
-            loss_g = loss_g + lcfg["nsim"] * loss_nsim
-            logs["loss_nsim"] = loss_nsim.item()
+        judged = Judged(y, target, cutoff_hz, ceiling, rate, lcfg["ffts"])
         if use_gan:
-            fake = self.disc_ddp(fake_d)
-            with torch.no_grad():
-                real = self.disc_ddp(real_d)
-            loss_adv, loss_fm = generator_loss(fake), feature_loss(real, fake)
-            loss_g = loss_g + lcfg["adversarial"] * loss_adv + lcfg["feature"] * loss_fm
-            logs.update(loss_adv=loss_adv.item(), loss_fm=loss_fm.item())
+            judged.judge_fake, judged.judge_real = lambda: self.disc_ddp(fake_d), lambda: self.disc_ddp(real_d)
+        loss_g = 0.0
+        for term in LOSS_TERMS:
+            if (term.gan and not use_gan) or not (term.always or lcfg[term.name]):
+                continue
+            value = term.compute(judged)
+            loss_g = loss_g + lcfg[term.name] * value
+            logs[term.column] = value.item()
         loss_g.backward()
         if self._finite_grads(self.gen):
-            torch.nn.utils.clip_grad_norm_(self.gen.parameters(), 10.0)
+            torch.nn.utils.clip_grad_norm_(self.gen.parameters(), GRAD_CLIP_NORM)
             self.opt_g.step()
-        logs.update(loss_g=loss_g.item(), loss_stft=loss_stft.item())
+        with warnings.catch_warnings():  # a step skipped (before the GAN's start, a non-finite gradient) still counts
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+            self.sched_g.step()
+            self.sched_d.step()
+        logs["loss_g"] = loss_g.item()
         return logs
 
     def _finite_grads(self, module) -> bool:
@@ -369,7 +296,7 @@ class Trainer:
         train, valid, perceptual = self._loaders()
         deadline = time.time() + 60 * tcfg["max_minutes"] if tcfg.get("max_minutes") else None
         metrics_path = self.run_dir / "metrics.csv"
-        fields = ["step", "time", "epoch", "loss_g", "loss_stft", "loss_lsd", "loss_env", "loss_shape", "loss_dyn", "loss_nsim", "loss_adv", "loss_fm", "loss_d",
+        fields = ["step", "time", "epoch", "loss_g", *(term.column for term in LOSS_TERMS), "loss_d",
                   "valid_lsd", "valid_visqol", "skipped"]
         bar = progress_bar(total=tcfg["steps"], initial=self.step, disable=self.rank != 0, desc="train", unit="step")
         started = time.time()
@@ -459,11 +386,8 @@ def main(argv=None):
     parser.add_argument("--manifest")
     parser.add_argument("--steps", type=int)
     args = parser.parse_args(argv)
-    overrides = {"data": {}, "train": {}}
-    if args.manifest:
-        overrides["data"]["manifest"] = args.manifest
-    if args.steps:
-        overrides["train"]["steps"] = args.steps
+    overrides = {"data": {"manifest": args.manifest} if args.manifest else {},
+                 "train": {"steps": args.steps} if args.steps else {}}
     Trainer(load_config(args.config, overrides), args.run_dir).fit()
     if dist.is_initialized():
         dist.barrier()  # every rank done (rank 0 writes the last checkpoint) before any tears gloo down

@@ -4,6 +4,8 @@ Each subcommand module defines ``configure(parser)`` and ``run(args) -> int``. O
 command being run is imported (``bandlift --help`` imports none), so a command's dependencies (torch for
 ``train``/``export``, librosa for ``eval``) are loaded only when that command runs; the table below
 names modules by string, so the engine has no import edge to ``bandlift.train`` or ``bandlift.export``.
+Errors the user can act on (``BandliftError``: a bad file, model, device, manifest or argument) are
+printed here, and only here, as one line without a traceback (exit code 2).
 """
 from __future__ import annotations
 
@@ -14,19 +16,20 @@ import sys
 import threading
 
 from bandlift.rt.cli.errors import CLIError, printable
+from bandlift.rt.errors import BandliftError
 
 __all__ = ["CLIError", "SUBCOMMANDS", "build_parser", "main"]
 
 SUBCOMMANDS = {
-    "demo": ("bandlift.train.eval.cmd_demo", "Upsample the bundled clip with the shipped model and measure it."),
+    "demo": ("bandlift.train.cli.demo", "Upsample the bundled clip with the shipped model and measure it."),
     "upsample": ("bandlift.rt.cli.upsample", "Upsample audio files (or a folder) to a higher sample rate."),
     "live": ("bandlift.rt.cli.live", "Upsample a live input device into an output device."),
     "bench": ("bandlift.rt.cli.bench", "Measure latency, per-block time and real-time factor."),
-    "eval": ("bandlift.train.eval.cmd_eval", "Evaluate against sinc/spline/noise-fill/Griffin-Lim baselines."),
-    "export": ("bandlift.export.cmd_export", "Export a training checkpoint to a streaming ONNX model."),
-    "train": ("bandlift.train.cmd_train", "Train the generator (needs the [train] extra)."),
-    "dataset": ("bandlift.train.cmd_dataset", "Collect and index training audio."),
-    "curve": ("bandlift.train.cmd_curve", "A training run's validation curve (ViSQOL, LSD by step) as CSV and PNG."),
+    "eval": ("bandlift.train.cli.eval", "Evaluate against sinc/spline/noise-fill/Griffin-Lim baselines."),
+    "export": ("bandlift.export.cli.export", "Export a training checkpoint to a streaming ONNX model."),
+    "train": ("bandlift.train.cli.train", "Train the generator (needs the [train] extra)."),
+    "dataset": ("bandlift.train.cli.dataset", "Collect and index training audio."),
+    "curve": ("bandlift.train.cli.curve", "A training run's validation curve (ViSQOL, LSD by step) as CSV and PNG."),
 }
 
 
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGHUP, _hang_up)  # a closed terminal: unwind (temporaries removed), not die
     try:
         return int(args._run(args) or 0)
-    except CLIError as exc:
+    except BandliftError as exc:
         print(f"bandlift {args.command}: error: {printable(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

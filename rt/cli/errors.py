@@ -1,12 +1,14 @@
-"""`CLIError`: an error the user caused, printed by `bandlift` without a traceback.
+"""`CLIError`: a command's own refusal of its arguments, printed by `bandlift` without a traceback
+(library code raises its own `BandliftError`s, which the dispatcher prints the same way).
 
-It lives in its own module (no imports) so that subcommand modules anywhere (rt, train, export) can
-raise it without importing the dispatcher, and the dispatcher imports none of them.
+It lives in its own module so that subcommand modules anywhere (rt, train, export) can raise it
+without importing the dispatcher, and the dispatcher imports none of them.
 """
+from bandlift.rt.errors import BandliftError
 
 
-class CLIError(Exception):
-    """An error the user caused; printed without a traceback."""
+class CLIError(BandliftError):
+    """An error the user caused on the command line; printed without a traceback."""
 
 
 def missing_extra(what: str, extra: str) -> CLIError:

@@ -163,52 +163,6 @@ def _check_seconds_and_record(args) -> None:
         raise CLIError(f"--record {record}: cannot write there ({where})")
 
 
-class _Recording:
-    """--record: the device input streamed to a hidden file beside the destination as it arrives
-    (drained from the callback's ring every tick), renamed onto it at the end."""
-
-    def __init__(self, path: str, rate: int, channels: int):
-        import contextlib
-
-        import soundfile as sf
-
-        from bandlift.rt.io.files import container_of, replacing
-
-        self.path, self.error, self.lost, self.frames, self.closed = path, None, 0, 0, False
-        self._stack = contextlib.ExitStack()
-        tmp = self._stack.enter_context(replacing(path))
-        self._file = self._stack.enter_context(sf.SoundFile(str(tmp), "w", rate, channels, subtype="FLOAT",
-                                                            format=container_of(path)))
-
-    def drain(self, runner) -> None:
-        if self.error is None:
-            try:
-                self.lost += runner.drain_record(self._write)
-            except (OSError, RuntimeError) as exc:  # a full disk: the run goes on, the end says so
-                self.error = f"cannot write the recording {self.path}: {exc}"
-
-    def _write(self, frames) -> None:
-        self._file.write(frames)
-        self.frames += len(frames)
-
-    def close(self) -> None:
-        """The file renamed onto its destination (CLIError, and nothing left behind, if writing failed)."""
-        try:
-            self._file.close()
-        except (OSError, RuntimeError) as exc:
-            self.error = self.error or f"cannot write the recording {self.path}: {exc}"
-        if self.error is not None:
-            self.abandon()
-            raise CLIError(self.error)
-        self._stack.close()
-        self.closed = True
-
-    def abandon(self) -> None:
-        """The hidden file removed, the destination untouched (a run that failed before its end)."""
-        self.closed = True
-        self._stack.__exit__(CLIError, CLIError("abandoned"), None)
-
-
 def run(args) -> int:
     from bandlift.rt.engine import StreamEngine
     from bandlift.rt.io.devices import list_devices
@@ -273,7 +227,7 @@ def _virtual_device(args):
     SIGHUP stop the run like Ctrl-C, so that the device is removed."""
     if args.virtual_mic is None and args.virtual_sink is None:
         return None
-    from bandlift.rt.io.virtual import VirtualDevice, VirtualDeviceError
+    from bandlift.rt.io.virtual import VirtualDevice
 
     if args.loopback or (args.virtual_mic and args.virtual_sink):
         raise CLIError("choose one of --loopback, --virtual-mic, --virtual-sink")
@@ -284,10 +238,7 @@ def _virtual_device(args):
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, interrupt)
-    try:
-        dev = VirtualDevice(kind, name, args.channels, args.rate).__enter__()
-    except VirtualDeviceError as exc:
-        raise CLIError(str(exc)) from None
+    dev = VirtualDevice(kind, name, args.channels, args.rate).__enter__()
     if dev.reclaimed:
         print(f"reclaimed what a stopped bandlift left on the server: {', '.join(dev.reclaimed)}", file=sys.stderr)
     print(f"virtual {'microphone' if kind == 'mic' else 'speaker'} '{name}' ready ({dev.description}): pick it in "
@@ -299,6 +250,7 @@ def _run_devices(args, engine, session, source, in_rate, virtual) -> int:
     import sounddevice as sd
 
     from bandlift.rt.io.devices import LiveError, find_device
+    from bandlift.rt.io.recording import StreamedRecording
     from bandlift.rt.io.runner import LiveRunner
 
     pulse = args.loopback or virtual is not None
@@ -326,7 +278,7 @@ def _run_devices(args, engine, session, source, in_rate, virtual) -> int:
                             watchdog_s=PULSE_WATCHDOG_S if pulse else 1.0,
                             margin=args.margin, source=source,
                             record_seconds=RECORD_RING_SECONDS if args.record else 0.0)
-        recording = _Recording(args.record, args.rate, runner.channels) if args.record else None
+        recording = StreamedRecording(args.record, args.rate, runner.channels) if args.record else None
     except (LiveError, ValueError, sd.PortAudioError) as exc:
         raise CLIError(str(exc)) from None
     except (OSError, RuntimeError) as exc:  # the recording's file (checked before, then the disk filled)
@@ -339,6 +291,7 @@ def _run_devices(args, engine, session, source, in_rate, virtual) -> int:
 
 
 def _run(args, engine, session, runner, recording, in_rate) -> int:
+    from bandlift.rt.io.callbacks import REC_POS
     from bandlift.rt.io.devices import LiveError
 
     rate = args.rate
@@ -357,7 +310,7 @@ def _run(args, engine, session, runner, recording, in_rate) -> int:
 
             def tick(r):
                 if recording is not None:
-                    recording.drain(r)
+                    recording.drain(r.record, int(r.stats[REC_POS]))
                 show_events()
                 if not args.quiet:
                     sys.stderr.write("\r" + r.status_line() + "   ")
@@ -405,7 +358,7 @@ def _run(args, engine, session, runner, recording, in_rate) -> int:
           + (f", resynchronised {summary.resyncs}x after a stall (input dropped, latency kept)" if summary.resyncs else ""),
           file=sys.stderr)
     if recording is not None:
-        recording.drain(runner)
+        recording.drain(runner.record, int(runner.stats[REC_POS]))
         recording.close()
         print(f"recorded input -> {args.record} ({recording.frames / rate:.1f} s"
               + (f"; {recording.lost} frames lost: the disk fell {RECORD_RING_SECONDS:g} s behind" if recording.lost

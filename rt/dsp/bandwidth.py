@@ -22,7 +22,7 @@ SILENCE_DBFS = -90.0  # mean power below this (dB re full scale) counts as silen
 DEFAULT_DROP_DB = 20.0
 
 
-def _as_channels(audio: np.ndarray) -> np.ndarray:
+def as_channels(audio: np.ndarray) -> np.ndarray:
     """(n,) or (n, channels) -> float64 [channels, n]."""
     x = np.asarray(audio, dtype=np.float64)
     if x.ndim == 1:
@@ -34,7 +34,7 @@ def _as_channels(audio: np.ndarray) -> np.ndarray:
 
 def average_spectrum(audio: np.ndarray, sr: float, resolution_hz: float = 25.0):
     """Welch power spectrum averaged over time and channels: (freqs [K], power [K])."""
-    x = _as_channels(audio)
+    x = as_channels(audio)
     return _welch(np.where(np.isfinite(x), x, 0.0), sr, resolution_hz)
 
 
@@ -73,7 +73,7 @@ def effective_bandwidth(audio: np.ndarray, sr: float, drop_db: float = DEFAULT_D
     signal too short to analyse): there is no content, so no band to speak of; callers treat 0.0 as
     "unknown".
     """
-    x = _as_channels(audio)
+    x = as_channels(audio)
     if x.shape[1] < 256:
         return 0.0
     finite = np.isfinite(x)

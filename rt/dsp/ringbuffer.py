@@ -42,9 +42,6 @@ class RingBuffer:
     def available(self) -> int:
         return ring_available(self.counters)
 
-    def space(self) -> int:
-        return ring_space(self.data, self.counters)
-
     def write(self, frames: np.ndarray) -> int:
         return ring_write(self.data, self.counters, np.ascontiguousarray(frames, np.float32))
 
@@ -105,16 +102,9 @@ def _copy_in(data, counters, frames, n):
 @njit(cache=True)
 def ring_write(data, counters, frames):
     """Append frames[n, C]; writes only what fits, returns the number written."""
-    n = min(frames.shape[0], data.shape[0] - ring_available(counters))
+    n = min(frames.shape[0], ring_space(data, counters))
     _copy_in(data, counters, frames, n)
     return n
-
-
-@njit(cache=True)
-def ring_write_overwrite(data, counters, frames):
-    """Append frames[n, C] unconditionally (the oldest unread frames are lost when full)."""
-    _copy_in(data, counters, frames, frames.shape[0])
-    return frames.shape[0]
 
 
 @njit(cache=True)

@@ -59,7 +59,7 @@ def make_context(in_ring, out_ring, stats: np.ndarray, source: np.ndarray, recor
 def input_side(indata, in_data, in_ctr, source, record, stats, in_rate, out_rate):
     """Device input (or the next source samples) into the input ring; record the device input."""
     frames = indata.shape[0]
-    if record.shape[0] > 0:  # a ring: REC_POS counts every frame, the reader drains it (LiveRunner.drain_record)
+    if record.shape[0] > 0:  # a ring: REC_POS counts every frame, rt/io/recording.py reads it
         pos = stats[REC_POS]
         size = record.shape[0]
         for i in range(frames):

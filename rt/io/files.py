@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from bandlift.rt.errors import BandliftError
+
 # The one list of audio file extensions (folders for `upsample`, `eval` and `dataset` are searched for
 # these). soundfile reads most; m4a/aac/wma are decoded with ffmpeg.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64",
@@ -40,7 +42,7 @@ SFC_GET_CHANNEL_MAP_INFO, SFC_SET_CHANNEL_MAP_INFO = 0x1100, 0x1101
 READ_ERRORS = (sf.LibsndfileError, RuntimeError, OSError)
 
 
-class AudioFileError(Exception):
+class AudioFileError(BandliftError):
     """A file that cannot be read or written (message names the file and the reason)."""
 
 

@@ -39,6 +39,7 @@ from bandlift.rt.io.callbacks import (CALLBACKS, IN_OVERFLOW, IN_RING_FULL, LATE
                                       OUT_UNDERFLOW, REC_POS, WAKE_NS_MAX, WAKE_NS_SUM, XRUNS, duplex_callback,
                                       input_callback, input_side, make_context, output_callback, output_side)
 from bandlift.rt.io.devices import LiveError, abandon, ended_within, jack_period, open_stream
+from bandlift.rt.io.recording import ring_contents
 
 SWITCH_INTERVAL_S = 2e-4
 STATUS_BLOCKS = 2000  # the status line's block p99 is over the last this many model blocks
@@ -115,8 +116,7 @@ class LiveRunner:
             two_streams = self.source.shape[0] == 0 and engine.in_rate != engine.out_rate
         self.duplex = not two_streams
         rec_frames = int(record_seconds * engine.out_rate)
-        self.record = np.zeros((rec_frames, self.channels), np.float32)  # a ring (see drain_record)
-        self._rec_read = 0
+        self.record = np.zeros((rec_frames, self.channels), np.float32)  # a ring (rt/io/recording.py)
         self.stats = np.zeros(NSTATS, np.int64)
         cap = max(4 * engine.out_rate, 1 << 15)  # 4 s of slack before the input ring overflows
         self.in_ring = RingBuffer(cap, self.channels)
@@ -374,23 +374,7 @@ class LiveRunner:
                            engine=self.engine.stats.summary())
 
     def recorded(self) -> np.ndarray:
-        """The recording ring's content, oldest first (all of it while the ring has not wrapped)."""
-        end = int(self.stats[REC_POS])
-        return self.record[:end] if end <= len(self.record) else np.roll(self.record, -(end % len(self.record)), 0)
-
-    def drain_record(self, write) -> int:
-        """Hand the frames recorded since the last call to `write` (oldest first, copies); returns how
-        many the ring overwrote before they were drained (the reader fell a whole ring behind)."""
-        end, size = int(self.stats[REC_POS]), len(self.record)
-        lost = max(0, end - self._rec_read - size)
-        start = self._rec_read + lost
-        while start < end:
-            k = start % size
-            n = min(end - start, size - k)
-            write(self.record[k:k + n].copy())
-            start += n
-        self._rec_read = end
-        return lost
+        return ring_contents(self.record, int(self.stats[REC_POS]))
 
     def status_line(self) -> str:
         eng, st = self.engine, self.stats

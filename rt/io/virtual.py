@@ -18,10 +18,12 @@ import os
 import shutil
 import subprocess
 
+from bandlift.rt.errors import BandliftError
+
 OWNER = "bandlift.owner"
 
 
-class VirtualDeviceError(RuntimeError):
+class VirtualDeviceError(BandliftError, RuntimeError):
     """The sound server is missing or refused; the message says what to do."""
 
 

@@ -20,6 +20,8 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from bandlift.rt.errors import BandliftError
+
 AUDIO = "audio"
 CUTOFF = "cutoff"
 AUDIO_OUT = "audio_out"
@@ -63,7 +65,7 @@ MIN_CUTOFF_HZ = 3400.0  # telephone's 300-3400 Hz band
 LEGACY_LOWEST_CUTOFF_HZ = 4000.0
 
 
-class ModelError(ValueError):
+class ModelError(BandliftError, ValueError):
     """The model file is missing, unreadable or does not follow the bandlift streaming contract."""
 
 

@@ -314,10 +314,10 @@ class ModelState:
             self._run_options.append(options)
         self._shape = shape
 
-    def run(self, block: np.ndarray, cutoff: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    def run(self, block: np.ndarray, cutoff: np.ndarray) -> np.ndarray:
         """Process one block [C, B] (B a multiple of the model frame) with cutoff [C]; returns [C, B].
 
-        The returned array is an internal buffer overwritten by the next call unless `out` is given.
+        The returned array is an internal buffer overwritten by the next call.
         """
         channels, samples = block.shape
         if channels != self.channels:
@@ -341,7 +341,4 @@ class ModelState:
         self._current = 1 - bank  # the state outputs just written are the next inputs
         if self._cuda:
             self._audio_out[...] = self._dev_out.numpy()
-        if out is not None:
-            out[...] = self._audio_out
-            return out
         return self._audio_out

@@ -150,7 +150,7 @@ def test_manifest_split(refs, tmp_path, capsys):
 def test_a_silent_channel_is_left_out(tmp_path):
     import soundfile as sf
 
-    from bandlift.train.eval.evaluate import load_reference
+    from bandlift.train.eval.references import load_reference
 
     rng = np.random.default_rng(3)
     stereo = np.zeros((48000, 2))
@@ -339,3 +339,10 @@ def test_eval_prints_each_source_apart(tmp_path, capsys):
     assert rc == 0 and set(res["summary"]["by_source"]) == {str(first), str(second)}
     out = capsys.readouterr().out
     assert "LSD per source" in out and "voices" in out and "drums" in out
+
+
+def test_a_missing_opus_bwe_program_is_one_line(refs, tmp_path, capsys):
+    rc, _ = run_eval(tmp_path, "--data", refs, "--input-rate", 16000, "--no-model", "--baselines", FAST,
+                     "--opus-bwe", tmp_path / "no-such-bwe_demo")
+    err = capsys.readouterr().err
+    assert rc == 2 and "Opus BWE program not found or not executable" in err and len(err.strip().splitlines()) == 1

@@ -61,9 +61,12 @@ def test_metadata_describes_the_stream(exported):
     assert int(meta["bandlift.reach"]) == gen.reach
 
 
-def test_export_cli_roundtrip(tmp_path, exported):
+def test_export_cli_roundtrip(tmp_path, exported, capsys):
+    """Export checks parity by default (so `train --export` does too); --no-check skips it."""
     from bandlift.rt.cli import main
-    from bandlift.train.trainer import DEFAULTS, load_generator, merge
+    from bandlift.train.checkpoints import load_generator
+    from bandlift.train.recipes import merge
+    from bandlift.train.trainer import DEFAULTS
 
     gen, _ = exported
     ckpt = tmp_path / "g.pt"
@@ -71,15 +74,19 @@ def test_export_cli_roundtrip(tmp_path, exported):
     torch.save({"generator": gen.state_dict(), "config": config}, ckpt)
     assert all(torch.equal(a, b) for a, b in zip(load_generator(ckpt).state_dict().values(), gen.state_dict().values()))
     out = tmp_path / "m.onnx"
-    assert main(["export", str(ckpt), "-o", str(out), "--check"]) == 0
+    assert main(["export", str(ckpt), "-o", str(out)]) == 0
+    assert "max |onnx block-by-block - torch whole|" in capsys.readouterr().out
     assert out.stat().st_size > 10_000
+    assert main(["export", str(ckpt), "-o", str(tmp_path / "unchecked.onnx"), "--no-check"]) == 0
+    assert "max |onnx" not in capsys.readouterr().out
     assert main(["export", str(tmp_path / "missing.pt"), "-o", str(out)]) == 2
 
 
 @pytest.mark.parametrize("case", ["output is the checkpoint", "output is a folder", "output under a file"])
 def test_export_to_a_bad_output_is_one_line_and_loses_nothing(tmp_path, capsys, case):
     from bandlift.rt.cli import main
-    from bandlift.train.trainer import DEFAULTS, merge
+    from bandlift.train.recipes import merge
+    from bandlift.train.trainer import DEFAULTS
 
     gen = Generator(GeneratorConfig(channels=8, dilations=[1, 2]))
     ckpt = tmp_path / "g.pt"
@@ -216,7 +223,8 @@ def cli_export(tmp_path_factory):
     import sys
     from pathlib import Path
 
-    from bandlift.train.trainer import DEFAULTS, merge
+    from bandlift.train.recipes import merge
+    from bandlift.train.trainer import DEFAULTS
 
     d = tmp_path_factory.mktemp("cli_export")
     gen = Generator(GeneratorConfig(channels=8, dilations=[1, 2]))

@@ -1,5 +1,8 @@
-"""The shipped model: loads from the package, beats sinc on held-out real audio, demo works."""
+"""The shipped model: what the README says of it (size, delay, latency, quality against the
+baselines on held-out real audio) holds for the file in the package; the demo works."""
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,8 +11,12 @@ import soxr
 
 from bandlift.rt import Upsampler
 from bandlift.rt.cli import main
-from bandlift.train.eval.cmd_demo import example_path
+from bandlift.rt.model.session import ModelSession, default_model_path
+from bandlift.train.eval.baselines import noise_fill
+from bandlift.train.cli.demo import example_path
 from bandlift.train.eval.metrics import lsd
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -20,24 +27,39 @@ def reference():
 
 
 @pytest.mark.parametrize("input_rate", [8000, 16000, 24000])
-def test_shipped_model_beats_sinc_on_held_out_audio(reference, input_rate):
+def test_shipped_model_beats_sinc_and_noise_fill_on_held_out_audio(reference, input_rate):
+    """The README's quality table (16 kHz input): bandlift's LSD below sinc's and the shaped
+    noise-fill's; at the other input rates (docs/quality.md) below sinc's."""
     low = soxr.resample(reference, 48000, input_rate)
     y, rate = Upsampler().process(low, input_rate)
     sinc = soxr.resample(low, input_rate, 48000)
-    n = min(len(y), len(sinc), len(reference))
+    filled = noise_fill(low, input_rate, 48000)
+    n = min(len(y), len(sinc), len(filled), len(reference))
     assert rate == 48000 and abs(len(y) - len(reference)) <= 2
-    model_lsd, sinc_lsd = lsd(reference[:n], y[:n], 48000), lsd(reference[:n], sinc[:n], 48000)
-    print(f"{input_rate} Hz -> 48 kHz: LSD model {model_lsd:.3f}, sinc {sinc_lsd:.3f}")
-    assert model_lsd < 0.9 * sinc_lsd
+    scores = {name: lsd(reference[:n], out[:n], 48000) for name, out in
+              (("model", y), ("sinc", sinc), ("noise_fill", filled))}
+    print(f"{input_rate} Hz -> 48 kHz: LSD {scores}")
+    assert scores["model"] < scores["sinc"]
+    if input_rate == 16000:
+        assert scores["model"] < scores["noise_fill"]
 
 
-def test_shipped_model_is_small_and_described():
-    up = Upsampler()
-    assert 0 < up.latency <= 480  # <= 10 ms at 48 kHz
-    from importlib import resources
-
-    size = resources.files("bandlift.rt.model").joinpath("default.onnx").stat().st_size
-    assert size < 5_000_000
+@pytest.mark.parametrize("doc", ["README.md", "docs/quality.md"])
+def test_shipped_model_is_what_the_docs_say(doc):
+    """Parameters, file size and MFLOP/s as the docs print them; the model delay (n_fft - hop) and the
+    latency at 48 kHz (model delay + one 128-sample block) as the README gives them."""
+    text = (ROOT / doc).read_text()
+    claim = re.search(r"`rt/model/default\.onnx`\W+([\d,]+) parameters, ([\d.]+) MB, (\d+) MFLOP", text)
+    assert claim, f"{doc} no longer describes the shipped model"
+    meta = ModelSession(default_model_path(), provider="cpu").session.get_modelmeta().custom_metadata_map
+    assert int(claim[1].replace(",", "")) == int(meta["bandlift.params"])
+    assert float(claim[2]) == round(default_model_path().stat().st_size / 1e6, 2)
+    assert int(claim[3]) == round(float(meta["bandlift.mflops_per_second"]))
+    if doc == "README.md":
+        delay = int(re.search(r"n_fft − hop = (\d+) samples", text)[1])
+        config = json.loads(meta["bandlift.config"])
+        assert delay == int(meta["bandlift.delay"]) == config["n_fft"] - config["frame"]
+        assert Upsampler().latency == delay + 128
 
 
 def test_demo_command(tmp_path):

@@ -53,7 +53,8 @@ def test_the_recording_is_a_ring_drained_in_order_and_overruns_are_counted():
     --seconds 100000); the callback now writes a ring that the CLI drains to the file as it comes."""
     import numpy as np
 
-    from bandlift.rt.io.callbacks import input_side
+    from bandlift.rt.io.callbacks import REC_POS, input_side
+    from bandlift.rt.io.recording import RingReader
     from bandlift.rt.io.runner import LiveRunner
 
     try:
@@ -64,18 +65,18 @@ def test_the_recording_is_a_ring_drained_in_order_and_overruns_are_counted():
         ring = np.zeros((4096, 2), np.float32)
         ctr = np.zeros(1, np.int64)
         signal = np.arange(20 * 128 * 2, dtype=np.float32).reshape(-1, 2)
-        drained = []
+        drained, reader = [], RingReader()
         for k in range(20):  # 20 callbacks of 128 frames, drained every other callback
             input_side(signal[k * 128:(k + 1) * 128], ring, ctr, runner.source[:0], runner.record, runner.stats,
                        48000, 48000)
             if k % 2:
-                assert runner.drain_record(drained.append) == 0
+                assert reader.drain(runner.record, int(runner.stats[REC_POS]), drained.append) == 0
         assert np.array_equal(np.concatenate(drained), signal)
         for k in range(6):  # the reader a whole ring behind: what was overwritten is counted, the rest kept
             input_side(signal[k * 128:(k + 1) * 128], ring, ctr, runner.source[:0], runner.record, runner.stats,
                        48000, 48000)
         late = []
-        assert runner.drain_record(late.append) == 6 * 128 - 480
+        assert reader.drain(runner.record, int(runner.stats[REC_POS]), late.append) == 6 * 128 - 480
         assert np.array_equal(np.concatenate(late), signal[6 * 128 - 480:6 * 128])
         assert np.array_equal(runner.recorded(), signal[6 * 128 - 480:6 * 128])
     finally:

@@ -1,4 +1,4 @@
-"""Manifest indexing of local folders, and ClipDataset (train/data_dataset.py)."""
+"""Manifest indexing of local folders, and ClipDataset (train/data/dataset.py)."""
 import json
 import sys
 from pathlib import Path
@@ -14,8 +14,8 @@ from signals import broadband  # noqa: E402
 from bandlift.rt.dsp.bandwidth import effective_bandwidth  # noqa: E402
 from bandlift.rt.cli import main  # noqa: E402
 from bandlift.train.degrade import MIN_CUTOFF, band_limit  # noqa: E402
-from bandlift.train.data_dataset import ClipDataset  # noqa: E402
-from bandlift.train.data_sources import assign_split, is_lossy, read_manifest  # noqa: E402
+from bandlift.train.data.dataset import ClipDataset  # noqa: E402
+from bandlift.train.data.sources import assign_split, is_lossy, read_manifest  # noqa: E402
 
 
 @pytest.fixture(scope="module")

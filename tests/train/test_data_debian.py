@@ -10,8 +10,8 @@ import soundfile as sf
 from signals import broadband  # noqa: E402
 
 from bandlift.rt.cli import main  # noqa: E402
-from bandlift.train import data_debian  # noqa: E402
-from bandlift.train.data_sources import read_manifest  # noqa: E402
+from bandlift.train.data import debian as data_debian  # noqa: E402
+from bandlift.train.data.sources import read_manifest  # noqa: E402
 
 needs_dpkg = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
 

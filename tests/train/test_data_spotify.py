@@ -10,7 +10,7 @@ from fake_spotify_server import FakeSpotify  # noqa: E402
 from signals import broadband  # noqa: E402
 
 from bandlift.rt.cli import main  # noqa: E402
-from bandlift.train.data_sources import read_manifest  # noqa: E402
+from bandlift.train.data.sources import read_manifest  # noqa: E402
 
 CLIENT_ID, SECRET = "test-client-id", "s3cr3t-never-logged"
 TRACKS = {

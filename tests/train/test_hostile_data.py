@@ -12,7 +12,7 @@ from fake_spotify_server import FakeSpotify  # noqa: E402
 from signals import broadband  # noqa: E402
 
 from bandlift.rt.cli import main  # noqa: E402
-from bandlift.train.data_sources import read_manifest  # noqa: E402
+from bandlift.train.data.sources import read_manifest  # noqa: E402
 
 CLIENT_ID, SECRET = "test-client-id", "s3cr3t-never-logged"
 ESCAPE = "../../../escaped"  # previews/ is DEST/spotify/previews: this names TMP/escaped.mp3
@@ -87,7 +87,7 @@ def test_spotify_auth_network_and_state_errors_are_one_line(spotify, tmp_path, m
         monkeypatch.setenv("BANDLIFT_SPOTIFY_AUTH_URL", closed + "/api/token")
     elif case == "api unreachable":
         monkeypatch.setenv("BANDLIFT_SPOTIFY_API", closed + "/v1/")
-        monkeypatch.setattr("bandlift.train.data_spotify.RETRIES", 0)
+        monkeypatch.setattr("bandlift.train.data.spotify.RETRIES", 0)
     else:
         (dest / "spotify").mkdir(parents=True)
         (dest / "spotify" / "state.json").write_text("{not json")
@@ -150,7 +150,7 @@ def test_reindexing_next_to_a_bad_manifest_keeps_it(tmp_path, capsys):
 
 
 def test_an_evaluation_manifest_needs_only_paths(tmp_path):
-    from bandlift.train.data_sources import DataError
+    from bandlift.train.data.sources import DataError
 
     manifest = write_manifest_with(tmp_path / "m.jsonl", json.dumps({"path": "a.wav", "split": "test"}))
     assert [r["path"] for r in read_manifest(manifest)] == ["/x.wav", "a.wav"]
@@ -168,14 +168,20 @@ def test_train_on_a_missing_manifest_creates_nothing(tmp_path, capsys):
 
 
 def test_clip_dataset_checks_the_manifest_before_making_its_cache(tmp_path):
-    from bandlift.train.data_dataset import ClipDataset
-    from bandlift.train.data_sources import DataError
+    from bandlift.train.data.dataset import ClipDataset
+    from bandlift.train.data.sources import DataError
 
     with pytest.raises(DataError, match="manifest not found"):
         ClipDataset(tmp_path / "nowhere" / "m.jsonl")
     with pytest.raises(DataError, match="no usable"):
         ClipDataset(write_manifest_with(tmp_path / "m.jsonl", ""), split="valid")
     assert files_under(tmp_path) == ["m.jsonl"]
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"RIFF not audio")
+    manifest = tmp_path / "junk.jsonl"
+    manifest.write_text(json.dumps({**GOOD_ROW, "path": str(junk)}) + "\n")
+    with pytest.raises(DataError, match="no readable 'train' files"):  # (a NameError before)
+        ClipDataset(manifest, cache_dir=tmp_path / "cache", progress=False)
 
 
 # -- training config and arguments ------------------------------------------------------------------
@@ -272,7 +278,7 @@ def test_a_fifo_as_manifest_or_config_does_not_hang(tmp_path, command):
 
 
 def test_an_oversized_preview_is_refused_not_buffered(spotify, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("bandlift.train.data_spotify.MAX_PREVIEW_BYTES", 1000)  # the fake's MP3 is ~10 kB
+    monkeypatch.setattr("bandlift.train.data.spotify.MAX_PREVIEW_BYTES", 1000)  # the fake's MP3 is ~10 kB
     dest = tmp_path / "data"
     summary = tmp_path / "s.json"
     assert main(["dataset", "spotify", "--query", "rain", "--dest", str(dest), "--no-progress",
@@ -305,7 +311,7 @@ class PagingAPI:
                                              ("http://api.test/v1/playlists/PL/items?again", 3),
                                              (["not", "a", "url"], 1)])
 def test_playlist_paging_stays_on_the_api_and_ends(monkeypatch, next_url, pages):
-    from bandlift.train import data_spotify
+    from bandlift.train.data import spotify as data_spotify
 
     monkeypatch.setattr(data_spotify, "MAX_PAGES", 3)
     api = PagingAPI(next_url)
@@ -386,16 +392,15 @@ def test_dataset_dest_that_is_a_file_is_one_line(tmp_path, capsys):
 def test_every_shipped_config_passes_the_schema():
     from pathlib import Path
 
-    import yaml
-
     import bandlift.train
-    from bandlift.train.cmd_train import config_problems
+    from bandlift.train.cli.train import config_problems
+    from bandlift.train.recipes import read_recipe
     from bandlift.train.trainer import DEFAULTS
 
     configs = sorted(Path(bandlift.train.__file__).parent.glob("*.yaml"))
     assert len(configs) >= 2
-    for path in configs:
-        assert config_problems(yaml.safe_load(path.read_text()), DEFAULTS) == [], path
+    for path in configs:  # each with its parents
+        assert config_problems(read_recipe(path), DEFAULTS) == [], path
 
 
 @pytest.mark.parametrize("content", [b"junk\n", b"", b"PK\x03\x04 not a zip"])

@@ -12,14 +12,9 @@ from bandlift.train.losses import (  # noqa: E402
     lsd_torch,
     multi_resolution_stft_loss,
 )
-from bandlift.train.model import (  # noqa: E402
-    RECURRENT_REACH_S,
-    Discriminators,
-    Generator,
-    GeneratorConfig,
-    count_params,
-    envelope_basis,
-)
+from bandlift.train.discriminators import Discriminators  # noqa: E402
+from bandlift.train.layers import count_params  # noqa: E402
+from bandlift.train.model import RECURRENT_REACH_S, Generator, GeneratorConfig, envelope_basis  # noqa: E402
 
 
 @pytest.fixture(scope="module", params=["spectral", "spectral-envelope", "spectral-noise", "waveform"])

@@ -190,7 +190,7 @@ def test_ddp_two_cpu_processes(tmp_path, manifest):
 
 
 def test_lowpass_at_ceiling_cuts_only_lossy_clips():
-    from bandlift.train.trainer import lowpass_at
+    from bandlift.train.losses import lowpass_at
 
     y = torch.randn(2, 4800)
     out = lowpass_at(y, torch.tensor([12000.0, 24000.0]), 48000)
@@ -305,7 +305,8 @@ def test_neurogram_similarity_loss_ranks_a_matched_envelope_above_a_louder_one()
 def test_shipped_configs_agree_so_the_fine_tune_can_start_from_the_base_run():
     from pathlib import Path
 
-    from bandlift.train.model import Generator, GeneratorConfig, count_params
+    from bandlift.train.layers import count_params
+    from bandlift.train.model import Generator, GeneratorConfig
     from bandlift.train.trainer import DEFAULTS, load_config
 
     train_dir = Path(__file__).resolve().parents[2] / "train"
@@ -341,6 +342,105 @@ def test_shipped_configs_agree_so_the_fine_tune_can_start_from_the_base_run():
     no_context_gan = load_config(train_dir / "ablation-perceptual-no-context-gan.yaml")
     assert no_context_gan["model"] == no_context["model"]
     assert {k: no_context_gan[k] for k in ("data", "train", "loss")} == {k: perceptual[k] for k in ("data", "train", "loss")}
+    for path in train_dir.glob("ablation-*.yaml"):  # each holds only its differences from the recipe it names
+        recipe = yaml.safe_load(path.read_text())
+        assert recipe["parent"] and sum(len(v) for k, v in recipe.items() if k != "parent") <= 3, path.name
+
+
+def test_a_recipe_names_its_parent_and_overrides_its_keys(tmp_path, capsys):
+    from bandlift.train.trainer import DEFAULTS, load_config
+
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "base.yaml").write_text("train:\n  steps: 500\n  lr: 0.001\nloss:\n  lsd: 2.0\n")
+    (tmp_path / "mid.yaml").write_text("parent: base/base.yaml\ntrain:\n  steps: 700\n")
+    (tmp_path / "child.yaml").write_text("parent: mid.yaml\nloss:\n  nsim: 1.0\n")
+    config = load_config(tmp_path / "child.yaml", {"train": {"seed": 3}})
+    assert config["train"] == {**DEFAULTS["train"], "steps": 700, "lr": 0.001, "seed": 3}
+    assert config["loss"] == {**DEFAULTS["loss"], "lsd": 2.0, "nsim": 1.0} and "parent" not in config
+    (tmp_path / "base" / "base.yaml").write_text("parent: ../child.yaml\n")  # a cycle
+    (tmp_path / "orphan.yaml").write_text("parent: gone.yaml\n")
+    for recipe, message in (("child.yaml", "in a cycle"), ("orphan.yaml", "parent gone.yaml: not a regular file")):
+        assert main(["train", "--config", str(tmp_path / recipe), "--run-dir", str(tmp_path / "run")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_loss_terms_come_from_one_table():
+    """Each term's weight is a recipe key with its default, and its column is in metrics.csv's header."""
+    from bandlift.train.losses import LOSS_TERMS
+    from bandlift.train.trainer import DEFAULTS
+
+    assert list(DEFAULTS["loss"]) == [term.name for term in LOSS_TERMS] + ["ffts"]
+    assert len({term.column for term in LOSS_TERMS}) == len(LOSS_TERMS)
+
+
+def _trainer(tmp_path, manifest, **sections):
+    from bandlift.train.recipes import merge
+    from bandlift.train.trainer import Trainer, load_config
+
+    config = merge(load_config(write_config(tmp_path, manifest)), sections)
+    return Trainer(config, tmp_path / "run")
+
+
+def test_both_networks_gradients_are_clipped_and_each_optimiser_has_its_schedule(tmp_path, manifest):
+    from bandlift.train.trainer import GRAD_CLIP_NORM, LR_FLOOR
+
+    trainer = _trainer(tmp_path, manifest, train={"gan_start": 0, "steps": 4, "lr": 1e-3, "lr_disc": 5e-4})
+    train, _, _ = trainer._loaders()
+    batch = next(iter(trainer._epoch_loader(train)))
+    batch["target"] = batch["target"] * 1e4  # loud enough that both gradients pass the clip norm
+    norms = {"generator": [], "discriminators": []}
+
+    def record(name):  # the gradient each optimiser steps with
+        def hook(opt, args, kwargs):
+            grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
+            norms[name].append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+        return hook
+
+    trainer.opt_g.register_step_pre_hook(record("generator"))
+    trainer.opt_d.register_step_pre_hook(record("discriminators"))
+    for step in range(4):
+        trainer.train_step(batch)
+        trainer.step += 1
+    assert all(len(n) == 4 for n in norms.values()), norms
+    assert max(max(n) for n in norms.values()) <= GRAD_CLIP_NORM * (1 + 1e-5), norms
+    # cosine from each recipe rate to LR_FLOOR of it at train.steps
+    assert trainer.opt_g.param_groups[0]["lr"] == pytest.approx(1e-3 * LR_FLOOR)
+    assert trainer.opt_d.param_groups[0]["lr"] == pytest.approx(5e-4 * LR_FLOOR)
+
+
+def test_a_run_checkpointed_by_the_earlier_trainer_resumes(tmp_path, manifest):
+    """docs/training/robust/last.pt (written before the loss table and the schedulers): its optimisers
+    load, the schedules continue from its step, and a step trains and checkpoints."""
+    import math
+    import shutil
+
+    from bandlift.train.checkpoints import load_checkpoint
+    from bandlift.train.recipes import merge
+    from bandlift.train.trainer import Trainer
+
+    old = Path(__file__).resolve().parents[2] / "docs" / "training" / "robust" / "last.pt"
+    (tmp_path / "run").mkdir()
+    shutil.copy(old, tmp_path / "run" / "last.pt")
+    ckpt = load_checkpoint(old)
+    # its own 0.5 s clips: at 0.25 s this recipe's generator gradient is not finite (the step is skipped)
+    config = merge(ckpt["config"], {"data": {**TINY["data"], "seconds": 0.5, "manifest": str(manifest)}})
+    trainer = Trainer(config, tmp_path / "run")
+    step, tcfg = ckpt["step"], config["train"]
+    assert trainer.step == step > 0
+    for opt, key in ((trainer.opt_g, "lr"), (trainer.opt_d, "lr_disc")):  # the earlier trainer's formula
+        assert opt.param_groups[0]["lr"] == pytest.approx(tcfg[key] * (0.55 + 0.45 * math.cos(math.pi * step / tcfg["steps"])))
+    train, _, _ = trainer._loaders()
+    before = [p.detach().clone() for p in trainer.gen.parameters()]
+    logs = trainer.train_step(next(iter(trainer._epoch_loader(train))))
+    trainer.step += 1
+    assert all(math.isfinite(v) for v in logs.values()) and "loss_adv" in logs and "loss_nsim" in logs
+    assert trainer.skipped_steps == 0, trainer.skipped_steps
+    assert any(not torch.equal(p, b) for p, b in zip(trainer.gen.parameters(), before))
+    trainer.save()
+    resumed = Trainer(config, tmp_path / "run")
+    assert resumed.step == step + 1
+    assert torch.equal(resumed.gen.out.weight, trainer.gen.out.weight)
 
 
 def test_unknown_model_keys_are_refused():
@@ -356,7 +456,7 @@ def test_unknown_model_keys_are_refused():
 
 def test_a_malicious_checkpoint_does_not_run(tmp_path, manifest):
     """A .pt whose pickle calls os.system is refused by every loader (weights_only=True)."""
-    from bandlift.train.trainer import load_checkpoint, load_generator
+    from bandlift.train.checkpoints import load_checkpoint, load_generator
 
     marker = tmp_path / "pwned"
 

@@ -31,6 +31,7 @@ import warnings
 
 import numpy as np
 
+from bandlift.rt.dsp.bandwidth import as_channels
 from bandlift.rt.dsp.resample import fit_length
 
 # Analysis STFT of the spectral baselines, at the output rate (scaled with the rate: 1024 at 48 kHz).
@@ -48,14 +49,9 @@ SILENT_DB = -120.0     # frames whose top octave is quieter than this (dB re ful
 ENVELOPE_BANDS = 16    # oracle_envelope: bands (equal in octaves) from FILL_FROM x cutoff to Nyquist
 
 
-def _as_channels(x) -> tuple[np.ndarray, bool]:
+def _channels(x) -> tuple[np.ndarray, bool]:
     """(n,) or (n, C) -> float64 [C, n], and whether the input was 1-D."""
-    a = np.asarray(x, dtype=np.float64)
-    if a.ndim == 1:
-        return a[None, :], True
-    if a.ndim != 2:
-        raise ValueError(f"audio must be (n,) or (n, channels), got shape {a.shape}")
-    return a.T, False
+    return as_channels(x), np.ndim(x) == 1
 
 
 def _restore(y: np.ndarray, was_1d: bool) -> np.ndarray:
@@ -90,7 +86,7 @@ def sinc(x_low, in_rate, out_rate, cutoff_hz=None):
     import soxr
 
     _check_rates(in_rate, out_rate)
-    a, was_1d = _as_channels(x_low)
+    a, was_1d = _channels(x_low)
     if in_rate == out_rate:
         return _restore(a, was_1d)
     y = soxr.resample(a.T, in_rate, out_rate, quality="VHQ").T
@@ -102,7 +98,7 @@ def spline(x_low, in_rate, out_rate, cutoff_hz=None):
     from scipy.interpolate import CubicSpline
 
     _check_rates(in_rate, out_rate)
-    a, was_1d = _as_channels(x_low)
+    a, was_1d = _channels(x_low)
     n = a.shape[1]
     if in_rate == out_rate:
         return _restore(a, was_1d)
@@ -180,8 +176,8 @@ class _Spectra:
 
 def _prepare(x_low, in_rate, out_rate, cutoff_hz):
     """sinc-upsampled [C, m], layout flag, cutoff; the envelope model unless nothing is missing."""
-    a, was_1d = _as_channels(x_low)
-    y = _as_channels(sinc(a.T, in_rate, out_rate))[0]
+    a, was_1d = _channels(x_low)
+    y = as_channels(sinc(a.T, in_rate, out_rate))
     cutoff = input_cutoff(in_rate, cutoff_hz)
     if cutoff >= 0.99 * out_rate / 2 or y.shape[1] == 0:
         return y, was_1d, cutoff, None  # full band already: nothing to extend
@@ -227,7 +223,7 @@ def _oracle_inputs(name, x_low, in_rate, out_rate, cutoff_hz, reference):
     y, was_1d, cutoff, sp = _prepare(x_low, in_rate, out_rate, cutoff_hz)
     if sp is None:
         return y, was_1d, cutoff, None, None
-    ref = fit_length(_as_channels(np.asarray(reference, np.float64))[0], y.shape[1])
+    ref = fit_length(as_channels(reference), y.shape[1])
     return y, was_1d, cutoff, sp, np.abs(sp.stft(ref)) ** 2
 
 
@@ -369,61 +365,6 @@ def griffin_lim(x_low, in_rate, out_rate, cutoff_hz=None, n_iter: int = 32, seed
                                  window="hann", center=True, length=sp.length, init="random",
                                  random_state=seed)
     return _restore(out, was_1d)
-
-
-class OpusBWE:
-    """Opus 1.6's neural bandwidth extension (BBWENet) as a method, through its `bwe_demo` program (raw
-    16 kHz s16le mono in, 48 kHz out; built by Debian's opus >= 1.6 source with --enable-osce): each
-    channel goes through it at 16 kHz (resampled there when the input is at another rate), and its
-    output is aligned with the input by cross-correlation and resampled to the output rate. An
-    evaluation baseline only, never a dependency."""
-
-    TIMEOUT_S = 600
-
-    def __init__(self, program: str):
-        import os
-        import shutil
-
-        found = shutil.which(program) or (program if os.path.isfile(program) else None)
-        if found is None or not os.access(found, os.X_OK):
-            raise ValueError(f"Opus BWE program not found or not executable: {program} "
-                             "(build it with Debian's opus >= 1.6 source: ./configure --enable-osce && make bwe_demo)")
-        self.program = found
-
-    def __call__(self, x_low, in_rate, out_rate, cutoff_hz=None):
-        import soxr
-
-        from bandlift.train.conditions import delay_of
-
-        _check_rates(in_rate, out_rate)
-        a, was_1d = _as_channels(x_low)
-        m = out_length(a.shape[1], in_rate, out_rate)
-        wide = a if in_rate == 16000 else soxr.resample(a.T, in_rate, 16000, quality="VHQ").T
-        out = []
-        for channel in wide:
-            y = self._run(channel)
-            plain = soxr.resample(channel, 16000, 48000, quality="VHQ")
-            y = y[delay_of(plain, y, max_lag=4800):]
-            if out_rate != 48000:
-                y = soxr.resample(y, 48000, out_rate, quality="VHQ")
-            out.append(fit_length(y[None, :], m)[0])
-        return _restore(np.stack(out), was_1d)
-
-    def _run(self, x16: np.ndarray) -> np.ndarray:
-        import subprocess
-        import tempfile
-        from pathlib import Path
-
-        pcm = (np.clip(x16, -1.0, 32767 / 32768) * 32768).round().astype("<i2")
-        pcm = np.concatenate([pcm, np.zeros(1600, "<i2")])  # flush its delay
-        with tempfile.TemporaryDirectory(prefix="bandlift-opus-bwe-") as tmp:
-            src, dst = Path(tmp) / "in.pcm", Path(tmp) / "out.pcm"
-            src.write_bytes(pcm.tobytes())
-            done = subprocess.run([self.program, str(src), str(dst)], capture_output=True, text=True,
-                                  timeout=self.TIMEOUT_S)
-            if done.returncode != 0 or not dst.exists():
-                raise RuntimeError(f"{self.program} failed ({done.returncode}): {done.stderr.strip()[-200:]}")
-            return np.frombuffer(dst.read_bytes(), "<i2").astype(np.float64) / 32768.0
 
 
 BASELINES = {

@@ -7,7 +7,7 @@ baselines of `bandlift.train.eval.baselines` and `model_method(path)` (the strea
 
 References are audio files, folders (searched recursively) or .jsonl manifests (rows with a
 "path", optionally filtered by their "split"); a manifest row's category (speech / music / instruments,
-`row_category`) groups the results, other files get `EvalConfig.category`.
+`references.row_category`) groups the results, other files get `EvalConfig.category`.
 For each reference file: read (optionally the first `seconds`), resample to the judged rate (by default
 the file's own rate, at most 48 kHz; a fixed `rate` refuses files below it: they have no band to
 compare against), make the low-band input (soxr down to `input_rate`; then a brick-wall low-pass at
@@ -26,22 +26,13 @@ from typing import Callable
 
 import numpy as np
 
-from bandlift.rt.io.files import AUDIO_EXTENSIONS
 from bandlift.train.eval import metrics
+from bandlift.train.eval.references import (MAX_RATE, MIN_SECONDS, REFERENCE_BAND_WARN, EvalError, SkipFile,
+                                             find_audio_files, judged_rate, load_reference)
+from bandlift.train.eval.results import plot_comparison
 
 Method = Callable[..., np.ndarray]
 METRICS = ("visqol", "lsd", "lsd_hf", "snr", "si_sdr", "band_db", "peak_db")
-MIN_SECONDS = 0.1
-MAX_RATE = 48000  # the model's rate: references above it are judged here
-REFERENCE_BAND_WARN = 0.9  # warn when a reference's measured bandwidth is below this x rate/2
-
-
-class EvalError(Exception):
-    """A problem with the evaluation as a whole (no usable file, bad settings)."""
-
-
-class SkipFile(Exception):
-    """A reference file that cannot be used; the message says why."""
 
 
 @dataclass
@@ -104,113 +95,6 @@ class EvalConfig:
             raise EvalError(f"per source must be at least 1 file, got {self.per_source}")
         if self.seconds is not None and self.seconds < MIN_SECONDS:
             raise EvalError(f"seconds must be at least {MIN_SECONDS}, got {self.seconds}")
-
-
-def judged_rate(rate: int | None, file_rate: int) -> int:
-    """The rate a reference of `file_rate` is scored at: `rate`, or None: its own, at most MAX_RATE."""
-    return rate or min(int(file_rate), MAX_RATE)
-
-
-# --- files ----------------------------------------------------------------------------------------
-
-def manifest_files(path: Path, split: str | None = None, per_source: int | None = None) -> list[tuple[Path, str, str]]:
-    """(audio path, category) of the rows of a JSON-lines manifest (one {"path": ..., "split": ...} per
-    line), relative paths taken from the manifest's folder; read by the dataset's own reader.
-    `per_source`: only the first N rows of each source by path among those at least
-    SUBSET_MIN_SECONDS long (interleaved by source: `data_sources.first_per_source`)."""
-    from bandlift.train.data_sources import SUBSET_MIN_SECONDS, first_per_source, read_manifest
-
-    try:
-        rows = read_manifest(path)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise EvalError(f"cannot read manifest {path}: {exc}") from exc
-    chosen = []
-    for number, row in enumerate(rows, 1):
-        if not isinstance(row.get("path"), str):
-            raise EvalError(f"{path}: row {number}: not a manifest row with a 'path'")
-        if split is None or row.get("split") == split:
-            chosen.append(row)
-    if per_source is not None:  # read_manifest has checked each duration is a number
-        chosen = first_per_source([r for r in chosen if r.get("duration", 0.0) >= SUBSET_MIN_SECONDS], per_source)
-    # an absolute path stays itself
-    return [(path.parent / r["path"], row_category(r), str(r.get("source", path.name))) for r in chosen]
-
-
-def row_category(row: dict) -> str:
-    """A manifest row's category; rows written before rows had one go by their source."""
-    from bandlift.train.data_debian import PACKAGES
-
-    if row.get("category"):
-        return row["category"]
-    source = str(row.get("source", ""))
-    package = PACKAGES.get(source.removeprefix("debian:")) if source.startswith("debian:") else None
-    return package.category if package else "music" if source == "spotify" else "other"
-
-
-def find_audio_files(paths, warn: Callable[[str], None] = print, split: str | None = None,
-                     category: str = "other", per_source: int | None = None) -> list[tuple[Path, str, str]]:
-    """(path, category, source) of files given directly, audio files found recursively in folders
-    (sorted per folder), and the files of .jsonl manifests (only those of `split` when given). Manifest
-    rows carry their category and source, other files get `category` and their folder as the source.
-
-    Missing paths and folders without audio are warned about; EvalError if nothing is left.
-    """
-    found: list[Path] = []
-    paths = [Path(p) for p in paths]
-    if split is not None and not any(p.suffix == ".jsonl" for p in paths):
-        raise EvalError(f"split {split!r} selects rows of a .jsonl manifest, and none was given")
-    if per_source is not None and not any(p.suffix == ".jsonl" for p in paths):
-        raise EvalError("per source selects rows of a .jsonl manifest by their source, and none was given")
-    for p in paths:
-        if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS)
-            if not files:
-                warn(f"warning: {p}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this folder")
-            found += [(f, category, str(p)) for f in files]
-        elif p.suffix == ".jsonl" and p.is_file():
-            files = manifest_files(p, split, per_source)
-            if not files:
-                warn(f"warning: {p}: no files" + (f" in split {split!r}" if split else ""))
-            found += files
-        elif p.exists():
-            found.append((p, category, str(p.parent)))
-        else:
-            warn(f"warning: {p}: no such file or folder")
-    if not found:
-        raise EvalError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in {', '.join(map(str, paths))}")
-    return found
-
-
-def load_reference(path: Path, rate: int | None, seconds: float | None = None) -> tuple[np.ndarray, int]:
-    """(n, channels) float64 at `rate` (None: the file's own, at most MAX_RATE) and the file's own
-    rate; SkipFile says why a file is unusable."""
-    import soundfile as sf
-    import soxr
-
-    from bandlift.rt.io.files import AudioFileError, check_regular
-
-    try:
-        check_regular(path)  # a FIFO would block the read forever
-        info = sf.info(str(path))
-        frames = -1 if seconds is None else int(round(seconds * info.samplerate))
-        x, file_rate = sf.read(str(path), frames=frames, dtype="float64", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, OSError, ValueError, AudioFileError) as exc:
-        raise SkipFile(f"unreadable ({exc})") from exc
-    rate = judged_rate(rate, file_rate)
-    if file_rate < rate:
-        raise SkipFile(f"its rate {file_rate} Hz is below the output rate {rate} Hz, so it has no "
-                       f"reference for the band above {file_rate / 2:g} Hz (without --rate, each file "
-                       "is judged at its own rate)")
-    if len(x) < MIN_SECONDS * file_rate:
-        raise SkipFile(f"too short ({len(x)} samples; at least {MIN_SECONDS} s needed)")
-    if not np.isfinite(x).all():
-        raise SkipFile("contains NaN or inf samples")
-    x = x[:, np.any(x, axis=0)]  # a silent channel has no SNR or SI-SDR: judge the others
-    if x.shape[1] == 0:
-        raise SkipFile("digital silence (SNR and SI-SDR are undefined)")
-    if file_rate != rate:
-        x = soxr.resample(x, file_rate, rate, quality="VHQ")
-    return x, file_rate
 
 
 # --- low-band input -------------------------------------------------------------------------------
@@ -353,7 +237,7 @@ def means(records: list[dict], names: list[str]) -> dict:
 def summarize(records: list[dict], names: list[str]) -> dict:
     """Means over files per method, overall and per category, and LSD ratios (method / sinc, method /
     noise_fill)."""
-    from bandlift.train.data_sources import CATEGORIES
+    from bandlift.train.data.sources import CATEGORIES
 
     summary: dict = means(records, names)
     present = {r["category"] for r in records}
@@ -423,7 +307,7 @@ def evaluate(paths, methods: dict[str, Method], cfg: EvalConfig, png_dir=None, p
                  "that leave the band above it empty")
         if png_dir is not None:
             png = Path(png_dir) / f"{i:03d}_{path.stem}.png"
-            plot_comparison(png, signals, record, cfg)
+            plot_comparison(png, signals, record)
             record["png"] = str(png)
         if on_file is not None:
             on_file(i, record, signals)
@@ -448,121 +332,3 @@ def evaluate(paths, methods: dict[str, Method], cfg: EvalConfig, png_dir=None, p
     }
 
 
-# --- reporting ------------------------------------------------------------------------------------
-
-def _fmt(value: float, width: int, digits: int) -> str:
-    return f"{value:{width}.{digits}f}" if math.isfinite(value) else f"{value!s:>{width}}"
-
-
-COLUMNS = [("ViSQOL", "visqol", 2), ("LSD", "lsd", 3), ("LSD-HF", "lsd_hf", 3), ("SNR dB", "snr", 2),
-           ("SI-SDR dB", "si_sdr", 2), ("band dB", "band_db", 1), ("peak dB", "peak_db", 2)]
-
-
-def group_title(name: str, group: dict) -> str:
-    """"speech: 4 file(s), ViSQOL on 3"; the ViSQOL count only where it differs."""
-    title = f"{name}: {group['files']} file(s)"
-    if 0 < group["visqol_files"] < group["files"]:
-        title += f", ViSQOL on {group['visqol_files']} (the others are under {metrics.VISQOL_MIN_SECONDS:g} s)"
-    return title
-
-
-def summary_groups(summary: dict) -> list[tuple[str, dict]]:
-    """(title, means) of every group a report shows: the categories, both kinds of reference band when
-    mixed, and all files."""
-    bands = [(f"{kind} references" + (f" (measured >= {REFERENCE_BAND_WARN:.0%} of Nyquist)" if kind == "full band" else ""),
-              group) for kind, group in summary.get("by_reference_band", {}).items()]
-    return [*summary["by_category"].items(), *bands, ("overall", summary)]
-
-
-def format_table(results: dict) -> str:
-    """Plain-text report: LSD per file and method, then the means of every metric per method, per
-    category and overall."""
-    names = results["config"]["methods"]
-    summary = results["summary"]
-    width = max(10, *(len(n) + 1 for n in names))
-    from bandlift.rt.cli.errors import printable
-
-    files = [printable(Path(r["path"]).name) for r in results["files"]]
-    fw = min(max(len("file"), *map(len, files)), 40)
-    lines = ["LSD per file (lower is better)",
-             "file".ljust(fw) + "".join(n.rjust(width) for n in names)]
-    for name, record in zip(files, results["files"]):
-        lines.append(name[:fw].ljust(fw) + "".join(
-            _fmt(record["metrics"][n]["lsd"], width, 3) for n in names))
-    columns = [c for c in COLUMNS if summary["visqol_files"] or c[1] != "visqol"]
-    for title, group in summary_groups(summary):
-        ratios = summary["lsd_ratio"] if group is summary else {}
-        lines += ["", "Mean, " + group_title(title, group)]
-        header = "method".ljust(width) + "".join(t.rjust(11) for t, _, _ in columns)
-        lines.append(header + "".join(f"LSD/{b[5:]}".rjust(16) for b in ratios))
-        for n in names:
-            row = n.ljust(width) + "".join(_fmt(group["mean"][n][k], 11, d) for _, k, d in columns)
-            lines.append(row + "".join(_fmt(ratios[b][n], 16, 3) for b in ratios))
-    if "by_source" in summary:  # one line per source: ViSQOL (or LSD when ViSQOL is off) of each method
-        key, label = ("visqol", "ViSQOL") if summary["visqol_files"] else ("lsd", "LSD")
-        sw = min(max(len("source"), *(len(s) for s in summary["by_source"])), 44)
-        lines += ["", f"{label} per source (held-out sources are what the test split judges)",
-                  "source".ljust(sw) + "files".rjust(6) + "".join(n.rjust(width) for n in names)]
-        for src, group in summary["by_source"].items():
-            lines.append(src[-sw:].ljust(sw) + str(group["files"]).rjust(6)
-                         + "".join(_fmt(group["mean"][n][key], width, 2 if key == "visqol" else 3) for n in names))
-    for key in ("model_over_sinc_lsd", "model_over_noise_fill_lsd"):
-        if key in summary:
-            lines.append(f"{key}: {summary[key]:.3f}")
-    if results["skipped"]:
-        lines.append(f"{len(results['skipped'])} file(s) skipped (see warnings)")
-    return "\n".join(lines)
-
-
-def to_json(results: dict) -> dict:
-    """Copy with non-finite floats (e.g. SNR of a perfect estimate) as null: strict JSON."""
-    if isinstance(results, dict):
-        return {k: to_json(v) for k, v in results.items()}
-    if isinstance(results, (list, tuple)):
-        return [to_json(v) for v in results]
-    if isinstance(results, float) and not math.isfinite(results):
-        return None
-    return results
-
-
-def spectrogram_db(y) -> np.ndarray:
-    """The LSD's log-power spectrogram of `y` (first channel) in dB, [bins, frames]."""
-    y = np.asarray(y, dtype=np.float64)
-    return 10 * metrics.log_power_spectrogram(y[:, 0] if y.ndim == 2 else y)[0]
-
-
-def draw_spectrogram(ax, y, sr: float, top_hz: float, vmax_db: float | None = None) -> None:
-    """`spectrogram_db(y)` on `ax`, 0 to top_hz, colours from the LSD's floor (-80 dB) to vmax_db
-    (default: its own peak)."""
-    db = spectrogram_db(y)
-    extent = (0.0, len(y) / sr, 0.0, sr / 2000.0)
-    vmax = max(float(db.max()) if vmax_db is None else vmax_db, -40.0)
-    ax.imshow(db, origin="lower", aspect="auto", extent=extent, cmap="magma", vmin=-80, vmax=vmax)
-    ax.set_ylim(0, top_hz / 1000.0)
-    ax.set_facecolor("black")  # above a low-rate input's Nyquist: nothing
-    ax.set_ylabel("kHz")
-
-
-def plot_comparison(png: Path, signals: dict, record: dict, cfg: EvalConfig) -> None:
-    """Spectrograms (first channel): input, each method, reference; frequency axis to rate/2."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rate = record["rate"]
-    rows = [(f"input ({signals['input_rate']} Hz, cutoff {signals['hf_from']:.0f} Hz)", signals["input"],
-             signals["input_rate"])]
-    rows += [(f"{name}  LSD {record['metrics'][name]['lsd']:.2f}  LSD-HF "
-              f"{record['metrics'][name]['lsd_hf']:.2f}", y, rate)
-             for name, y in signals["outputs"].items()]
-    rows.append(("reference", signals["reference"], rate))
-    fig, axes = plt.subplots(len(rows), 1, figsize=(9, 1.9 * len(rows)), sharex=True, squeeze=False)
-    for ax, (title, y, sr) in zip(axes[:, 0], rows):
-        draw_spectrogram(ax, y, sr, rate / 2)
-        ax.set_title(title, fontsize=9, loc="left")
-    axes[-1, 0].set_xlabel("s")
-    fig.suptitle(Path(record["path"]).name, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(png, dpi=80)
-    plt.close(fig)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bandlift.rt.io.files import replacing
-from bandlift.train.eval.evaluate import COLUMNS, draw_spectrogram, group_title, spectrogram_db, summary_groups
+from bandlift.train.eval.results import COLUMNS, draw_spectrogram, group_title, spectrogram_db, summary_groups
 
 PEAK = 0.99  # highest sample of a file's excerpts after its gain
 

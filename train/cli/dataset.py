@@ -10,11 +10,13 @@ No torch import here (the CLI builds every subcommand's parser).
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.util
 import sys
 from pathlib import Path
 
-from bandlift.rt.cli.errors import CLIError, in_range, write_json
+from bandlift.rt.cli.errors import CLIError, in_range, missing_extra, write_json
+
+SPOTIFY_HELP = "collect 30 s Spotify previews (spotipy; SPOTIPY_CLIENT_ID/SECRET from the environment)"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -31,8 +33,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--force", action="store_true",
                        help="re-measure every file (default: reuse rows of unchanged files)")
 
-    from bandlift.train import data_debian
-    from bandlift.train.data_sources import CATEGORIES
+    from bandlift.train.data import debian as data_debian
+    from bandlift.train.data.sources import CATEGORIES
 
     p = sub.add_parser("debian", help="apt-get download + dpkg -x Debian packages with recordings",
                        description="Download (apt-get download, no root needed) and unpack (dpkg -x) "
@@ -72,18 +74,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", type=Path, default=None, help="manifest (default: DEST/manifest.jsonl)")
     p.add_argument("--json", type=Path, default=None, help="write the summary as JSON")
 
-    try:
-        data_spotify = importlib.import_module("bandlift.train.data_spotify")
-    except ModuleNotFoundError as exc:
-        if not (exc.name or "").startswith("bandlift"):
-            raise
-    else:
-        data_spotify.configure(sub.add_parser("spotify", help=data_spotify.HELP,
-                                              description=data_spotify.HELP), common)
+    p = sub.add_parser("spotify", help=SPOTIFY_HELP, description=SPOTIFY_HELP)
+    p.add_argument("--query", action="append", default=[], metavar="TEXT",
+                   help="free-text track search (repeatable)")
+    p.add_argument("--artist", action="append", default=[], metavar="NAME",
+                   help="tracks by an artist (repeatable)")
+    p.add_argument("--genre", action="append", default=[], metavar="GENRE",
+                   help="tracks of a genre (repeatable)")
+    p.add_argument("--playlist", action="append", default=[], metavar="ID_OR_URL",
+                   help="all tracks of a playlist (repeatable)")
+    p.add_argument("--limit", type=int, default=100,
+                   help="tracks per query/artist/genre (default 100; playlists: all)")
+    p.add_argument("--market", default=None, help="ISO country code for search")
+    p.add_argument("--max-wait", type=float, default=300.0,
+                   help="longest Retry-After to sit out (s); longer: stop, re-run later to resume")
+    common(p)
 
 
 def _paths(args) -> tuple[Path, Path]:
-    from bandlift.train.data_sources import default_data_dir, default_manifest
+    from bandlift.train.data.sources import default_data_dir, default_manifest
 
     try:
         dest = (args.dest or default_data_dir()).expanduser().resolve()
@@ -111,31 +120,22 @@ def run(args) -> int:
     if args.source == "folder":
         return _folder(args)
     if args.source == "spotify":
-        from bandlift.train import data_spotify
-
-        dest, manifest = _paths(args)
-        return data_spotify.run(args, dest, manifest, index_and_write)
+        return _spotify(args)
     raise CLIError(f"unknown source {args.source!r}")
 
 
 def index_and_write(candidates, sources: set[str], manifest: Path, args, desc: str, fill: bool = False) -> dict:
     """Index candidates (reusing unchanged rows), merge into the manifest, print a summary; `fill`: a small
-    set gets a file in every split (data_sources.fill_splits)."""
-    from bandlift.train import data_sources as ds
+    set gets a file in every split (data.sources.fill_splits)."""
+    from bandlift.train.data import sources as ds
 
-    try:
-        previous = {} if getattr(args, "force", False) else ds.previous_rows(manifest)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
+    previous = {} if getattr(args, "force", False) else ds.previous_rows(manifest)
     result = ds.index_files(candidates, previous, jobs=args.jobs,
                             progress=not getattr(args, "no_progress", False), desc=desc)
     ds.report_errors(result.errors)
     if fill:
         ds.fill_splits(result.rows)
-    try:
-        ds.merge_manifest(manifest, result.rows, sources)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
+    ds.merge_manifest(manifest, result.rows, sources)
     summary = {
         "manifest": str(manifest),
         "indexed_files": len(result.rows),
@@ -169,8 +169,32 @@ def _print_summary(summary: dict) -> None:
               f"{bw['files_below_16k']} files < 16 kHz")
 
 
+def _spotify(args) -> int:
+    dest, manifest = _paths(args)
+    if importlib.util.find_spec("spotipy") is None:
+        raise missing_extra("dataset spotify", "train")
+    from bandlift.train.data import spotify as data_spotify
+
+    specs = ([("query", v) for v in args.query] + [("artist", v) for v in args.artist]
+             + [("genre", v) for v in args.genre] + [("playlist", v) for v in args.playlist])
+    if not specs:
+        raise CLIError("give at least one --query, --artist, --genre or --playlist")
+    in_range(args.limit, "--limit", 1, data_spotify.MAX_LIMIT)  # Spotify pages search results up to there
+    in_range(args.max_wait, "--max-wait", 0, 86400)
+    counts, candidates, stopped = data_spotify.collect(specs, dest / "spotify", args.limit, args.market,
+                                                       args.max_wait, progress=not args.no_progress)
+    summary = index_and_write(candidates, {data_spotify.SOURCE}, manifest, args, "indexing spotify")
+    summary.update(spotify=counts)
+    if args.json:
+        write_json(args.json, summary)
+    if stopped:
+        print(f"stopped early: {stopped}; run the same command again to resume", file=sys.stderr)
+        return 3
+    return 0
+
+
 def _debian(args) -> int:
-    from bandlift.train import data_debian
+    from bandlift.train.data import debian as data_debian
 
     dest, manifest = _paths(args)
     packages = []
@@ -178,10 +202,7 @@ def _debian(args) -> int:
         packages.extend(data_debian.QUICK if name == "quick" else [name])
     candidates = []
     for name in packages:
-        try:
-            root = data_debian.fetch_package(name, dest, log=lambda m: print(m, file=sys.stderr))
-        except data_debian.DebianError as exc:
-            raise CLIError(str(exc)) from None
+        root = data_debian.fetch_package(name, dest, log=lambda m: print(m, file=sys.stderr))
         found = data_debian.candidates(name, root)
         if not found:
             print(f"warning: no audio files in {name}", file=sys.stderr)
@@ -191,7 +212,7 @@ def _debian(args) -> int:
 
 
 def folder_candidates(folders: list[Path], source: str, licence: str, category: str = "other"):
-    from bandlift.train.data_sources import AUDIO_EXTENSIONS, Candidate
+    from bandlift.train.data.sources import AUDIO_EXTENSIONS, Candidate
 
     out = []
     for folder in folders:
@@ -207,7 +228,7 @@ def folder_candidates(folders: list[Path], source: str, licence: str, category: 
 
 
 def _folder(args) -> int:
-    from bandlift.train.data_sources import AUDIO_EXTENSIONS
+    from bandlift.train.data.sources import AUDIO_EXTENSIONS
 
     _, manifest = _paths(args)
     source = args.name or f"folder:{args.folders[0].expanduser().resolve().name}"
@@ -220,18 +241,15 @@ def _folder(args) -> int:
 
 
 def _manifest_rows(args, required=("path",)):
-    """(manifest path, its rows); a malformed manifest is a CLIError."""
-    from bandlift.train import data_sources as ds
+    """(manifest path, its rows); a malformed manifest is a DataError."""
+    from bandlift.train.data import sources as ds
 
     _, manifest = _paths(args)
-    try:
-        return manifest, ds.read_manifest(manifest, required)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
+    return manifest, ds.read_manifest(manifest, required)
 
 
 def _info(args) -> int:
-    from bandlift.train import data_sources as ds
+    from bandlift.train.data import sources as ds
 
     manifest, rows = _manifest_rows(args, ds.TRAINING_FIELDS)
     if not rows:
@@ -244,9 +262,9 @@ def _info(args) -> int:
 
 
 def _cache(args) -> int:
-    from bandlift.train import data_sources as ds
-
     from bandlift.rt.model.contract import MAX_RATE
+    from bandlift.train.data import sources as ds
+    from bandlift.train.data.cache import build_caches
 
     in_range(args.rate, "--rate", 1000, MAX_RATE)
     manifest, rows = _manifest_rows(args)
@@ -254,8 +272,7 @@ def _cache(args) -> int:
     if not rows:
         raise CLIError(f"no manifest rows in {manifest}")
     cache_dir = args.cache_dir or manifest.parent / "cache" / str(args.rate)
-    errors = ds.build_caches(rows, cache_dir, args.rate, jobs=args.jobs,
-                             progress=not args.no_progress)
+    errors = build_caches(rows, cache_dir, args.rate, jobs=args.jobs, progress=not args.no_progress)
     ds.report_errors(errors)
     print(f"cache: {cache_dir} ({len(rows) - len(errors)} files ready)")
     return 0

@@ -32,9 +32,7 @@ RANGES = {
     "train.betas": (0.0, 0.999999), "train.gan_start": (0, 10**12), "train.ckpt_every": (1, MAX_STEPS),
     "train.valid_every": (1, MAX_STEPS), "train.log_every": (1, MAX_STEPS), "train.seed": (0, 2**32 - 1),
     "train.threads": (1, 1024), "train.max_minutes": (0.01, 60 * 24 * 365),
-    **{f"loss.{k}": WEIGHT for k in ("stft", "lsd", "envelope", "shape", "dynamics", "nsim", "feature",
-                                      "adversarial")},
-    "loss.ffts": (16, 1 << 16),
+    "loss.ffts": (16, 1 << 16),  # every other key of `loss` is a term's weight: WEIGHT
 }
 LENGTHS = {"train.betas": (2, 2), "loss.ffts": (1, 16)}
 OPTIONAL = {"data.manifest": str, "train.init": str, "data.lossy_ceiling_hz": float, "train.max_minutes": float}
@@ -47,7 +45,7 @@ def _number_problem(name: str, value, like) -> str | None:
         return f"{name!r} must be {'an integer' if integer else 'a number'}, got {value!r:.40}"
     if isinstance(value, float) and not math.isfinite(value):
         return f"{name!r} must be like {like!r}, got {value!r:.40}"
-    lo, hi = RANGES.get(name, (-math.inf, math.inf))
+    lo, hi = RANGES.get(name, WEIGHT if name.startswith("loss.") else (-math.inf, math.inf))
     if not lo <= value <= hi:  # Python ints compare exactly: a 400-digit one is simply out of range
         return f"{name!r} must be in [{lo:g}, {hi:g}], got {value!r:.40}"
     return None
@@ -103,7 +101,8 @@ def read_config(path, overrides: dict) -> dict:
     """The training config (defaults < YAML file < command line), or a one-line CLIError."""
     import yaml
 
-    from bandlift.train.trainer import DEFAULTS, load_config, merge
+    from bandlift.train.recipes import merge
+    from bandlift.train.trainer import DEFAULTS, load_config
 
     if path is not None and not Path(path).is_file():  # missing, a folder, or a FIFO that blocks
         raise CLIError(f"--config {path}: cannot read it (not a regular file)")
@@ -126,15 +125,12 @@ def read_config(path, overrides: dict) -> dict:
 
 def check_manifest(manifest) -> None:
     """Before anything is created: the manifest exists, parses, and has train and valid rows."""
-    from bandlift.train.data_sources import TRAINING_FIELDS, DataError, read_manifest
+    from bandlift.train.data.sources import TRAINING_FIELDS, read_manifest
 
     path = Path(manifest).expanduser()
     if not path.is_file():
         raise CLIError(f"manifest not found: {path} (see `bandlift dataset`)")
-    try:
-        splits = {row.get("split", "train") for row in read_manifest(path, TRAINING_FIELDS)}
-    except DataError as exc:
-        raise CLIError(str(exc)) from None
+    splits = {row.get("split", "train") for row in read_manifest(path, TRAINING_FIELDS)}
     missing = [s for s in ("train", "valid") if s not in splits]
     if missing:
         raise CLIError(f"{path}: no {' or '.join(missing)} rows (index more files with `bandlift dataset`)")
@@ -145,8 +141,8 @@ def run(args) -> int:
         import torch  # noqa: F401
     except ModuleNotFoundError:
         raise missing_extra("training", "train") from None
-    from bandlift.train.data_sources import DataError
-    from bandlift.train.trainer import CheckpointError, Trainer
+    from bandlift.train.checkpoints import CheckpointError
+    from bandlift.train.trainer import Trainer
 
     if args.steps is not None:
         in_range(args.steps, "--steps", 1, MAX_STEPS)
@@ -172,10 +168,7 @@ def run(args) -> int:
         trainer = Trainer(config, args.run_dir)
     except (CheckpointError, ValueError) as exc:  # a checkpoint, or a config value the model refuses
         raise CLIError(str(exc).splitlines()[0]) from None
-    try:
-        best = trainer.fit()
-    except DataError as exc:
-        raise CLIError(str(exc)) from None
+    best = trainer.fit()
     print(f"best checkpoint: {best}")
     if args.export:  # through the `export` command, by name: training does not import bandlift.export
         from bandlift.rt.cli import main as cli_main

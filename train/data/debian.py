@@ -13,7 +13,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from bandlift.train.data_sources import AUDIO_EXTENSIONS, Candidate
+from bandlift.rt.errors import BandliftError
+from bandlift.train.data.sources import AUDIO_EXTENSIONS, Candidate
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Package:
     min_rate: int = 0  # if set, leave out files below this rate and 8-bit PCM (a noise-filled top band)
     category: str = "other"  # what eval reports it under: "speech", "music" or "instruments"
     # where the package's files go: "train", "valid" or "test" whole (a recording chain held out), or
-    # "groups": its groups split by hash (data_sources.assign_split), the default for other packages
+    # "groups": its groups split by hash (data.sources.assign_split), the default for other packages
     split: str = "groups"
 
 
@@ -99,8 +100,8 @@ QUICK = ("sonic-pi-samples", "klettres-data")
 DEFAULT = tuple(PACKAGES)
 
 
-class DebianError(RuntimeError):
-    pass
+class DebianError(BandliftError, RuntimeError):
+    """A Debian package that cannot be fetched or unpacked."""
 
 
 def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:

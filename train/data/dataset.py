@@ -32,8 +32,8 @@ import torch
 
 from bandlift.train import conditions
 from bandlift.train.degrade import MIN_CUTOFF, band_limit, degrade, recording_chain
-from bandlift.train.data_sources import (TRAINING_FIELDS, DataError, build_cache, cache_path, first_per_source, is_lossy,
-                                         read_manifest)
+from bandlift.train.data.cache import build_cache, cache_path
+from bandlift.train.data.sources import TRAINING_FIELDS, DataError, first_per_source, is_lossy, read_manifest
 
 SILENCE_RMS_DBFS = -50.0
 CEILING_MARGIN = 0.9  # cutoff <= 0.9 * measured bandwidth
@@ -71,7 +71,7 @@ class ClipDataset(torch.utils.data.Dataset):
         if per_source is not None:  # the first files of each source by path, as `eval --per-source`
             rows = first_per_source(rows, per_source)
         if not rows:
-            from bandlift.train.data_sources import SPLIT_FRACTIONS, SPLITS
+            from bandlift.train.data.sources import SPLIT_FRACTIONS, SPLITS
 
             shares = "/".join(f"{f:.0%}" for f in SPLIT_FRACTIONS)
             raise DataError(f"no usable {split!r} files in {self.manifest} "
@@ -125,7 +125,7 @@ class ClipDataset(torch.utils.data.Dataset):
             print(f"ClipDataset: skipped {len(self.failed)} unreadable file(s), e.g. "
                   f"{self.failed[0][0]}: {self.failed[0][1]}", file=sys.stderr)
         if not self.rows:
-            raise DataError(f"no readable {split!r} files in {self.manifest}")
+            raise DataError(f"no readable {self.split!r} files in {self.manifest}")
 
     def __getstate__(self):  # memmaps are reopened in each DataLoader worker
         state = dict(self.__dict__)

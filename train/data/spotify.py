@@ -1,4 +1,4 @@
-"""`bandlift dataset spotify`: track metadata and 30 s preview clips through spotipy.
+"""Track metadata and 30 s preview clips through spotipy (`bandlift dataset spotify`).
 
 Credentials come only from SPOTIPY_CLIENT_ID / SPOTIPY_CLIENT_SECRET (client-credentials flow; the
 token stays in memory, spotipy's debug logging, which prints auth headers, is silenced). Many tracks
@@ -15,7 +15,6 @@ Previews are lossy: their measured bandwidth (usually ~16 kHz or less) caps what
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import math
@@ -25,9 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from bandlift.rt.cli.errors import CLIError, in_range, missing_extra, write_json
+from bandlift.rt.errors import BandliftError
 
-HELP = "collect 30 s Spotify previews (spotipy; SPOTIPY_CLIENT_ID/SECRET from the environment)"
 LICENCE = ("Spotify 30 s preview, Spotify Developer Terms: personal/research use, do not "
            "redistribute")
 SOURCE = "spotify"
@@ -39,25 +37,12 @@ MAX_PAGES = 1000  # per playlist: an API that pages forever is stopped
 MAX_PREVIEW_BYTES = 20 << 20  # a 30 s preview is ~0.5 MB; a server sending more is refused, not buffered
 
 
-def configure(p, common) -> None:
-    p.add_argument("--query", action="append", default=[], metavar="TEXT",
-                   help="free-text track search (repeatable)")
-    p.add_argument("--artist", action="append", default=[], metavar="NAME",
-                   help="tracks by an artist (repeatable)")
-    p.add_argument("--genre", action="append", default=[], metavar="GENRE",
-                   help="tracks of a genre (repeatable)")
-    p.add_argument("--playlist", action="append", default=[], metavar="ID_OR_URL",
-                   help="all tracks of a playlist (repeatable)")
-    p.add_argument("--limit", type=int, default=100,
-                   help="tracks per query/artist/genre (default 100; playlists: all)")
-    p.add_argument("--market", default=None, help="ISO country code for search")
-    p.add_argument("--max-wait", type=float, default=300.0,
-                   help="longest Retry-After to sit out (s); longer: stop, re-run later to resume")
-    common(p)
-
-
 class RateLimited(Exception):
     pass
+
+
+class SpotifyError(BandliftError):
+    """Spotify cannot be used: no credentials, refused ones, an API error, no network, a bad state file."""
 
 
 def _client():
@@ -68,7 +53,7 @@ def _client():
     client_id = os.environ.get("SPOTIPY_CLIENT_ID")
     client_secret = os.environ.get("SPOTIPY_CLIENT_SECRET")
     if not client_id or not client_secret:
-        raise CLIError("set SPOTIPY_CLIENT_ID and SPOTIPY_CLIENT_SECRET in the environment "
+        raise SpotifyError("set SPOTIPY_CLIENT_ID and SPOTIPY_CLIENT_SECRET in the environment "
                        "(https://developer.spotify.com/dashboard)")
     # spotipy logs request headers (the Basic auth of the client secret) at DEBUG: never let it.
     logging.getLogger("spotipy").setLevel(logging.WARNING)
@@ -128,12 +113,12 @@ def _spotify_call(fn, *args, **kwargs):
         if exc.http_status == 429:
             raise RateLimited("Spotify Web API rate limit persists after retries") from None
         detail = (str(exc.msg).strip().splitlines() or [""])[-1].strip()
-        raise CLIError(f"Spotify API error {exc.http_status}: {detail}") from None
+        raise SpotifyError(f"Spotify API error {exc.http_status}: {detail}") from None
     except SpotifyOauthError as exc:
-        raise CLIError(f"Spotify refused the credentials ({exc.error or 'no reason given'}); check "
+        raise SpotifyError(f"Spotify refused the credentials ({exc.error or 'no reason given'}); check "
                        "SPOTIPY_CLIENT_ID and SPOTIPY_CLIENT_SECRET") from None
     except requests.RequestException as exc:
-        raise CLIError(f"cannot reach Spotify: {type(exc).__name__}") from None
+        raise SpotifyError(f"cannot reach Spotify: {type(exc).__name__}") from None
 
 
 def _collect_query(sp, kind: str, value: str, limit: int, market: str | None):
@@ -173,7 +158,7 @@ class State:
         try:
             data = json.loads(path.read_text()) if path.exists() else {}
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CLIError(f"{path}: unreadable collection state ({type(exc).__name__}); move it away to "
+            raise SpotifyError(f"{path}: unreadable collection state ({type(exc).__name__}); move it away to "
                            "start over") from None
         data = _dict(data)
         # only entries whose id can name a file inside previews/ (an edited state file is no way out)
@@ -232,22 +217,16 @@ def _retry_after(value, attempt: int) -> float:
     return max(wait, 0.0) if math.isfinite(wait) else min(2.0 ** attempt, 60.0)
 
 
-def run(args, dest: Path, manifest: Path, index_and_write) -> int:
-    """`bandlift dataset spotify`; `index_and_write` is the dataset command's indexer (passed in, so this
-    module does not import the command that imports it)."""
-    if importlib.util.find_spec("spotipy") is None:
-        raise missing_extra("dataset spotify", "train")
+def collect(specs: list[tuple[str, str]], folder: Path, limit: int, market: str | None, max_wait: float,
+            progress: bool = True) -> tuple[dict, list, str | None]:
+    """Collect the tracks of `specs` ((kind, value): query, artist, genre or playlist) and their previews
+    into `folder` (resuming its state.json): (counts, the downloaded previews as index Candidates, why
+    it stopped early or None)."""
     import requests
 
-    from bandlift.train.data_sources import Candidate
+    from bandlift.rt.cli.progress import progress_bar
+    from bandlift.train.data.sources import Candidate
 
-    specs = ([("query", v) for v in args.query] + [("artist", v) for v in args.artist]
-             + [("genre", v) for v in args.genre] + [("playlist", v) for v in args.playlist])
-    if not specs:
-        raise CLIError("give at least one --query, --artist, --genre or --playlist")
-    in_range(args.limit, "--limit", 1, MAX_LIMIT)  # Spotify pages search results up to there
-    in_range(args.max_wait, "--max-wait", 0, 86400)
-    folder = dest / "spotify"
     previews = folder / "previews"
     previews.mkdir(parents=True, exist_ok=True)
     state = State(folder / "state.json")
@@ -256,12 +235,12 @@ def run(args, dest: Path, manifest: Path, index_and_write) -> int:
     invalid = 0
     try:
         for kind, value in specs:
-            key = f"{kind}:{value}:{args.limit}:{args.market}"
+            key = f"{kind}:{value}:{limit}:{market}"
             if key in state.done:
                 print(f"{kind} {value!r}: already collected (cached)", file=sys.stderr)
                 continue
             n = 0
-            for track in _collect_query(sp, kind, value, args.limit, args.market):
+            for track in _collect_query(sp, kind, value, limit, market):
                 if not valid_track_id(track["id"]):
                     invalid += 1
                     continue
@@ -274,13 +253,11 @@ def run(args, dest: Path, manifest: Path, index_and_write) -> int:
             state.save()
             print(f"{kind} {value!r}: {n} tracks", file=sys.stderr)
         session = requests.Session()
-        from bandlift.rt.cli.progress import progress_bar
-
         todo = [t for t in state.tracks.values()
                 if t.get("preview_url") and not preview_path(previews, t["spotify_id"]).exists()]
-        for t in progress_bar(todo, desc="previews", unit="file", disable=args.no_progress):
+        for t in progress_bar(todo, desc="previews", unit="file", disable=not progress):
             try:
-                _download(session, t["preview_url"], preview_path(previews, t["spotify_id"]), args.max_wait)
+                _download(session, t["preview_url"], preview_path(previews, t["spotify_id"]), max_wait)
                 t["status"] = "downloaded"
             except RateLimited:
                 raise
@@ -312,11 +289,4 @@ def run(args, dest: Path, manifest: Path, index_and_write) -> int:
             extra = {k: t.get(k) for k in ("spotify_id", "name", "artists", "album", "external_url")}
             extra["category"] = "music"
             candidates.append(Candidate(str(path), SOURCE, LICENCE, f"spotify:{t['spotify_id']}", extra))
-    summary = index_and_write(candidates, {SOURCE}, manifest, args, "indexing spotify")
-    summary.update(spotify=counts)
-    if getattr(args, "json", None):
-        write_json(args.json, summary)
-    if stopped:
-        print(f"stopped early: {stopped}; run the same command again to resume", file=sys.stderr)
-        return 3
-    return 0
+    return counts, candidates, stopped

@@ -1,7 +1,8 @@
-"""`bandlift export CHECKPOINT -o MODEL.onnx [--check]`; `bandlift export --from-onnx OLD.onnx -o MODEL.onnx`
+"""`bandlift export CHECKPOINT -o MODEL.onnx [--no-check]`; `bandlift export --from-onnx OLD.onnx -o MODEL.onnx`
 re-exports a model (e.g. one of an older contract) from the weights it carries."""
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -13,10 +14,11 @@ def configure(parser):
     parser.add_argument("--from-onnx", metavar="MODEL", help="instead of a checkpoint: a bandlift ONNX model (any "
                         "contract) whose weights and config are re-exported")
     parser.add_argument("-o", "--output", required=True, help="ONNX file to write")
-    parser.add_argument("--check", action="store_true",
-                        help="compare ONNX Runtime block by block with torch on the whole signal")
+    parser.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                        help="compare ONNX Runtime block by block with torch on the whole signal (the default; "
+                             "--no-check skips it)")
     parser.add_argument("--tolerance", type=float, default=1e-4,
-                        help="with --check: the largest |ONNX block by block - torch whole| sample difference "
+                        help="the parity check's largest |ONNX block by block - torch whole| sample difference "
                              "accepted (default 1e-4)")
 
 
@@ -26,8 +28,8 @@ def run(args) -> int:
     except ModuleNotFoundError:
         raise missing_extra("export", "train") from None
     in_range(args.tolerance, "--tolerance", 0, 1)
-    from bandlift.export.onnx_export import OnnxWeightsError, check_parity, export_generator, generator_from_onnx
-    from bandlift.train.trainer import CheckpointError, load_generator
+    from bandlift.export.onnx_export import check_parity, export_generator, generator_from_onnx
+    from bandlift.train.checkpoints import load_generator
 
     if (args.checkpoint is None) == (args.from_onnx is None):
         raise CLIError("name a checkpoint or --from-onnx MODEL (one of them)")
@@ -39,10 +41,7 @@ def run(args) -> int:
         raise CLIError(f"refusing to overwrite the {what} {source} with the new model")
     if Path(args.output).is_dir():
         raise CLIError(f"-o {args.output} is a folder: name the .onnx file")
-    try:
-        gen = load_generator(source) if args.checkpoint else generator_from_onnx(source)
-    except (CheckpointError, OnnxWeightsError) as exc:
-        raise CLIError(str(exc)) from None
+    gen = load_generator(source) if args.checkpoint else generator_from_onnx(source)
     try:
         path = export_generator(gen, args.output)
     except OSError as exc:

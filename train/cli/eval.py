@@ -20,7 +20,7 @@ def _cutoff(text: str):
 
 def configure(parser) -> None:
     from bandlift.train.conditions import CONDITIONS
-    from bandlift.train.data_sources import CATEGORIES
+    from bandlift.train.data.sources import CATEGORIES
     from bandlift.train.eval.baselines import BASELINES
 
     parser.add_argument("--data", nargs="+", required=True, metavar="DIR_OR_FILE",
@@ -97,12 +97,9 @@ def _methods(args) -> dict:
         raise CLIError(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
     methods.update((n, BASELINES[n]) for n in names)
     if args.opus_bwe is not None:
-        from bandlift.train.eval.baselines import OpusBWE
+        from bandlift.train.eval.opus_bwe import OpusBWE
 
-        try:
-            methods["opus_bwe"] = OpusBWE(args.opus_bwe)
-        except ValueError as exc:
-            raise CLIError(str(exc)) from None
+        methods["opus_bwe"] = OpusBWE(args.opus_bwe)
     if args.oracle:
         from bandlift.train.eval.baselines import ORACLES
 
@@ -113,7 +110,8 @@ def _methods(args) -> dict:
 
 
 def run(args) -> int:
-    from bandlift.train.eval.evaluate import EvalConfig, EvalError, evaluate, format_table, to_json
+    from bandlift.train.eval.evaluate import EvalConfig, evaluate
+    from bandlift.train.eval.results import format_table, to_json
 
     for module, needed in (("librosa", True), ("matplotlib", args.png or args.html),
                            ("visqol", not args.no_visqol)):  # the baselines' STFT, the plots, ViSQOL
@@ -142,8 +140,6 @@ def run(args) -> int:
                            on_file=report.add if report else None)
         if report:
             results["listening"] = report.write(results)
-    except EvalError as exc:
-        raise CLIError(str(exc)) from exc
     except OSError as exc:  # the plots or the listening report
         raise CLIError(f"cannot write {exc.filename or ''}: {exc.strerror or exc}") from exc
     print(format_table(results))

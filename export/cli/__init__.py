@@ -1,0 +1,1 @@
+"""`bandlift export`, named after the command as in bandlift.rt.cli."""

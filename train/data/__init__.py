@@ -1,0 +1,1 @@
+"""Training data: sources (manifest, indexing, decoding), the Debian and Spotify collectors, ClipDataset."""

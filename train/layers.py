@@ -1,0 +1,74 @@
+"""Streaming building blocks (convolutions whose context is an explicit state) and a model's cost."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class StreamConv1d(nn.Module):
+    """Causal Conv1d whose left context is an explicit cache: out = conv(cat(cache, x))."""
+
+    def __init__(self, cin, cout, kernel, stride=1, dilation=1):
+        super().__init__()
+        self.conv = nn.Conv1d(cin, cout, kernel, stride=stride, dilation=dilation, bias=False)
+        self.context = (kernel - 1) * dilation + 1 - stride
+        self.cin = cin
+
+    def state_shape(self) -> tuple[int, int]:
+        return (self.cin, self.context)
+
+    def forward(self, x, cache):
+        xc = torch.cat([cache, x], dim=-1)
+        return self.conv(xc), xc[..., xc.shape[-1] - self.context:]
+
+
+class StreamConvTranspose1d(nn.Module):
+    """Transposed conv with kernel 2*stride: the right overlap is carried into the next block."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv = nn.ConvTranspose1d(cin, cout, 2 * stride, stride=stride, bias=False)
+        self.stride = stride
+        self.cout = cout
+
+    def state_shape(self) -> tuple[int, int]:
+        return (self.cout, self.stride)
+
+    def forward(self, x, overlap):
+        y = self.conv(x)  # [B, cout, T + stride]
+        n = y.shape[-1] - self.stride
+        head = y[..., : self.stride] + overlap
+        return torch.cat([head, y[..., self.stride: n]], dim=-1), y[..., n:]
+
+
+class ResBlock(nn.Module):
+    def __init__(self, channels, kernel, dilation, slope):
+        super().__init__()
+        self.conv = StreamConv1d(channels, channels, kernel, dilation=dilation)
+        self.mix = nn.Conv1d(channels, channels, 1, bias=False)
+        self.slope = slope
+
+    def forward(self, h, gate, cache):
+        y, cache = self.conv(F.leaky_relu(h, self.slope), cache)
+        return h + self.mix(F.leaky_relu(y * gate, self.slope)), cache
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def mflops_per_second(gen: nn.Module) -> float:
+    """Floating-point operations (torch's FLOP counter: matmuls and convolutions) per second of audio."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    rate = gen.config.sample_rate
+    x = torch.zeros(1, rate)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        gen.stream(x, torch.full((1,), 0.5), gen.initial_states(1))
+    flops = counter.get_total_flops()
+    if getattr(gen, "gru", None) is not None:  # aten GRU kernels are not counted: 3 gates, 2 matmuls each
+        hidden, inputs = gen.gru.hidden_size, gen.gru.input_size
+        flops += 2 * 3 * hidden * (inputs + hidden) * (rate // gen.config.frame)
+    return flops / 1e6
