@@ -28,6 +28,7 @@ import time
 import numpy as np
 
 from bandlift.rt.cli.errors import CLIError, in_range, missing_extra, write_json
+from bandlift.rt.cli.options import add_model_options
 
 
 def configure(p) -> None:
@@ -39,16 +40,15 @@ def configure(p) -> None:
     p.add_argument("--channels", type=int, choices=[1, 2], default=1, help="channels processed (default 1)")
     p.add_argument("--streams", type=int, nargs="+", default=[1],
                    help="independent streams batched into one model call per block (e.g. 1 64 1024)")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
-    p.add_argument("--provider", choices=["auto", "cpu", "cuda"],
-                   help="ONNX Runtime execution provider (default: cpu, cuda for --gpu-check; auto: CUDA when "
-                        "onnxruntime-gpu sees a GPU, the CPU with --live, as for `bandlift live`)")
+    add_model_options(p, provider_default=None,
+                      provider_help="ONNX Runtime execution provider (default: cpu, cuda for --gpu-check; auto: "
+                                    "CUDA when onnxruntime-gpu sees a GPU, the CPU with --live, as for `bandlift "
+                                    "live`)")
     p.add_argument("--cuda-graph", action="store_true", help="CUDA provider: replay captured CUDA graphs")
     p.add_argument("--gpu-check", action="store_true",
                    help="the whole GPU check (a few minutes): the CUDA provider (else one 'no GPU' line, exit 0), "
                         "parity with the CPU within 1e-4, block p50/p99 at blocks 64-512 with and without CUDA "
                         "graphs, streams/s at 1, 64, 1024 (with --provider cpu: the same on the CPU)")
-    p.add_argument("--model", help="streaming ONNX model (default: the shipped model)")
     p.add_argument("--json", help="write results here")
     p.add_argument("--png", help="write a histogram of block times here")
     p.add_argument("--live", action="store_true", help="run on an audio device and measure the round trip")

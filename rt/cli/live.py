@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bandlift.rt.cli.errors import CLIError, write_json
+from bandlift.rt.cli.options import add_model_options
 
 
 # PulseAudio/PipeWire through ALSA's pulse plugin underruns and ends the stream at 128-frame periods,
@@ -57,12 +58,10 @@ def configure(p) -> None:
                    help=f"extra buffering in samples beyond the minimum (robustness against a busy CPU; default 0, "
                         f"{VIRTUAL_MARGIN} with --virtual-mic)")
     p.add_argument("--input-cutoff", type=float, help="input bandwidth in Hz (default: input Nyquist)")
-    p.add_argument("--model", help="streaming ONNX model (default: the shipped model)")
-    p.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="ONNX Runtime execution provider (auto: the CPU, which fits a live block's deadline many "
-                        "times over, where a GPU's per-block transfers and launches would cost more than they save; "
-                        "cuda: the GPU)")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
+    add_model_options(p, provider_default="auto",
+                      provider_help="ONNX Runtime execution provider (auto: the CPU, which fits a live block's "
+                                    "deadline many times over, where a GPU's per-block transfers and launches "
+                                    "would cost more than they save; cuda: the GPU)")
     p.add_argument("--bypass", action="store_true", help="start in bypass (toggle with b)")
     p.add_argument("--gain", type=float, default=0.0, help="output gain in dB, -60..24 (default 0)")
     p.add_argument("--mix", type=float, default=1.0, help="wet/dry mix, 0..1")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from bandlift.rt.cli.errors import CLIError, printable, write_json
+from bandlift.rt.cli.options import add_model_options
 
 READ_FRAMES = 1 << 16
 
@@ -43,15 +44,15 @@ def configure(p) -> None:
     p.add_argument("--input-cutoff", default="auto",
                    help="bandwidth of the input in Hz, or 'auto' to measure it per file (default), "
                         "or 'nyquist' for half the input rate")
-    p.add_argument("--model", help="streaming ONNX model (default: the shipped model)")
     p.add_argument("--block", type=int, help="model block in samples at the model rate, 48 kHz (as in `live`: "
                                              "the same output sample for sample); default: large blocks, equal "
                                              "to block 128 within float rounding")
     p.add_argument("--no-delay-compensation", action="store_true",
                    help="keep the raw stream timing (output lags by the engine delay)")
-    p.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="ONNX Runtime execution provider (auto: CUDA when onnxruntime-gpu sees a GPU, else CPU)")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads per job (default 1)")
+    add_model_options(p, provider_default="auto",
+                      provider_help="ONNX Runtime execution provider (auto: CUDA when onnxruntime-gpu sees a GPU, "
+                                    "else CPU)",
+                      threads_help="ONNX Runtime intra-op threads per job (default 1)")
     p.add_argument("--jobs", type=int, default=1, help="files processed in parallel (folder mode)")
     p.add_argument("--json", help="write a JSON summary here")
 
