@@ -110,7 +110,10 @@ def band_dynamics_loss(y, target, cutoff_hz, ceiling_hz, rate, min_std_db=1.0, e
     similarity, which a level that hedges (fills the quiet frames, misses the onsets) loses."""
     db_y, db_t, valid = energies or band_energies(y, target, cutoff_hz, ceiling_hz, rate, **kwargs)
     dy, dt = db_y - db_y.mean(-1, keepdim=True), db_t - db_t.mean(-1, keepdim=True)
-    corr = (dy * dt).mean(-1) / ((dy * dy).mean(-1).sqrt() * (dt * dt).mean(-1).sqrt() + 1e-6)  # [B, bands]
+    # sqrt(var + eps): a band whose level never moves (outside the cutoff..ceiling, or held at the floor)
+    # has var 0, where sqrt's gradient is infinite; masked out below, it still made every gradient NaN
+    std_y, std_t = ((dy * dy).mean(-1) + 1e-6).sqrt(), ((dt * dt).mean(-1) + 1e-6).sqrt()
+    corr = (dy * dt).mean(-1) / (std_y * std_t)  # [B, bands]
     moving = valid[..., 0] * ((dt * dt).mean(-1).sqrt() >= min_std_db).float()
     return ((1.0 - corr) * moving).sum() / moving.sum().clamp_min(1)
 
