@@ -83,8 +83,7 @@ class Trainer:
         tcfg = config["train"]
         self.opt_g = torch.optim.AdamW(self.gen.parameters(), tcfg["lr"], betas=tcfg["betas"])
         self.opt_d = torch.optim.AdamW(self.disc.parameters(), tcfg["lr_disc"], betas=tcfg["betas"])
-        self.step = 0
-        self.skipped_steps = 0
+        self.step = self.skipped_steps = 0  # skipped: updates dropped for non-finite gradients
         self.best_lsd = math.inf
         self.best_score = (-math.inf, -math.inf)  # (ViSQOL, -LSD) of best.pt
         self.valid_key = None  # which validation files best_score was measured on
@@ -347,12 +346,14 @@ class Trainer:
                     if self.step % tcfg["log_every"] == 0:
                         row = {"step": self.step, "time": round(time.time() - started, 1), "epoch": self.epoch,
                                **logs, "skipped": self.skipped_steps}
-                        bar.set_postfix(stft=f"{logs['loss_stft']:.3f}")
+                        bar.set_postfix(stft=f"{logs['loss_stft']:.3f}", **({"skipped": self.skipped_steps}
+                                                                           if self.skipped_steps else {}))
                     if self.step % tcfg["valid_every"] == 0 or self.step == tcfg["steps"]:
                         row = judge(row or {"step": self.step, "time": round(time.time() - started, 1), **logs})
                         if bar.disable and self.rank == 0:  # no bar (a log, not a terminal): one line per validation
                             print(f"step {self.step}/{tcfg['steps']}: stft {logs['loss_stft']:.3f}, valid ViSQOL "
-                                  f"{row['valid_visqol']:.3f}, LSD {row['valid_lsd']:.3f}", flush=True)
+                                  f"{row['valid_visqol']:.3f}, LSD {row['valid_lsd']:.3f}" + (f"; {self.skipped_steps} "
+                                  "updates skipped (non-finite gradients)" if self.skipped_steps else ""), flush=True)
                     if row is not None and self.rank == 0:
                         write_row(row)
                     if self.step % tcfg["ckpt_every"] == 0:
