@@ -69,7 +69,13 @@ def _die_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+STOPS = {signal.SIGTERM, signal.SIGHUP}
+
+
 def _init_worker(run, model, rate, block, provider, threads, parent=None):
+    # A stop raised inside a native module's initialisation (soxr's nanobind, onnxruntime's pybind11)
+    # aborts the process with a C++ traceback: the stops wait (masked) until those imports are done.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops the workers
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGHUP, _stop)  # a closed terminal stops as SIGTERM does
@@ -77,10 +83,13 @@ def _init_worker(run, model, rate, block, provider, threads, parent=None):
         _die_with_parent(parent)
     sys.unraisablehook = _stop_landed_in_a_callback
     try:
+        import soxr  # noqa: F401 - the writer's true-peak meter, imported under the mask
+
         from bandlift.rt.api import Upsampler
 
         _worker["up"] = Upsampler(model, out_rate=rate, block=block, provider=provider, threads=threads)
         _worker["run"] = run
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)  # a stop that came meanwhile lands here
     except SystemExit as stop:  # stopped while starting: nothing written yet, nothing to print
         os._exit(stop.code if isinstance(stop.code, int) else 1)
 
