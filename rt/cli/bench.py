@@ -28,38 +28,38 @@ import time
 import numpy as np
 
 from bandlift.rt.cli.errors import CLIError, in_range, missing_extra, write_json
-from bandlift.rt.cli.options import add_model_options
+from bandlift.rt.cli.options import add_model_options, add_output_rate_option
 
 
 def configure(p) -> None:
     p.add_argument("--block", type=int, nargs="+", default=[64, 128, 256, 512], help="block sizes")
     p.add_argument("--seconds", type=float, default=10.0, help="audio per block size (or live run length)")
     p.add_argument("--input-rate", type=int, default=48000, help="input rate (resampled to the model's 48 kHz)")
-    p.add_argument("--rate", type=int, default=48000,
-                   help="output rate (default 48000, the model's rate; e.g. 44100: the output is resampled)")
+    add_output_rate_option(p)
     p.add_argument("--channels", type=int, choices=[1, 2], default=1, help="channels processed (default 1)")
-    p.add_argument("--streams", type=int, nargs="+", default=[1],
-                   help="independent streams batched into one model call per block (e.g. 1 64 1024)")
     add_model_options(p, provider_default=None,
                       provider_help="ONNX Runtime execution provider (default: cpu, cuda for --gpu-check; auto: "
                                     "CUDA when onnxruntime-gpu sees a GPU, the CPU with --live, as for `bandlift "
                                     "live`)")
-    p.add_argument("--cuda-graph", action="store_true", help="CUDA provider: replay captured CUDA graphs")
-    p.add_argument("--gpu-check", action="store_true",
-                   help="the whole GPU check (a few minutes): the CUDA provider (else one 'no GPU' line, exit 0), "
-                        "parity with the CPU within 1e-4, block p50/p99 at blocks 64-512 with and without CUDA "
-                        "graphs, streams/s at 1, 64, 1024 (with --provider cpu: the same on the CPU)")
     p.add_argument("--json", help="write results here")
     p.add_argument("--png", help="write a histogram of block times here")
-    p.add_argument("--live", action="store_true", help="run on an audio device and measure the round trip")
-    p.add_argument("--input", help="live: input device (index or name substring)")
-    p.add_argument("--output", help="live: output device (index or name substring)")
-    p.add_argument("--margin", type=int, default=0, help="live: extra buffering in samples")
-    p.add_argument("--stress", action="store_true",
-                   help="live: keep every CPU core busy from 20 %% to 60 %% of the run (one busy process per core) "
-                        "and report xruns, late blocks, bypass events, the longest bypass and whether the model is "
-                        "back at the end")
-
+    gpu = p.add_argument_group("batches and GPU")
+    gpu.add_argument("--streams", type=int, nargs="+", default=[1],
+                     help="independent streams batched into one model call per block (e.g. 1 64 1024)")
+    gpu.add_argument("--cuda-graph", action="store_true", help="CUDA provider: replay captured CUDA graphs")
+    gpu.add_argument("--gpu-check", action="store_true",
+                     help="the whole GPU check (a few minutes): the CUDA provider (else one 'no GPU' line, exit 0), "
+                          "parity with the CPU within 1e-4, block p50/p99 at blocks 64-512 with and without CUDA "
+                          "graphs, streams/s at 1, 64, 1024 (with --provider cpu: the same on the CPU)")
+    live = p.add_argument_group("a live device (--live)")
+    live.add_argument("--live", action="store_true", help="run on an audio device and measure the round trip")
+    live.add_argument("--input", help="input device (index or name substring)")
+    live.add_argument("--output", help="output device (index or name substring)")
+    live.add_argument("--margin", type=int, default=0, help="extra buffering in samples")
+    live.add_argument("--stress", action="store_true",
+                      help="keep every CPU core busy from 20 %% to 60 %% of the run (one busy process per core) "
+                           "and report xruns, late blocks, bypass events, the longest bypass and whether the model "
+                           "is back at the end")
 
 def _stats(times: np.ndarray, budget: float, cpu: np.ndarray | None = None) -> dict:
     """Per-call wall (and CPU) times (s) against the audio duration of one call (s)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bandlift.rt.cli.errors import CLIError, write_json
-from bandlift.rt.cli.options import add_model_options
+from bandlift.rt.cli.options import add_model_options, add_output_rate_option
 
 
 # PulseAudio/PipeWire through ALSA's pulse plugin underruns and ends the stream at 128-frame periods,
@@ -44,9 +44,7 @@ def configure(p) -> None:
     p.add_argument("--virtual-sink", nargs="?", const="bandlift_speaker", metavar="NAME",
                    help="create a virtual speaker NAME (default bandlift_speaker) that apps play into; its sound is "
                         "upsampled to --output; removed on exit")
-    p.add_argument("--rate", type=int, default=48000,
-                   help="output device rate in Hz (default 48000, the model's rate; e.g. 44100: the model's "
-                        "output is resampled)")
+    add_output_rate_option(p, "output device rate in Hz")
     p.add_argument("--input-rate", type=int,
                    help="input device rate if different (e.g. 16000 for a headset): two streams")
     p.add_argument("--channels", type=int, choices=[1, 2], default=1,

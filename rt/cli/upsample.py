@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from bandlift.rt.cli.errors import CLIError, printable, write_json
-from bandlift.rt.cli.options import add_model_options
+from bandlift.rt.cli.options import add_model_options, add_output_rate_option
 
 READ_FRAMES = 1 << 16
 
@@ -38,9 +38,7 @@ def configure(p) -> None:
                    help="keep the output's level even if it goes above the ceiling (default: one constant gain "
                         "keeps the true peak at or below -0.1 dBTP, -1 dBTP for lossy formats; integer "
                         "formats then clip)")
-    p.add_argument("--rate", type=int, default=48000,
-                   help="output rate in Hz (default 48000, the model's rate; e.g. 44100: the model's output "
-                        "is resampled)")
+    add_output_rate_option(p)
     p.add_argument("--input-cutoff", default="auto",
                    help="bandwidth of the input in Hz, or 'auto' to measure it per file (default), "
                         "or 'nyquist' for half the input rate")

@@ -31,9 +31,10 @@ import numpy as np
 import torch
 
 from bandlift.train import conditions
-from bandlift.train.degrade import MIN_CUTOFF, band_limit, degrade, recording_chain
+from bandlift.train.degrade import MIN_CUTOFF, degrade, recording_chain
 from bandlift.train.data.cache import build_cache, cache_path
 from bandlift.train.data.sources import TRAINING_FIELDS, DataError, first_per_source, is_lossy, read_manifest
+from bandlift.train.losses import lowpass_at
 
 SILENCE_RMS_DBFS = -50.0
 CEILING_MARGIN = 0.9  # cutoff <= 0.9 * measured bandwidth
@@ -181,11 +182,11 @@ class ClipDataset(torch.utils.data.Dataset):
         return item
 
     def _under_ceiling(self, win: np.ndarray, i: int) -> tuple[np.ndarray, float]:
-        """A band-limited file's window low-passed at its ceiling (Hz), and that ceiling."""
+        """A band-limited file's window low-passed at its ceiling (Hz), and that ceiling: the trainer's
+        own cut of the generator's output (`losses.lowpass_at`), so both sides stop at the same bin."""
         ceiling = self.ceilings[i]
-        if ceiling < 0.98 * self.rate / 2:
-            win = band_limit(win, self.rate, ceiling, "brickwall")
-        return win, ceiling
+        cut = lowpass_at(torch.from_numpy(win)[None], torch.tensor([ceiling], dtype=torch.float64), self.rate)
+        return cut[0].numpy(), ceiling
 
     def _item(self, win: np.ndarray, low: np.ndarray, cutoff: float, ceiling: float) -> dict:
         sl = slice(self.margin, self.margin + self.n)
