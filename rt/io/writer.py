@@ -17,6 +17,7 @@ import soundfile as sf
 
 from bandlift.rt.io.files import (LOSSY, SFC_SET_CHANNEL_MAP_INFO, AudioFileError, _channel_map, _commit, _hidden, blocks,
                                   check_destination, output_format, source_properties, wav_format_for)
+from bandlift.rt.io.id3 import prepend_id3v2
 
 DITHERED = {"PCM_16": 2.0 ** -15, "PCM_S8": 2.0 ** -7, "PCM_U8": 2.0 ** -7}  # subtype -> one LSB
 CEILING_DBTP = -0.1  # true-peak ceiling of PCM/float outputs
@@ -125,7 +126,7 @@ def _encode(scratch, final, path, rate, channels, fmt, subtype, gain, carried, s
     rng = np.random.default_rng(0)  # fixed seed: the same input gives the same file
     try:
         with sf.SoundFile(final, "w", samplerate=rate, channels=channels, format=fmt, subtype=subtype) as out:
-            for key, value in carried["metadata"].items():
+            for key, value in carried["metadata"].items() if fmt != "MP3" else ():  # MP3: id3.py's tag
                 try:
                     setattr(out, key, value)
                 except (sf.LibsndfileError, RuntimeError):
@@ -147,6 +148,8 @@ def _encode(scratch, final, path, rate, channels, fmt, subtype, gain, carried, s
                     out.write(y)
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise AudioFileError(f"cannot write {path} as {fmt} {subtype} at {rate} Hz, {channels} ch: {exc}") from exc
+    if fmt == "MP3":
+        prepend_id3v2(final, carried["metadata"])
     if carried["channel_map"] is not None:
         with sf.SoundFile(final) as written:
             kept = _channel_map(written) == carried["channel_map"]

@@ -497,3 +497,21 @@ def test_a_band_below_the_models_lowest_cutoff_is_served_from_that_cutoff(tmp_pa
     assert info["input_cutoff_hz"] == 3400 and info["model_cutoff_hz"] == 4000
     assert "below the lowest the model was trained on (4000 Hz)" in info["input_cutoff_note"]
     assert "below the lowest the model was trained on" in capsys.readouterr().out
+
+
+def test_mp3_tags_keep_their_characters(model, tmp_path):
+    """Before: libsndfile wrote an MP3's tags as ID3v1, the UTF-8 bytes where players read Latin-1
+    ('Tïtle' came back 'TÃ¯tle') and 30 bytes a field. Now an ID3v2.4 tag in UTF-8 carries them."""
+    mutagen_mp3 = pytest.importorskip("mutagen.mp3")
+    title, artist = "Tïtle ü — a name longer than ID3v1's thirty bytes", "Ärtist 東京"
+    src, dst = tmp_path / "tagged.flac", tmp_path / "out.mp3"
+    with sf.SoundFile(str(src), "w", RATE, 1, format="FLAC") as f:
+        f.title, f.artist = title, artist
+        f.write(tone(RATE))
+    assert main(["upsample", str(src), str(dst), "--model", model]) == 0
+    tags = mutagen_mp3.MP3(str(dst)).tags
+    assert str(tags["TIT2"]) == title and str(tags["TPE1"]) == artist
+    assert sf.info(str(dst)).frames == 48000  # the tag in front is not read as audio
+    with sf.SoundFile(str(dst)) as f:
+        assert f.title == title
+    assert temp_leftovers(tmp_path) == []
