@@ -14,25 +14,30 @@ block, where the cost is per node and per small kernel, not arithmetic.
 - one packed state: the block caches as one [sum of contexts, channels] array split once and gathered
   back in one Gather, and the overlap-add carry kept summed with the input history it is added to.
 
-The long context (its window as hops, one MatMul), the GRU (one ONNX GRU node) and the exciter (|x|'s
-spectrum, one more MatMul) follow the same forms. `supports(gen)` says whether a generator is one it
-reproduces (spectral, no band envelope or prior, no config key it does not know, and its output
-matching `gen` block by block); the export falls back to `gen.stream` with its states packed otherwise.
+The long context (its window as hops, one MatMul), the GRU (one ONNX GRU node), the exciter (|x|'s
+spectrum, one more MatMul), the band envelope (one MatMul from bands to bins), the bounded correction,
+the noise excitation (two table Gathers per block) and the causal noise-fill prior (its band means one
+MatMul, its running slope one CumSum per block) follow the same forms. `supports(gen)` says whether a
+generator is one it reproduces (spectral, no config key it does not know, and its output matching `gen`
+block by block); the export falls back to `gen.stream` with its states packed otherwise.
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-SUPPORTED = {"arch": "spectral", "envelope_bands": 0, "prior": False,  # (long context, GRU, exciter: either)
-             "noise": False, "prior_tilt_s": 0.0, "correction_db": 0.0}  # the causal noise-fill prior: not lean yet
+from bandlift.train import model as spectral
+
+SUPPORTED = {"arch": "spectral"}  # every feature of the spectral generator, each either way
 
 
 KNOWN_KEYS = {"arch", "sample_rate", "frame", "n_fft", "channels", "kernel", "dilations", "negative_slope",
-              "context_fft", "context_bins", "gru", "exciter", *SUPPORTED}  # a config key added later may change the model: not lean until listed
+              "context_fft", "context_bins", "gru", "exciter", "envelope_bands", "prior", "noise",
+              "prior_tilt_s", "correction_db", *SUPPORTED}  # a config key added later may change the model: not lean until listed
 
 
 def supports(gen) -> bool:
@@ -122,6 +127,13 @@ class LeanSpectralStream(nn.Module):
         self.short_offset = (gen.history - gen.delay) // h  # the short frames' first hop in the history
         self.gru = gen.gru  # (nn.GRU: one ONNX GRU node)
         self.exciter = config.exciter
+        self.envelope, self.outputs = bool(config.envelope_bands), config.envelope_bands or bins
+        self.noise, self.prior, self.tilt_s = config.noise, config.prior, config.prior_tilt_s
+        self.bound = config.correction_db * math.log(10.0) / 20.0  # 0: no bound
+        if self.tilt_s:  # the running slope's decay per frame, and a full-scale sine's bin power
+            self.decay = math.exp(-h / (self.tilt_s * config.sample_rate))
+            full_scale = (sum(math.sqrt(0.5 - 0.5 * math.cos(2 * math.pi * i / n)) for i in range(n)) / 2) ** 2
+            self.active_db = spectral.PRIOR_ACTIVE_DB + 10.0 * math.log10(full_scale)
         thresholds, src, above = _cutoff_tables(gen)
         passband = 1.0 - above
         with torch.no_grad():
@@ -173,11 +185,21 @@ class LeanSpectralStream(nn.Module):
             for i, (w, m) in enumerate(zip(self.block_weights, self.mix_weights)):
                 self.register_buffer(f"block{i}_weight", w)
                 self.register_buffer(f"mix{i}_weight", m)
-            # the output layer with each bin twice (its re and its im slot): log magnitudes [, mixes]
             out_weight, out_bias = gen.out.weight[:, :, 0].T, gen.out.bias
-            self.register_buffer("out_weight", torch.cat([w.repeat(1, 2) for w in out_weight.split(bins, 1)], 1)
-                                 .contiguous())
-            self.register_buffer("out_bias", torch.cat([b.repeat(2) for b in out_bias.split(bins)]))
+            if self.envelope:  # band values, spread to the bins (each twice: its re and im slot) by one MatMul
+                self.register_buffer("out_weight", out_weight.contiguous())
+                self.register_buffer("out_bias", out_bias.clone())
+                self.register_buffer("envelope_basis", torch.cat([gen.envelope_basis] * 2, 1).contiguous())
+            else:  # the output layer with each bin twice (its re and its im slot): log magnitudes [, mixes]
+                self.register_buffer("out_weight", torch.cat([w.repeat(1, 2) for w in out_weight.split(bins, 1)], 1)
+                                     .contiguous())
+                self.register_buffer("out_bias", torch.cat([b.repeat(2) for b in out_bias.split(bins)]))
+            if self.prior:
+                self.register_buffer("bin_index", gen.bin_index.reshape(1, bins).clone())
+            if self.noise:  # each table's rows as [re | im]
+                for i, _ in enumerate(spectral.NOISE_TABLES):
+                    self.register_buffer(f"noise{i}", torch.cat([getattr(gen, f"noise_re{i}"),
+                                                                 getattr(gen, f"noise_im{i}")], 1).contiguous())
         self.kernel = config.kernel
         self.dilations = [block.conv.conv.dilation[0] for block in gen.blocks]
         self.contexts = [block.conv.context for block in gen.blocks]
@@ -190,14 +212,18 @@ class LeanSpectralStream(nn.Module):
     def parts(self) -> list[tuple[str, tuple[int, ...]]]:
         """What the packed state holds, in order (the contract metadata's parts)."""
         gru = [("gru_state", (self.gru.hidden_size,))] if self.gru is not None else []
-        return [("block_caches", (sum(self.contexts), self.channels)), *gru, ("input_cache", (self.history,)),
-                ("input_tail_plus_ola_cache", (self.delay,))]
+        prior = [("prior_level", (spectral.PRIOR_LEVEL_FRAMES - 1,)), ("prior_tilt", (2,))] if self.tilt_s else []
+        noise = [("noise_clock", (1,))] if self.noise else []
+        return [("block_caches", (sum(self.contexts), self.channels)), *gru, *prior, *noise,
+                ("input_cache", (self.history,)), ("input_tail_plus_ola_cache", (self.delay,))]
 
     def forward(self, audio, cutoff, state):
         batch, length = audio.shape
         frames = length // self.hop
-        gru_size = [self.gru.hidden_size] if self.gru is not None else []
-        caches, *gru_state, history, carry = state.split([self.cache_values, *gru_size, self.history, self.delay], dim=1)
+        caches, *recurrent, history, carry = state.split([math.prod(shape) for _, shape in self.parts()], dim=1)
+        gru_state = recurrent[:1] if self.gru is not None else []
+        prior_state = recurrent[len(gru_state):len(gru_state) + 2] if self.tilt_s else []
+        noise_clock = recurrent[-1] if self.noise else None
         caches = caches.reshape(batch, -1, self.channels).split(self.contexts, dim=1)
         xh = torch.cat([history, audio], dim=1)  # [B, history + T]
         steps = torch.arange(frames)[:, None]
@@ -205,7 +231,11 @@ class LeanSpectralStream(nn.Module):
         frame_hops = hops[:, steps + self.short_offset + torch.arange(self.parts_per_frame)]  # [B, F, n/h, h]
         segments = frame_hops.reshape(batch, frames, -1)
         spec = segments @ self.analysis  # [B, F, 2 bins]: re, im
-        power = (spec * spec) @ self.pair_sum + 1e-12
+        if self.prior:
+            raw_power = (spec * spec) @ self.pair_sum
+            power = raw_power + 1e-12
+        else:
+            power = (spec * spec) @ self.pair_sum + 1e-12
         c = cutoff.reshape(batch, 1)
         row = _count_above(c, self.thresholds)
         level = torch.log(power @ self.mean_table[row])  # [B, F, 1]
@@ -229,18 +259,40 @@ class LeanSpectralStream(nn.Module):
             seq, h_n = self.gru(F.leaky_relu(hid, self.slope), gru_state[0].unsqueeze(0))
             hid = hid + seq @ self.gru_out_weight
             new_gru = [h_n[0]]
-        pred = F.leaky_relu(hid, self.slope) @ self.out_weight + self.out_bias  # [B, F, 2 bins (x2)]
-        if self.exciter:
-            pred, mixes = pred.split(2 * self.bins, dim=2)
-        log_mag = pred + 0.5 * level
+        pred = F.leaky_relu(hid, self.slope) @ self.out_weight + self.out_bias  # [B, F, (2) outputs (x1-3)]
+        width = self.outputs if self.envelope else 2 * self.bins
+        log_mag, mixes, noise_mix = pred[..., :width], pred[..., width:2 * width], pred[..., -width:]
+        if self.bound:
+            log_mag = self.bound * torch.tanh(log_mag / self.bound)
+        if self.envelope:
+            log_mag = log_mag @ self.envelope_basis
+            mixes = mixes @ self.envelope_basis if self.exciter else mixes
+            noise_mix = noise_mix @ self.envelope_basis if self.noise else noise_mix
+        new_prior = []
+        if self.tilt_s:
+            envelope, *new_prior = self._causal_prior(raw_power, c, *prior_state)
+            log_mag = log_mag + torch.cat([envelope, envelope], dim=2)
+        elif self.prior:
+            envelope = self._prior(raw_power, c)
+            log_mag = log_mag + torch.cat([envelope, envelope], dim=2)
+        else:
+            log_mag = log_mag + 0.5 * level
         source = torch.gather(spec, 2, self.src_table[row].expand(batch, frames, 2 * self.bins))
         magnitude = (source * source) @ self.pair_sum_twice + 1e-20
         gain = torch.exp(torch.clamp(log_mag, max=20.0))
-        if self.exciter:  # the unit phasors of the replicated band and of |x|'s spectrum, mixed per bin
-            harmonics = segments.abs() @ self.analysis
-            harmonics = harmonics / torch.sqrt((harmonics * harmonics) @ self.pair_sum_twice + 1e-20)
-            mix = torch.sigmoid(mixes)
-            excitation = mix * (source / torch.sqrt(magnitude)) + (1.0 - mix) * harmonics
+        new_clock = []
+        if self.exciter or self.noise:  # unit phasors: the replicated band's, mixed per bin with |x|'s spectrum's
+            excitation = source / torch.sqrt(magnitude)
+            if self.exciter:
+                harmonics = segments.abs() @ self.analysis
+                harmonics = harmonics / torch.sqrt((harmonics * harmonics) @ self.pair_sum_twice + 1e-20)
+                mix = torch.sigmoid(mixes)
+                excitation = mix * excitation + (1.0 - mix) * harmonics
+            if self.noise:  # ... and with the noise
+                noise, clock = self._noise(noise_clock, frames)
+                new_clock = [clock]
+                mix = torch.sigmoid(noise_mix)
+                excitation = (1.0 - mix) * excitation + mix * spectral.NOISE_GAIN * noise
             replaced = (excitation * gain - spec) * self.above_table[row]
         else:
             replaced = (source * (gain / torch.sqrt(magnitude)) - spec) * self.above_table[row]
@@ -253,4 +305,58 @@ class LeanSpectralStream(nn.Module):
         # state: each block's last `context` window rows, the GRU's state, the input history, the new carry
         rows = self.tail_base + self.tail_blocks * frames
         tails = torch.cat(windows, dim=1)[:, rows].reshape(batch, -1)
-        return out[:, :length], torch.cat([tails, *new_gru, xh[:, length:], out[:, length:]], dim=1)
+        return out[:, :length], torch.cat([tails, *new_gru, *new_prior, *new_clock, xh[:, length:], out[:, length:]],
+                                          dim=1)
+
+    def _prior(self, power, c):
+        """The generator's `_prior` (noise_fill's envelope, a fixed slope): [B, F, bins] log magnitude."""
+        kc = c * (self.bins - 1)
+        k = self.bin_index
+        fit = ((k >= spectral.PRIOR_FIT[0] * kc) & (k <= spectral.PRIOR_FIT[1] * kc)).float()  # [B, bins]
+        top = power @ (fit / fit.sum(-1, keepdim=True).clamp_min(1.0)).unsqueeze(2)  # [B, F, 1]
+        middle = 0.5 * (spectral.PRIOR_FIT[0] + spectral.PRIOR_FIT[1])
+        octaves = torch.log2(k.clamp_min(1.0) / (middle * kc).clamp_min(1.0))  # [B, bins]
+        tilt = spectral.PRIOR_TILT_DB * math.log(10.0) / 20.0
+        return 0.5 * torch.log(top + 1e-12) + tilt * octaves.unsqueeze(1)
+
+    def _causal_prior(self, power, c, level_cache, tilt_state):
+        """The generator's `_causal_prior`: [B, F, bins] log magnitude, the new level cache and slope state.
+        Both halves of the top octave in one MatMul; the running slope in one CumSum per block."""
+        frames = power.shape[1]
+        kc = c * (self.bins - 1)
+        k = self.bin_index
+        low, high = spectral.PRIOR_FIT
+        middle = 0.5 * (low + high)
+        lower = ((k >= low * kc) & (k < middle * kc)).float()
+        upper = ((k >= middle * kc) & (k <= high * kc)).float()
+        halves = torch.stack([lower / lower.sum(-1, keepdim=True).clamp_min(1.0),
+                              upper / upper.sum(-1, keepdim=True).clamp_min(1.0)], dim=2)  # [B, bins, 2]
+        low_p, up_p = (power @ halves).unbind(2)  # [B, F]
+        top = 0.5 * (low_p + up_p)
+        history = torch.cat([level_cache, top], dim=1)  # [B, PRIOR_LEVEL_FRAMES - 1 + F]
+        window = torch.arange(frames)[:, None] + torch.arange(spectral.PRIOR_LEVEL_FRAMES)
+        level = history[:, window].mean(-1)  # [B, F]
+        db = 10.0 / math.log(10.0)
+        span = math.log2((middle + high) / (middle + low))
+        slope = db * (torch.log(up_p + 1e-12) - torch.log(low_p + 1e-12)) / span
+        active = (db * torch.log(top + 1e-30) > self.active_db).float()
+        steps = torch.arange(1, frames + 1, dtype=power.dtype)
+        grow, shrink = self.decay ** -steps, self.decay ** steps
+        sums = shrink * (tilt_state.unsqueeze(2) + torch.cumsum(torch.stack([slope * active, active], 1) * grow, -1))
+        tilt = ((sums[:, 0] + spectral.PRIOR_TILT_FRAMES * spectral.PRIOR_TILT_DB)
+                / (sums[:, 1] + spectral.PRIOR_TILT_FRAMES)).clamp(*spectral.PRIOR_TILT_RANGE_DB)  # [B, F]
+        octaves = torch.log2(k.clamp_min(1.0) / kc.clamp_min(1.0))  # [B, bins] re the cutoff
+        shape_db = (tilt.unsqueeze(2) * (octaves.unsqueeze(1) - math.log2(middle))
+                    - spectral.PRIOR_CURVE_DB * octaves.clamp_min(0.0).unsqueeze(1) ** 2)
+        log_mag = 0.5 * (torch.log(level + 1e-12).unsqueeze(2) + shape_db / db)
+        return log_mag, history[:, frames:], sums[:, :, -1]
+
+    def _noise(self, clock, frames):
+        """The noise excitation's unit phasors [B, F, 2 bins] (re | im) from the frame clock, and the new clock."""
+        n = clock + torch.arange(frames, dtype=clock.dtype)  # [B, F]
+        a = self.noise0[torch.remainder(n, spectral.NOISE_TABLES[0]).long()]
+        b = self.noise1[torch.remainder(n, spectral.NOISE_TABLES[1]).long()]
+        a_re, a_im = a.split(self.bins, dim=2)
+        b_re, b_im = b.split(self.bins, dim=2)
+        phasors = torch.cat([a_re * b_re - a_im * b_im, a_re * b_im + a_im * b_re], dim=2)
+        return phasors, torch.remainder(clock + frames, float(np.prod(spectral.NOISE_TABLES)))

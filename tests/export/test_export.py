@@ -1,6 +1,7 @@
 """ONNX export: one packed state as explicit I/O, metadata, ONNX Runtime block-by-block == torch whole; the
 lean graph of the shipped architecture; re-export of a contract-1 model from its own weights."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,6 +123,33 @@ def test_the_shipped_architecture_exports_a_lean_graph(tmp_path):
     assert sum(nodes["lean"].values()) < 0.8 * sum(nodes["plain"].values())
 
 
+@pytest.mark.parametrize("recipe", ["robust.yaml", "robust-memory.yaml"])
+def test_the_noise_fill_prior_recipes_export_a_lean_graph(tmp_path, recipe):
+    """The causal noise-fill prior (band envelope, bounded correction, noise excitation, running slope;
+    with or without a GRU) in the lean graph: the same audio as its own `stream` (output layer drawn at
+    random, so that every term counts), in fewer nodes per live block (its speed: `bandlift bench`)."""
+    from bandlift.export import lean
+    from bandlift.rt.model.session import ModelSession
+    import bandlift.train
+    from bandlift.train.recipes import read_recipe
+
+    torch.manual_seed(3)
+    model = read_recipe(Path(bandlift.train.__file__).parent / recipe)["model"]
+    config = {**GeneratorConfig().to_dict(), **model, "channels": 16, "dilations": [1, 2, 4]}
+    gen = Generator(GeneratorConfig.from_dict(config)).eval()
+    with torch.no_grad():
+        gen.out.weight.normal_(0.0, 0.05)
+        gen.out.bias.normal_(0.0, 0.5)
+    assert lean.supports(gen)
+    paths = {"lean": export_generator(gen, tmp_path / "lean.onnx"),
+             "plain": export_generator(gen, tmp_path / "plain.onnx", lean_graph=False)}
+    nodes = {}
+    for name, path in paths.items():
+        assert max(check_parity(gen, path, blocks=(32, 128, 512)).values()) < 1e-5
+        nodes[name] = ModelSession(path, provider="cpu").node_profile(128, calls=3)
+    assert sum(nodes["lean"].values()) < 0.85 * sum(nodes["plain"].values()), nodes
+
+
 def test_reexport_of_a_contract_1_model_from_its_weights(tmp_path, capsys):
     """A model written before the packed state (one input per state, no contract version) is refused
     by the engine with the command that re-exports it; that command rebuilds the generator from the
@@ -192,7 +220,7 @@ def test_the_lean_graph_only_where_it_reproduces_the_model():
     shipped = Generator(GeneratorConfig(channels=8, dilations=[1], **SHIPPED))
     assert lean.supports(shipped)
     assert lean.supports(Generator(GeneratorConfig(channels=8, dilations=[1])))  # long context, GRU, exciter
-    assert not lean.supports(Generator(GeneratorConfig(channels=8, dilations=[1], envelope_bands=4, prior=True)))
+    assert lean.supports(Generator(GeneratorConfig(channels=8, dilations=[1], envelope_bands=4, prior=True)))
     assert not lean.supports(Generator(GeneratorConfig(channels=8, dilations=[1], arch="waveform")))
     stream = shipped.stream  # a model whose stream does something else (e.g. a new option's excitation)
     shipped.stream = lambda x, cutoff, states: (lambda y, s: (y * 1.01, s))(*stream(x, cutoff, states))
