@@ -196,10 +196,12 @@ class LeanSpectralStream(nn.Module):
                 self.register_buffer("out_bias", torch.cat([b.repeat(2) for b in out_bias.split(bins)]))
             if self.prior:
                 self.register_buffer("bin_index", gen.bin_index.reshape(1, bins).clone())
-            if self.noise:  # each table's rows as [re | im]
-                for i, _ in enumerate(spectral.NOISE_TABLES):
-                    self.register_buffer(f"noise{i}", torch.cat([getattr(gen, f"noise_re{i}"),
-                                                                 getattr(gen, f"noise_im{i}")], 1).contiguous())
+                # log2 of each bin (from 1), in the re and the im slot: the prior's octaves are this less log2(kc)
+                self.register_buffer("bin_octaves", torch.log2(gen.bin_index.clamp_min(1.0)).repeat(2).reshape(1, 1, -1))
+            if self.noise:  # the product of two tables' phasors a * b as a * [b_re | b_re] + [a_im | a_re] * [-b_im | b_im]
+                re0, im0, re1, im1 = gen.noise_re0, gen.noise_im0, gen.noise_re1, gen.noise_im1
+                self.register_buffer("noise0", torch.cat([re0, im0, im0, re0], 1).contiguous())
+                self.register_buffer("noise1", torch.cat([re1, re1, -im1, im1], 1).contiguous())
         self.kernel = config.kernel
         self.dilations = [block.conv.conv.dilation[0] for block in gen.blocks]
         self.contexts = [block.conv.context for block in gen.blocks]
@@ -271,10 +273,9 @@ class LeanSpectralStream(nn.Module):
         new_prior = []
         if self.tilt_s:
             envelope, *new_prior = self._causal_prior(raw_power, c, *prior_state)
-            log_mag = log_mag + torch.cat([envelope, envelope], dim=2)
+            log_mag = log_mag + envelope
         elif self.prior:
-            envelope = self._prior(raw_power, c)
-            log_mag = log_mag + torch.cat([envelope, envelope], dim=2)
+            log_mag = log_mag + self._prior(raw_power, c)
         else:
             log_mag = log_mag + 0.5 * level
         source = torch.gather(spec, 2, self.src_table[row].expand(batch, frames, 2 * self.bins))
@@ -309,18 +310,18 @@ class LeanSpectralStream(nn.Module):
                                           dim=1)
 
     def _prior(self, power, c):
-        """The generator's `_prior` (noise_fill's envelope, a fixed slope): [B, F, bins] log magnitude."""
+        """The generator's `_prior` (noise_fill's envelope, a fixed slope): [B, F, 2 bins] log magnitude."""
         kc = c * (self.bins - 1)
         k = self.bin_index
         fit = ((k >= spectral.PRIOR_FIT[0] * kc) & (k <= spectral.PRIOR_FIT[1] * kc)).float()  # [B, bins]
         top = power @ (fit / fit.sum(-1, keepdim=True).clamp_min(1.0)).unsqueeze(2)  # [B, F, 1]
         middle = 0.5 * (spectral.PRIOR_FIT[0] + spectral.PRIOR_FIT[1])
-        octaves = torch.log2(k.clamp_min(1.0) / (middle * kc).clamp_min(1.0))  # [B, bins]
+        octaves = self.bin_octaves - torch.log2((middle * kc).clamp_min(1.0)).unsqueeze(2)  # [B, 1, 2 bins]
         tilt = spectral.PRIOR_TILT_DB * math.log(10.0) / 20.0
-        return 0.5 * torch.log(top + 1e-12) + tilt * octaves.unsqueeze(1)
+        return 0.5 * torch.log(top + 1e-12) + tilt * octaves
 
     def _causal_prior(self, power, c, level_cache, tilt_state):
-        """The generator's `_causal_prior`: [B, F, bins] log magnitude, the new level cache and slope state.
+        """The generator's `_causal_prior`: [B, F, 2 bins] log magnitude, the new level cache and slope state.
         Both halves of the top octave in one MatMul; the running slope in one CumSum per block."""
         frames = power.shape[1]
         kc = c * (self.bins - 1)
@@ -335,7 +336,7 @@ class LeanSpectralStream(nn.Module):
         top = 0.5 * (low_p + up_p)
         history = torch.cat([level_cache, top], dim=1)  # [B, PRIOR_LEVEL_FRAMES - 1 + F]
         window = torch.arange(frames)[:, None] + torch.arange(spectral.PRIOR_LEVEL_FRAMES)
-        level = history[:, window].mean(-1)  # [B, F]
+        level = history[:, window].mean(-1, keepdim=True)  # [B, F, 1]
         db = 10.0 / math.log(10.0)
         span = math.log2((middle + high) / (middle + low))
         slope = db * (torch.log(up_p + 1e-12) - torch.log(low_p + 1e-12)) / span
@@ -345,18 +346,16 @@ class LeanSpectralStream(nn.Module):
         sums = shrink * (tilt_state.unsqueeze(2) + torch.cumsum(torch.stack([slope * active, active], 1) * grow, -1))
         tilt = ((sums[:, 0] + spectral.PRIOR_TILT_FRAMES * spectral.PRIOR_TILT_DB)
                 / (sums[:, 1] + spectral.PRIOR_TILT_FRAMES)).clamp(*spectral.PRIOR_TILT_RANGE_DB)  # [B, F]
-        octaves = torch.log2(k.clamp_min(1.0) / kc.clamp_min(1.0))  # [B, bins] re the cutoff
-        shape_db = (tilt.unsqueeze(2) * (octaves.unsqueeze(1) - math.log2(middle))
-                    - spectral.PRIOR_CURVE_DB * octaves.clamp_min(0.0).unsqueeze(1) ** 2)
-        log_mag = 0.5 * (torch.log(level + 1e-12).unsqueeze(2) + shape_db / db)
+        # log magnitude = 0.5 ln(level) + (tilt (octaves - log2 middle) - curve max(octaves, 0)^2) / (2 db)
+        octaves = self.bin_octaves - torch.log2(kc.clamp_min(1.0)).unsqueeze(2)  # [B, 1, 2 bins] re the cutoff
+        bend = (-spectral.PRIOR_CURVE_DB / (2 * db)) * octaves.clamp_min(0.0) ** 2
+        log_mag = 0.5 * torch.log(level + 1e-12) + tilt.unsqueeze(2) * ((octaves - math.log2(middle)) / (2 * db)) + bend
         return log_mag, history[:, frames:], sums[:, :, -1]
 
     def _noise(self, clock, frames):
-        """The noise excitation's unit phasors [B, F, 2 bins] (re | im) from the frame clock, and the new clock."""
+        """The noise excitation's unit phasors [B, F, 2 bins] (re | im) from the frame clock (a count of
+        frames, never negative: fmod is the remainder), and the new clock."""
         n = clock + torch.arange(frames, dtype=clock.dtype)  # [B, F]
-        a = self.noise0[torch.remainder(n, spectral.NOISE_TABLES[0]).long()]
-        b = self.noise1[torch.remainder(n, spectral.NOISE_TABLES[1]).long()]
-        a_re, a_im = a.split(self.bins, dim=2)
-        b_re, b_im = b.split(self.bins, dim=2)
-        phasors = torch.cat([a_re * b_re - a_im * b_im, a_re * b_im + a_im * b_re], dim=2)
-        return phasors, torch.remainder(clock + frames, float(np.prod(spectral.NOISE_TABLES)))
+        a, a_swapped = self.noise0[torch.fmod(n, spectral.NOISE_TABLES[0]).long()].split(2 * self.bins, dim=2)
+        b_re, b_im = self.noise1[torch.fmod(n, spectral.NOISE_TABLES[1]).long()].split(2 * self.bins, dim=2)
+        return a * b_re + a_swapped * b_im, torch.fmod(clock + frames, float(np.prod(spectral.NOISE_TABLES)))
