@@ -1,9 +1,10 @@
 """Torch generator -> streaming ONNX model (its state packed in one input/output), checked against torch.
 
 The contract (input/output names, metadata keys) is `bandlift.rt.model.contract`, which the engine's
-session reads back. The model's state list, whatever it is, travels packed in one tensor; the shipped
-architecture is exported as the lean graph of `bandlift.export.lean` (about half the time per live block),
-any other through its own `stream` (`PackedStream`); onnxscript constant-folds the result.
+session reads back. The model's state list, whatever it is, travels packed in one tensor; every
+spectral generator (the shipped architecture, the noise-fill prior recipes) is exported as the lean graph
+of `bandlift.export.lean` (about half the time per live block), any other through its own `stream`
+(`PackedStream`); onnxscript constant-folds the result.
 `generator_from_onnx` rebuilds the generator of a model written through `stream` (any contract) from its
 own initializers, so `bandlift export --from-onnx` re-exports it.
 """
