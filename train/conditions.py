@@ -3,7 +3,7 @@
 A condition turns a full-band reference into what such a chain delivers: the signal at the chain's
 rate, time-aligned with the reference, and the bandwidth the model is told. Training draws them as
 degradations (`degrade.degrade`), `bandlift eval --condition NAME` judges every method on them. The
-encoders are FFmpeg's (G.711, G.722, AMR-NB, Opus/SILK, LAME, AAC) through PyAV.
+encoders are FFmpeg's (G.711, G.722, AMR-NB, Opus/SILK, mSBC, LAME, AAC) through PyAV.
 
     y, cutoff_hz = apply("telephone", reference, 48000)   # 8 kHz, 300-3400 Hz, G.711 mu-law
 """
@@ -41,6 +41,8 @@ CONDITIONS = {
                         {"application": "voip"}),
     "silk24": Condition("wideband VoIP: Opus SILK 24 kb/s at 16 kHz", 16000, 8000.0, "libopus", 24000,
                         {"application": "voip"}),
+    "msbc": Condition("Bluetooth headset wideband speech: mSBC (SBC, 60 kb/s) at 16 kHz", 16000, 8000.0, "sbc",
+                      options={"msbc": "1"}),
     "mp3-16k": Condition("MP3 128 kb/s with a 16 kHz wall, at the reference's rate", None, 16000.0,
                          "libmp3lame", 128000, {"cutoff": "16000"}),
     "aac-64k": Condition("AAC-LC 64 kb/s, low-passed at 16 kHz as encoders at this rate do, at the reference's "
