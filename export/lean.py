@@ -196,6 +196,7 @@ class LeanSpectralStream(nn.Module):
                 self.register_buffer("out_bias", torch.cat([b.repeat(2) for b in out_bias.split(bins)]))
             if self.prior:
                 self.register_buffer("bin_index", gen.bin_index.reshape(1, bins).clone())
+                self.register_buffer("prior_edges", torch.tensor([spectral.PRIOR_FIT[0], 0.5 * sum(spectral.PRIOR_FIT)]))
                 # log2 of each bin (from 1), in the re and the im slot: the prior's octaves are this less log2(kc)
                 self.register_buffer("bin_octaves", torch.log2(gen.bin_index.clamp_min(1.0)).repeat(2).reshape(1, 1, -1))
             if self.noise:  # the product of two tables' phasors a * b as a * [b_re | b_re] + [a_im | a_re] * [-b_im | b_im]
@@ -328,10 +329,11 @@ class LeanSpectralStream(nn.Module):
         k = self.bin_index
         low, high = spectral.PRIOR_FIT
         middle = 0.5 * (low + high)
-        lower = ((k >= low * kc) & (k < middle * kc)).float()
-        upper = ((k >= middle * kc) & (k <= high * kc)).float()
-        halves = torch.stack([lower / lower.sum(-1, keepdim=True).clamp_min(1.0),
-                              upper / upper.sum(-1, keepdim=True).clamp_min(1.0)], dim=2)  # [B, bins, 2]
+        # lower half = [k >= low kc] - [k >= middle kc], upper = [k >= middle kc] - [k > high kc]
+        edges = torch.cat([k.unsqueeze(2) >= kc.unsqueeze(2) * self.prior_edges, k.unsqueeze(2) > high * kc.unsqueeze(2)],
+                          dim=2).float()  # [B, bins, 3]
+        halves = edges[:, :, :2] - edges[:, :, 1:]  # [B, bins, 2]
+        halves = halves / halves.sum(1, keepdim=True).clamp_min(1.0)
         low_p, up_p = (power @ halves).unbind(2)  # [B, F]
         top = 0.5 * (low_p + up_p)
         history = torch.cat([level_cache, top], dim=1)  # [B, PRIOR_LEVEL_FRAMES - 1 + F]
