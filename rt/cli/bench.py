@@ -41,6 +41,8 @@ def configure(p) -> None:
                       provider_help="ONNX Runtime execution provider (default: cpu, cuda for --gpu-check; auto: "
                                     "CUDA when onnxruntime-gpu sees a GPU, the CPU with --live, as for `bandlift "
                                     "live`)")
+    p.add_argument("--compare", nargs="+", metavar="MODEL",
+                   help="also time these models, interleaved with --model in rounds, as ratios to it")
     p.add_argument("--json", help="write results here")
     p.add_argument("--png", help="write a histogram of block times here")
     gpu = p.add_argument_group("batches and GPU")
@@ -364,6 +366,14 @@ def run(args) -> int:
         if args.streams != [1]:
             out["per_streams"] = {str(n): {str(b): _public(r) for (b, m), r in results.items() if m == n}
                                   for n in args.streams}
+        if args.compare:
+            from bandlift.rt.cli.bench_compare import compare_models
+
+            try:
+                others = [ModelSession(m, provider=provider, threads=args.threads) for m in args.compare]
+            except (ModelError, ValueError, RuntimeError) as exc:
+                raise CLIError(str(exc)) from None
+            out["compare"] = compare_models([session, *others], args, time_engine)
         if args.png:
             plot(results, args.png)
             print(f"histogram -> {args.png}", file=sys.stderr)

@@ -147,3 +147,19 @@ def test_offline_bench_splits_a_model_call_into_fixed_and_per_sample_cost(tmp_pa
     assert 26 <= r["graph_nodes"] < len(written) and r["graph_nodes_by_op"]["MatMul"] == 26
     assert "Conv" not in r["graph_nodes_by_op"]
     assert sum(r["graph_nodes_by_op"].values()) == r["graph_nodes"]
+
+
+def test_compare_times_models_interleaved_as_ratios_to_the_first(models, tmp_path, capsys):
+    """`--compare`: each model timed in the same rounds; a model with 12 extra MatMuls per call is
+    slower than the plain one, the plain one against itself about even."""
+    js = tmp_path / "c.json"
+    assert main(["bench", "--model", str(models["conv"]), "--compare", str(models["slow"]), str(models["conv"]),
+                 "--seconds", "1", "--block", "128", "--json", str(js)]) == 0
+    rows = json.loads(js.read_text())["compare"]["128"]
+    assert [r["model"] for r in rows] == [str(models["conv"]), str(models["slow"]), str(models["conv"])]
+    assert rows[0]["ratio"] == 1.0 and rows[0]["graph_nodes"] < rows[1]["graph_nodes"]
+    assert rows[1]["ratio"] > 1.3 * rows[2]["ratio"]
+    assert 0.5 < rows[2]["ratio"] < 2.0
+    assert "x1.00 of the first" in capsys.readouterr().err
+    assert main(["bench", "--model", str(models["conv"]), "--compare", str(tmp_path / "none.onnx"),
+                 "--seconds", "0.2", "--block", "128"]) == 2
