@@ -244,13 +244,18 @@ def _virtual_device(args):
 
 
 def _run_devices(args, engine, session, source, in_rate, virtual) -> int:
+    from bandlift.rt.io.virtual import client_config_without_shm
+
+    pulse = args.loopback or virtual is not None
+    via_server = pulse or "pulse" in f"{args.input} {args.output}".lower()
+    if via_server:  # before PortAudio starts: its device scan opens streams too
+        os.environ["PULSE_CLIENTCONFIG"] = client_config_without_shm()  # a PulseAudio crash, see there
     import sounddevice as sd
 
     from bandlift.rt.io.devices import LiveError, find_device
     from bandlift.rt.io.recording import StreamedRecording
     from bandlift.rt.io.runner import LiveRunner
 
-    pulse = args.loopback or virtual is not None
     try:
         if args.loopback or (virtual is not None and virtual.kind == "sink"):
             os.environ["PULSE_SOURCE"] = virtual.monitor if virtual is not None else _monitor_source()
@@ -260,7 +265,8 @@ def _run_devices(args, engine, session, source, in_rate, virtual) -> int:
             # PipeWire (pipewire-pulse) sums the channels when it mixes a stereo sink's monitor down to
             # our mono stream (a tone recorded 1.4x too loud) unless asked to normalise, as PulseAudio does
             os.environ["PULSE_PROP"] = " ".join(filter(None, [os.environ.get("PULSE_PROP"), "channelmix.normalize=true"]))
-            sd._terminate()
+        if via_server:
+            sd._terminate()  # PortAudio's ALSA 'pulse' device reads the variables when it starts
             sd._initialize()
         reads_server = args.loopback or (virtual is not None and virtual.kind == "sink")
         input_device = find_device(args.input or ("pulse" if reads_server else None), "input")

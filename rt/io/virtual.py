@@ -164,3 +164,33 @@ class VirtualDevice:
 
     def __exit__(self, *exc) -> None:
         self.remove()
+
+
+def client_config_without_shm() -> str:
+    """A PulseAudio client config for this process's own streams: the one libpulse would read (the
+    user's or the system's, with its drop-ins), plus `enable-shm = no`. PulseAudio 16.1 (Debian 12) aborts
+    ('memblock_replace_import ... n_imported > 0') in about 1 of 4 runs when a client that played and
+    recorded through shared memory disconnects; over the socket nothing is imported. Returns its path,
+    written in the user's cache directory, for PULSE_CLIENTCONFIG."""
+    import platformdirs
+
+    base = os.environ.get("PULSE_CLIENTCONFIG")
+    if not base:
+        config_home = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+        user = os.path.join(config_home, "pulse", "client.conf")
+        base = user if os.path.isfile(user) else "/etc/pulse/client.conf"
+    lines = [f".include {path}" for path in [base] if os.path.isfile(path)]
+    if os.path.isdir(base + ".d"):
+        lines += [f".include {os.path.join(base + '.d', name)}"
+                  for name in sorted(os.listdir(base + ".d")) if name.endswith(".conf")]
+    lines.append("enable-shm = no")
+    folder = platformdirs.user_cache_dir("bandlift")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "pulse-client.conf")
+    if base == path:  # a second call in this process: already ours
+        return path
+    temp = f"{path}.{os.getpid()}.tmp"
+    with open(temp, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(temp, path)  # whole for a concurrent bandlift
+    return path
