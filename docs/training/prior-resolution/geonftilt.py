@@ -1,0 +1,67 @@
+import math
+import torch
+import torch.nn.functional as F
+from bandlift.train.model import PRIOR_FIT, PRIOR_LEVEL_FRAMES, PRIOR_ACTIVE_DB, PRIOR_TILT_FRAMES, PRIOR_TILT_DB, PRIOR_TILT_RANGE_DB, PRIOR_CURVE_DB
+
+from bandlift.train.eval.baselines import _Spectra
+TILT = [None]
+def before_item(it):
+    sp = _Spectra(it["input"].numpy()[None], 48000, float(it["cutoff"]))
+    TILT[0] = float(sp.tilt_db[0])
+def _causal_prior(self, power, cutoff, level_cache, tilt_state):
+    """noise_fill's envelope, causal: [B, F, bins] log magnitude, and the new states. The level is
+    the top octave's (PRIOR_FIT x cutoff) mean power over the last PRIOR_LEVEL_FRAMES frames; the
+    slope (dB/octave) is that octave's upper half against its lower half, averaged over active
+    frames with an exponential time constant of prior_tilt_s; above the cutoff the envelope bends
+    down PRIOR_CURVE_DB per octave^2."""
+    batch, frames, _ = power.shape
+    kc = cutoff.reshape(-1, 1) * (self.bins - 1)
+    k = self.bin_index[None, :]
+    middle = 0.5 * (PRIOR_FIT[0] + PRIOR_FIT[1])
+    lower = ((k >= PRIOR_FIT[0] * kc) & (k < middle * kc)).float()
+    upper = ((k >= middle * kc) & (k <= PRIOR_FIT[1] * kc)).float()
+
+    def band_mean(mask):
+        lp = torch.log(power + 1e-12)
+        return torch.exp((lp * mask[:, None, :]).sum(-1) / mask.sum(-1).clamp_min(1.0)[:, None])  # [B, F]
+
+    low_p, up_p = band_mean(lower), band_mean(upper)
+    top = 0.5 * (low_p + up_p)
+    history = torch.cat([level_cache.reshape(batch, -1), top], dim=-1)
+    level = F.avg_pool1d(history.unsqueeze(1), PRIOR_LEVEL_FRAMES, stride=1).squeeze(1)  # [B, F]
+    new_level = history[:, frames:].reshape(batch, 1, -1)
+    db = 10.0 / math.log(10.0)
+    span = math.log2((middle + PRIOR_FIT[1]) / (middle + PRIOR_FIT[0]))  # octaves between the halves' centres
+    slope = db * (torch.log(up_p + 1e-12) - torch.log(low_p + 1e-12)) / span
+    # a full-scale sine's bin power with the sqrt-Hann window (plain numbers: nothing for the tracer)
+    full_scale = (sum(math.sqrt(0.5 - 0.5 * math.cos(2 * math.pi * i / self.config.n_fft))
+                      for i in range(self.config.n_fft)) / 2) ** 2
+    active = (db * torch.log(top + 1e-30) > PRIOR_ACTIVE_DB + db * math.log(full_scale)).float()
+    decay = math.exp(-self.config.frame / (self.config.prior_tilt_s * self.config.sample_rate))
+    state = tilt_state.reshape(batch, 2)
+    sums, weights = [], []
+    # a^-j must stay finite: torch runs long signals in chunks of 1024 frames; an export traces one
+    # chunk, and its blocks are at most 2048 frames (prior_tilt_s >= MIN_TILT_S: a^-2048 < 1e12)
+    for start in range(0, frames, 1024):
+        w = active[:, start:start + 1024]
+        s = slope[:, start:start + 1024] * w
+        steps = torch.arange(1, w.shape[1] + 1, device=power.device, dtype=power.dtype)
+        grow, shrink = decay ** -steps, decay ** steps
+        sum_s = shrink * (state[:, :1] + torch.cumsum(s * grow, -1))
+        sum_w = shrink * (state[:, 1:] + torch.cumsum(w * grow, -1))
+        sums.append(sum_s)
+        weights.append(sum_w)
+        state = torch.stack([sum_s[:, -1], sum_w[:, -1]], dim=-1)
+    sum_s, sum_w = torch.cat(sums, -1), torch.cat(weights, -1)
+    tilt = (sum_s + PRIOR_TILT_FRAMES * PRIOR_TILT_DB) / (sum_w + PRIOR_TILT_FRAMES)
+    tilt = tilt.clamp(*PRIOR_TILT_RANGE_DB)  # [B, F] dB/octave
+    tilt = torch.full_like(tilt, TILT[0])
+    octaves = torch.log2(k.clamp_min(1.0) / kc.clamp_min(1.0))  # [B, bins] re the cutoff
+    centre = math.log2(middle)
+    shape_db = (tilt[:, :, None] * (octaves[:, None, :] - centre)
+                - PRIOR_CURVE_DB * octaves.clamp_min(0.0)[:, None, :] ** 2)
+    log_mag = 0.5 * (torch.log(level + 1e-12)[:, :, None] + shape_db / db)
+    return log_mag, new_level, state.reshape(batch, 1, 2)
+
+
+M.SpectralGenerator._causal_prior = _causal_prior
