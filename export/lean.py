@@ -37,7 +37,7 @@ SUPPORTED = {"arch": "spectral"}  # every feature of the spectral generator, eac
 
 KNOWN_KEYS = {"arch", "sample_rate", "frame", "n_fft", "channels", "kernel", "dilations", "negative_slope",
               "context_fft", "context_bins", "gru", "exciter", "envelope_bands", "prior", "noise",
-              "prior_tilt_s", "correction_db", *SUPPORTED}  # a config key added later may change the model: not lean until listed
+              "prior_tilt_s", "correction_db", "prior_fft", *SUPPORTED}  # a config key added later may change the model: not lean until listed
 
 
 def supports(gen) -> bool:
@@ -46,6 +46,8 @@ def supports(gen) -> bool:
     block against `gen` whole, silence included)."""
     config = gen.config.to_dict()
     if set(config) - KNOWN_KEYS or any(config.get(key, value) != value for key, value in SUPPORTED.items()):
+        return False
+    if config.get("prior_fft"):  # not in the lean graph yet: exported through the model's own stream
         return False
     if type(gen).__name__ != "SpectralGenerator" or gen.history % gen.config.frame:
         return False

@@ -46,6 +46,12 @@ class GeneratorConfig:
     # and the level follows the top octave's power over the last PRIOR_LEVEL_FRAMES frames.
     noise: bool = False
     prior_tilt_s: float = 0.0
+    # > 0 (with prior_tilt_s): the prior reads the top octave through a prior_fft-sample Hann window
+    # ending at the current frame, as the offline noise-fill does (1024 at 48 kHz: 47 Hz bins resolve the
+    # passband's harmonics): its level is the octave's mean dB (the noise-like floor between partials,
+    # + the 2.51 dB of Gaussian noise), its slope a least-squares line. 0: the model's n_fft frames, the
+    # octave's mean power. No added latency (docs/training/robust.md: 0.2-0.5 ViSQOL at step 0).
+    prior_fft: int = 0
     # > 0: the learned correction of the prior is bounded to +-correction_db (tanh): a model that has
     # learned nothing that transfers stays near the DSP baseline it starts from.
     correction_db: float = 0.0
@@ -67,7 +73,7 @@ class GeneratorConfig:
         """Types and sane bounds, before anything is allocated (configs and checkpoints come from others)."""
         limits = {"sample_rate": (8000, 384000), "frame": (1, 4096), "n_fft": (2, 16384), "channels": (1, 1024),
                   "kernel": (1, 31), "context_fft": (0, 65536), "context_bins": (0, 32769), "gru": (0, 1024),
-                  "envelope_bands": (0, 256)}
+                  "envelope_bands": (0, 256), "prior_fft": (0, 65536)}
         for name, (low, high) in limits.items():
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
@@ -82,6 +88,9 @@ class GeneratorConfig:
                 raise ValueError(f"model.{name} must be 0 (off) or a number in {low}..{high}, not {value!r}")
         if (self.noise or self.prior_tilt_s) and not (self.prior and self.arch == "spectral"):
             raise ValueError("model.noise and model.prior_tilt_s need model.prior: true (spectral arch)")
+        if self.prior_fft and not (self.prior_tilt_s and self.prior_fft % self.frame == 0 and self.prior_fft >= self.n_fft):
+            raise ValueError(f"model.prior_fft {self.prior_fft} needs model.prior_tilt_s and must be a multiple of "
+                             f"frame {self.frame}, >= n_fft {self.n_fft}")
         for name in ("exciter", "prior", "noise"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"model.{name} must be true or false, not {getattr(self, name)!r}")

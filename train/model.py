@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bandlift.train.config import GeneratorConfig
+from bandlift.train.eval.baselines import RAYLEIGH_DB
 from bandlift.train.layers import ResBlock
 from bandlift.train.waveform import WaveformGenerator
 
@@ -107,6 +108,17 @@ class SpectralGenerator(nn.Module):
         self.register_buffer("synthesis_sin", (-norm * torch.sin(angle.T) * window[None, :]).float(), persistent=False)
         self.register_buffer("bin_index", torch.arange(self.bins, dtype=torch.float32), persistent=False)
         features = self.bins + 1
+        self.prior_fft = config.prior_fft
+        if self.prior_fft:  # the prior's long analysis: Hann, the bins up to PRIOR_FIT[1] x Nyquist
+            P = self.prior_fft
+            pk = torch.arange(int(PRIOR_FIT[1] * P / 2) + 1, dtype=torch.float64)[None, :]
+            pt = torch.arange(P, dtype=torch.float64)[:, None]
+            pwin = torch.hann_window(P, periodic=True, dtype=torch.float64)[:, None]
+            # Gaussian noise reads the same power per bin here as through the model's sqrt-Hann frames
+            scale = math.sqrt((n / 2) / float((pwin ** 2).sum()))
+            self.register_buffer("prior_cos", (scale * pwin * torch.cos(2 * math.pi * pt * pk / P)).float(), persistent=False)
+            self.register_buffer("prior_sin", (-scale * pwin * torch.sin(2 * math.pi * pt * pk / P)).float(), persistent=False)
+            self.register_buffer("prior_freq", (2.0 * pk[0] / P).float(), persistent=False)  # fraction of Nyquist
         self.context = config.context_fft if config.context_fft else 0
         if self.context:
             L, kb = self.context, config.context_bins
@@ -156,7 +168,7 @@ class SpectralGenerator(nn.Module):
 
     _DERIVED = ("analysis_cos", "analysis_sin", "synthesis_cos", "synthesis_sin", "bin_index",
                 "context_cos", "context_sin", "context_freq", "envelope_basis",
-                "noise_re0", "noise_im0", "noise_re1", "noise_im1")
+                "noise_re0", "noise_im0", "noise_re1", "noise_im1", "prior_cos", "prior_sin", "prior_freq")
 
     def _drop_derived_buffers(self, state_dict, prefix, *args):
         for name in self._DERIVED:
@@ -177,6 +189,8 @@ class SpectralGenerator(nn.Module):
         c = self.config
         n, h = c.n_fft, c.frame
         frames = h * (c.kernel - 1) * sum(c.dilations) + max(n, self.context)
+        if self.prior_fft:  # ... and the prior's long window
+            frames = max(frames, h * (PRIOR_LEVEL_FRAMES - 1) + self.prior_fft)
         if c.prior_tilt_s:  # the prior's level: the last PRIOR_LEVEL_FRAMES frames
             frames = max(frames, h * (PRIOR_LEVEL_FRAMES - 1) + n)
         recurrent = self.gru is not None or bool(c.prior_tilt_s)
@@ -185,7 +199,7 @@ class SpectralGenerator(nn.Module):
     @property
     def history(self) -> int:
         """Input samples kept from earlier blocks: the synthesis delay or the long analysis window."""
-        return max(self.context, self.config.n_fft) - self.config.frame
+        return max(self.context, self.prior_fft, self.config.n_fft) - self.config.frame
 
     def state_shapes(self) -> list[tuple[str, tuple[int, int]]]:
         shapes = [("input_cache", (1, self.history))]
@@ -231,7 +245,22 @@ class SpectralGenerator(nn.Module):
         tilt = PRIOR_TILT_DB * math.log(10.0) / 20.0  # dB/octave of power -> ln of magnitude
         return 0.5 * torch.log(top + 1e-12) + tilt * octaves[:, None, :]
 
-    def _causal_prior(self, power, cutoff, level_cache, tilt_state):
+    def _long_prior_bands(self, long_power, cutoff):
+        """The top octave's mean power (its mean dB + RAYLEIGH_DB) and least-squares slope (dB/octave)
+        per frame [B, F], read through the prior's long window."""
+        f = self.prior_freq[None, :]
+        c = cutoff.reshape(-1, 1)
+        fit = ((f >= PRIOR_FIT[0] * c) & (f <= PRIOR_FIT[1] * c)).float()  # [B, K]
+        count = fit.sum(-1, keepdim=True).clamp_min(1.0)
+        mean_p = (long_power * fit[:, None, :]).sum(-1, keepdim=True) / count[:, None]
+        log_p = torch.log(long_power + 1e-6 * mean_p + 1e-30)  # a floor 60 dB under the octave: scale-free
+        top = torch.exp((log_p * fit[:, None, :]).sum(-1) / count + RAYLEIGH_DB * math.log(10.0) / 10.0)
+        x = torch.log2(f.clamp_min(1e-6) / c.clamp_min(1e-6))
+        x = (x - (x * fit).sum(-1, keepdim=True) / count) * fit  # centred octaves, 0 outside the fit
+        slope = (10.0 / math.log(10.0)) * (log_p * x[:, None, :]).sum(-1) / (x * x).sum(-1).clamp_min(1e-9)[:, None]
+        return top, slope
+
+    def _causal_prior(self, power, cutoff, level_cache, tilt_state, long_power=None):
         """noise_fill's envelope, causal: [B, F, bins] log magnitude, and the new states. The level is
         the top octave's (PRIOR_FIT x cutoff) mean power over the last PRIOR_LEVEL_FRAMES frames; the
         slope (dB/octave) is that octave's upper half against its lower half, averaged over active
@@ -247,14 +276,17 @@ class SpectralGenerator(nn.Module):
         def band_mean(mask):
             return (power * mask[:, None, :]).sum(-1) / mask.sum(-1).clamp_min(1.0)[:, None]  # [B, F]
 
-        low_p, up_p = band_mean(lower), band_mean(upper)
-        top = 0.5 * (low_p + up_p)
+        if long_power is None:
+            low_p, up_p = band_mean(lower), band_mean(upper)
+            top = 0.5 * (low_p + up_p)
+        else:
+            top, long_slope = self._long_prior_bands(long_power, cutoff)
         history = torch.cat([level_cache.reshape(batch, -1), top], dim=-1)
         level = F.avg_pool1d(history.unsqueeze(1), PRIOR_LEVEL_FRAMES, stride=1).squeeze(1)  # [B, F]
         new_level = history[:, frames:].reshape(batch, 1, -1)
         db = 10.0 / math.log(10.0)
         span = math.log2((middle + PRIOR_FIT[1]) / (middle + PRIOR_FIT[0]))  # octaves between the halves' centres
-        slope = db * (torch.log(up_p + 1e-12) - torch.log(low_p + 1e-12)) / span
+        slope = db * (torch.log(up_p + 1e-12) - torch.log(low_p + 1e-12)) / span if long_power is None else long_slope
         # a full-scale sine's bin power with the sqrt-Hann window (plain numbers: nothing for the tracer)
         full_scale = (sum(math.sqrt(0.5 - 0.5 * math.cos(2 * math.pi * i / self.config.n_fft))
                           for i in range(self.config.n_fft)) / 2) ** 2
@@ -344,7 +376,16 @@ class SpectralGenerator(nn.Module):
             mixes = mixes @ self.envelope_basis if self.config.exciter else mixes
             noise_mix = noise_mix @ self.envelope_basis
         if self.config.prior_tilt_s:
-            prior, level_cache, tilt_state = self._causal_prior(power, cutoff, states[extra], states[extra + 1])
+            long_power = None
+            if self.prior_fft:  # the long window ends where frame j ends: history[j*h + history + h - P ...]
+                P = self.prior_fft
+                pidx = (torch.arange(frames, device=x.device) * h + self.history + h - P)[:, None] \
+                    + torch.arange(P, device=x.device)[None, :]
+                long_seg = history[:, pidx]  # [B, F, P]
+                pre, pim = long_seg @ self.prior_cos, long_seg @ self.prior_sin
+                long_power = pre * pre + pim * pim
+            prior, level_cache, tilt_state = self._causal_prior(power, cutoff, states[extra], states[extra + 1],
+                                                                long_power)
             new_states += [level_cache, tilt_state]
             extra += 2
             log_mag = gains + prior

@@ -150,6 +150,25 @@ def test_the_noise_fill_prior_recipes_export_a_lean_graph(tmp_path, recipe):
     assert sum(nodes["lean"].values()) < 0.85 * sum(nodes["plain"].values()), nodes
 
 
+def test_the_long_prior_recipe_exports_through_its_stream(tmp_path):
+    """robust-fft1024.yaml (the prior's long window): not in the lean graph yet, exported through the
+    model's own stream, the same audio block by block as torch."""
+    from bandlift.export import lean
+    import bandlift.train
+    from bandlift.train.recipes import read_recipe
+
+    torch.manual_seed(4)
+    model = read_recipe(Path(bandlift.train.__file__).parent / "robust-fft1024.yaml")["model"]
+    assert model["prior_fft"] == 1024
+    gen = Generator(GeneratorConfig.from_dict({**GeneratorConfig().to_dict(), **model, "channels": 16,
+                                               "dilations": [1, 2, 4]})).eval()
+    with torch.no_grad():
+        gen.out.weight.normal_(0.0, 0.05)
+    assert not lean.supports(gen)
+    path = export_generator(gen, tmp_path / "long.onnx")
+    assert max(check_parity(gen, path, blocks=(32, 128, 512)).values()) < 1e-5
+
+
 def test_reexport_of_a_contract_1_model_from_its_weights(tmp_path, capsys):
     """A model written before the packed state (one input per state, no contract version) is refused
     by the engine with the command that re-exports it; that command rebuilds the generator from the

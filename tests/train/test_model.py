@@ -17,14 +17,17 @@ from bandlift.train.layers import count_params  # noqa: E402
 from bandlift.train.model import RECURRENT_REACH_S, Generator, GeneratorConfig, envelope_basis  # noqa: E402
 
 
-@pytest.fixture(scope="module", params=["spectral", "spectral-envelope", "spectral-noise", "waveform"])
+@pytest.fixture(scope="module", params=["spectral", "spectral-envelope", "spectral-noise", "spectral-longprior",
+                                        "waveform"])
 def gen(request):
     torch.manual_seed(0)
     arch, _, envelope = request.param.partition("-")
-    noise = envelope == "noise"  # the causal noise-fill prior: noise excitation, running tilt, bounded correction
+    # the causal noise-fill prior: noise excitation, running tilt, bounded correction (read through a long window)
+    noise = envelope in ("noise", "longprior")
     gen = Generator(GeneratorConfig(arch=arch, channels=16, dilations=[1, 2, 4], envelope_bands=12 if envelope else 0,
                                     prior=bool(envelope), noise=noise, prior_tilt_s=0.2 if noise else 0.0,
-                                    correction_db=12.0 if noise else 0.0)).eval()
+                                    correction_db=12.0 if noise else 0.0,
+                                    prior_fft=512 if envelope == "longprior" else 0)).eval()
     if envelope:  # the prior's output layer starts at zero: give the correction something to do
         with torch.no_grad():
             gen.out.weight.normal_(0.0, 0.1)
@@ -62,8 +65,11 @@ def test_causal_beyond_delay_and_one_frame(gen):
 
 def test_positively_homogeneous(gen):
     x, c = torch.randn(1, 2048), torch.tensor([0.4])
+    # above the prior's silence gate (-80 dB): a long window's first frames hold only a few samples,
+    # and at -40 dB they fall under it (a fade-in from silence, as at the start of any stream)
+    scale = 0.5 if getattr(gen.config, "prior_fft", 0) else 0.01
     with torch.no_grad():
-        assert torch.allclose(gen(0.01 * x, c), 0.01 * gen(x, c), atol=1e-5)
+        assert torch.allclose(gen(scale * x, c), scale * gen(x, c), atol=1e-5)
 
 
 def test_spectral_generator_reconstructs_perfectly_and_replaces_only_the_high_band():
@@ -247,11 +253,11 @@ def test_prior_starts_the_generator_as_the_noise_fill_envelope():
     assert band_db(2.0, 9000, 10000) - band_db(1.0, 9000, 10000) == pytest.approx(6.0, abs=1.0)
 
 
-def noise_prior_generator():
+def noise_prior_generator(prior_fft: int = 0):
     torch.manual_seed(0)
     return Generator(GeneratorConfig(channels=8, dilations=[1, 2], context_fft=0, gru=0, exciter=False,
                                      envelope_bands=16, prior=True, noise=True, prior_tilt_s=0.5,
-                                     correction_db=12.0)).eval()
+                                     correction_db=12.0, prior_fft=prior_fft)).eval()
 
 
 def band_levels_db(y, rate, bands, frame=480):
@@ -310,6 +316,29 @@ def test_noise_prior_reads_the_tilt_from_the_passband_and_its_correction_is_boun
     assert gain.mean() == pytest.approx(12.0, abs=1.0)
 
 
+def test_the_long_prior_reads_the_floor_between_partials_and_the_level_of_noise():
+    """prior_fft: 1024 reads the top octave as the offline noise-fill does (47 Hz bins): on white noise
+    its band has the short prior's level; on partials 400 Hz apart over a floor 40 dB below them it
+    follows the floor between them (the mean dB), where the model's 375 Hz frames see the partials'
+    power in every bin and fill the band far louder."""
+    rate, n = 48000, 2 * 48000
+    t = np.arange(n) / rate
+    freqs = np.fft.rfftfreq(n, 1 / rate)
+    floor = np.fft.irfft(np.fft.rfft(np.random.default_rng(2).standard_normal(n)) * (freqs < 8000), n=n)
+    partials = sum(np.sin(2 * np.pi * f * t + f) for f in np.arange(400, 8000, 400))
+    short, long = noise_prior_generator(), noise_prior_generator(prior_fft=1024)
+
+    def band_db(g, x):
+        with torch.no_grad():
+            y = g(torch.tensor(x, dtype=torch.float32)[None], torch.tensor([1 / 3]))[0].numpy()
+        return band_levels_db(y, rate, [(9000, 11000)])[50:, 0].mean()
+
+    noise = 0.01 * floor / floor.std()
+    assert band_db(long, noise) == pytest.approx(band_db(short, noise), abs=1.5)
+    tonal = 0.01 * partials / partials.std() + 0.01 * floor / floor.std() * 10 ** (-40 / 20) * np.sqrt(1 / 19)
+    assert band_db(short, tonal) - band_db(long, tonal) > 8.0
+
+
 def receptive_field(gen, length: int) -> int:
     """Measured reach: for the last two samples of a frame near the end of a stream (the last sample of
     a frame reaches furthest back), the furthest input sample before it that its gradient reaches."""
@@ -339,6 +368,7 @@ def test_reach_is_the_measured_receptive_field(config):
 @pytest.mark.parametrize("config,fir", [
     (dict(gru=8), 95 + 6 * 32 + 127),  # the convolutions: (kernel 3 - 1) x (1 + 2) frames
     (dict(prior=True, noise=True, prior_tilt_s=0.2), 95 + 7 * 32 + 127),  # the prior's level: 8 frames
+    (dict(prior=True, noise=True, prior_tilt_s=0.2, prior_fft=512), 95 + 7 * 32 + 511),  # ... of its long window
 ])
 def test_recurrent_parts_reach_the_whole_past_and_their_reach_is_bounded(config, fir):
     """A GRU and the prior's running tilt: the gradient reaches the first sample; the reach is the

@@ -25,6 +25,7 @@ variant = sys.argv[1]
 mc = {k: v for k, v in cfg["model"].items()}
 import os
 if os.environ.get("TILT_S"): mc["prior_tilt_s"] = float(os.environ["TILT_S"])
+if os.environ.get("PRIOR_FFT"): mc["prior_fft"] = int(os.environ["PRIOR_FFT"])
 gen = Generator(GeneratorConfig(**mc)).eval()
 orig = M.SpectralGenerator._causal_prior
 
