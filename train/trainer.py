@@ -60,6 +60,14 @@ GRAD_CLIP_NORM = 10.0  # both networks' gradients are clipped to this norm befor
 LR_FLOOR = 0.1  # each learning rate follows a cosine from its recipe's value down to this fraction of it
 
 
+def _leave_stops_to_the_trainer(_worker_id: int) -> None:
+    """Data workers ignore SIGTERM and SIGINT: a stop sent to the whole process group (a session or job
+    ending, Ctrl-C) reaches the trainer, which saves last.pt and ends them; a worker that died of it first
+    made the trainer fail with a traceback instead. A worker still exits when the trainer is gone."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def load_config(path: str | Path | None, overrides: dict | None = None) -> dict:
     """DEFAULTS < the recipe at `path` (and its parents) < `overrides`."""
     return merge(merge(DEFAULTS, read_recipe(path) if path else {}), overrides or {})
@@ -201,7 +209,7 @@ class Trainer:
         generator = torch.Generator().manual_seed(int(self.cfg["train"]["seed"]) * 1000 + self.rank + self.epoch)
         return torch.utils.data.DataLoader(
             train, batch_size=dcfg["batch_size"], num_workers=dcfg["workers"], shuffle=True,
-            drop_last=True, persistent_workers=False, generator=generator,
+            drop_last=True, persistent_workers=False, generator=generator, worker_init_fn=_leave_stops_to_the_trainer,
         )
 
     def _output(self, item, cut: bool = True):
