@@ -245,10 +245,11 @@ class SpectralGenerator(nn.Module):
         tilt = PRIOR_TILT_DB * math.log(10.0) / 20.0  # dB/octave of power -> ln of magnitude
         return 0.5 * torch.log(top + 1e-12) + tilt * octaves[:, None, :]
 
-    def _long_prior_bands(self, long_power, cutoff):
+    def _long_prior_bands(self, long_power, freq, cutoff):
         """The top octave's mean power (its mean dB + RAYLEIGH_DB) and least-squares slope (dB/octave)
-        per frame [B, F], read through the prior's long window."""
-        f = self.prior_freq[None, :]
+        per frame [B, F], read through the prior's long window: its power [B, F, K] in the bins of
+        frequencies `freq` [K] (fractions of Nyquist)."""
+        f = freq[None, :]
         c = cutoff.reshape(-1, 1)
         fit = ((f >= PRIOR_FIT[0] * c) & (f <= PRIOR_FIT[1] * c)).float()  # [B, K]
         count = fit.sum(-1, keepdim=True).clamp_min(1.0)
@@ -265,7 +266,8 @@ class SpectralGenerator(nn.Module):
         the top octave's (PRIOR_FIT x cutoff) mean power over the last PRIOR_LEVEL_FRAMES frames; the
         slope (dB/octave) is that octave's upper half against its lower half, averaged over active
         frames with an exponential time constant of prior_tilt_s; above the cutoff the envelope bends
-        down PRIOR_CURVE_DB per octave^2."""
+        down PRIOR_CURVE_DB per octave^2. With `long_power` (the long window's power [B, F, K] and its
+        bins' frequencies [K]; prior_fft) the octave's mean dB and least-squares slope there instead."""
         batch, frames, _ = power.shape
         kc = cutoff.reshape(-1, 1) * (self.bins - 1)
         k = self.bin_index[None, :]
@@ -280,7 +282,7 @@ class SpectralGenerator(nn.Module):
             low_p, up_p = band_mean(lower), band_mean(upper)
             top = 0.5 * (low_p + up_p)
         else:
-            top, long_slope = self._long_prior_bands(long_power, cutoff)
+            top, long_slope = self._long_prior_bands(*long_power, cutoff)
         history = torch.cat([level_cache.reshape(batch, -1), top], dim=-1)
         level = F.avg_pool1d(history.unsqueeze(1), PRIOR_LEVEL_FRAMES, stride=1).squeeze(1)  # [B, F]
         new_level = history[:, frames:].reshape(batch, 1, -1)
@@ -382,8 +384,15 @@ class SpectralGenerator(nn.Module):
                 pidx = (torch.arange(frames, device=x.device) * h + self.history + h - P)[:, None] \
                     + torch.arange(P, device=x.device)[None, :]
                 long_seg = history[:, pidx]  # [B, F, P]
-                pre, pim = long_seg @ self.prior_cos, long_seg @ self.prior_sin
-                long_power = pre * pre + pim * pim
+                # only the bins of the octave the batch's cutoffs read (a Range and a Gather once exported)
+                half = P / 2
+                first = torch.clamp(torch.floor(cutoff.min() * PRIOR_FIT[0] * half).long() - 1, min=0)
+                last = torch.clamp(torch.ceil(cutoff.max() * PRIOR_FIT[1] * half).long() + 2,
+                                   max=self.prior_freq.shape[0])
+                used = torch.arange(first, torch.maximum(last, first + 1), device=x.device)
+                pre = long_seg @ torch.index_select(self.prior_cos, 1, used)
+                pim = long_seg @ torch.index_select(self.prior_sin, 1, used)
+                long_power = (pre * pre + pim * pim, torch.index_select(self.prior_freq, 0, used))
             prior, level_cache, tilt_state = self._causal_prior(power, cutoff, states[extra], states[extra + 1],
                                                                 long_power)
             new_states += [level_cache, tilt_state]
