@@ -47,8 +47,6 @@ def supports(gen) -> bool:
     config = gen.config.to_dict()
     if set(config) - KNOWN_KEYS or any(config.get(key, value) != value for key, value in SUPPORTED.items()):
         return False
-    if config.get("prior_fft"):  # not in the lean graph yet: exported through the model's own stream
-        return False
     if type(gen).__name__ != "SpectralGenerator" or gen.history % gen.config.frame:
         return False
     try:
@@ -201,6 +199,12 @@ class LeanSpectralStream(nn.Module):
                 self.register_buffer("prior_edges", torch.tensor([spectral.PRIOR_FIT[0], 0.5 * sum(spectral.PRIOR_FIT)]))
                 # log2 of each bin (from 1), in the re and the im slot: the prior's octaves are this less log2(kc)
                 self.register_buffer("bin_octaves", torch.log2(gen.bin_index.clamp_min(1.0)).repeat(2).reshape(1, 1, -1))
+            self.prior_fft = gen.prior_fft
+            if self.prior_fft:  # the prior's long window: its DFT's columns gathered by the cutoffs' octave
+                self.register_buffer("prior_cos", gen.prior_cos.clone())
+                self.register_buffer("prior_sin", gen.prior_sin.clone())
+                self.register_buffer("prior_freq", gen.prior_freq.clone())
+                self.prior_offset = (gen.history + h - self.prior_fft) // h  # its first hop in the history
             if self.noise:  # the product of two tables' phasors a * b as a * [b_re | b_re] + [a_im | a_re] * [-b_im | b_im]
                 re0, im0, re1, im1 = gen.noise_re0, gen.noise_im0, gen.noise_re1, gen.noise_im1
                 self.register_buffer("noise0", torch.cat([re0, im0, im0, re0], 1).contiguous())
@@ -275,7 +279,11 @@ class LeanSpectralStream(nn.Module):
             noise_mix = noise_mix @ self.envelope_basis if self.noise else noise_mix
         new_prior = []
         if self.tilt_s:
-            envelope, *new_prior = self._causal_prior(raw_power, c, *prior_state)
+            long_segments = None
+            if self.prior_fft:  # the long window ends where frame j ends
+                long_segments = hops[:, steps + self.prior_offset + torch.arange(self.prior_fft // self.hop)]
+                long_segments = long_segments.reshape(batch, frames, -1)
+            envelope, *new_prior = self._causal_prior(raw_power, c, *prior_state, long_segments)
             log_mag = log_mag + envelope
         elif self.prior:
             log_mag = log_mag + self._prior(raw_power, c)
@@ -323,7 +331,31 @@ class LeanSpectralStream(nn.Module):
         tilt = spectral.PRIOR_TILT_DB * math.log(10.0) / 20.0
         return 0.5 * torch.log(top + 1e-12) + tilt * octaves
 
-    def _causal_prior(self, power, c, level_cache, tilt_state):
+    def _long_prior_bands(self, segments, c):
+        """The generator's `_long_prior_bands` from the long window's samples [B, F, P]: the DFT of only
+        the bins the batch's cutoffs read (a Range, two Gathers of whole rows, two MatMuls)."""
+        low, high = spectral.PRIOR_FIT
+        half = self.prior_fft / 2
+        first = torch.clamp(torch.floor(c.min() * low * half).long() - 1, min=0)
+        last = torch.clamp(torch.ceil(c.max() * high * half).long() + 2, max=self.prior_freq.shape[0])
+        used = torch.arange(first, torch.maximum(last, first + 1))
+        frames_last = segments.transpose(1, 2)  # [B, P, F]
+        re = (torch.index_select(self.prior_cos, 0, used) @ frames_last).transpose(1, 2)  # [B, F, K]
+        im = (torch.index_select(self.prior_sin, 0, used) @ frames_last).transpose(1, 2)
+        power = re * re + im * im  # [B, F, K]
+        f = torch.index_select(self.prior_freq, 0, used).unsqueeze(0)  # [1, K]
+        fit = ((f >= low * c) & (f <= high * c)).float()  # [B, K]
+        count = fit.sum(-1, keepdim=True).clamp_min(1.0)
+        weights = (fit / count).unsqueeze(2)  # [B, K, 1]
+        floor = 1e-6 * (power @ weights) + 1e-30  # 60 dB under the octave's mean power
+        log_p = torch.log(power + floor)
+        top = torch.exp((log_p @ weights).squeeze(2) + spectral.RAYLEIGH_DB * math.log(10.0) / 10.0)  # [B, F]
+        x = torch.log2(f.clamp_min(1e-6) / c.clamp_min(1e-6))
+        x = (x - (x * fit).sum(-1, keepdim=True) / count) * fit  # centred octaves, 0 outside the fit
+        slope = (10.0 / math.log(10.0)) * (log_p @ (x / (x * x).sum(-1, keepdim=True).clamp_min(1e-9)).unsqueeze(2))
+        return top, slope.squeeze(2)
+
+    def _causal_prior(self, power, c, level_cache, tilt_state, long_segments=None):
         """The generator's `_causal_prior`: [B, F, 2 bins] log magnitude, the new level cache and slope state.
         Both halves of the top octave in one MatMul; the running slope in one CumSum per block."""
         frames = power.shape[1]
@@ -331,19 +363,22 @@ class LeanSpectralStream(nn.Module):
         k = self.bin_index
         low, high = spectral.PRIOR_FIT
         middle = 0.5 * (low + high)
-        # lower half = [k >= low kc] - [k >= middle kc], upper = [k >= middle kc] - [k > high kc]
-        edges = torch.cat([k.unsqueeze(2) >= kc.unsqueeze(2) * self.prior_edges, k.unsqueeze(2) > high * kc.unsqueeze(2)],
-                          dim=2).float()  # [B, bins, 3]
-        halves = edges[:, :, :2] - edges[:, :, 1:]  # [B, bins, 2]
-        halves = halves / halves.sum(1, keepdim=True).clamp_min(1.0)
-        low_p, up_p = (power @ halves).unbind(2)  # [B, F]
-        top = 0.5 * (low_p + up_p)
+        if long_segments is None:
+            # lower half = [k >= low kc] - [k >= middle kc], upper = [k >= middle kc] - [k > high kc]
+            edges = torch.cat([k.unsqueeze(2) >= kc.unsqueeze(2) * self.prior_edges,
+                               k.unsqueeze(2) > high * kc.unsqueeze(2)], dim=2).float()  # [B, bins, 3]
+            halves = edges[:, :, :2] - edges[:, :, 1:]  # [B, bins, 2]
+            halves = halves / halves.sum(1, keepdim=True).clamp_min(1.0)
+            low_p, up_p = (power @ halves).unbind(2)  # [B, F]
+            top = 0.5 * (low_p + up_p)
+        else:
+            top, long_slope = self._long_prior_bands(long_segments, c)
         history = torch.cat([level_cache, top], dim=1)  # [B, PRIOR_LEVEL_FRAMES - 1 + F]
         window = torch.arange(frames)[:, None] + torch.arange(spectral.PRIOR_LEVEL_FRAMES)
         level = history[:, window].mean(-1, keepdim=True)  # [B, F, 1]
         db = 10.0 / math.log(10.0)
         span = math.log2((middle + high) / (middle + low))
-        slope = db * (torch.log(up_p + 1e-12) - torch.log(low_p + 1e-12)) / span
+        slope = db * (torch.log(up_p + 1e-12) - torch.log(low_p + 1e-12)) / span if long_segments is None else long_slope
         active = (db * torch.log(top + 1e-30) > self.active_db).float()
         steps = torch.arange(1, frames + 1, dtype=power.dtype)
         grow, shrink = self.decay ** -steps, self.decay ** steps
