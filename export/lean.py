@@ -280,9 +280,14 @@ class LeanSpectralStream(nn.Module):
         new_prior = []
         if self.tilt_s:
             long_segments = None
-            if self.prior_fft:  # the long window ends where frame j ends
-                long_segments = hops[:, steps + self.prior_offset + torch.arange(self.prior_fft // self.hop)]
-                long_segments = long_segments.reshape(batch, frames, -1)
+            if self.prior_fft:  # read every PRIOR_FFT_EVERY frames of the noise's clock; the window ends where its frame ends
+                every = spectral.PRIOR_FFT_EVERY
+                phase = torch.fmod(noise_clock.reshape(-1)[:1], float(every))  # [1]
+                reads = torch.floor((frames - 1 + phase) / every).long() + 1
+                read_frames = torch.arange(reads[0]) * every - phase.long()  # [R], from -phase
+                long_segments = hops[:, (read_frames + self.prior_offset)[:, None] + torch.arange(self.prior_fft // self.hop)]
+                long_segments = (long_segments.reshape(batch, read_frames.shape[0], -1),
+                                 torch.floor((torch.arange(frames) + phase) / every).long())  # and each frame's reading
             envelope, *new_prior = self._causal_prior(raw_power, c, *prior_state, long_segments)
             log_mag = log_mag + envelope
         elif self.prior:
@@ -331,9 +336,10 @@ class LeanSpectralStream(nn.Module):
         tilt = spectral.PRIOR_TILT_DB * math.log(10.0) / 20.0
         return 0.5 * torch.log(top + 1e-12) + tilt * octaves
 
-    def _long_prior_bands(self, segments, c):
-        """The generator's `_long_prior_bands` from the long window's samples [B, F, P]: the DFT of only
-        the bins the batch's cutoffs read (a Range, two Gathers of whole rows, two MatMuls)."""
+    def _long_prior_bands(self, segments, held, c):
+        """The generator's `_long_prior_bands` from the long window's samples at its readings [B, R, P],
+        each frame holding reading `held` [F]: the DFT of only the bins the batch's cutoffs read (a Range,
+        two Gathers of whole rows, two MatMuls)."""
         low, high = spectral.PRIOR_FIT
         half = self.prior_fft / 2
         first = torch.clamp(torch.floor(c.min() * low * half).long() - 1, min=0)
@@ -353,7 +359,7 @@ class LeanSpectralStream(nn.Module):
         x = torch.log2(f.clamp_min(1e-6) / c.clamp_min(1e-6))
         x = (x - (x * fit).sum(-1, keepdim=True) / count) * fit  # centred octaves, 0 outside the fit
         slope = (10.0 / math.log(10.0)) * (log_p @ (x / (x * x).sum(-1, keepdim=True).clamp_min(1e-9)).unsqueeze(2))
-        return top, slope.squeeze(2)
+        return top[:, held], slope.squeeze(2)[:, held]
 
     def _causal_prior(self, power, c, level_cache, tilt_state, long_segments=None):
         """The generator's `_causal_prior`: [B, F, 2 bins] log magnitude, the new level cache and slope state.
@@ -372,7 +378,7 @@ class LeanSpectralStream(nn.Module):
             low_p, up_p = (power @ halves).unbind(2)  # [B, F]
             top = 0.5 * (low_p + up_p)
         else:
-            top, long_slope = self._long_prior_bands(long_segments, c)
+            top, long_slope = self._long_prior_bands(*long_segments, c)
         history = torch.cat([level_cache, top], dim=1)  # [B, PRIOR_LEVEL_FRAMES - 1 + F]
         window = torch.arange(frames)[:, None] + torch.arange(spectral.PRIOR_LEVEL_FRAMES)
         level = history[:, window].mean(-1, keepdim=True)  # [B, F, 1]

@@ -88,9 +88,10 @@ class GeneratorConfig:
                 raise ValueError(f"model.{name} must be 0 (off) or a number in {low}..{high}, not {value!r}")
         if (self.noise or self.prior_tilt_s) and not (self.prior and self.arch == "spectral"):
             raise ValueError("model.noise and model.prior_tilt_s need model.prior: true (spectral arch)")
-        if self.prior_fft and not (self.prior_tilt_s and self.prior_fft % self.frame == 0 and self.prior_fft >= self.n_fft):
-            raise ValueError(f"model.prior_fft {self.prior_fft} needs model.prior_tilt_s and must be a multiple of "
-                             f"frame {self.frame}, >= n_fft {self.n_fft}")
+        if self.prior_fft and not (self.prior_tilt_s and self.noise and self.prior_fft % self.frame == 0
+                                   and self.prior_fft >= self.n_fft):
+            raise ValueError(f"model.prior_fft {self.prior_fft} needs model.prior_tilt_s and model.noise (its frame "
+                             f"clock) and must be a multiple of frame {self.frame}, >= n_fft {self.n_fft}")
         for name in ("exciter", "prior", "noise"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"model.{name} must be true or false, not {getattr(self, name)!r}")

@@ -40,6 +40,8 @@ PRIOR_CURVE_DB = 3.0
 PRIOR_ACTIVE_DB = -80.0
 PRIOR_TILT_FRAMES = 16.0
 PRIOR_LEVEL_FRAMES = 8  # the level: mean top-octave power over the last 8 frames (256 samples, 5 ms)
+PRIOR_FFT_EVERY = 4  # prior_fft: the long window is read every 4th frame of the noise's clock (128 samples
+# at 48 kHz, 1/8 of a 1024 window; the frames between hold it): a quarter of its DFTs
 NOISE_TABLES = (251, 257)  # noise excitation: frames per table (coprime: the phasors repeat after their product)
 NOISE_SEED = 20261203
 NOISE_GAIN = 2.0  # random-phase frames add up in power, not amplitude: 4x overlap loses 6 dB (measured)
@@ -192,8 +194,8 @@ class SpectralGenerator(nn.Module):
         c = self.config
         n, h = c.n_fft, c.frame
         frames = h * (c.kernel - 1) * sum(c.dilations) + max(n, self.context)
-        if self.prior_fft:  # ... and the prior's long window
-            frames = max(frames, h * (PRIOR_LEVEL_FRAMES - 1) + self.prior_fft)
+        if self.prior_fft:  # ... and the prior's long window, read up to PRIOR_FFT_EVERY - 1 frames back
+            frames = max(frames, h * (PRIOR_LEVEL_FRAMES + PRIOR_FFT_EVERY - 2) + self.prior_fft)
         if c.prior_tilt_s:  # the prior's level: the last PRIOR_LEVEL_FRAMES frames
             frames = max(frames, h * (PRIOR_LEVEL_FRAMES - 1) + n)
         recurrent = self.gru is not None or bool(c.prior_tilt_s)
@@ -202,7 +204,9 @@ class SpectralGenerator(nn.Module):
     @property
     def history(self) -> int:
         """Input samples kept from earlier blocks: the synthesis delay or the long analysis window."""
-        return max(self.context, self.prior_fft, self.config.n_fft) - self.config.frame
+        h = self.config.frame
+        long_prior = self.prior_fft + (PRIOR_FFT_EVERY - 1) * h if self.prior_fft else 0
+        return max(self.context, long_prior, self.config.n_fft) - h
 
     def state_shapes(self) -> list[tuple[str, tuple[int, int]]]:
         shapes = [("input_cache", (1, self.history))]
@@ -248,10 +252,10 @@ class SpectralGenerator(nn.Module):
         tilt = PRIOR_TILT_DB * math.log(10.0) / 20.0  # dB/octave of power -> ln of magnitude
         return 0.5 * torch.log(top + 1e-12) + tilt * octaves[:, None, :]
 
-    def _long_prior_bands(self, long_power, freq, cutoff):
+    def _long_prior_bands(self, long_power, freq, held, cutoff):
         """The top octave's mean power (its mean dB + RAYLEIGH_DB) and least-squares slope (dB/octave)
-        per frame [B, F], read through the prior's long window: its power [B, F, K] in the bins of
-        frequencies `freq` [K] (fractions of Nyquist)."""
+        per frame [B, F], read through the prior's long window: its power [B, R, K] at R readings in the
+        bins of frequencies `freq` [K] (fractions of Nyquist), each frame holding reading `held` [F]."""
         f = freq[None, :]
         c = cutoff.reshape(-1, 1)
         fit = ((f >= PRIOR_FIT[0] * c) & (f <= PRIOR_FIT[1] * c)).float()  # [B, K]
@@ -262,7 +266,7 @@ class SpectralGenerator(nn.Module):
         x = torch.log2(f.clamp_min(1e-6) / c.clamp_min(1e-6))
         x = (x - (x * fit).sum(-1, keepdim=True) / count) * fit  # centred octaves, 0 outside the fit
         slope = (10.0 / math.log(10.0)) * (log_p * x[:, None, :]).sum(-1) / (x * x).sum(-1).clamp_min(1e-9)[:, None]
-        return top, slope
+        return top[:, held], slope[:, held]
 
     def _causal_prior(self, power, cutoff, level_cache, tilt_state, long_power=None):
         """noise_fill's envelope, causal: [B, F, bins] log magnitude, and the new states. The level is
@@ -382,11 +386,17 @@ class SpectralGenerator(nn.Module):
             noise_mix = noise_mix @ self.envelope_basis
         if self.config.prior_tilt_s:
             long_power = None
-            if self.prior_fft:  # the long window ends where frame j ends: history[j*h + history + h - P ...]
-                P = self.prior_fft
-                pidx = (torch.arange(frames, device=x.device) * h + self.history + h - P)[:, None] \
-                    + torch.arange(P, device=x.device)[None, :]
-                long_seg = history[:, pidx]  # [B, F, P]
+            if self.prior_fft:
+                # read at the frames where the noise's clock is a multiple of PRIOR_FFT_EVERY (the block's
+                # first may lie up to PRIOR_FFT_EVERY - 1 frames before it; the channels share one clock);
+                # the window of frame j ends where frame j ends: history[j*h + history + h - P ...]
+                P, every = self.prior_fft, PRIOR_FFT_EVERY
+                phase = torch.fmod(states[extra + 2].reshape(-1)[:1], float(every))  # [1] frames since a reading
+                reads = torch.floor((frames - 1 + phase) / every).long() + 1
+                read_frames = torch.arange(reads[0], device=x.device) * every - phase.long()  # [R], from -phase
+                pidx = (read_frames * h + self.history + h - P)[:, None] + torch.arange(P, device=x.device)[None, :]
+                long_seg = history[:, pidx]  # [B, R, P]
+                held = torch.floor((torch.arange(frames, device=x.device) + phase) / every).long()  # [F] -> reading
                 # only the bins of the octave the batch's cutoffs read (a Range and a Gather once exported)
                 half = P / 2
                 first = torch.clamp(torch.floor(cutoff.min() * PRIOR_FIT[0] * half).long() - 1, min=0)
@@ -396,7 +406,7 @@ class SpectralGenerator(nn.Module):
                 frames_last = long_seg.transpose(1, 2)  # [B, P, F]
                 pre = (torch.index_select(self.prior_cos, 0, used) @ frames_last).transpose(1, 2)  # [B, F, K]
                 pim = (torch.index_select(self.prior_sin, 0, used) @ frames_last).transpose(1, 2)
-                long_power = (pre * pre + pim * pim, torch.index_select(self.prior_freq, 0, used))
+                long_power = (pre * pre + pim * pim, torch.index_select(self.prior_freq, 0, used), held)
             prior, level_cache, tilt_state = self._causal_prior(power, cutoff, states[extra], states[extra + 1],
                                                                 long_power)
             new_states += [level_cache, tilt_state]
