@@ -275,13 +275,17 @@ def test_virtual_sink_upsamples_what_apps_play(model, tmp_path, server_kind):
         assert owned(server) == []
     finally:
         server.stop()
-    body = np.fromfile(cap, np.float32)
-    sounding = np.nonzero(np.abs(body) > 0.01)[0]
-    assert len(sounding), "nothing reached the output"
-    body = body[sounding[0]:][rate // 2: 2 * rate]  # the played stretch
-    assert len(body) == 3 * rate // 2
+    captured = np.fromfile(cap, np.float32)
+    # where the tone starts: the first 10 ms at a quarter of its level (a lone click does not count)
+    tens = rate // 100
+    rms = np.sqrt(np.mean(captured[: len(captured) // tens * tens].reshape(-1, tens) ** 2, axis=1))
+    envelope = " ".join(f"{v:.2f}" for v in rms[:: 50])  # every 0.5 s, for the message
+    sounding = np.nonzero(rms > 0.05)[0]
+    assert len(sounding), f"the tone never reached the output: 10 ms RMS every 0.5 s: {envelope}"
+    body = captured[sounding[0] * tens:][rate // 2: 2 * rate]  # the played stretch
+    assert len(body) == 3 * rate // 2, f"the tone came late: 10 ms RMS every 0.5 s: {envelope}"
     spectrum = np.abs(np.fft.rfft(body * np.hanning(len(body))))
-    assert abs(np.fft.rfftfreq(len(body), 1 / rate)[spectrum.argmax()] - 1000) < 5
+    assert abs(np.fft.rfftfreq(len(body), 1 / rate)[spectrum.argmax()] - 1000) < 5, envelope
     assert playing_level(body, rate) == pytest.approx(0.3 / np.sqrt(2), rel=0.1)
 
 
