@@ -1,14 +1,13 @@
 # A measurement, not product code: see docs/training/robust.md, "The causal prior at the noise-fill's resolution".
-# usage: MANIFEST=manifest.jsonl [SPLIT=train PER=5 CUT=8000 RAY=2.51] python prior_exp.py nf|prior|geols|geonftilt|ctx
+# usage: MANIFEST=manifest.jsonl [SPLIT=train PER=5 CUT=8000 PRIOR_FFT=1024 TILT_S=0.5] python prior_exp.py nf|prior
 """Untrained robust-memory generator (the causal prior) vs the offline noise-fill on the trainer's
-validation ViSQOL items, per source; prior variants by monkeypatching _causal_prior."""
+validation ViSQOL items, per source (`nf`: the offline noise-fill; `prior`: the untrained generator)."""
 import math, sys, json, time, os
 import numpy as np, torch
 torch.set_num_threads(1)
 from bandlift.train.trainer import load_config, SUBSET_MIN_SECONDS
 from bandlift.train.data.dataset import ClipDataset
 from bandlift.train.model import Generator
-import bandlift.train.model as M
 from bandlift.train.config import GeneratorConfig
 from bandlift.train.eval.metrics import visqol
 from bandlift.train.eval.baselines import noise_fill
@@ -27,14 +26,11 @@ import os
 if os.environ.get("TILT_S"): mc["prior_tilt_s"] = float(os.environ["TILT_S"])
 if os.environ.get("PRIOR_FFT"): mc["prior_fft"] = int(os.environ["PRIOR_FFT"])
 gen = Generator(GeneratorConfig(**mc)).eval()
-orig = M.SpectralGenerator._causal_prior
 
 def run(fn):
     out = []
     for it in items:
         x = it["input"][None]
-        if "before_item" in globals():
-            before_item(it)
         if fn is None:
             y = noise_fill(it["input"].numpy(), 48000, 48000, cutoff_hz=float(it["cutoff"]))
         else:
@@ -43,11 +39,7 @@ def run(fn):
         out.append(visqol(it["target"].numpy(), y, 48000))
     return np.array(out)
 
-if variant == "nf":
-    s = run(None)
-else:
-    exec(open(os.path.join(os.path.dirname(__file__), f"{variant}.py")).read()) if variant != "prior" else None
-    s = run(gen)
+s = run(None if variant == "nf" else gen)
 res = {}
 for src, v in zip(srcs, s):
     res.setdefault(src, []).append(v)
