@@ -30,10 +30,10 @@ def compare_models(sessions: list, args, time_engine) -> dict:
             for i, engine in enumerate(engines):
                 _, cpu = time_engine(engine, seconds, seed=r)
                 p50[r, i] = 1e3 * np.percentile(cpu, 50)
-        ratios = np.median(p50 / p50[:, :1], axis=0)
+        per_round = p50 / p50[:, :1]  # each round's ratio to the first model
         out[str(block)] = [{"model": s.info.path, "block_cpu_ms_p50": float(np.median(p50[:, i])),
-                            "ratio": float(ratios[i]), "ratio_min": float((p50[:, i] / p50[:, 0]).min()),
-                            "ratio_max": float((p50[:, i] / p50[:, 0]).max()), "graph_nodes": nodes[i]}
+                            "ratio": float(np.median(per_round[:, i])), "ratio_min": float(per_round[:, i].min()),
+                            "ratio_max": float(per_round[:, i].max()), "graph_nodes": nodes[i]}
                            for i, s in enumerate(sessions)]
         for row in out[str(block)]:
             print(f"block {block:4d}: {row['model']}: cpu p50 {row['block_cpu_ms_p50']:.3f} ms, "
