@@ -353,13 +353,14 @@ def test_shipped_configs_agree_so_the_fine_tune_can_start_from_the_base_run():
                               "adversarial": DEFAULTS["loss"]["adversarial"]}  # unused without the adversary
     assert no_context["model"] == {**no_gan["model"], "context_fft": 0, "gru": 0, "exciter": False}
     assert {k: no_context[k] for k in ("data", "train", "loss")} == {k: no_gan[k] for k in ("data", "train", "loss")}
-    robust, robust_no_gan = (load_config(train_dir / f"{n}.yaml") for n in ("robust", "ablation-robust-no-gan"))
-    assert robust["model"]["noise"] and robust["data"]["condition_prob"] > 0 and robust["train"]["gan_start"] == 0
-    assert {k: robust_no_gan[k] for k in ("model", "data")} == {k: robust[k] for k in ("model", "data")}
-    assert robust_no_gan["train"] == {**robust["train"], "gan_start": robust_no_gan["train"]["gan_start"]}
-    assert robust_no_gan["train"]["gan_start"] > robust_no_gan["train"]["steps"]
-    assert robust_no_gan["loss"] == {**robust["loss"], "feature": DEFAULTS["loss"]["feature"],
-                                     "adversarial": DEFAULTS["loss"]["adversarial"]}
+    for recipe in ("robust", "robust-fft1024"):  # the never-below-DSP recipes, each with its ablation
+        robust, robust_no_gan = (load_config(train_dir / f"{n}.yaml") for n in (recipe, f"ablation-{recipe}-no-gan"))
+        assert robust["model"]["noise"] and robust["data"]["condition_prob"] > 0 and robust["train"]["gan_start"] == 0
+        assert {k: robust_no_gan[k] for k in ("model", "data")} == {k: robust[k] for k in ("model", "data")}
+        assert robust_no_gan["train"] == {**robust["train"], "gan_start": robust_no_gan["train"]["gan_start"]}
+        assert robust_no_gan["train"]["gan_start"] > robust_no_gan["train"]["steps"]
+        assert robust_no_gan["loss"] == {**robust["loss"], "feature": DEFAULTS["loss"]["feature"],
+                                         "adversarial": DEFAULTS["loss"]["adversarial"]}
     no_context_gan = load_config(train_dir / "ablation-perceptual-no-context-gan.yaml")
     assert no_context_gan["model"] == no_context["model"]
     assert {k: no_context_gan[k] for k in ("data", "train", "loss")} == {k: perceptual[k] for k in ("data", "train", "loss")}
