@@ -117,6 +117,31 @@ def test_tuxpaint_keeps_only_full_band_languages():
     assert not any(any(fnmatch.fnmatch(d, p) for p in pats) for d in drop)
 
 
+def test_game_packages_keep_their_voices_or_their_music(tmp_path):
+    """hedgewars-data: only the voice packs, one group per pack; supertuxkart-data: the soundtrack
+    (tracks' music too), not the effects."""
+    import numpy as np
+
+    def unpack(root, files):
+        for rel in files:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            sf.write(str(root / rel), np.zeros(441, np.float32), 44100)
+        return root
+
+    data = "usr/share/games/hedgewars/Data"
+    hw = unpack(tmp_path / "hw", [f"{data}/Sounds/voices/Pirate/Amazing.ogg", f"{data}/Sounds/voices/Pirate/Boring.ogg",
+                                  f"{data}/Sounds/voices/Default_ru/Amazing.ogg", f"{data}/Sounds/bazooka.ogg",
+                                  f"{data}/Music/City.ogg"])
+    groups = {Path(c.path).relative_to(hw / data).as_posix(): c.group for c in data_debian.candidates("hedgewars-data", hw)}
+    assert groups == {"Sounds/voices/Pirate/Amazing.ogg": "debian:hedgewars-data:Sounds/voices/Pirate",
+                      "Sounds/voices/Pirate/Boring.ogg": "debian:hedgewars-data:Sounds/voices/Pirate",
+                      "Sounds/voices/Default_ru/Amazing.ogg": "debian:hedgewars-data:Sounds/voices/Default_ru"}
+    data = "usr/share/games/supertuxkart/data"
+    stk = unpack(tmp_path / "stk", [f"{data}/music/celtic.ogg", f"{data}/tracks/cave/cave.ogg", f"{data}/sfx/horn.ogg"])
+    kept = sorted(Path(c.path).relative_to(stk / data).as_posix() for c in data_debian.candidates("supertuxkart-data", stk))
+    assert kept == ["music/celtic.ogg", "tracks/cave/cave.ogg"]
+
+
 @pytest.mark.skipif(shutil.which("apt-get") is None, reason="needs apt-get")
 def test_unknown_package_is_a_clean_error(tmp_path, capsys):
     assert main(["dataset", "debian", "--packages", "bandlift-no-such-package-xyz", "--dest",
