@@ -45,6 +45,9 @@ PRIOR_FFT_EVERY = 4  # prior_fft: the long window is read every 4th frame of the
 NOISE_TABLES = (251, 257)  # noise excitation: frames per table (coprime: the phasors repeat after their product)
 NOISE_SEED = 20261203
 NOISE_GAIN = 2.0  # random-phase frames add up in power, not amplitude: 4x overlap loses 6 dB (measured)
+# each row (a channel: the engine runs a stereo pair as mid and side) reads the tables this many frames
+# further on (the golden section of their period): the rows' noises are independent, not one noise twice
+NOISE_ROW_OFFSET = 24640
 # A GRU's memory, and the prior's running tilt, have no end: what they still hold of the past fades. Their
 # reach is taken as RECURRENT_REACH_S on top of the convolutional reach: half the shortest hold of the
 # engine (0.5 s), so its warm-up after a hold still fits inside every hold (the default recipe: 106 ms +
@@ -326,10 +329,13 @@ class SpectralGenerator(nn.Module):
         return log_mag, new_level, state.reshape(batch, 1, 2)
 
     def _noise(self, clock, frames):
-        """Unit phasors [B, F, bins] x2 of the noise excitation from each channel's frame clock, and the
-        advanced clock: the product of two tables' rows, each read modulo its length."""
+        """Unit phasors [B, F, bins] x2 of the noise excitation from each channel's frame clock (row r
+        NOISE_ROW_OFFSET x r frames further on), and the advanced clock: the product of two tables'
+        rows, each read modulo its length."""
         batch = clock.shape[0]
-        n = clock.reshape(batch, 1) + torch.arange(frames, device=clock.device, dtype=clock.dtype)[None, :]
+        rows = torch.remainder(torch.arange(batch, device=clock.device) * NOISE_ROW_OFFSET,
+                               NOISE_TABLES[0] * NOISE_TABLES[1]).to(clock.dtype)[:, None]
+        n = clock.reshape(batch, 1) + rows + torch.arange(frames, device=clock.device, dtype=clock.dtype)[None, :]
         i0 = torch.remainder(n, NOISE_TABLES[0]).long()
         i1 = torch.remainder(n, NOISE_TABLES[1]).long()
         a_re, a_im, b_re, b_im = self.noise_re0[i0], self.noise_im0[i0], self.noise_re1[i1], self.noise_im1[i1]

@@ -152,6 +152,37 @@ def test_the_noise_fill_prior_recipes_export_a_lean_graph(tmp_path, recipe):
     assert sum(nodes["lean"].values()) < 0.85 * sum(nodes["plain"].values()), nodes
 
 
+def test_a_stereo_pair_gets_a_band_with_its_own_stereo_image(tmp_path):
+    """The engine runs a stereo pair as mid and side, and each row of the model has its own noise: the band
+    a noise-prior model adds to a mono source (left == right) is mono, to a wide one (independent
+    channels) as wide. (Left and right through the model with one noise: a wide source got a mono band;
+    with a noise each: a mono source got a wide one.)"""
+    from bandlift.rt.engine import StreamEngine
+    from bandlift.rt.model.session import ModelSession
+    import bandlift.train
+    from bandlift.train.recipes import read_recipe
+
+    torch.manual_seed(3)
+    model = read_recipe(Path(bandlift.train.__file__).parent / "robust.yaml")["model"]
+    gen = Generator(GeneratorConfig.from_dict({**GeneratorConfig().to_dict(), **model, "channels": 16,
+                                               "dilations": [1, 2, 4]})).eval()
+    session = ModelSession(export_generator(gen, tmp_path / "noise.onnx"), provider="cpu")
+    rng = np.random.default_rng(0)
+
+    def band_correlation(x):
+        y = StreamEngine(session, 16000, 48000, 2, 128).process(x.astype(np.float32))[:, 4800:]
+        spectrum = np.fft.rfft(y, axis=1)
+        spectrum[:, np.fft.rfftfreq(y.shape[1], 1 / 48000) < 9000] = 0  # the band the model made
+        band = np.fft.irfft(spectrum, y.shape[1], axis=1)
+        level = band.std(axis=1)
+        assert level.min() > 0.01 * y.std() and level.max() < 1.25 * level.min()  # in both channels, alike
+        return np.corrcoef(band)[0, 1]
+
+    mono = 0.1 * rng.standard_normal(32000)
+    assert band_correlation(np.stack([mono, mono])) > 0.999
+    assert abs(band_correlation(0.1 * rng.standard_normal((2, 32000)))) < 0.2
+
+
 def test_reexport_of_a_contract_1_model_from_its_weights(tmp_path, capsys):
     """A model written before the packed state (one input per state, no contract version) is refused
     by the engine with the command that re-exports it; that command rebuilds the generator from the
