@@ -176,8 +176,6 @@ class StreamEngine:
         self._pending = np.zeros((self.channels, max(2 * self.block, PENDING) - -self.model_rate // self.in_rate),
                                  np.float32)
         self._dry_block = np.zeros((self.channels, self.block), np.float32)
-        self._mid_side = np.zeros((2, self.block), np.float32)  # a stereo pair's model input and output
-        self._left_right = np.zeros((2, self.block), np.float32)
         self._out = np.zeros((self.channels, self._pending.shape[1]), np.float32)
         self._busy = threading.Lock()
         self.bypass = False
@@ -329,7 +327,7 @@ class StreamEngine:
         "overload"); counted in the stats."""
         stats = self.stats
         t0 = time.perf_counter()
-        wet = self._model_output(x)
+        wet = self.model.run(x, self._cutoff)
         elapsed = time.perf_counter() - t0
         stats.add_time(elapsed)
         if not finite(wet):
@@ -348,22 +346,6 @@ class StreamEngine:
         if not warming:
             self.hold.played_clean()
         return wet, None
-
-    def _model_output(self, x: np.ndarray) -> np.ndarray:
-        """The model's output for x [C, block]. A stereo pair runs as mid and side ((L + R) / 2 and
-        (L - R) / 2, each with its own noise): the band the model adds then has the passband's stereo
-        image, mono where the input is mono, as wide as the input where it is wide. The passband itself
-        comes back exactly (L = mid + side), the model passing its input through."""
-        if self.channels != 2:
-            return self.model.run(x, self._cutoff)
-        mid_side, left_right = self._mid_side, self._left_right
-        np.add(x[0], x[1], out=mid_side[0])
-        np.subtract(x[0], x[1], out=mid_side[1])
-        mid_side *= 0.5
-        y = self.model.run(mid_side, self._cutoff)
-        np.add(y[0], y[1], out=left_right[0])
-        np.subtract(y[0], y[1], out=left_right[1])
-        return left_right
 
     def _render(self, dry, wet, out, start: float, target: float, hard: bool) -> float:
         """out = the block: the model's weight from `start` to `target` (the input alone without a model

@@ -45,8 +45,8 @@ PRIOR_FFT_EVERY = 4  # prior_fft: the long window is read every 4th frame of the
 NOISE_TABLES = (251, 257)  # noise excitation: frames per table (coprime: the phasors repeat after their product)
 NOISE_SEED = 20261203
 NOISE_GAIN = 2.0  # random-phase frames add up in power, not amplitude: 4x overlap loses 6 dB (measured)
-# each row (a channel: the engine runs a stereo pair as mid and side) reads the tables this many frames
-# further on (the golden section of their period): the rows' noises are independent, not one noise twice
+# each row (a channel of a stream) reads the tables this many frames further on (the golden section of
+# their period): the channels' noises are independent, as the offline noise-fill draws one per channel
 NOISE_ROW_OFFSET = 24640
 # A GRU's memory, and the prior's running tilt, have no end: what they still hold of the past fades. Their
 # reach is taken as RECURRENT_REACH_S on top of the convolutional reach: half the shortest hold of the

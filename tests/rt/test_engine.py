@@ -11,7 +11,7 @@ from bandlift.rt.engine import StreamEngine
 from bandlift.rt.dsp.resample import PASS_EDGE, STOP_EDGE, StreamingResampler
 from bandlift.rt.dsp.ringbuffer import RingBuffer
 from bandlift.rt.model.session import ModelError, ModelSession
-from jack_server import build_model, engine_reference_conv
+from jack_server import build_model, reference_conv
 
 RATES = [8000, 16000, 22050, 24000, 44100, 48000]
 
@@ -170,7 +170,8 @@ def test_engine_streaming_equals_whole_and_reference(models, rate, channels):
         assert whole.shape[1] == resampled.shape[1] // block * block
         eng.reset()
         assert np.array_equal(feed_in_chunks(eng.process, x, seed=block), whole)
-        ref = engine_reference_conv(resampled, rate / 48000, delay=3)[:, : whole.shape[1]]
+        ref = np.concatenate([reference_conv(resampled[c:c + 1], rate / 48000, delay=3)
+                              for c in range(channels)])[:, : whole.shape[1]]
         assert np.abs(whole - ref).max() < 1e-5
         assert eng.delay == eng.resampler.delay + 3 and eng.latency == eng.delay + block
 
@@ -188,7 +189,7 @@ def test_engine_other_output_rates_streaming_equals_whole_and_reference(models, 
     assert whole.shape[1] == eng.output_count(x.shape[1]) == -(-n_model * out_rate // 48000)
     eng.reset()
     assert np.array_equal(feed_in_chunks(eng.process, x, seed=out_rate), whole)
-    model_out = engine_reference_conv(resampled[:, :n_model], min(rate / 48000, 1.0), delay=3).astype(np.float32)
+    model_out = reference_conv(resampled[:, :n_model], min(rate / 48000, 1.0), delay=3).astype(np.float32)
     out_rs = StreamingResampler(48000, out_rate, 2, prior_delay=eng.resampler.delay + 3)
     assert np.abs(whole - out_rs.process(model_out)).max() < 1e-5
     assert eng.delay == out_rs.delay and eng.latency == eng.delay + -(-128 * out_rate // 48000)
