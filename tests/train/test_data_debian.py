@@ -118,8 +118,8 @@ def test_tuxpaint_keeps_only_full_band_languages():
 
 
 def test_game_packages_keep_their_voices_or_their_music(tmp_path):
-    """hedgewars-data: only the voice packs, one group per pack; supertuxkart-data: the soundtrack
-    (tracks' music too), not the effects."""
+    """hedgewars-data: only the voice packs, one group per pack; supertux-data and supertuxkart-data:
+    the soundtrack (supertuxkart's tracks' music too), not the effects or speech."""
     import numpy as np
 
     def unpack(root, files):
@@ -136,6 +136,10 @@ def test_game_packages_keep_their_voices_or_their_music(tmp_path):
     assert groups == {"Sounds/voices/Pirate/Amazing.ogg": "debian:hedgewars-data:Sounds/voices/Pirate",
                       "Sounds/voices/Pirate/Boring.ogg": "debian:hedgewars-data:Sounds/voices/Pirate",
                       "Sounds/voices/Default_ru/Amazing.ogg": "debian:hedgewars-data:Sounds/voices/Default_ru"}
+    data = "usr/share/games/supertux2"
+    st = unpack(tmp_path / "st", [f"{data}/music/forest/theme.ogg", f"{data}/sounds/jump.wav", f"{data}/speech/tux_hello.ogg"])
+    kept = [Path(c.path).relative_to(st / data).as_posix() for c in data_debian.candidates("supertux-data", st)]
+    assert kept == ["music/forest/theme.ogg"]
     data = "usr/share/games/supertuxkart/data"
     stk = unpack(tmp_path / "stk", [f"{data}/music/celtic.ogg", f"{data}/tracks/cave/cave.ogg", f"{data}/sfx/horn.ogg"])
     kept = sorted(Path(c.path).relative_to(stk / data).as_posix() for c in data_debian.candidates("supertuxkart-data", stk))
@@ -244,6 +248,8 @@ def test_a_held_out_package_goes_whole_to_its_split(tmp_path, monkeypatch, capsy
     assert all(len(splits) == 1 for splits in by_group.values())  # by group: a kit is never in two splits
     held = {name: p.split for name, p in data_debian.PACKAGES.items() if p.split in ("valid", "test")}
     assert held == {"sonic-pi-samples": "test", "avldrums.lv2-soundfont": "test", "megaglest-data": "test",
-                    "hydrogen-data": "valid", "ktuberling-data": "valid"}
-    categories = {data_debian.PACKAGES[name].category for name in held}
-    assert categories == {"speech", "instruments"}  # each split holds out a source of each
+                    "hydrogen-data": "valid", "ktuberling-data": "valid", "hedgewars-data": "valid",
+                    "supertux-data": "valid"}
+    for split in ("valid", "test"):  # each split holds out a source of speech and of instruments
+        assert {"speech", "instruments"} <= {data_debian.PACKAGES[n].category for n, s in held.items() if s == split}
+    assert "music" in {data_debian.PACKAGES[n].category for n, s in held.items() if s == "valid"}

@@ -34,7 +34,8 @@ class Package:
 
 
 PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")  # Debian policy 5.6.1
-# Splits hold out whole sources: valid = ktuberling-data (speech) and hydrogen-data (drums); test =
+# Splits hold out whole sources: valid = ktuberling-data and hedgewars-data (speech), hydrogen-data
+# (drums) and supertux-data (music); test =
 # megaglest-data (speech), sonic-pi-samples and avldrums (instruments), recording chains training never
 # sees; the other packages train whole. Wesnoth's music is split by track (the split's only music
 # until session 13 added supertuxkart's, which trains whole).
@@ -95,11 +96,15 @@ PACKAGES = {
                                                        "nl", "nn", "pt", "sr*", "sv")), category="speech",
                 split="valid"),
         # Voice packs of a game's characters: 15 packs (English accents, Spanish, Polish, Russian,
-        # Ukrainian; Vorbis 44.1 kHz, 16-21 kHz), one voice actor per pack (the split group); the
-        # package's music and effects are left out (the package has one category).
+        # Ukrainian; Vorbis 44.1 kHz, 16-21 kHz), one voice actor per pack; the package's music and
+        # effects are left out (the package has one category). Validation's second speech source.
         Package("hedgewars-data", "Hedgewars character voices, 15 voice packs (Vorbis 44.1 kHz)",
                 group_depth=3, exclude=("Music/*", "Sounds/[!v]*", "Missions/*", "Maps/*"),
-                category="speech", split="train"),
+                category="speech", split="valid"),
+        # A game's soundtrack (51 tracks, 98 min, Vorbis 44.1 kHz, median 18.5 kHz); effects and speech
+        # left out. Validation's music source, so that the best checkpoint is chosen on music it never met.
+        Package("supertux-data", "SuperTux soundtrack (Vorbis 44.1 kHz)", exclude=("sounds/*", "speech/*"),
+                category="music", split="valid"),
         # A puzzle game's spoken dialogues in Czech and Dutch, two fish and many side characters per
         # language (Vorbis, mostly 22.05 kHz: ~11 kHz wide, so they teach the narrowband inputs' bands,
         # telephone's and 8 kHz's, below their ceiling). One level per group.
