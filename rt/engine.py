@@ -65,6 +65,8 @@ EXPLODE_RELEASE_S = 1.0  # the model's recent output peak halves over this
 REASONS = {"nan": "non-finite model output", "explode": "model output exploded",
            "overload": "overload (late block)", "user": "bypass switched on"}
 DECLICK = 64  # samples of the ramp that removes the step of a hard switch
+MONO_PAIR_SIDE = 1e-4  # a stereo block whose side (L - R) has this fraction of its mid's (L + R) energy
+# (-40 dB) or less carries one signal twice: both channels get the left one's band
 MAX_RATE = 768_000  # Hz; higher rates are refused (filters and buffers scale with the rate)
 
 
@@ -176,6 +178,7 @@ class StreamEngine:
         self._pending = np.zeros((self.channels, max(2 * self.block, PENDING) - -self.model_rate // self.in_rate),
                                  np.float32)
         self._dry_block = np.zeros((self.channels, self.block), np.float32)
+        self._pair_out = np.zeros((2, self.block), np.float32)
         self._out = np.zeros((self.channels, self._pending.shape[1]), np.float32)
         self._busy = threading.Lock()
         self.bypass = False
@@ -212,6 +215,7 @@ class StreamEngine:
             self._mix_now, self._gain_now = self.mix, self.gain
             self.hold = HoldTimer(self.model_rate, self.block, self.warm_blocks)
             self._wet_peak = 0.0  # the model's recent output peak (decaying)
+            self._mono_pair = 0.0  # 1: this stereo stream carries one signal twice (`_one_band_for_a_mono_pair`)
             self.samples_out = 0  # model-rate samples made (the time base of stats.events)
             self.stats = EngineStats()
         finally:
@@ -328,6 +332,8 @@ class StreamEngine:
         stats = self.stats
         t0 = time.perf_counter()
         wet = self.model.run(x, self._cutoff)
+        if self.channels == 2:
+            wet = self._one_band_for_a_mono_pair(wet, dry)
         elapsed = time.perf_counter() - t0
         stats.add_time(elapsed)
         if not finite(wet):
@@ -346,6 +352,27 @@ class StreamEngine:
         if not warming:
             self.hold.played_clean()
         return wet, None
+
+    def _one_band_for_a_mono_pair(self, wet: np.ndarray, dry: np.ndarray) -> np.ndarray:
+        """A stereo pair that carries one signal twice (a mono recording in a stereo file or stream) gets
+        one band in both channels: the right channel takes the left one's output, whose passband is its
+        own (crossfaded over the block where that starts or stops). Other pairs keep a band each, from
+        a noise each, as the noise-fill draws them; silence keeps the pair's last state."""
+        side = float(np.dot(dry[0] - dry[1], dry[0] - dry[1]))
+        mid = float(np.dot(dry[0] + dry[1], dry[0] + dry[1]))
+        start = self._mono_pair
+        target = start if mid == 0.0 else float(side <= MONO_PAIR_SIDE * mid)
+        self._mono_pair = target
+        if start == target == 0.0:
+            return wet
+        out = self._pair_out
+        out[0] = wet[0]
+        if start == target:
+            out[1] = wet[0]
+        else:  # raised-cosine crossfade from one band to the other
+            weight = self._fade if target else 1.0 - self._fade
+            out[1] = wet[1] + weight * (wet[0] - wet[1])
+        return out
 
     def _render(self, dry, wet, out, start: float, target: float, hard: bool) -> float:
         """out = the block: the model's weight from `start` to `target` (the input alone without a model

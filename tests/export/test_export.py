@@ -155,7 +155,8 @@ def test_the_noise_fill_prior_recipes_export_a_lean_graph(tmp_path, recipe):
 def test_each_channel_of_a_noise_model_draws_its_own_noise(tmp_path):
     """Each row of a noise-prior model (each channel of a stream) reads its own noise, as the offline
     noise-fill draws one per channel: independent channels get independent bands at equal levels (with one
-    noise for all, a wide source got a mono band), and a silent channel gets no band from its neighbour."""
+    noise for all, a wide source got a mono band), and a silent channel gets no band from its neighbour;
+    a pair that carries one signal twice gets one band in both channels."""
     from bandlift.rt.engine import StreamEngine
     from bandlift.rt.model.session import ModelSession
     import bandlift.train
@@ -179,6 +180,15 @@ def test_each_channel_of_a_noise_model_draws_its_own_noise(tmp_path):
     assert abs(np.corrcoef(wide)[0, 1]) < 0.2
     left_only, level = band(np.stack([0.1 * rng.standard_normal(32000), np.zeros(32000)]))
     assert left_only[0].std() > 0.01 * level and left_only[1].std() < 1e-3 * left_only[0].std()
+    mono = 0.1 * rng.standard_normal(32000)  # one signal in both channels: one band in both
+    twice, level = band(np.stack([mono, mono]))
+    assert twice.std() > 0.01 * level and np.array_equal(twice[0], twice[1])
+    # a pair that turns from one signal twice into two, and back: one band, two, one again
+    y = StreamEngine(session, 16000, 48000, 2, 128).process(np.stack([
+        np.concatenate([mono, mono, mono]), np.concatenate([mono, 0.1 * rng.standard_normal(32000), mono])]).astype(np.float32))
+    same = np.all(y[0].reshape(-1, 128) == y[1].reshape(-1, 128), axis=1)  # per block
+    blocks = 96000 // 128  # of each two-second stretch (at 48 kHz)
+    assert same[8:blocks].all() and not same[blocks + 8:2 * blocks].any() and same[2 * blocks + 8:].all()
 
 
 def test_reexport_of_a_contract_1_model_from_its_weights(tmp_path, capsys):
