@@ -400,9 +400,8 @@ class LeanSpectralStream(nn.Module):
     def _noise(self, clock, frames):
         """The noise excitation's unit phasors [B, F, 2 bins] (re | im) from the frame clock (a count of
         frames, never negative: fmod is the remainder), and the new clock."""
-        period = int(np.prod(spectral.NOISE_TABLES))
-        rows = torch.remainder(torch.arange(clock.shape[0]) * spectral.NOISE_ROW_OFFSET, period).to(clock.dtype)
+        rows = spectral.noise_row_offsets(clock.shape[0], dtype=clock.dtype)
         n = clock + rows[:, None] + torch.arange(frames, dtype=clock.dtype)  # [B, F]: each row its own noise
         a, a_swapped = self.noise0[torch.fmod(n, spectral.NOISE_TABLES[0]).long()].split(2 * self.bins, dim=2)
         b_re, b_im = self.noise1[torch.fmod(n, spectral.NOISE_TABLES[1]).long()].split(2 * self.bins, dim=2)
-        return a * b_re + a_swapped * b_im, torch.fmod(clock + frames, float(period))
+        return a * b_re + a_swapped * b_im, torch.fmod(clock + frames, float(np.prod(spectral.NOISE_TABLES)))

@@ -179,6 +179,7 @@ class StreamEngine:
                                  np.float32)
         self._dry_block = np.zeros((self.channels, self.block), np.float32)
         self._pair_out = np.zeros((2, self.block), np.float32)
+        self._pair_scratch = np.zeros(self.block, np.float32)
         self._out = np.zeros((self.channels, self._pending.shape[1]), np.float32)
         self._busy = threading.Lock()
         self.bypass = False
@@ -358,8 +359,9 @@ class StreamEngine:
         one band in both channels: the right channel takes the left one's output, whose passband is its
         own (crossfaded over the block where that starts or stops). Other pairs keep a band each, from
         a noise each, as the noise-fill draws them; silence keeps the pair's last state."""
-        side = float(np.dot(dry[0] - dry[1], dry[0] - dry[1]))
-        mid = float(np.dot(dry[0] + dry[1], dry[0] + dry[1]))
+        scratch = self._pair_scratch  # no allocation per block
+        side = float(np.dot(np.subtract(dry[0], dry[1], out=scratch), scratch))
+        mid = float(np.dot(np.add(dry[0], dry[1], out=scratch), scratch))
         start = self._mono_pair
         target = start if mid == 0.0 else float(side <= MONO_PAIR_SIDE * mid)
         self._mono_pair = target

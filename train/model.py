@@ -48,6 +48,12 @@ NOISE_GAIN = 2.0  # random-phase frames add up in power, not amplitude: 4x overl
 # each row (a channel of a stream) reads the tables this many frames further on (the golden section of
 # their period): the channels' noises are independent, as the offline noise-fill draws one per channel
 NOISE_ROW_OFFSET = 24640
+
+
+def noise_row_offsets(batch: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Each row's start in the noise tables [B]: NOISE_ROW_OFFSET frames per row, modulo their period."""
+    return torch.remainder(torch.arange(batch, device=device) * NOISE_ROW_OFFSET,
+                           NOISE_TABLES[0] * NOISE_TABLES[1]).to(dtype)
 # A GRU's memory, and the prior's running tilt, have no end: what they still hold of the past fades. Their
 # reach is taken as RECURRENT_REACH_S on top of the convolutional reach: half the shortest hold of the
 # engine (0.5 s), so its warm-up after a hold still fits inside every hold (the default recipe: 106 ms +
@@ -333,8 +339,7 @@ class SpectralGenerator(nn.Module):
         NOISE_ROW_OFFSET x r frames further on), and the advanced clock: the product of two tables'
         rows, each read modulo its length."""
         batch = clock.shape[0]
-        rows = torch.remainder(torch.arange(batch, device=clock.device) * NOISE_ROW_OFFSET,
-                               NOISE_TABLES[0] * NOISE_TABLES[1]).to(clock.dtype)[:, None]
+        rows = noise_row_offsets(batch, clock.device, clock.dtype)[:, None]
         n = clock.reshape(batch, 1) + rows + torch.arange(frames, device=clock.device, dtype=clock.dtype)[None, :]
         i0 = torch.remainder(n, NOISE_TABLES[0]).long()
         i1 = torch.remainder(n, NOISE_TABLES[1]).long()
