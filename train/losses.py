@@ -182,6 +182,21 @@ def neurogram_similarity_loss(y, target, cutoff_hz, rate):
     return ((1 - sim) * above).sum() / (above.sum() * sim.shape[-1]).clamp_min(1)
 
 
+def correction_bias_loss(correction) -> torch.Tensor:
+    """The learned correction's mean over the batch and its frames, per envelope band, squared (dB^2), each
+    band weighted by its share above each clip's cutoff: a correction may move with the content, but a
+    shift of the whole band that the training sources share is what does not carry over to other sources
+    (issue 21, session 14). `correction`: (dB [B, F, bands], weight [B, bands]) or None (no such model)."""
+    if correction is None:
+        return torch.zeros(())
+    db, reach = correction
+    weight = reach[:, None, :].expand_as(db)
+    total = weight.sum((0, 1))
+    mean = (db * weight).sum((0, 1)) / total.clamp_min(1e-9)
+    heard = (total > 0).float()
+    return (mean * mean * heard).sum() / heard.sum().clamp_min(1.0)
+
+
 def lowpass_at(y, ceiling_hz, rate: int, keep_full: bool = True):
     """Zero each clip's spectrum above its ceiling (clips with a ceiling near Nyquist pass unchanged).
 
@@ -217,6 +232,7 @@ class Judged:
     ffts: list
     judge_fake: Callable | None = None
     judge_real: Callable | None = None
+    correction: tuple | None = None  # the generator's correction of its prior (dB, band weights), if it has one
 
     @functools.cached_property
     def energies(self):
@@ -259,6 +275,8 @@ LOSS_TERMS = (
     LossTerm("dynamics", "loss_dyn", 0.0, lambda j: band_dynamics_loss(*j.bands(), energies=j.energies)),
     # ViSQOL's own similarity of the gammatone spectrograms, above the cutoff
     LossTerm("nsim", "loss_nsim", 0.0, lambda j: neurogram_similarity_loss(j.y, j.target, j.cutoff_hz, j.rate)),
+    # the correction's mean shift per band over the batch: content-dependent moves only
+    LossTerm("correction_bias", "loss_bias", 0.0, lambda j: correction_bias_loss(j.correction)),
     # summed over discriminators and layers as HiFi-GAN does
     LossTerm("adversarial", "loss_adv", 1.0, lambda j: generator_loss(j.fake), gan=True, always=True),
     LossTerm("feature", "loss_fm", 2.0, lambda j: feature_loss(j.real, j.fake), gan=True, always=True),

@@ -391,6 +391,11 @@ class SpectralGenerator(nn.Module):
         if self.config.correction_db:
             bound = self.config.correction_db * math.log(10.0) / 20.0
             gains = bound * torch.tanh(gains / bound)
+        if self.training and self.config.envelope_bands and self.config.prior:
+            # for the loss's correction_bias term: the correction in dB [B, F, bands] and each band's
+            # share of its weight above the cutoff [B, bands] (the part the output hears)
+            reach = above @ self.envelope_basis.T / self.envelope_basis.sum(-1).clamp_min(1e-9)
+            self.last_correction = (gains * (20.0 / math.log(10.0)), reach)
         if self.config.envelope_bands:
             gains = gains @ self.envelope_basis
             mixes = mixes @ self.envelope_basis if self.config.exciter else mixes

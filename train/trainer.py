@@ -269,7 +269,8 @@ class Trainer:
             logs["loss_d"] = loss_d.item()
         self.opt_g.zero_grad(set_to_none=True)
         ceiling = batch["ceiling"].to(self.device) if "ceiling" in batch else torch.full_like(cutoff_hz, rate / 2)
-        judged = Judged(y, target, cutoff_hz, ceiling, rate, lcfg["ffts"])
+        judged = Judged(y, target, cutoff_hz, ceiling, rate, lcfg["ffts"],
+                        correction=getattr(self.gen, "last_correction", None))
         if use_gan:
             judged.judge_fake, judged.judge_real = lambda: self.disc_ddp(fake_d), lambda: self.disc_ddp(real_d)
         loss_g = 0.0
