@@ -37,7 +37,7 @@ SUPPORTED = {"arch": "spectral"}  # every feature of the spectral generator, eac
 
 KNOWN_KEYS = {"arch", "sample_rate", "frame", "n_fft", "channels", "kernel", "dilations", "negative_slope",
               "context_fft", "context_bins", "gru", "exciter", "envelope_bands", "prior", "noise",
-              "prior_tilt_s", "correction_db", "prior_fft", *SUPPORTED}  # a config key added later may change the model: not lean until listed
+              "prior_tilt_s", "correction_db", "prior_fft", "prior_active_db", *SUPPORTED}  # a config key added later may change the model: not lean until listed
 
 
 def supports(gen) -> bool:
@@ -133,7 +133,7 @@ class LeanSpectralStream(nn.Module):
         if self.tilt_s:  # the running slope's decay per frame, and a full-scale sine's bin power
             self.decay = math.exp(-h / (self.tilt_s * config.sample_rate))
             full_scale = (sum(math.sqrt(0.5 - 0.5 * math.cos(2 * math.pi * i / n)) for i in range(n)) / 2) ** 2
-            self.active_db = spectral.PRIOR_ACTIVE_DB + 10.0 * math.log10(full_scale)
+            self.active_db = config.prior_active_db + 10.0 * math.log10(full_scale)
         thresholds, src, above = _cutoff_tables(gen)
         passband = 1.0 - above
         with torch.no_grad():

@@ -55,6 +55,11 @@ class GeneratorConfig:
     # > 0: the learned correction of the prior is bounded to +-correction_db (tanh): a model that has
     # learned nothing that transfers stays near the DSP baseline it starts from.
     correction_db: float = 0.0
+    # with prior_tilt_s: frames whose top octave is quieter than this (dB re a full-scale sine's bin power)
+    # do not move the running slope. -80 (the first robust recipes) froze the slope through quiet material
+    # (a decaying drum, a recording at -40 dBFS) at what its loud frames said; -120, the offline
+    # noise-fill's silence floor, lets it follow them down to 16-bit dither (docs/training/robust.md).
+    prior_active_db: float = -80.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,6 +91,9 @@ class GeneratorConfig:
             if (not isinstance(value, (int, float)) or isinstance(value, bool)
                     or not (value == 0 or low <= value <= high)):
                 raise ValueError(f"model.{name} must be 0 (off) or a number in {low}..{high}, not {value!r}")
+        if (not isinstance(self.prior_active_db, (int, float)) or isinstance(self.prior_active_db, bool)
+                or not -200.0 <= self.prior_active_db <= 0.0):
+            raise ValueError(f"model.prior_active_db must be a number in -200..0 (dB), not {self.prior_active_db!r}")
         if (self.noise or self.prior_tilt_s) and not (self.prior and self.arch == "spectral"):
             raise ValueError("model.noise and model.prior_tilt_s need model.prior: true (spectral arch)")
         if self.prior_fft and not (self.prior_tilt_s and self.noise and self.prior_fft % self.frame == 0

@@ -33,11 +33,10 @@ PRIOR_FIT = (0.5, 0.9)  # prior: the top octave's level is measured over these f
 PRIOR_TILT_DB = -12.0  # ... and falls this many dB per octave above its centre
 # prior_tilt_s: noise_fill's envelope model (train/eval/baselines.py), causal: the slope is clipped
 # to PRIOR_TILT_RANGE_DB (dB/octave) and bends down PRIOR_CURVE_DB per octave^2 above the cutoff;
-# frames whose top octave is quieter than PRIOR_ACTIVE_DB (re a full-scale sine's bin power) do not
-# move the slope, and PRIOR_TILT_FRAMES frames' worth of PRIOR_TILT_DB start it.
+# frames whose top octave is quieter than the config's prior_active_db (re a full-scale sine's bin power)
+# do not move the slope, and PRIOR_TILT_FRAMES frames' worth of PRIOR_TILT_DB start it.
 PRIOR_TILT_RANGE_DB = (-24.0, -3.0)
 PRIOR_CURVE_DB = 3.0
-PRIOR_ACTIVE_DB = -80.0
 PRIOR_TILT_FRAMES = 16.0
 PRIOR_LEVEL_FRAMES = 8  # the level: mean top-octave power over the last 8 frames (256 samples, 5 ms)
 PRIOR_FFT_EVERY = 4  # prior_fft: the long window is read every 4th frame of the noise's clock (128 samples
@@ -308,7 +307,7 @@ class SpectralGenerator(nn.Module):
         # a full-scale sine's bin power with the sqrt-Hann window (plain numbers: nothing for the tracer)
         full_scale = (sum(math.sqrt(0.5 - 0.5 * math.cos(2 * math.pi * i / self.config.n_fft))
                           for i in range(self.config.n_fft)) / 2) ** 2
-        active = (db * torch.log(top + 1e-30) > PRIOR_ACTIVE_DB + db * math.log(full_scale)).float()
+        active = (db * torch.log(top + 1e-30) > self.config.prior_active_db + db * math.log(full_scale)).float()
         decay = math.exp(-self.config.frame / (self.config.prior_tilt_s * self.config.sample_rate))
         state = tilt_state.reshape(batch, 2)
         sums, weights = [], []

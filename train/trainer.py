@@ -96,11 +96,11 @@ class Trainer:
         self.best_score = (-math.inf, -math.inf)  # (ViSQOL, -LSD) of best.pt
         self.valid_key = None  # which validation files best_score was measured on
         self.epoch = 0
-        if self.rank == 0:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         if not self._resume() and tcfg.get("init"):
             self._init_from(tcfg["init"])
+        if self.rank == 0:  # (after the checks: a refused resume leaves the run's config as it was)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         self.sched_g, self.sched_d = (self._scheduler(opt, tcfg[key]) for opt, key in
                                       ((self.opt_g, "lr"), (self.opt_d, "lr_disc")))
         if self.distributed:
@@ -125,6 +125,7 @@ class Trainer:
         if not last.exists():
             return False
         ckpt = load_checkpoint(last, self.device)
+        self._check_same_model(ckpt, f"resuming from {last}")
         self.gen.load_state_dict(ckpt["generator"])
         self.disc.load_state_dict(ckpt["discriminators"])
         self.opt_g.load_state_dict(ckpt["opt_g"])
@@ -147,13 +148,21 @@ class Trainer:
         torch.set_num_threads(threads)
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
+    def _check_same_model(self, ckpt: dict, what: str) -> None:
+        """A checkpoint's weights belong to its own model config: another one (a recipe changed since, the
+        wrong run folder) is refused with the keys that differ, not loaded into a model that runs otherwise."""
+        theirs = GeneratorConfig.from_dict(ckpt["config"]["model"]).to_dict()
+        ours = GeneratorConfig.from_dict(self.cfg["model"]).to_dict()
+        changed = [f"{key} {theirs[key]!r} -> {ours[key]!r}" for key in ours if theirs[key] != ours[key]]
+        if changed:
+            raise ValueError(f"{what}: its model config differs from this run's ({'; '.join(changed)}); "
+                             f"train with the recipe it was trained with, or in a new run folder")
+
     def _init_from(self, checkpoint):
         """Fine-tuning: start from another run's weights (generator, and discriminators when the
         checkpoint has them) with fresh optimisers, step 0 and this run's schedule."""
         ckpt = load_checkpoint(checkpoint, self.device)
-        theirs, ours = GeneratorConfig.from_dict(ckpt["config"]["model"]), GeneratorConfig.from_dict(self.cfg["model"])
-        if theirs != ours:
-            raise ValueError(f"train.init {checkpoint}: its model config {theirs} differs from this run's {ours}")
+        self._check_same_model(ckpt, f"train.init {checkpoint}")
         self.gen.load_state_dict(ckpt["generator"])
         if "discriminators" in ckpt:
             self.disc.load_state_dict(ckpt["discriminators"])
@@ -275,10 +284,11 @@ class Trainer:
             judged.judge_fake, judged.judge_real = lambda: self.disc_ddp(fake_d), lambda: self.disc_ddp(real_d)
         loss_g = 0.0
         for term in LOSS_TERMS:
-            if (term.gan and not use_gan) or not (term.always or lcfg[term.name]):
+            weight = lcfg.get(term.name, term.default)  # a run's config older than the term: its default
+            if (term.gan and not use_gan) or not (term.always or weight):
                 continue
             value = term.compute(judged)
-            loss_g = loss_g + lcfg[term.name] * value
+            loss_g = loss_g + weight * value
             logs[term.column] = value.item()
         loss_g.backward()
         if self._finite_grads(self.gen):
