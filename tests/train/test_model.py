@@ -382,3 +382,56 @@ def test_recurrent_parts_reach_the_whole_past_and_their_reach_is_bounded(config,
             gen.out.weight.normal_(0.0, 0.1)
     assert gen.reach == fir + round(RECURRENT_REACH_S * 48000)
     assert receptive_field(gen, 2048) == 2048 - gen.config.frame - 1  # down to the first sample
+
+
+@pytest.mark.parametrize("prior_fft", [0, 1024])
+def test_the_prior_follows_a_quiet_recording_as_it_follows_the_same_one_loud(prior_fft):
+    """prior_active_db -120 (the robust recipes): a recording 60 dB down (a top octave near -100 dB re full
+    scale) gets the band it gets loud, 60 dB down; the earlier floor, -80, froze the slope there at its
+    starting -12 dB/octave where the passband falls 6 dB/octave."""
+    rate, n = 48000, 48000
+    freqs = np.fft.rfftfreq(n, 1 / rate)
+    spectrum = np.fft.rfft(np.random.default_rng(3).standard_normal(n)) * (freqs < 8000)
+    shaped = np.fft.irfft(spectrum * (np.maximum(freqs, 2000) / 2000) ** (-6.0 / 20 / np.log10(2)), n=n)
+    x = torch.tensor(0.05 * shaped / shaped.std(), dtype=torch.float32)[None]
+
+    def fall_db(active_db, scale):
+        torch.manual_seed(0)
+        g = Generator(GeneratorConfig(channels=8, dilations=[1, 2], context_fft=0, gru=0, exciter=False,
+                                      envelope_bands=16, prior=True, noise=True, prior_tilt_s=0.5, correction_db=12.0,
+                                      prior_fft=prior_fft, prior_active_db=active_db)).eval()
+        with torch.no_grad():
+            y = g(scale * x, torch.tensor([1 / 3]))[0].numpy() / scale
+        low, high = band_levels_db(y, rate, [(8500, 9500), (17000, 19000)])[50:].mean(0)
+        return high - low
+
+    loud, quiet, frozen = fall_db(-120.0, 1.0), fall_db(-120.0, 1e-3), fall_db(-80.0, 1e-3)
+    print(f"band fall 8.5-9.5 -> 17-19 kHz: loud {loud:.1f} dB, quiet {quiet:.1f}, quiet at -80 {frozen:.1f}")
+    assert quiet == pytest.approx(loud, abs=0.5)
+    assert fall_db(-80.0, 1.0) == pytest.approx(loud, abs=0.5) and frozen < loud - 3.0
+
+
+def test_correction_bias_loss_reads_the_bands_shift_not_its_moves_and_only_above_the_cutoff():
+    """The model's correction (dB, and each band's share above the cutoff) as training sees it: a uniform
+    +2 dB costs 4 dB^2; a correction that moves +-3 dB with the content but averages zero costs nothing;
+    bands wholly below every clip's cutoff (the passband, which the output never hears) cost nothing."""
+    from bandlift.train.losses import correction_bias_loss
+
+    g = noise_prior_generator().train()
+    x, cutoff = torch.randn(2, 4800), torch.tensor([1 / 3, 2 / 3])
+
+    def bias_after(bias_db):
+        with torch.no_grad():
+            g.out.bias[:16] = torch.as_tensor(bias_db, dtype=torch.float32) * np.log(10) / 20
+            g(x, cutoff)
+        return float(correction_bias_loss(g.last_correction))
+
+    assert bias_after(0.0) == 0.0
+    assert bias_after(2.0) == pytest.approx(4.0, rel=0.02)
+    below = torch.zeros(16)
+    below[:4] = 6.0  # centres 1.5-3 kHz: under both cutoffs (8 and 16 kHz)
+    assert bias_after(below) == pytest.approx(0.0, abs=1e-6)
+    db, reach = g.last_correction  # a correction that moves from -3 to +3 dB over the clip, zero on average
+    moving = torch.linspace(-3.0, 3.0, db.shape[1])[None, :, None].expand_as(db)
+    assert float(correction_bias_loss((moving, reach))) == pytest.approx(0.0, abs=1e-6)
+    assert correction_bias_loss(None) == 0.0  # a model without a correction

@@ -246,6 +246,23 @@ def test_fine_tune_starts_from_another_runs_weights(tmp_path, manifest):
                  str(tmp_path / "missing.pt")]) == 2
 
 
+def test_a_run_resumed_with_another_model_config_is_refused_naming_the_change(tmp_path, manifest, capsys):
+    """A recipe changed under a run (here the prior's activity floor) would load its weights into a model
+    that runs otherwise: the resume is refused in one line that names the key, and the run's files stay."""
+    cfg = write_config(tmp_path, manifest)
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--run-dir", str(run), "--steps", "2"]) == 0
+    kept = {name: (run / name).read_bytes() for name in ("last.pt", "config.yaml")}
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump({**yaml.safe_load(cfg.read_text()),
+                                       "model": {**TINY["model"], "prior_active_db": -120.0}}))
+    capsys.readouterr()
+    assert main(["train", "--config", str(changed), "--run-dir", str(run), "--steps", "4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "prior_active_db -80.0 -> -120.0" in err[0] and "resuming" in err[0], err
+    assert {name: (run / name).read_bytes() for name in kept} == kept
+
+
 def test_lsd_loss_matches_the_metric_and_has_finite_gradients():
     from bandlift.train.eval import metrics
     from bandlift.train.losses import lsd_torch
