@@ -141,9 +141,12 @@ class StreamEngine:
 
     def __init__(self, session=None, in_rate: int = 48000, out_rate: int = 48000, channels: int = 1,
                  block: int | None = None, input_cutoff_hz: float | None = None, realtime: bool = False,
-                 model_rate: int | None = None, explode_guard: bool | None = None):
+                 model_rate: int | None = None, explode_guard: bool | None = None, stereo_pair: bool | None = None):
         self.session = session
         self.in_rate, self.out_rate, self.channels = int(in_rate), int(out_rate), int(channels)
+        # two rows are one stereo stream's channels (one band for a pair that carries one signal twice),
+        # unless the caller batches two independent streams (stereo_pair=False)
+        self.stereo_pair = self.channels == 2 if stereo_pair is None else bool(stereo_pair) and self.channels == 2
         self.model_rate = int(session.sample_rate if session is not None else (model_rate or out_rate))
         check_rates(self.in_rate, self.out_rate, self.model_rate)
         frame = session.frame if session is not None else 1
@@ -333,7 +336,7 @@ class StreamEngine:
         stats = self.stats
         t0 = time.perf_counter()
         wet = self.model.run(x, self._cutoff)
-        if self.channels == 2:
+        if self.stereo_pair:
             wet = self._one_band_for_a_mono_pair(wet, dry)
         elapsed = time.perf_counter() - t0
         stats.add_time(elapsed)

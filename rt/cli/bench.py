@@ -115,7 +115,8 @@ def bench_block(session, args, block: int, streams: int = 1) -> dict:
 
     channels = args.channels * streams
     try:
-        eng = StreamEngine(session, args.input_rate, args.rate, channels, block)
+        # batched streams are independent: a pair of them is not one stereo stream
+        eng = StreamEngine(session, args.input_rate, args.rate, channels, block, stereo_pair=streams == 1)
         byp = StreamEngine(None, args.input_rate, args.rate, channels, block, model_rate=session.sample_rate)
     except ValueError as exc:
         raise CLIError(str(exc)) from None

@@ -183,6 +183,11 @@ def test_each_channel_of_a_noise_model_draws_its_own_noise(tmp_path):
     mono = 0.1 * rng.standard_normal(32000)  # one signal in both channels: one band in both
     twice, level = band(np.stack([mono, mono]))
     assert twice.std() > 0.01 * level and np.array_equal(twice[0], twice[1])
+    # two independent streams batched in one engine (`bench --streams 2`): each its own band, even of one signal
+    y = StreamEngine(session, 16000, 48000, 2, 128, stereo_pair=False).process(np.stack([mono, mono]).astype(np.float32))
+    spectrum = np.fft.rfft(y[:, 4800:], axis=1)
+    spectrum[:, np.fft.rfftfreq(y.shape[1] - 4800, 1 / 48000) < 9000] = 0
+    assert abs(np.corrcoef(np.fft.irfft(spectrum, axis=1))[0, 1]) < 0.2
     # a pair that turns from one signal twice into two, and back: one band, two, one again
     y = StreamEngine(session, 16000, 48000, 2, 128).process(np.stack([
         np.concatenate([mono, mono, mono]), np.concatenate([mono, 0.1 * rng.standard_normal(32000), mono])]).astype(np.float32))
