@@ -37,7 +37,8 @@ SUPPORTED = {"arch": "spectral"}  # every feature of the spectral generator, eac
 
 KNOWN_KEYS = {"arch", "sample_rate", "frame", "n_fft", "channels", "kernel", "dilations", "negative_slope",
               "context_fft", "context_bins", "gru", "exciter", "envelope_bands", "prior", "noise",
-              "prior_tilt_s", "correction_db", "prior_fft", "prior_active_db", *SUPPORTED}  # a config key added later may change the model: not lean until listed
+              "prior_tilt_s", "correction_db", "prior_fft", "prior_active_db", "prior_fast_level",
+              *SUPPORTED}  # a config key added later may change the model: not lean until listed
 
 
 def supports(gen) -> bool:
@@ -129,6 +130,9 @@ class LeanSpectralStream(nn.Module):
         self.exciter = config.exciter
         self.envelope, self.outputs = bool(config.envelope_bands), config.envelope_bands or bins
         self.noise, self.prior, self.tilt_s = config.noise, config.prior, config.prior_tilt_s
+        self.fast_level = config.prior_fast_level
+        if self.fast_level:
+            self.register_buffer("prior_short_weights", gen.prior_short_weights.clone())
         self.bound = config.correction_db * math.log(10.0) / 20.0  # 0: no bound
         if self.tilt_s:  # the running slope's decay per frame, and a full-scale sine's bin power
             self.decay = math.exp(-h / (self.tilt_s * config.sample_rate))
@@ -223,7 +227,8 @@ class LeanSpectralStream(nn.Module):
         gru = [("gru_state", (self.gru.hidden_size,))] if self.gru is not None else []
         prior = [("prior_level", (spectral.PRIOR_LEVEL_FRAMES - 1,)), ("prior_tilt", (2,))] if self.tilt_s else []
         noise = [("noise_clock", (1,))] if self.noise else []
-        return [("block_caches", (sum(self.contexts), self.channels)), *gru, *prior, *noise,
+        short = [("prior_short", (self.prior_fft // self.hop - 1,))] if self.fast_level else []
+        return [("block_caches", (sum(self.contexts), self.channels)), *gru, *prior, *noise, *short,
                 ("input_cache", (self.history,)), ("input_tail_plus_ola_cache", (self.delay,))]
 
     def forward(self, audio, cutoff, state):
@@ -232,7 +237,8 @@ class LeanSpectralStream(nn.Module):
         caches, *recurrent, history, carry = state.split([math.prod(shape) for _, shape in self.parts()], dim=1)
         gru_state = recurrent[:1] if self.gru is not None else []
         prior_state = recurrent[len(gru_state):len(gru_state) + 2] if self.tilt_s else []
-        noise_clock = recurrent[-1] if self.noise else None
+        short_cache = recurrent[-1:] if self.fast_level else []
+        noise_clock = recurrent[-1 - len(short_cache)] if self.noise else None
         caches = caches.reshape(batch, -1, self.channels).split(self.contexts, dim=1)
         xh = torch.cat([history, audio], dim=1)  # [B, history + T]
         steps = torch.arange(frames)[:, None]
@@ -288,7 +294,7 @@ class LeanSpectralStream(nn.Module):
                 long_segments = hops[:, (read_frames + self.prior_offset)[:, None] + torch.arange(self.prior_fft // self.hop)]
                 long_segments = (long_segments.reshape(batch, read_frames.shape[0], -1),
                                  torch.floor((torch.arange(frames) + phase) / every).long())  # and each frame's reading
-            envelope, *new_prior = self._causal_prior(raw_power, c, *prior_state, long_segments)
+            envelope, *new_prior, new_short = self._causal_prior(raw_power, c, *prior_state, long_segments, *short_cache)
             log_mag = log_mag + envelope
         elif self.prior:
             log_mag = log_mag + self._prior(raw_power, c)
@@ -322,8 +328,9 @@ class LeanSpectralStream(nn.Module):
         # state: each block's last `context` window rows, the GRU's state, the input history, the new carry
         rows = self.tail_base + self.tail_blocks * frames
         tails = torch.cat(windows, dim=1)[:, rows].reshape(batch, -1)
-        return out[:, :length], torch.cat([tails, *new_gru, *new_prior, *new_clock, xh[:, length:], out[:, length:]],
-                                          dim=1)
+        new_short = [new_short] if self.tilt_s and self.fast_level else []
+        return out[:, :length], torch.cat([tails, *new_gru, *new_prior, *new_clock, *new_short, xh[:, length:],
+                                           out[:, length:]], dim=1)
 
     def _prior(self, power, c):
         """The generator's `_prior` (noise_fill's envelope, a fixed slope): [B, F, 2 bins] log magnitude."""
@@ -361,9 +368,10 @@ class LeanSpectralStream(nn.Module):
         slope = (10.0 / math.log(10.0)) * (log_p @ (x / (x * x).sum(-1, keepdim=True).clamp_min(1e-9)).unsqueeze(2))
         return top[:, held], slope.squeeze(2)[:, held]
 
-    def _causal_prior(self, power, c, level_cache, tilt_state, long_segments=None):
-        """The generator's `_causal_prior`: [B, F, 2 bins] log magnitude, the new level cache and slope state.
-        Both halves of the top octave in one MatMul; the running slope in one CumSum per block."""
+    def _causal_prior(self, power, c, level_cache, tilt_state, long_segments=None, short_cache=None):
+        """The generator's `_causal_prior`: [B, F, 2 bins] log magnitude, the new level cache, slope state and
+        short-frame state (None without prior_fast_level). Both halves of the top octave in one MatMul; the
+        running slope in one CumSum per block."""
         frames = power.shape[1]
         kc = c * (self.bins - 1)
         k = self.bin_index
@@ -379,6 +387,17 @@ class LeanSpectralStream(nn.Module):
             top = 0.5 * (low_p + up_p)
         else:
             top, long_slope = self._long_prior_bands(*long_segments, c)
+        new_short = None
+        if short_cache is not None:  # the level moved as the short frames say (the generator's prior_fast_level)
+            fit = ((k >= low * kc) & (k <= high * kc)).float()  # [B, bins]
+            span = torch.cat([short_cache, (power @ (fit / fit.sum(-1, keepdim=True).clamp_min(1.0)).unsqueeze(2))
+                              .squeeze(2)], dim=1)  # [B, W - 1 + F]
+            weights = self.prior_short_weights
+            as_long = span[:, torch.arange(frames)[:, None] + torch.arange(weights.shape[0])] @ weights  # [B, F]
+            recent = span[:, torch.arange(frames)[:, None] + weights.shape[0] - spectral.PRIOR_LEVEL_FRAMES
+                          + torch.arange(spectral.PRIOR_LEVEL_FRAMES)].mean(-1)
+            top = top * ((recent + 1e-30) / (as_long + 1e-30)).clamp(*spectral.PRIOR_FAST_RANGE)
+            new_short = span[:, frames:]
         history = torch.cat([level_cache, top], dim=1)  # [B, PRIOR_LEVEL_FRAMES - 1 + F]
         window = torch.arange(frames)[:, None] + torch.arange(spectral.PRIOR_LEVEL_FRAMES)
         level = history[:, window].mean(-1, keepdim=True)  # [B, F, 1]
@@ -395,7 +414,7 @@ class LeanSpectralStream(nn.Module):
         octaves = self.bin_octaves - torch.log2(kc.clamp_min(1.0)).unsqueeze(2)  # [B, 1, 2 bins] re the cutoff
         bend = (-spectral.PRIOR_CURVE_DB / (2 * db)) * octaves.clamp_min(0.0) ** 2
         log_mag = 0.5 * torch.log(level + 1e-12) + tilt.unsqueeze(2) * ((octaves - math.log2(middle)) / (2 * db)) + bend
-        return log_mag, history[:, frames:], sums[:, :, -1]
+        return log_mag, history[:, frames:], sums[:, :, -1], new_short
 
     def _noise(self, clock, frames):
         """The noise excitation's unit phasors [B, F, 2 bins] (re | im) from the frame clock (a count of

@@ -60,6 +60,12 @@ class GeneratorConfig:
     # (a decaying drum, a recording at -40 dBFS) at what its loud frames said; -120, the offline
     # noise-fill's silence floor, lets it follow them down to 16-bit dither (docs/training/robust.md).
     prior_active_db: float = -80.0
+    # with prior_fft: the long window's level is read at its end, not its middle. The window's level lags
+    # the passband by half its length (11 ms at 1024); the model's short frames say how the top octave moved
+    # since: the level is scaled by their power over the last PRIOR_LEVEL_FRAMES frames against their power
+    # weighted as the long window weights it (within +-20 dB). The floor between partials stays the long
+    # window's; onsets and decays come 10 ms sooner (docs/training/robust.md, session 14).
+    prior_fast_level: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,7 +106,9 @@ class GeneratorConfig:
                                    and self.prior_fft >= self.n_fft):
             raise ValueError(f"model.prior_fft {self.prior_fft} needs model.prior_tilt_s and model.noise (its frame "
                              f"clock) and must be a multiple of frame {self.frame}, >= n_fft {self.n_fft}")
-        for name in ("exciter", "prior", "noise"):
+        if self.prior_fast_level is True and not self.prior_fft:
+            raise ValueError("model.prior_fast_level needs model.prior_fft (the long window whose lag it removes)")
+        for name in ("exciter", "prior", "noise", "prior_fast_level"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"model.{name} must be true or false, not {getattr(self, name)!r}")
         if self.arch not in ("spectral", "waveform"):

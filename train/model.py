@@ -39,6 +39,7 @@ PRIOR_TILT_RANGE_DB = (-24.0, -3.0)
 PRIOR_CURVE_DB = 3.0
 PRIOR_TILT_FRAMES = 16.0
 PRIOR_LEVEL_FRAMES = 8  # the level: mean top-octave power over the last 8 frames (256 samples, 5 ms)
+PRIOR_FAST_RANGE = (0.01, 100.0)  # prior_fast_level: the short frames move the long window's level +-20 dB at most
 PRIOR_FFT_EVERY = 4  # prior_fft: the long window is read every 4th frame of the noise's clock (128 samples
 # at 48 kHz, 1/8 of a 1024 window; the frames between hold it): a quarter of its DFTs
 NOISE_TABLES = (251, 257)  # noise excitation: frames per table (coprime: the phasors repeat after their product)
@@ -132,6 +133,10 @@ class SpectralGenerator(nn.Module):
             self.register_buffer("prior_sin", (-scale * pwin * torch.sin(2 * math.pi * pt * pk / P)).T.float().contiguous(),
                                  persistent=False)
             self.register_buffer("prior_freq", (2.0 * pk[0] / P).float(), persistent=False)  # fraction of Nyquist
+            # prior_fast_level: how the long window weights each of its short frames' power (Hann^2 at their
+            # hops' centres, summing to 1; symmetric, so oldest first or last alike)
+            hop_weights = torch.hann_window(P, periodic=True, dtype=torch.float64)[config.frame // 2::config.frame] ** 2
+            self.register_buffer("prior_short_weights", (hop_weights / hop_weights.sum()).float(), persistent=False)
         self.context = config.context_fft if config.context_fft else 0
         if self.context:
             L, kb = self.context, config.context_bins
@@ -181,7 +186,8 @@ class SpectralGenerator(nn.Module):
 
     _DERIVED = ("analysis_cos", "analysis_sin", "synthesis_cos", "synthesis_sin", "bin_index",
                 "context_cos", "context_sin", "context_freq", "envelope_basis",
-                "noise_re0", "noise_im0", "noise_re1", "noise_im1", "prior_cos", "prior_sin", "prior_freq")
+                "noise_re0", "noise_im0", "noise_re1", "noise_im1", "prior_cos", "prior_sin", "prior_freq",
+                "prior_short_weights")
 
     def _drop_derived_buffers(self, state_dict, prefix, *args):
         for name in self._DERIVED:
@@ -226,6 +232,8 @@ class SpectralGenerator(nn.Module):
             shapes.append(("prior_tilt", (1, 2)))  # activity-weighted slope sum, weight sum
         if self.config.noise:
             shapes.append(("noise_clock", (1, 1)))  # frames since the start, modulo the noise's period
+        if self.config.prior_fast_level:  # the short frames' top-octave power over the long window's span
+            shapes.append(("prior_short", (1, self.prior_fft // self.config.frame - 1)))
         shapes.append(("ola_cache", (1, self.delay)))
         return shapes
 
@@ -276,13 +284,15 @@ class SpectralGenerator(nn.Module):
         slope = (10.0 / math.log(10.0)) * (log_p * x[:, None, :]).sum(-1) / (x * x).sum(-1).clamp_min(1e-9)[:, None]
         return top[:, held], slope[:, held]
 
-    def _causal_prior(self, power, cutoff, level_cache, tilt_state, long_power=None):
+    def _causal_prior(self, power, cutoff, level_cache, tilt_state, long_power=None, short_cache=None):
         """noise_fill's envelope, causal: [B, F, bins] log magnitude, and the new states. The level is
         the top octave's (PRIOR_FIT x cutoff) mean power over the last PRIOR_LEVEL_FRAMES frames; the
         slope (dB/octave) is that octave's upper half against its lower half, averaged over active
         frames with an exponential time constant of prior_tilt_s; above the cutoff the envelope bends
         down PRIOR_CURVE_DB per octave^2. With `long_power` (the long window's power [B, F, K] and its
-        bins' frequencies [K]; prior_fft) the octave's mean dB and least-squares slope there instead."""
+        bins' frequencies [K]; prior_fft) the octave's mean dB and least-squares slope there instead; with
+        `short_cache` (prior_fast_level) that level moved as the short frames say the octave moved since the
+        long window's middle. Returns the envelope and the new level, slope and short-frame states."""
         batch, frames, _ = power.shape
         kc = cutoff.reshape(-1, 1) * (self.bins - 1)
         k = self.bin_index[None, :]
@@ -298,6 +308,14 @@ class SpectralGenerator(nn.Module):
             top = 0.5 * (low_p + up_p)
         else:
             top, long_slope = self._long_prior_bands(*long_power, cutoff)
+        new_short = None
+        if short_cache is not None:
+            span = torch.cat([short_cache.reshape(batch, -1), band_mean(lower + upper)], dim=-1)  # [B, W - 1 + F]
+            as_long = F.conv1d(span.unsqueeze(1), self.prior_short_weights.reshape(1, 1, -1)).squeeze(1)  # [B, F]
+            recent = F.avg_pool1d(span[:, -(frames + PRIOR_LEVEL_FRAMES - 1):].unsqueeze(1), PRIOR_LEVEL_FRAMES,
+                                  stride=1).squeeze(1)
+            top = top * ((recent + 1e-30) / (as_long + 1e-30)).clamp(*PRIOR_FAST_RANGE)
+            new_short = span[:, frames:].reshape(batch, 1, -1)
         history = torch.cat([level_cache.reshape(batch, -1), top], dim=-1)
         level = F.avg_pool1d(history.unsqueeze(1), PRIOR_LEVEL_FRAMES, stride=1).squeeze(1)  # [B, F]
         new_level = history[:, frames:].reshape(batch, 1, -1)
@@ -331,7 +349,7 @@ class SpectralGenerator(nn.Module):
         shape_db = (tilt[:, :, None] * (octaves[:, None, :] - centre)
                     - PRIOR_CURVE_DB * octaves.clamp_min(0.0)[:, None, :] ** 2)
         log_mag = 0.5 * (torch.log(level + 1e-12)[:, :, None] + shape_db / db)
-        return log_mag, new_level, state.reshape(batch, 1, 2)
+        return log_mag, new_level, state.reshape(batch, 1, 2), new_short
 
     def _noise(self, clock, frames):
         """Unit phasors [B, F, bins] x2 of the noise excitation from each channel's frame clock (row r
@@ -422,8 +440,9 @@ class SpectralGenerator(nn.Module):
                 pre = (torch.index_select(self.prior_cos, 0, used) @ frames_last).transpose(1, 2)  # [B, F, K]
                 pim = (torch.index_select(self.prior_sin, 0, used) @ frames_last).transpose(1, 2)
                 long_power = (pre * pre + pim * pim, torch.index_select(self.prior_freq, 0, used), held)
-            prior, level_cache, tilt_state = self._causal_prior(power, cutoff, states[extra], states[extra + 1],
-                                                                long_power)
+            short_cache = states[extra + 3] if self.config.prior_fast_level else None  # (after the noise clock)
+            prior, level_cache, tilt_state, new_short = self._causal_prior(power, cutoff, states[extra], states[extra + 1],
+                                                                           long_power, short_cache)
             new_states += [level_cache, tilt_state]
             extra += 2
             log_mag = gains + prior
@@ -445,6 +464,8 @@ class SpectralGenerator(nn.Module):
         if self.config.noise:
             noise_re, noise_im, clock = self._noise(states[extra], frames)
             new_states.append(clock)
+            if self.config.prior_fast_level:
+                new_states.append(new_short)
             mix = torch.sigmoid(noise_mix)
             exc_re = (1.0 - mix) * exc_re + mix * NOISE_GAIN * noise_re
             exc_im = (1.0 - mix) * exc_im + mix * NOISE_GAIN * noise_im

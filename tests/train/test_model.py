@@ -18,16 +18,17 @@ from bandlift.train.model import RECURRENT_REACH_S, Generator, GeneratorConfig, 
 
 
 @pytest.fixture(scope="module", params=["spectral", "spectral-envelope", "spectral-noise", "spectral-longprior",
-                                        "waveform"])
+                                        "spectral-fastprior", "waveform"])
 def gen(request):
     torch.manual_seed(0)
     arch, _, envelope = request.param.partition("-")
     # the causal noise-fill prior: noise excitation, running tilt, bounded correction (read through a long window)
-    noise = envelope in ("noise", "longprior")
+    noise = envelope in ("noise", "longprior", "fastprior")
     gen = Generator(GeneratorConfig(arch=arch, channels=16, dilations=[1, 2, 4], envelope_bands=12 if envelope else 0,
                                     prior=bool(envelope), noise=noise, prior_tilt_s=0.2 if noise else 0.0,
                                     correction_db=12.0 if noise else 0.0,
-                                    prior_fft=512 if envelope == "longprior" else 0)).eval()
+                                    prior_fft=512 if envelope in ("longprior", "fastprior") else 0,
+                                    prior_fast_level=envelope == "fastprior")).eval()
     if envelope:  # the prior's output layer starts at zero: give the correction something to do
         with torch.no_grad():
             gen.out.weight.normal_(0.0, 0.1)
