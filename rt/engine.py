@@ -422,6 +422,8 @@ class StreamEngine:
                 wet = None
         elif start > 0 and self.session is not None:
             hard = True  # asked to fade without a model output (forced bypass)
+        if self.session is not None and self.state is State.HOLD:
+            self.model.skip_frames(self.block // self.session.frame)  # its noise's clock runs on
         target = 1.0 if (self.state is State.PLAY and self.session is not None) else 0.0
         end = self._render(dry, wet, out, start, target, hard)
         stats.bypass_run = stats.bypass_run + 1 if (end < 1.0 and self.holding and self.session) else 0

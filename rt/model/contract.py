@@ -5,7 +5,8 @@ A bandlift model (contract 2) is an ONNX graph with inputs ``audio`` [C, B] at t
 packed in one zero-initialised tensor; outputs ``audio_out`` [C, B] and ``state_out`` [C, S], the next
 call's ``state``. String metadata ``bandlift.*`` gives the contract version, the rate, the frame (B must
 be a multiple of it), the delay and the parts packed in the state (name and shape, S values in all;
-their layout is the model's own), plus the version, size and generator config, and optionally the
+their layout is the model's own; one part has a meaning the engine uses: `NOISE_CLOCK`, a count of
+frames, advanced by the engine over the frames a hold skips), plus the version, size and generator config, and optionally the
 reach (output sample t depends on input samples t - reach .. t: what the engine warms the model up
 on before it returns from a hold; without it, `bandlift.rt.states.WARM_S`). Contract 1 (one input
 per state) is refused with the command that re-exports such a model.
@@ -38,6 +39,9 @@ REEXPORT = "bandlift export --from-onnx {path} -o NEW.onnx"  # rebuilds a contra
 SAMPLE_RATE = "bandlift.sample_rate"
 FRAME = "bandlift.frame"
 DELAY = "bandlift.delay"
+# a part of shape (1,) counting the frames the model has run (its noise's clock): the engine adds the frames a
+# hold skips, so the noise after the hold is the one an uninterrupted run plays
+NOISE_CLOCK = "noise_clock"
 STATE = "bandlift.state"  # JSON list of the packed parts {"name": str, "shape": [int, ...]} (no channel axis)
 VERSION = "bandlift.version"
 PARAMS = "bandlift.params"

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import importlib.resources
 import itertools
+import math
 import os
 import threading
 from pathlib import Path
 
 import numpy as np
 
-from bandlift.rt.model.contract import (AUDIO, AUDIO_OUT, CUTOFF, STATE_OUT_SUFFIX, ModelError,  # noqa: F401
-                                        ModelInfo, check_outputs, parse_info)
+from bandlift.rt.model.contract import (AUDIO, AUDIO_OUT, CUTOFF, NOISE_CLOCK, STATE_OUT_SUFFIX,  # noqa: F401
+                                        ModelError, ModelInfo, check_outputs, parse_info)
 
 PROVIDERS = ("auto", "cpu", "cuda")
 _CPU = "CPUExecutionProvider"
@@ -254,6 +255,9 @@ class ModelState:
         self.frame = session.frame
         self._cuda = session.device == "cuda"
         self._banks = [[self._new(shape) for _, shape in session.info.states] for _ in range(2)]
+        offsets = np.cumsum([0] + [math.prod(shape) for _, shape in session.info.parts])
+        self._clock_offset = next((int(offsets[i]) for i, (name, shape) in enumerate(session.info.parts)
+                                   if name == NOISE_CLOCK and math.prod(shape) == 1), None)
         self._shape = None
         self.reset()
 
@@ -272,6 +276,20 @@ class ModelState:
                 else:
                     state.fill(0.0)
         self._current = 0
+
+    def skip_frames(self, frames: int) -> None:
+        """Frames the model did not run (a hold): a model with a `NOISE_CLOCK` part counts them too, so what
+        it plays afterwards is what it would have played had it run; other states keep their last values."""
+        offset = self._clock_offset
+        if offset is None:
+            return
+        state = self._banks[self._current][0]
+        if self._cuda:
+            values = state.numpy()
+            values[:, offset] += frames
+            state.update_inplace(values)
+        else:
+            state[:, offset] += frames
 
     def _bind(self, samples: int) -> None:
         """(Re)build the two I/O bindings (one per state bank) for blocks of [channels, samples]."""

@@ -196,6 +196,37 @@ def test_each_channel_of_a_noise_model_draws_its_own_noise(tmp_path):
     assert same[8:blocks].all() and not same[blocks + 8:2 * blocks].any() and same[2 * blocks + 8:].all()
 
 
+def test_a_noise_model_returns_from_a_hold_playing_what_an_uninterrupted_run_plays(tmp_path):
+    """The engine advances a model's noise clock (its `noise_clock` state part) over the blocks a hold
+    skips: from the block after the fade-in on, the output equals an uninterrupted run's, band included
+    (else the band is another stretch of the noise: 5e-2 here)."""
+    from bandlift.rt.engine import StreamEngine
+    from bandlift.rt.model.session import ModelSession
+    import bandlift.train
+    from bandlift.train.recipes import read_recipe
+
+    torch.manual_seed(3)
+    model = read_recipe(Path(bandlift.train.__file__).parent / "robust-fft1024.yaml")["model"]
+    gen = Generator(GeneratorConfig.from_dict({**GeneratorConfig().to_dict(), **model, "channels": 16,
+                                               "dilations": [1, 2, 4]})).eval()
+    path = export_generator(gen, tmp_path / "noise.onnx")
+    x = (0.3 * np.sin(2 * np.pi * 440 * np.arange(48000) / 16000) * np.exp(-np.arange(48000) / 20000))[None]
+    x = (x + np.random.default_rng(1).standard_normal(x.shape) * 0.02).astype(np.float32)
+    steady = StreamEngine(ModelSession(path), 48000, 48000, 1, 128, input_cutoff_hz=8000).process(x)
+    eng = StreamEngine(ModelSession(path), 48000, 48000, 1, 128, input_cutoff_hz=8000)
+    blocks, active = [], []
+    for i in range(x.shape[1] // 128):
+        if i == 40:
+            eng.force_bypass("overload")
+        blocks.append(eng.process(x[:, i * 128:(i + 1) * 128]))
+        active.append(eng.active)
+    y, active = np.concatenate(blocks, axis=1), np.array(active)
+    back = int(np.nonzero((active[1:] == 1.0) & (active[:-1] == 0.0))[0][0]) + 1
+    band = np.fft.rfft(steady[0, (back + 1) * 128:y.shape[1]])
+    assert np.abs(band[len(band) // 3:]).max() > 1e-3 * np.abs(band).max()  # a band to compare
+    assert np.abs(y[0, (back + 1) * 128:] - steady[0, (back + 1) * 128:y.shape[1]]).max() < 1e-5
+
+
 def test_reexport_of_a_contract_1_model_from_its_weights(tmp_path, capsys):
     """A model written before the packed state (one input per state, no contract version) is refused
     by the engine with the command that re-exports it; that command rebuilds the generator from the
