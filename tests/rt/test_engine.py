@@ -328,6 +328,9 @@ class LateCalls:
     def reset(self):
         self.stream.reset()
 
+    def skip_frames(self, frames):
+        self.stream.skip_frames(frames)
+
 
 def late_engine(tmp_path, late_calls):
     model = build_model(tmp_path / "delay96.onnx", "delay", delay=96, frame=32)
