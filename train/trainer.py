@@ -116,7 +116,7 @@ class Trainer:
         for group in opt.param_groups:
             group["initial_lr"] = lr
         return torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: (1 + LR_FLOOR) / 2 + (1 - LR_FLOOR) / 2 * math.cos(math.pi * min(1.0, step / steps)),
+            opt, lambda step: (1 + LR_FLOOR) / 2 + (1 - LR_FLOOR) / 2 * math.cos(math.pi * min(1.0, step / max(steps, 1))),
             last_epoch=self.step - 1)
 
     # ------------------------------------------------------------------ checkpoints

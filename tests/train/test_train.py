@@ -246,6 +246,27 @@ def test_fine_tune_starts_from_another_runs_weights(tmp_path, manifest):
                  str(tmp_path / "missing.pt")]) == 2
 
 
+def test_steps_0_saves_a_prior_recipes_untrained_start_and_refuses_other_recipes(tmp_path, manifest, capsys):
+    """`--steps 0` with a prior recipe: its start, judged once, as best.pt and last.pt at step 0 (how the
+    shipped model is made); with a recipe that has no prior there is nothing worth keeping: one clear line."""
+    prior = tmp_path / "prior.yaml"
+    prior.write_text(yaml.safe_dump({**TINY, "data": {**TINY["data"], "manifest": str(manifest)},
+                                     "model": {**TINY["model"], "context_fft": 0, "gru": 0, "exciter": False,
+                                               "envelope_bands": 8, "prior": True, "noise": True,
+                                               "prior_tilt_s": 0.5, "correction_db": 12.0}}))
+    assert main(["train", "--config", str(prior), "--run-dir", str(tmp_path / "start"), "--steps", "0"]) == 0
+    best = torch.load(tmp_path / "start" / "best.pt", weights_only=True)
+    assert best["step"] == 0 and torch.load(tmp_path / "start" / "last.pt", weights_only=True)["step"] == 0
+    rows = list(csv.DictReader((tmp_path / "start" / "metrics.csv").open()))
+    assert [r["step"] for r in rows] == ["0"] and float(rows[0]["valid_lsd"]) > 0
+    assert not best["generator"]["out.weight"].any()  # the correction is still zero: the prior itself
+    capsys.readouterr()
+    plain = write_config(tmp_path, manifest)
+    assert main(["train", "--config", str(plain), "--run-dir", str(tmp_path / "plain"), "--steps", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--steps 0" in err[0] and not (tmp_path / "plain" / "last.pt").exists()
+
+
 def test_a_run_resumed_with_another_model_config_is_refused_naming_the_change(tmp_path, manifest, capsys):
     """A recipe changed under a run (here the prior's activity floor) would load its weights into a model
     that runs otherwise: the resume is refused in one line that names the key, and the run's files stay."""

@@ -11,7 +11,8 @@ def configure(parser):
     parser.add_argument("--config", help="YAML training config (defaults: bandlift.train.trainer.DEFAULTS)")
     parser.add_argument("--run-dir", required=True, help="folder for checkpoints and metrics; resumes if it has last.pt")
     parser.add_argument("--manifest", help="dataset manifest (overrides data.manifest)")
-    parser.add_argument("--steps", type=int, help="total steps (overrides train.steps)")
+    parser.add_argument("--steps", type=int, help="total steps (overrides train.steps; 0 with a prior recipe: "
+                                                   "its untrained start, judged and saved as best.pt)")
     parser.add_argument("--init", metavar="CKPT", help="fine-tune: start from this checkpoint's weights "
                         "(overrides train.init; ignored when the run resumes)")
     parser.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this long")
@@ -145,19 +146,22 @@ def run(args) -> int:
     from bandlift.train.trainer import Trainer
 
     if args.steps is not None:
-        in_range(args.steps, "--steps", 1, MAX_STEPS)
+        in_range(args.steps, "--steps", 0, MAX_STEPS)
     if args.max_minutes is not None:
         in_range(args.max_minutes, "--max-minutes", 0.01, 60 * 24 * 365)
     overrides = {"data": {}, "train": {}}
     if args.manifest:
         overrides["data"]["manifest"] = args.manifest
-    if args.steps:
+    if args.steps is not None:
         overrides["train"]["steps"] = args.steps
     if args.init:
         overrides["train"]["init"] = args.init
     if args.max_minutes:
         overrides["train"]["max_minutes"] = args.max_minutes
     config = read_config(args.config, overrides)
+    if config["train"]["steps"] == 0 and not config["model"].get("prior"):
+        raise CLIError("--steps 0 keeps a recipe's untrained start, which only a prior recipe (model.prior: true) "
+                       "judges and saves as best.pt; train at least 1 step")
     init = config["train"].get("init")
     if init and not Path(init).is_file():
         raise CLIError(f"--init {init}: no such checkpoint")
