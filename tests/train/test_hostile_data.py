@@ -223,7 +223,7 @@ def test_bad_training_config_is_one_line(tmp_path, capsys, case):
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["train", "--steps", "0"], "--steps must be in"),
+    (["train", "--steps", "-1"], "--steps must be in"),
     (["train", "--steps", "-5"], "--steps must be in"),
     (["train", "--max-minutes", "nan"], "--max-minutes must be"),
     (["train", "--max-minutes", "-1"], "--max-minutes must be"),
