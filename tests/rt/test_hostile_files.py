@@ -13,6 +13,7 @@ import signal
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -477,22 +478,24 @@ def test_a_lossy_output_decodes_below_its_ceiling(model, tmp_path, ext):
 
 
 def test_a_band_below_the_models_lowest_cutoff_is_served_from_that_cutoff(tmp_path, capsys):
-    """The shipped model learned 4-20 kHz bands; told a telephone band (3.4 kHz) it over-filled (+14 dB
-    above the reference on held-out speech, peaks +2.6 dB): it now generates from its own lowest cutoff,
-    exactly as if told 4 kHz, and says so."""
+    """The model shipped until session 14 (tests/fixtures/speed_reference.onnx) learned 4-20 kHz bands;
+    told a telephone band (3.4 kHz) it over-filled (+14 dB above the reference on held-out speech, peaks
+    +2.6 dB): it now generates from its own lowest cutoff, exactly as if told 4 kHz, and says so."""
     from bandlift.rt import Upsampler
     from bandlift.train.degrade import band_limit
 
     rng = np.random.default_rng(0)
     x = band_limit(rng.standard_normal(8000 * 2) * 0.1, 8000, 3400.0).astype(np.float32)
-    up = Upsampler()
+    legacy = Path(__file__).parents[1] / "fixtures" / "speed_reference.onnx"
+    up = Upsampler(legacy)
     assert up.session.info.lowest_cutoff_hz == 4000
     y34, _ = up.process(x, 8000, input_cutoff=3400)
     y40, _ = up.process(x, 8000, input_cutoff=4000)
     assert np.array_equal(y34, y40)
     src, dst, js = tmp_path / "phone.wav", tmp_path / "out.wav", tmp_path / "s.json"
     sf.write(str(src), x, 8000, subtype="FLOAT")
-    assert main(["upsample", str(src), str(dst), "--input-cutoff", "3400", "--json", str(js)]) == 0
+    assert main(["upsample", str(src), str(dst), "--input-cutoff", "3400", "--model", str(legacy), "--json",
+                 str(js)]) == 0
     info = json.loads(js.read_text())["files"][0]
     assert info["input_cutoff_hz"] == 3400 and info["model_cutoff_hz"] == 4000
     assert "below the lowest the model was trained on (4000 Hz)" in info["input_cutoff_note"]
