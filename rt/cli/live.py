@@ -252,7 +252,7 @@ def _run_devices(args, engine, session, source, in_rate, virtual) -> int:
         os.environ["PULSE_CLIENTCONFIG"] = client_config_without_shm()  # a PulseAudio crash, see there
     import sounddevice as sd
 
-    from bandlift.rt.io.devices import LiveError, find_device
+    from bandlift.rt.io.devices import LiveError, find_device, jack_answers
     from bandlift.rt.io.recording import StreamedRecording
     from bandlift.rt.io.runner import LiveRunner
 
@@ -277,10 +277,18 @@ def _run_devices(args, engine, session, source, in_rate, virtual) -> int:
                                  if pulse else None)  # None: the period
         if args.margin is None:
             args.margin = VIRTUAL_MARGIN if mic else 0
+
+        def can_reopen() -> bool:
+            """A stream the host API ended is reopened unless its device or server is gone: the virtual
+            device (a restarted server lost it) or a JACK server that no longer answers."""
+            if virtual is not None and not virtual.alive():
+                return False
+            return jack_answers(input_device, "input") and jack_answers(output_device, "output")
+
         runner = LiveRunner(engine, input_device, output_device, frames=frames,
                             watchdog_s=PULSE_WATCHDOG_S if pulse else 1.0,
                             margin=args.margin, source=source,
-                            record_seconds=RECORD_RING_SECONDS if args.record else 0.0)
+                            record_seconds=RECORD_RING_SECONDS if args.record else 0.0, can_reopen=can_reopen)
         recording = StreamedRecording(args.record, args.rate, runner.channels) if args.record else None
     except (LiveError, ValueError, sd.PortAudioError) as exc:
         raise CLIError(str(exc)) from None
@@ -302,13 +310,15 @@ def _run(args, engine, session, runner, recording, in_rate) -> int:
     failure = None
     try:
         with _Keys(engine, runner):
-            shown = 0
+            shown, reopens_shown = 0, 0
 
-            def show_events():  # every bypass, with its time and cause, on its own line
-                nonlocal shown
+            def show_events():  # every bypass and stream reopen, with its time and cause, on its own line
+                nonlocal shown, reopens_shown
                 lines = engine.event_lines(shown)
                 shown += len(lines)
-                for line in lines:
+                reopened = runner.reopen_lines[reopens_shown:]
+                reopens_shown += len(reopened)
+                for line in lines + reopened:
                     sys.stderr.write(("\r" if not args.quiet else "") + line.ljust(100) + "\n")
 
             def tick(r):
@@ -358,7 +368,9 @@ def _run(args, engine, session, runner, recording, in_rate) -> int:
           f"block p50 {summary.engine['block_ms_p50']:.3f} ms p99 {summary.engine['block_ms_p99']:.3f} ms "
           f"max {summary.engine['block_ms_max']:.3f} ms, bypass events {summary.engine['bypass_events']}, "
           f"latency {result['latency_ms']:.2f} ms"
-          + (f", resynchronised {summary.resyncs}x after a stall (input dropped, latency kept)" if summary.resyncs else ""),
+          + (f", resynchronised {summary.resyncs}x after a stall (input dropped, latency kept)" if summary.resyncs else "")
+          + (f", audio stream reopened {summary.reopens}x (ended or stalled, device still there)"
+             if summary.reopens else ""),
           file=sys.stderr)
     if recording is not None:
         recording.drain(runner.record, int(runner.stats[REC_POS]))

@@ -1,5 +1,6 @@
 """Audio devices for live runs (PortAudio through sounddevice): lookup by index or name, a JACK server's
-period, streams whose callback is a C function, and streams that will not stop."""
+period (and whether it still answers), streams whose callback is a C function, calls bounded in time,
+and streams that will not stop."""
 from __future__ import annotations
 
 import ctypes
@@ -12,19 +13,33 @@ class LiveError(RuntimeError):
     """The audio device or stream failed; the message says what to check."""
 
 
-def jack_period(device) -> int | None:
-    """The JACK server's period in frames when `device` (index or None: the default output) is a JACK
-    device, else None. PortAudio does not tell: ask libjack (a short-lived client of the same server)."""
-    import ctypes.util
-
+def is_jack(device, kind: str = "output") -> bool:
+    """Is `device` (index, or None: the default `kind` device) on PortAudio's JACK host API?"""
     import sounddevice as sd
 
     try:
-        info = sd.query_devices(device, "output" if device is None else None)
-        if "JACK" not in sd.query_hostapis(info["hostapi"])["name"]:
-            return None
+        info = sd.query_devices(device, kind if device is None else None)
+        return "JACK" in sd.query_hostapis(info["hostapi"])["name"]
+    except (ValueError, sd.PortAudioError):
+        return False
+
+
+def jack_answers(device, kind: str = "output") -> bool:
+    """False when `device` is a JACK device whose server no longer answers (no client can connect)."""
+    return not is_jack(device, kind) or jack_period(device, kind) is not None
+
+
+def jack_period(device, kind: str = "output") -> int | None:
+    """The JACK server's period in frames when `device` (index or None: the default `kind` device) is a
+    JACK device, else None (also when its server does not answer). PortAudio does not tell: ask libjack
+    (a short-lived client of the same server)."""
+    import ctypes.util
+
+    if not is_jack(device, kind):
+        return None
+    try:
         lib = ctypes.CDLL(ctypes.util.find_library("jack") or "libjack.so.0")
-    except (OSError, ValueError, sd.PortAudioError):
+    except OSError:
         return None
     lib.jack_client_open.restype = ctypes.c_void_p
     lib.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
@@ -79,6 +94,27 @@ def open_stream(kind: str, callback, userdata: int, channels: int, latency, fini
     return sd._StreamBase(kind=kind, dtype="float32", channels=channels, latency=latency,
                           callback=callback.address, userdata=sd._ffi.cast("void *", userdata),
                           finished_callback=finished, wrap_callback=None, **kwargs)
+
+
+def call_within(fn, seconds: float):
+    """fn() in a helper thread: its result (or its exception, raised here), or TimeoutError when it has
+    not returned within `seconds` (it is left running: a PortAudio call that hangs cannot be interrupted)."""
+    box = {}
+
+    def call():
+        try:
+            box["result"] = fn()
+        except BaseException as exc:
+            box["error"] = exc
+
+    t = threading.Thread(target=call, daemon=True)
+    t.start()
+    t.join(max(0.0, seconds))
+    if t.is_alive():
+        raise TimeoutError(f"no answer within {seconds:.1f} s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
 
 
 def ended_within(fn, seconds: float) -> bool:

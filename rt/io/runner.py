@@ -20,7 +20,14 @@ Overload: the engine (realtime=True) crossfades to bypass when a block's compute
 duration, and the worker forces bypass if the output actually ran late; the model comes back after a
 growing hold time. A stream that stops delivering callbacks (device gone, JACK server stopped) or
 reports an error ends the run with a clear message within `watchdog_s` (`startup_s` for the first
-callback: PulseAudio's ALSA plugin takes 1.5-2 s to deliver it).
+callback: PulseAudio's ALSA plugin takes 1.5-2 s to deliver it), unless it is reopened.
+
+A stream that the host API ends on its own (PortAudio's finished callback: e.g. ALSA's pulse plugin
+after an underrun it could not recover), or that the watchdog finds silent, is reopened by `run()`'s
+thread, as a DAW does after an xrun storm, when `can_reopen()` says the device is still there: old
+streams closed, the output timeline restarted at the declared latency (by the worker, while no callback
+runs), the same streams opened and started, all within `REOPEN_S`; at most `MAX_REOPENS` within
+`REOPEN_WINDOW_S`, else the run ends.
 """
 from __future__ import annotations
 
@@ -38,10 +45,13 @@ from bandlift.rt.dsp.ringbuffer import RingBuffer, ring_available, ring_read, ri
 from bandlift.rt.io.callbacks import (CALLBACKS, IN_OVERFLOW, IN_RING_FULL, LATE, NSTATS, OUT_CALLBACKS,
                                       OUT_UNDERFLOW, REC_POS, WAKE_NS_MAX, WAKE_NS_SUM, XRUNS, duplex_callback,
                                       input_callback, input_side, make_context, output_callback, output_side)
-from bandlift.rt.io.devices import LiveError, abandon, ended_within, jack_period, open_stream
+from bandlift.rt.io.devices import LiveError, abandon, call_within, ended_within, jack_period, open_stream
 from bandlift.rt.io.recording import ring_contents
 
 SWITCH_INTERVAL_S = 2e-4
+LOST = "the audio stream stopped unexpectedly (device removed or server stopped)"
+REOPEN_S = 2.0  # a reopen finishes or gives up within this (a dead server can hang PortAudio)
+MAX_REOPENS, REOPEN_WINDOW_S = 3, 10.0  # a device that keeps failing ends the run
 STATUS_BLOCKS = 2000  # the status line's block p99 is over the last this many model blocks
 
 
@@ -76,6 +86,7 @@ class LiveSummary:
     late_blocks: int
     in_ring_full: int
     resyncs: int
+    reopens: int  # streams the host API ended and the run reopened
     wake_us_mean: float  # the callback's wake-up write() to the worker: its cost on the audio thread
     wake_us_max: float
     buffering: int
@@ -86,13 +97,27 @@ class LiveSummary:
         return dict(self.__dict__)
 
 
+class _WakingEvent(threading.Event):
+    """An event whose set() also sets `wakes` (the event the controlling thread waits on)."""
+
+    def __init__(self, wakes: threading.Event):
+        super().__init__()
+        self.wakes = wakes
+
+    def set(self):
+        super().set()
+        self.wakes.set()
+
+
 class LiveRunner:
-    """Run `engine` between audio devices in real time (see module docstring)."""
+    """Run `engine` between audio devices in real time (see module docstring). `can_reopen()` (None:
+    always try) tells whether a stream the host API ended may be reopened: False when its device or
+    server is gone."""
 
     def __init__(self, engine, input_device=None, output_device=None, frames: int | None = None,
                  margin: int = 0, source: np.ndarray | None = None, record_seconds: float = 0.0,
                  watchdog_s: float = 1.0, latency="low", two_streams: bool | None = None,
-                 startup_s: float = 5.0):
+                 startup_s: float = 5.0, can_reopen=None):
         import sounddevice as sd
 
         self.sd = sd
@@ -132,7 +157,21 @@ class LiveRunner:
         self.latency_arg = latency
         self.input_device, self.output_device = input_device, output_device
         self.error: str | None = None
-        self._stop = threading.Event()
+        self._attention = threading.Event()  # wakes run()'s thread: a stop, or a stream that ended
+        self._stop = _WakingEvent(self._attention)
+        self.can_reopen = can_reopen
+        self.reopens = 0
+        self.reopen_lines: list[str] = []  # one per reopen, for the CLI to print
+        self._reopened_at: list[float] = []
+        self._generation = 0  # the streams' generation: a finish from an older one is ignored
+        self._lost = threading.Event()  # a stream of this generation ended on its own
+        self._lost_lock = threading.Lock()  # a finish is told apart from a newer generation's
+        self._lost_how = ("", LOST)  # what happened, and the error if it is not reopened
+        self._controlled = False  # run() is there to reopen it
+        self._reopening = threading.Event()  # no stream runs: the watchdog waits
+        self._restart_asked, self._restarted = threading.Event(), threading.Event()
+        self._callbacks_before = 0  # input callbacks of the streams before a reopen
+        self._lost_error = LOST
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self.streams = []
@@ -153,13 +192,47 @@ class LiveRunner:
 
     def _stream(self, kind: str, callback, **kwargs):
         """A stream running one of the C callbacks with this runner's context as its user data."""
-        return open_stream(kind, callback, self._ctx.ctypes.data, self.channels, self.latency_arg, self._finished,
-                           **kwargs)
+        generation = self._generation
+        return open_stream(kind, callback, self._ctx.ctypes.data, self.channels, self.latency_arg,
+                           lambda: self._finished(generation), **kwargs)
 
-    def _finished(self):
-        if not self._stop.is_set() and self.error is None:
-            self.error = "the audio stream stopped unexpectedly (device removed or server stopped)"
-        self._stop.set()
+    def _open_streams(self) -> list:
+        """This run's stream(s), opened, not started: one duplex stream, or [output, input]."""
+        eng = self.engine
+        if self.duplex:
+            return [self._stream("duplex", duplex_callback, samplerate=eng.out_rate, blocksize=self.frames,
+                                 device=(self.input_device, self.output_device))]
+        in_frames = max(1, round(self.frames * eng.in_rate / eng.out_rate))
+        s_in = self._stream("input", input_callback, samplerate=eng.in_rate, blocksize=in_frames,
+                            device=self.input_device)
+        try:
+            s_out = self._stream("output", output_callback, samplerate=eng.out_rate, blocksize=self.frames,
+                                 device=self.output_device)
+        except BaseException:
+            s_in.close(ignore_errors=True)
+            raise
+        return [s_out, s_in]
+
+    def _finished(self, generation: int):
+        """PortAudio ended a stream (its thread calls this): run() reopens it, else the run ends."""
+        if not self._stream_lost("the host API had ended it", LOST, generation):
+            if self.error is None:
+                self.error = LOST
+            self._stop.set()
+
+    def _stream_lost(self, what: str, error: str, generation: int | None = None) -> bool:
+        """Hand a stream that ended or stalled to run() to reopen (False: no run() to do it). `error`
+        ends the run if it is not reopened."""
+        with self._lost_lock:
+            if self._stop.is_set() or generation not in (None, self._generation):
+                return True  # stopping, or a stream already replaced: nothing to do
+            if not self._controlled:
+                return False
+            self._lost_how = (what, error)
+            self._reopening.set()  # the watchdog waits from now
+            self._lost.set()
+            self._attention.set()
+            return True
 
     # -- worker -------------------------------------------------------------------------------------
     def _raise_priority(self):
@@ -175,35 +248,51 @@ class LiveRunner:
         """Seconds without a callback that mean the device is gone: a few callback intervals."""
         return max(self.watchdog_s, 4 * self.callback_interval)
 
+    def _callbacks(self) -> int:
+        """Callbacks so far, over every stream of the run."""
+        return int(self.stats[CALLBACKS] + self.stats[OUT_CALLBACKS]) + self._callbacks_before
+
     def _work(self):
         self._raise_priority()
         ring_in, ring_out = self.in_ring, self.out_ring
-        last_cb, last_change = -1, time.monotonic()
+        last_cb, last_change = self._callbacks(), time.monotonic()
         first_cb, first_time = 0, 0.0
+        waiting = True  # for the first callback of the run (or of reopened streams): startup_s applies
         seen_full = 0
         try:
             while not self._stop.is_set():
                 ready, _, _ = select.select([self._wake_r], [], [], 0.05)
                 if ready:
                     os.read(self._wake_r, 4096)
+                if self._restart_asked.is_set():  # a reopen, between closing and opening the streams
+                    self._restart_asked.clear()
+                    self._restart_streams_timeline()
+                    self._restarted.set()
                 if self.stats[IN_RING_FULL] != seen_full:  # stalled for seconds: drop the stale input first
                     seen_full = self.stats[IN_RING_FULL]
                     self._resync()
                 self._pump(ring_in, ring_out)
-                cb = int(self.stats[CALLBACKS] + self.stats[OUT_CALLBACKS])
+                cb = self._callbacks()
                 now = time.monotonic()
-                if cb != last_cb:
-                    if cb > 0 and not first_cb:
-                        first_cb, first_time = cb, now
-                    elif cb > first_cb > 0:
+                if self._reopening.is_set():  # no stream runs: wait, then count afresh
+                    last_cb, last_change, waiting = cb, now, True
+                elif cb != last_cb:
+                    if waiting:
+                        first_cb, first_time, waiting = cb, now, False
+                    else:
                         self.callback_interval = max(self.callback_interval, (now - first_time) / (cb - first_cb))
                     last_cb, last_change = cb, now
-                elif (now - last_change > (self._watchdog() if cb > 0 else self.startup_s)
+                elif (now - last_change > (self.startup_s if waiting else self._watchdog())
                       and not self._stop.is_set()):
-                    self.error = (f"no audio callbacks for {now - last_change:.1f} s: the audio device or "
-                                  "server stopped (JACK server gone? device unplugged?)" if cb > 0 else
-                                  f"the audio device never started (no callback within {self.startup_s:g} s)")
-                    self._stop.set()
+                    silent = f"no audio callbacks for {now - last_change:.1f} s"
+                    error = f"{silent}: the audio device or server stopped (JACK server gone? device unplugged?)"
+                    # a stream that stalled with its device still there (ALSA's pulse plugin can recover
+                    # from an xrun into silence) is reopened like one the host API ended
+                    if waiting or not self._stream_lost(silent, error):
+                        self.error = error if not waiting else (
+                            f"the audio device never started (no callback within {self.startup_s:g} s"
+                            + (" of reopening it)" if self.reopens else ")"))
+                        self._stop.set()
         except Exception as exc:  # a worker failure must end the run, not hang it
             self.error = f"engine failure: {exc!r}"
             self._stop.set()
@@ -222,13 +311,25 @@ class LiveRunner:
 
     def _resync(self):
         """The input ring overflowed (worker stalled for seconds): drop what is stale and restart the
-        output timeline from now, at the declared latency (counted in `resyncs`). The signal history
-        goes; the run's statistics and event times stay."""
+        output timeline from now, at the declared latency (counted in `resyncs`)."""
+        self.resyncs += 1
+        self._restart_timeline()
+
+    def _restart_streams_timeline(self):
+        """The worker's part of a reopen (no callback runs): the timeline restarts as after a stall, and
+        input callbacks count from 0 again, so that a separate output stream waits for the first input
+        as at the start."""
+        self._restart_timeline()
+        self._callbacks_before += int(self.stats[CALLBACKS])
+        self.stats[CALLBACKS] = 0
+
+    def _restart_timeline(self):
+        """Drop the pending input and restart the output `buffering` samples ahead of the callback: the
+        declared latency. The signal history goes; the run's statistics and event times stay."""
         eng = self.engine
         stats, made = eng.stats, eng.samples_out
         eng.reset()
         eng.stats, eng.samples_out = stats, made
-        self.resyncs += 1
         self.in_ring.counters[1] = self.in_ring.counters[0]
         self.out_ring.counters[0] = self.out_ring.counters[1]
         ring_write(self.out_ring.data, self.out_ring.counters, np.zeros((self.buffering, self.channels), np.float32))
@@ -266,19 +367,11 @@ class LiveRunner:
         self._switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         try:
+            self.streams = self._open_streams()
             if self.duplex:
-                stream = self._stream("duplex", duplex_callback, samplerate=eng.out_rate, blocksize=self.frames,
-                                      device=(self.input_device, self.output_device))
-                self.streams = [stream]
-                lat_in, lat_out = stream.latency
+                lat_in, lat_out = self.streams[0].latency
             else:
-                in_frames = max(1, round(self.frames * eng.in_rate / eng.out_rate))
-                s_in = self._stream("input", input_callback, samplerate=eng.in_rate, blocksize=in_frames,
-                                    device=self.input_device)
-                s_out = self._stream("output", output_callback, samplerate=eng.out_rate, blocksize=self.frames,
-                                     device=self.output_device)
-                self.streams = [s_out, s_in]
-                lat_in, lat_out = s_in.latency, s_out.latency
+                lat_out, lat_in = (s.latency for s in self.streams)
         except sd.PortAudioError as exc:
             self.close()
             raise LiveError(f"cannot open the audio stream: {exc} (check --input/--output, --rate: a JACK "
@@ -343,6 +436,7 @@ class LiveRunner:
             start: bool = True) -> LiveSummary:
         """Start (unless started), run until `seconds` pass, an error, or KeyboardInterrupt; stop;
         summarise. Raises LiveError if the stream failed."""
+        self._controlled = True  # from here on a stream that ends is reopened here
         if start:
             self.start()
         try:
@@ -352,23 +446,88 @@ class LiveRunner:
                 now = time.monotonic()
                 if end is not None and now >= end:
                     break
+                if self._lost.is_set():
+                    self._reopen()
+                    continue
                 if on_tick is not None:
                     on_tick(self)
                 wait = tick_s if on_tick is not None else 0.5
-                self._stop.wait(wait if end is None else max(0.0, min(wait, end - now)))
+                self._attention.wait(wait if end is None else max(0.0, min(wait, end - now)))
+                self._attention.clear()  # what woke it is looked at from the top of the loop
         finally:
+            self._controlled = False
             self.stop()
         if self.error:
             raise LiveError(self.error)
         return self.summary()
 
+    # -- reopening a stream the host API ended ------------------------------------------------------
+    def _reopen(self):
+        """Close the ended stream(s), restart the output timeline, open and start the same streams again;
+        on any failure the run ends with the stream's error and the reason. Bounded by REOPEN_S in all."""
+        lost_at = time.monotonic()
+        deadline = lost_at + REOPEN_S
+        with self._lost_lock:
+            self._generation += 1  # what the old streams report from here on is ignored
+            self._lost.clear()
+            what, self._lost_error = self._lost_how
+            self._reopening.set()  # (already, unless a new stream ended while the last reopen finished)
+        self._reopened_at = [t for t in self._reopened_at if lost_at - t < REOPEN_WINDOW_S]
+        try:
+            if len(self._reopened_at) >= MAX_REOPENS:
+                return self._fail(f"not reopened: it stopped {MAX_REOPENS + 1} times within {REOPEN_WINDOW_S:g} s")
+            try:
+                if self.can_reopen is not None and not call_within(self.can_reopen, deadline - time.monotonic()):
+                    return self._fail()  # the device or server is gone: stop() closes what is left
+            except TimeoutError:
+                return self._fail("not reopened: the sound server does not answer")
+            for s in self.streams:  # PortAudio ended it, but its handle is still open
+                if not ended_within(lambda: (s.abort(ignore_errors=True), s.close(ignore_errors=True)),
+                                    deadline - time.monotonic()):
+                    self._fail("not reopened")
+                    self._abandon()
+                    return
+            self.streams = []
+            self._restarted.clear()
+            self._restart_asked.set()
+            try:
+                os.write(self._wake_w, b"\0")
+            except BlockingIOError:
+                pass  # the pipe is full: the worker is awake anyway
+            if not self._restarted.wait(max(0.0, deadline - time.monotonic())):
+                return self._fail("reopening failed: the engine's worker did not answer")
+            try:
+                self.streams = call_within(self._open_streams, deadline - time.monotonic())
+                for s in self.streams:
+                    call_within(s.start, deadline - time.monotonic())
+            except TimeoutError:
+                self._fail(f"reopening failed: PortAudio did not answer within {REOPEN_S:g} s")
+                self._abandon()  # PortAudio hangs: leave it (and its exit-time shutdown) alone
+                return
+            except (self.sd.PortAudioError, ValueError) as exc:
+                return self._fail(f"reopening failed: {exc}")
+        finally:
+            self._reopening.clear()
+        self.reopens += 1
+        self._reopened_at.append(lost_at)
+        self.reopen_lines.append(f"audio stream reopened at {lost_at - self._started:.2f} s: {what} "
+                                 f"(took {time.monotonic() - lost_at:.2f} s)")
+
+    def _fail(self, reason: str = ""):
+        """End the run with the lost stream's error (and why it was not reopened)."""
+        if self.error is None:
+            self.error = self._lost_error + (f"; {reason}" if reason else "")
+        self._stop.set()
+
     def summary(self) -> LiveSummary:
         st = self.stats
+        inputs = int(st[CALLBACKS]) + self._callbacks_before
         return LiveSummary(seconds=time.monotonic() - self._started if self._started else 0.0,
-                           callbacks=int(st[CALLBACKS] + st[OUT_CALLBACKS]), xruns=int(st[XRUNS]),
+                           callbacks=self._callbacks(), xruns=int(st[XRUNS]),
                            input_overflows=int(st[IN_OVERFLOW]), output_underflows=int(st[OUT_UNDERFLOW]),
                            late_blocks=int(st[LATE]), in_ring_full=int(st[IN_RING_FULL]), resyncs=self.resyncs,
-                           wake_us_mean=float(st[WAKE_NS_SUM]) / max(1, int(st[CALLBACKS])) / 1e3,
+                           reopens=self.reopens,
+                           wake_us_mean=float(st[WAKE_NS_SUM]) / max(1, inputs) / 1e3,
                            wake_us_max=float(st[WAKE_NS_MAX]) / 1e3,
                            buffering=self.buffering, device_latency=self.device_latency,
                            engine=self.engine.stats.summary())
@@ -384,4 +543,5 @@ class LiveRunner:
         gain_db = 20 * np.log10(max(eng.gain, 1e-6))
         return (f"latency {1000 * self.total_latency / eng.out_rate:.1f} ms | block p99 {p99:.2f} ms "
                 f"(budget {1000 * eng.block_seconds:.2f}) | xruns {st[XRUNS]} late {st[LATE]} | "
-                f"{state} | gain {gain_db:+.0f} dB | mix {eng.mix * 100:.0f}%")
+                f"{state} | gain {gain_db:+.0f} dB | mix {eng.mix * 100:.0f}%"
+                + (f" | reopened {self.reopens}x" if self.reopens else ""))

@@ -529,6 +529,81 @@ def test_stall_resynchronises_at_the_declared_latency(jack, models, tmp_path):
     assert np.median(found) == declared
 
 
+JACK_ANSWERS = """
+import os, sys, time
+from bandlift.rt.io.devices import find_device, jack_answers
+device = find_device("loopback", "output")
+print(jack_answers(device, "output"), flush=True)
+sys.stdin.readline()  # the server is stopped now
+start = time.monotonic()
+print(jack_answers(device, "output"), f"{time.monotonic() - start:.2f}", flush=True)
+os._exit(0)  # PortAudio's exit-time shutdown would wait on the dead server
+"""
+
+
+def test_a_stream_on_a_stopped_jack_server_is_not_reopened(models):
+    """`bandlift live` reopens a stream the host API ended only while its JACK server answers: the
+    predicate it gives the runner (`jack_answers`) is True while the server runs, False at once (well
+    within the reopen's 2 s) after it stopped."""
+    server = JackServer(48000, PERIOD).start()
+    try:
+        child = subprocess.Popen([sys.executable, "-c", JACK_ANSWERS], env=server.env, stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)
+        running = child.stdout.readline().split()
+        server.stop()
+        child.stdin.write("\n")
+        child.stdin.flush()
+        stopped = child.stdout.readline().split()
+        child.wait(30)
+    finally:
+        server.stop()
+    print(f"\nwhile running: {running}, after the stop: {stopped}")
+    assert running == ["True"] and stopped[0] == "False" and float(stopped[1]) < 1.0
+
+
+def test_a_stalled_stream_is_reopened_at_the_declared_latency(models):
+    """The JACK server is frozen (SIGSTOP) for 1.5 s: callbacks stop with the device still there, the
+    watchdog hands the stream to run() after 1 s, the reopen waits (bounded) for the server to answer,
+    and the run goes on: one reopen, no error, and a click train comes back at the declared latency
+    after it (the output timeline restarted as after a stall)."""
+    from bandlift.rt.cli.bench import click_train
+    from bandlift.rt.engine import StreamEngine
+    from bandlift.rt.io.devices import find_device, jack_answers
+    from bandlift.rt.io.runner import LiveRunner
+    from bandlift.rt.model.session import ModelSession
+
+    rate, seconds = 48000, 8.0
+    x, clicks = click_train(int(rate * seconds), rate, 1, every_s=0.25)
+    with running_jack(rate, PERIOD) as server:
+        devices = find_device("loopback", "input"), find_device("loopback", "output")
+        runner = LiveRunner(StreamEngine(ModelSession(models["conv"]), rate, rate, 1, PERIOD), *devices,
+                            frames=PERIOD, source=x, record_seconds=seconds + 1,
+                            can_reopen=lambda: jack_answers(devices[0], "input") and jack_answers(devices[1]))
+
+        def freeze():
+            time.sleep(2.0)
+            os.kill(server.proc.pid, signal.SIGSTOP)
+            time.sleep(1.5)
+            os.kill(server.proc.pid, signal.SIGCONT)
+
+        import threading
+
+        freezer = threading.Thread(target=freeze)
+        freezer.start()
+        try:
+            summary = runner.run(seconds)
+        finally:
+            freezer.join()
+    rec = runner.recorded()[:, 0]
+    declared = runner.total_latency
+    after = [c for c in clicks if c > 3 * rate and c + declared + 200 < len(rec)]  # well after the reopen
+    found = [declared - 200 + int(np.argmax(np.abs(rec[c + declared - 200:c + declared + 200]))) for c in after]
+    print(f"\n{runner.reopen_lines}, recorded {len(rec) / rate:.2f} s, declared {declared}, clicks after at {found}")
+    assert summary.reopens == 1 and runner.error is None
+    assert "no audio callbacks for" in runner.reopen_lines[0]
+    assert len(found) >= 4 and np.median(found) == declared
+
+
 def test_sigterm_and_a_dying_server_keep_the_recording_and_summary(models, tmp_path):
     for ending in ("sigterm", "server"):
         server = JackServer(48000, PERIOD).start()
