@@ -190,6 +190,9 @@ class LeanSpectralStream(nn.Module):
                 self.register_buffer(f"block{i}_weight", w)
                 self.register_buffer(f"mix{i}_weight", m)
             out_weight, out_bias = gen.out.weight[:, :, 0].T, gen.out.bias
+            # an output layer whose weights are all zero (a prior recipe at its start) writes its bias whatever
+            # the network computes: the graph leaves the network, and its caches, out
+            self.fixed_correction = not bool(out_weight.any())
             if self.envelope:  # band values, spread to the bins (each twice: its re and im slot) by one MatMul
                 self.register_buffer("out_weight", out_weight.contiguous())
                 self.register_buffer("out_bias", out_bias.clone())
@@ -224,22 +227,25 @@ class LeanSpectralStream(nn.Module):
 
     def parts(self) -> list[tuple[str, tuple[int, ...]]]:
         """What the packed state holds, in order (the contract metadata's parts)."""
-        gru = [("gru_state", (self.gru.hidden_size,))] if self.gru is not None else []
+        gru = [("gru_state", (self.gru.hidden_size,))] if self.gru is not None and not self.fixed_correction else []
         prior = [("prior_level", (spectral.PRIOR_LEVEL_FRAMES - 1,)), ("prior_tilt", (2,))] if self.tilt_s else []
         noise = [("noise_clock", (1,))] if self.noise else []
         short = [("prior_short", (self.prior_fft // self.hop - 1,))] if self.fast_level else []
-        return [("block_caches", (sum(self.contexts), self.channels)), *gru, *prior, *noise, *short,
+        caches = [] if self.fixed_correction else [("block_caches", (sum(self.contexts), self.channels))]
+        return [*caches, *gru, *prior, *noise, *short,
                 ("input_cache", (self.history,)), ("input_tail_plus_ola_cache", (self.delay,))]
 
     def forward(self, audio, cutoff, state):
         batch, length = audio.shape
         frames = length // self.hop
-        caches, *recurrent, history, carry = state.split([math.prod(shape) for _, shape in self.parts()], dim=1)
-        gru_state = recurrent[:1] if self.gru is not None else []
+        *recurrent, history, carry = state.split([math.prod(shape) for _, shape in self.parts()], dim=1)
+        if not self.fixed_correction:
+            caches, *recurrent = recurrent
+            caches = caches.reshape(batch, -1, self.channels).split(self.contexts, dim=1)
+        gru_state = recurrent[:1] if self.gru is not None and not self.fixed_correction else []
         prior_state = recurrent[len(gru_state):len(gru_state) + 2] if self.tilt_s else []
         short_cache = recurrent[-1:] if self.fast_level else []
         noise_clock = recurrent[-1 - len(short_cache)] if self.noise else None
-        caches = caches.reshape(batch, -1, self.channels).split(self.contexts, dim=1)
         xh = torch.cat([history, audio], dim=1)  # [B, history + T]
         steps = torch.arange(frames)[:, None]
         hops = xh.reshape(batch, -1, self.hop)
@@ -254,27 +260,30 @@ class LeanSpectralStream(nn.Module):
         c = cutoff.reshape(batch, 1)
         row = _count_above(c, self.thresholds)
         level = torch.log(power @ self.mean_table[row])  # [B, F, 1]
-        feats = (torch.log(power) - level) * self.passband_table[row]
-        hid = feats @ self.inp_weight + self.cutoff_in(c).unsqueeze(1)  # [B, F, C]
-        if self.context:  # the long window ends where frame j ends: hops j .. j + context/h - 1
-            long = hops[:, steps + torch.arange(self.context // self.hop)].reshape(batch, frames, -1) @ self.context_analysis
-            long_power = (long * long) @ self.context_pair_sum + 1e-12
-            inside = (self.context_freq < c).float().unsqueeze(1)  # [B, 1, bins_long]
-            hid = hid + ((torch.log(long_power) - level) * inside) @ self.context_weight
-        gates = self.film2(F.silu(self.film1(c))).reshape(batch, 1, -1).split(self.channels, dim=2)
-        windows = []
-        for i, cache in enumerate(caches):
-            window = torch.cat([cache, F.leaky_relu(hid, self.slope)], dim=1)  # [B, context + F, C]
-            windows.append(window)
-            taps = window[:, steps + torch.arange(self.kernel) * self.dilations[i]].reshape(batch, frames, -1)
-            y = taps @ getattr(self, f"block{i}_weight")
-            hid = hid + F.leaky_relu(y * gates[i], self.slope) @ getattr(self, f"mix{i}_weight")
-        new_gru = []
-        if self.gru is not None:
-            seq, h_n = self.gru(F.leaky_relu(hid, self.slope), gru_state[0].unsqueeze(0))
-            hid = hid + seq @ self.gru_out_weight
-            new_gru = [h_n[0]]
-        pred = F.leaky_relu(hid, self.slope) @ self.out_weight + self.out_bias  # [B, F, (2) outputs (x1-3)]
+        new_gru, windows = [], []
+        if self.fixed_correction:  # the output layer writes its bias: no network to run, its values are constants
+            pred = self.out_bias.reshape(1, 1, -1)
+        else:
+            feats = (torch.log(power) - level) * self.passband_table[row]
+            hid = feats @ self.inp_weight + self.cutoff_in(c).unsqueeze(1)  # [B, F, C]
+            if self.context:  # the long window ends where frame j ends: hops j .. j + context/h - 1
+                long = hops[:, steps + torch.arange(self.context // self.hop)].reshape(batch, frames, -1) @ self.context_analysis
+                long_power = (long * long) @ self.context_pair_sum + 1e-12
+                inside = (self.context_freq < c).float().unsqueeze(1)  # [B, 1, bins_long]
+                hid = hid + ((torch.log(long_power) - level) * inside) @ self.context_weight
+            gates = self.film2(F.silu(self.film1(c))).reshape(batch, 1, -1).split(self.channels, dim=2)
+            windows = []
+            for i, cache in enumerate(caches):
+                window = torch.cat([cache, F.leaky_relu(hid, self.slope)], dim=1)  # [B, context + F, C]
+                windows.append(window)
+                taps = window[:, steps + torch.arange(self.kernel) * self.dilations[i]].reshape(batch, frames, -1)
+                y = taps @ getattr(self, f"block{i}_weight")
+                hid = hid + F.leaky_relu(y * gates[i], self.slope) @ getattr(self, f"mix{i}_weight")
+            if self.gru is not None:
+                seq, h_n = self.gru(F.leaky_relu(hid, self.slope), gru_state[0].unsqueeze(0))
+                hid = hid + seq @ self.gru_out_weight
+                new_gru = [h_n[0]]
+            pred = F.leaky_relu(hid, self.slope) @ self.out_weight + self.out_bias  # [B, F, (2) outputs (x1-3)]
         width = self.outputs if self.envelope else 2 * self.bins
         log_mag, mixes, noise_mix = pred[..., :width], pred[..., width:2 * width], pred[..., -width:]
         if self.bound:
@@ -327,9 +336,9 @@ class LeanSpectralStream(nn.Module):
         out = wet + torch.cat([carry, audio], dim=1)  # the dry input and the previous overlap-add carry
         # state: each block's last `context` window rows, the GRU's state, the input history, the new carry
         rows = self.tail_base + self.tail_blocks * frames
-        tails = torch.cat(windows, dim=1)[:, rows].reshape(batch, -1)
+        tails = [torch.cat(windows, dim=1)[:, rows].reshape(batch, -1)] if windows else []
         new_short = [new_short] if self.tilt_s and self.fast_level else []
-        return out[:, :length], torch.cat([tails, *new_gru, *new_prior, *new_clock, *new_short, xh[:, length:],
+        return out[:, :length], torch.cat([*tails, *new_gru, *new_prior, *new_clock, *new_short, xh[:, length:],
                                            out[:, length:]], dim=1)
 
     def _prior(self, power, c):

@@ -152,6 +152,32 @@ def test_the_noise_fill_prior_recipes_export_a_lean_graph(tmp_path, recipe):
     assert sum(nodes["lean"].values()) < 0.85 * sum(nodes["plain"].values()), nodes
 
 
+def test_a_prior_recipe_at_its_start_exports_without_its_network(tmp_path):
+    """A prior recipe's start (its output layer all zero, as `train --steps 0` keeps it: the shipped model)
+    writes the output layer's bias whatever the convolutions compute: the lean graph leaves them and their
+    caches out, plays the same audio block by block, and runs fewer nodes than with one output weight set."""
+    from bandlift.export import lean
+    from bandlift.rt.model.session import ModelSession
+    import bandlift.train
+    from bandlift.train.recipes import read_recipe
+
+    torch.manual_seed(3)
+    model = read_recipe(Path(bandlift.train.__file__).parent / "robust-fft1024.yaml")["model"]
+    gen = Generator(GeneratorConfig.from_dict({**GeneratorConfig().to_dict(), **model, "channels": 16,
+                                               "dilations": [1, 2, 4]})).eval()
+    assert not gen.out.weight.any() and lean.supports(gen)
+    start = export_generator(gen, tmp_path / "start.onnx")
+    assert max(check_parity(gen, start, blocks=(32, 128, 512)).values()) < 1e-5
+    with torch.no_grad():
+        gen.out.weight[0, 0, 0] = 1e-3  # one weight: the network counts again
+    trained = export_generator(gen, tmp_path / "trained.onnx")
+    sessions = {name: ModelSession(path, provider="cpu") for name, path in (("start", start), ("trained", trained))}
+    parts = {name: [part for part, _ in session.info.parts] for name, session in sessions.items()}
+    assert "block_caches" not in parts["start"] and "block_caches" in parts["trained"], parts
+    nodes = {name: sum(session.node_profile(128, calls=3).values()) for name, session in sessions.items()}
+    assert nodes["start"] < nodes["trained"] - 50, nodes
+
+
 def test_each_channel_of_a_noise_model_draws_its_own_noise(tmp_path):
     """Each row of a noise-prior model (each channel of a stream) reads its own noise, as the offline
     noise-fill draws one per channel: independent channels get independent bands at equal levels (with one
