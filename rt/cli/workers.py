@@ -156,6 +156,8 @@ def run_in_workers(run, args, jobs, options, bar) -> list[dict]:
             pool.shutdown(wait=True, cancel_futures=True)  # the others are stopped: wait for them
             results = _after_a_dead_worker(futures)
     except BaseException:
+        # shutdown(wait=False) forgets the pool's manager thread: keep it to join below
+        manager = getattr(pool, "_executor_manager_thread", None)
         pool.shutdown(wait=False, cancel_futures=True)
         workers = multiprocessing.active_children()
         for worker in workers:
@@ -168,10 +170,11 @@ def run_in_workers(run, args, jobs, options, bar) -> list[dict]:
                 worker.kill()
                 worker.join(1.0)
         _remove_unfinished(futures)  # what a worker did not get to remove
-        if not any(worker.is_alive() for worker in workers):
-            # join the pool's manager thread before the interpreter exits: Python 3.11's exit
-            # hook otherwise races it to the pool's wake-up pipe (an EBADF traceback, seen in CI)
-            pool.shutdown()
+        if manager is not None and not any(worker.is_alive() for worker in workers):
+            # join the pool's manager thread before the interpreter exits: Python 3.11's exit hook
+            # otherwise races it to the pool's wake-up pipe (an EBADF traceback, seen in CI; a second
+            # shutdown() cannot join it: the first one dropped the thread)
+            manager.join(WORKER_EXIT_S)
         raise
     pool.shutdown()
     return results
