@@ -123,8 +123,7 @@ def test_virtual_mic_capture_equals_offline_upsample(model, tmp_path):
         listing = subprocess.run([sys.executable, "-c", CLI, "live", "--list-devices"], env=server.env,
                                  capture_output=True, text=True, timeout=60).stdout
         assert "source bl_mic   [bandlift's own" in listing and "bl_play" in listing
-        rec = subprocess.Popen(["parec", "-d", "bl_mic", "--format=float32le", "--rate=48000", "--channels=1",
-                                "--raw", str(cap)], env=server.env)
+        rec = record_mic(server, cap)
         time.sleep(6.0)
         rec.terminate()
         rec.wait(10)
@@ -133,12 +132,7 @@ def test_virtual_mic_capture_equals_offline_upsample(model, tmp_path):
         assert owned(server) == []  # removed on a normal end
     finally:
         server.stop()
-    offline = tmp_path / "offline.wav"
-    assert main(["upsample", str(src), str(offline), "--model", str(model), "--block", "128",
-                 "--no-delay-compensation", "--input-cutoff", "nyquist"]) == 0
-    off, _ = sf.read(str(offline), dtype="float32")
-    captured = np.fromfile(cap, np.float32)
-    corr, exact, gaps = chunk_matches(captured, off)
+    captured, corr, exact, gaps = capture_against_offline(src, model, tmp_path, cap)
     print(f"\ncaptured {len(captured) / 48000:.2f} s: {len(corr)} chunks, correlation median "
           f"{np.median(corr):.5f} min {corr.min():.3f}, bit-exact {exact.sum()}, {gaps} with an underrun's "
           f"silence; {json.loads(js.read_text())['late_blocks']} late blocks")
@@ -199,6 +193,17 @@ class StderrLines:
         return "".join(self.lines)
 
 
+def capture_against_offline(src, model, tmp_path, cap):
+    """The raw capture at `cap` and `chunk_matches` of it against `bandlift upsample` of `src` offline
+    (block 128, no delay compensation: as the live run plays it)."""
+    offline = tmp_path / "offline.wav"
+    assert main(["upsample", str(src), str(offline), "--model", str(model), "--block", "128",
+                 "--no-delay-compensation", "--input-cutoff", "nyquist"]) == 0
+    off, _ = sf.read(str(offline), dtype="float32")
+    captured = np.fromfile(cap, np.float32)
+    return captured, *chunk_matches(captured, off)
+
+
 def record_mic(server, path):
     return subprocess.Popen(["parec", "-d", "bl_mic", "--format=float32le", "--rate=48000", "--channels=1",
                              "--raw", str(path)], env=server.env)
@@ -257,12 +262,7 @@ def test_a_stream_the_server_ends_is_reopened_and_the_run_goes_on(model, tmp_pat
     summary = json.loads(js.read_text())
     assert summary["reopens"] == 2 and summary["error"] is None and summary["seconds"] >= 12
     assert "audio stream reopened 2x" in stderr
-    offline = tmp_path / "offline.wav"
-    assert main(["upsample", str(src), str(offline), "--model", str(model), "--block", "128",
-                 "--no-delay-compensation", "--input-cutoff", "nyquist"]) == 0
-    off, _ = sf.read(str(offline), dtype="float32")
-    captured = np.fromfile(cap, np.float32)
-    corr, exact, gaps = chunk_matches(captured, off)
+    captured, corr, exact, gaps = capture_against_offline(src, model, tmp_path, cap)
     print(f"captured after the reopens {len(captured) / 48000:.2f} s: {len(corr)} chunks, correlation median "
           f"{np.median(corr) if len(corr) else 0:.5f}, bit-exact {exact.sum()}, {gaps} with an underrun's silence")
     # the server rate-adapts streams it just started (see `chunk_matches`): medians 0.93-1.0 were seen
@@ -479,8 +479,7 @@ def test_a_mono_capture_of_the_virtual_mic_has_the_level_bandlift_plays(tmp_path
     try:
         proc = start_live(server, "--virtual-mic", "bl_mic", "--input", "pulse", "--source", str(src), "--bypass",
                           "--seconds", "8", "--quiet")
-        rec = subprocess.Popen(["parec", "-d", "bl_mic", "--format=float32le", "--rate=48000", "--channels=1",
-                                "--raw", str(cap)], env=server.env)
+        rec = record_mic(server, cap)
         time.sleep(4.0)
         rec.terminate()
         rec.wait(10)
