@@ -96,6 +96,10 @@ def open_stream(kind: str, callback, userdata: int, channels: int, latency, fini
                           finished_callback=finished, wrap_callback=None, **kwargs)
 
 
+class NoAnswer(TimeoutError):
+    """`call_within`: the call has not returned in time."""
+
+
 def call_within(fn, seconds: float):
     """fn() in a helper thread: its result (or its exception, raised here), or TimeoutError when it has
     not returned within `seconds` (it is left running: a PortAudio call that hangs cannot be interrupted)."""
@@ -111,24 +115,22 @@ def call_within(fn, seconds: float):
     t.start()
     t.join(max(0.0, seconds))
     if t.is_alive():
-        raise TimeoutError(f"no answer within {seconds:.1f} s")
+        raise NoAnswer(f"no answer within {seconds:.1f} s")
     if "error" in box:
         raise box["error"]
     return box.get("result")
 
 
 def ended_within(fn, seconds: float) -> bool:
-    """Run fn (a stream's stop or close) in a helper thread; False if it did not return within `seconds`."""
-    def call():
-        try:
-            fn()
-        except Exception:
-            pass
-
-    t = threading.Thread(target=call, daemon=True)
-    t.start()
-    t.join(seconds)
-    return not t.is_alive()
+    """Run fn (a stream's stop or close) in a helper thread; False if it did not return within `seconds`
+    (whatever it raised, it ended)."""
+    try:
+        call_within(fn, seconds)
+    except NoAnswer:
+        return False
+    except BaseException:  # noqa: B036 - raised in the helper thread, where it only ended the call
+        pass
+    return True
 
 
 def abandon(streams: list, *owners) -> None:
