@@ -14,7 +14,8 @@ block, where the cost is per node and per small kernel, not arithmetic.
 - one packed state: the block caches as one [sum of contexts, channels] array split once and gathered
   back in one Gather, and the overlap-add carry kept summed with the input history it is added to.
 
-The long context (its window as hops, one MatMul), the GRU (one ONNX GRU node), the exciter (|x|'s
+The prior's long window (a two-stage DFT: two MatMuls with constant weights), the long context (its window as
+hops, one MatMul), the GRU (one ONNX GRU node), the exciter (|x|'s
 spectrum, one more MatMul), the band envelope (one MatMul from bands to bins), the bounded correction,
 the noise excitation (two table Gathers per block) and the causal noise-fill prior (its band means one
 MatMul, its running slope one CumSum per block) follow the same forms. `supports(gen)` says whether a
@@ -207,10 +208,8 @@ class LeanSpectralStream(nn.Module):
                 # log2 of each bin (from 1), in the re and the im slot: the prior's octaves are this less log2(kc)
                 self.register_buffer("bin_octaves", torch.log2(gen.bin_index.clamp_min(1.0)).repeat(2).reshape(1, 1, -1))
             self.prior_fft = gen.prior_fft
-            if self.prior_fft:  # the prior's long window: its DFT's columns gathered by the cutoffs' octave
-                self.register_buffer("prior_cos", gen.prior_cos.clone())
-                self.register_buffer("prior_sin", gen.prior_sin.clone())
-                self.register_buffer("prior_freq", gen.prior_freq.clone())
+            if self.prior_fft:  # the prior's long window: its whole power spectrum by a two-stage DFT
+                self._prior_fft_tables(gen)
                 self.prior_offset = (gen.history + h - self.prior_fft) // h  # its first hop in the history
             if self.noise:  # the product of two tables' phasors a * b as a * [b_re | b_re] + [a_im | a_re] * [-b_im | b_im]
                 re0, im0, re1, im1 = gen.noise_re0, gen.noise_im0, gen.noise_re1, gen.noise_im1
@@ -301,7 +300,7 @@ class LeanSpectralStream(nn.Module):
                 reads = torch.floor((frames - 1 + phase) / every).long() + 1
                 read_frames = torch.arange(reads[0]) * every - phase.long()  # [R], from -phase
                 long_segments = hops[:, (read_frames + self.prior_offset)[:, None] + torch.arange(self.prior_fft // self.hop)]
-                long_segments = (long_segments.reshape(batch, read_frames.shape[0], -1),
+                long_segments = (long_segments.reshape(-1, *self.prior_split),  # [B R, a, b]: shapes with no Shape ops
                                  torch.floor((torch.arange(frames) + phase) / every).long())  # and each frame's reading
             envelope, *new_prior, new_short = self._causal_prior(raw_power, c, *prior_state, long_segments, *short_cache)
             log_mag = log_mag + envelope
@@ -352,27 +351,58 @@ class LeanSpectralStream(nn.Module):
         tilt = spectral.PRIOR_TILT_DB * math.log(10.0) / 20.0
         return 0.5 * torch.log(top + 1e-12) + tilt * octaves
 
+    def _prior_fft_tables(self, gen):
+        """The long window's DFT (size P = a b, a power of two) as two MatMuls with constant weights, in
+        place of gathering the rows of the bins a cutoff reads (their copy cost more than the whole
+        transform). The windowed samples y[b n1 + n2] as [a, b]; stage one, the a-point DFTs over n1
+        ([4a, a] @ y: re, im, im, re); the twiddles, one Mul ([a, 4b]: cos, cos, sin, -sin); stage two, the
+        b-point DFTs over n2 ([4b, 2b]: the same matrix twice sums the twiddle's two halves). Bin
+        k1 + a k2 lands at k1 b + k2; the fit's frequency table follows that order (the mirror half reads
+        2: never inside a fit)."""
+        size = self.prior_fft
+        a = 1 << (size.bit_length() - 1) // 2
+        b = size // a
+        if size & (size - 1) or a * b != size:
+            raise ValueError("the prior's long window is not a power of two")
+        window = gen.prior_cos[0].double()  # bin 0's row: the scaled window
+        if not torch.allclose(gen.prior_cos[1].double(), window * torch.cos(2 * math.pi * torch.arange(size) / size),
+                              atol=1e-6):
+            raise ValueError("the prior's long analysis is not a windowed DFT")
+        f64 = dict(dtype=torch.float64)
+        phi = 2 * math.pi * torch.arange(a, **f64)[:, None] * torch.arange(a, **f64)[None, :] / a  # [k1, n1]
+        stage1 = torch.cat([torch.cos(phi), -torch.sin(phi), -torch.sin(phi), torch.cos(phi)])  # [4a, a]
+        twiddle = 2 * math.pi * torch.arange(a, **f64)[:, None] * torch.arange(b, **f64)[None, :] / size  # [k1, n2]
+        twiddles = torch.cat([torch.cos(twiddle), torch.cos(twiddle), torch.sin(twiddle), -torch.sin(twiddle)], 1)
+        psi = 2 * math.pi * torch.arange(b, **f64)[:, None] * torch.arange(b, **f64)[None, :] / b  # [n2, k2]
+        stage2 = torch.cat([torch.cat([torch.cos(psi), -torch.sin(psi)], 1), torch.cat([torch.sin(psi), torch.cos(psi)], 1)])
+        bins = (torch.arange(a)[:, None] + a * torch.arange(b)[None, :]).reshape(-1).double()
+        freq = torch.where(bins <= size // 2, 2.0 * bins / size, torch.tensor(2.0, **f64))
+        self.prior_split = (a, b)
+        self.register_buffer("prior_window", window.float())
+        self.register_buffer("prior_stage1", stage1.float().contiguous())
+        self.register_buffer("prior_twiddles", twiddles.float().contiguous())
+        self.register_buffer("prior_stage2", torch.cat([stage2, stage2]).float().contiguous())  # [4b, 2b]
+        self.register_buffer("prior_freq", freq.float())
+        self.register_buffer("prior_octaves", torch.log2(freq.clamp_min(1e-6)).float())  # log2 of each bin's frequency
+
     def _long_prior_bands(self, segments, held, c):
-        """The generator's `_long_prior_bands` from the long window's samples at its readings [B, R, P],
-        each frame holding reading `held` [F]: the DFT of only the bins the batch's cutoffs read (a Range,
-        two Gathers of whole rows, two MatMuls)."""
+        """The generator's `_long_prior_bands` from the long window's samples at its readings [B R, a, b]
+        (`_prior_fft_tables`' y), each frame holding reading `held` [F]: the power of every bin, the
+        fit's means as MatMuls."""
         low, high = spectral.PRIOR_FIT
-        half = self.prior_fft / 2
-        first = torch.clamp(torch.floor(c.min() * low * half).long() - 1, min=0)
-        last = torch.clamp(torch.ceil(c.max() * high * half).long() + 2, max=self.prior_freq.shape[0])
-        used = torch.arange(first, torch.maximum(last, first + 1))
-        frames_last = segments.transpose(1, 2)  # [B, P, F]
-        re = (torch.index_select(self.prior_cos, 0, used) @ frames_last).transpose(1, 2)  # [B, F, K]
-        im = (torch.index_select(self.prior_sin, 0, used) @ frames_last).transpose(1, 2)
-        power = re * re + im * im  # [B, F, K]
-        f = torch.index_select(self.prior_freq, 0, used).unsqueeze(0)  # [1, K]
-        fit = ((f >= low * c) & (f <= high * c)).float()  # [B, K]
+        a, b = self.prior_split
+        y = segments * self.prior_window.reshape(a, b)
+        z = (self.prior_stage1 @ y).reshape(-1, 4, a, b).transpose(1, 2).reshape(-1, a, 4 * b)
+        spectrum = (z * self.prior_twiddles) @ self.prior_stage2  # [B R, a, 2b]: re | im
+        power = (spectrum * spectrum).reshape(-1, a, 2, b).sum(2).reshape(c.shape[0], -1, a * b)  # [B, R, P]
+        f = self.prior_freq.unsqueeze(0)  # [1, P]
+        fit = ((f >= low * c) & (f <= high * c)).float()  # [B, P]
         count = fit.sum(-1, keepdim=True).clamp_min(1.0)
-        weights = (fit / count).unsqueeze(2)  # [B, K, 1]
+        weights = (fit / count).unsqueeze(2)  # [B, P, 1]
         floor = 1e-6 * (power @ weights) + 1e-30  # 60 dB under the octave's mean power
         log_p = torch.log(power + floor)
         top = torch.exp((log_p @ weights).squeeze(2) + spectral.RAYLEIGH_DB * math.log(10.0) / 10.0)  # [B, F]
-        x = torch.log2(f.clamp_min(1e-6) / c.clamp_min(1e-6))
+        x = self.prior_octaves.unsqueeze(0) - torch.log2(c.clamp_min(1e-6))
         x = (x - (x * fit).sum(-1, keepdim=True) / count) * fit  # centred octaves, 0 outside the fit
         slope = (10.0 / math.log(10.0)) * (log_p @ (x / (x * x).sum(-1, keepdim=True).clamp_min(1e-9)).unsqueeze(2))
         return top[:, held], slope.squeeze(2)[:, held]
@@ -421,7 +451,8 @@ class LeanSpectralStream(nn.Module):
                 / (sums[:, 1] + spectral.PRIOR_TILT_FRAMES)).clamp(*spectral.PRIOR_TILT_RANGE_DB)  # [B, F]
         # log magnitude = 0.5 ln(level) + (tilt (octaves - log2 middle) - curve max(octaves, 0)^2) / (2 db)
         octaves = self.bin_octaves - torch.log2(kc.clamp_min(1.0)).unsqueeze(2)  # [B, 1, 2 bins] re the cutoff
-        bend = (-spectral.PRIOR_CURVE_DB / (2 * db)) * octaves.clamp_min(0.0) ** 2
+        above = octaves.clamp_min(0.0)
+        bend = (-spectral.PRIOR_CURVE_DB / (2 * db)) * above * above
         log_mag = 0.5 * torch.log(level + 1e-12) + tilt.unsqueeze(2) * ((octaves - math.log2(middle)) / (2 * db)) + bend
         return log_mag, history[:, frames:], sums[:, :, -1], new_short
 

@@ -178,6 +178,41 @@ def test_a_prior_recipe_at_its_start_exports_without_its_network(tmp_path):
     assert nodes["start"] < nodes["trained"] - 50, nodes
 
 
+def test_the_lean_graph_reads_the_priors_long_window_as_the_generator_does():
+    """The lean graph's two-stage DFT of the prior's long window (no per-cutoff row gathers) gives the
+    power the generator's own analysis rows give, bin for bin, loud and 80 dB down; its top-octave level
+    and slope agree with the generator's at cutoffs from telephone to full band."""
+    from bandlift.export import lean
+    import bandlift.train
+    from bandlift.train.recipes import read_recipe
+
+    model = read_recipe(Path(bandlift.train.__file__).parent / "robust-fft1024.yaml")["model"]
+    gen = Generator(GeneratorConfig.from_dict({**GeneratorConfig().to_dict(), **model, "channels": 8,
+                                               "dilations": [1]})).eval()
+    stream = lean.LeanSpectralStream(gen).eval()
+    a, b = stream.prior_split
+    x = torch.randn(2, 3, gen.prior_fft, generator=torch.Generator().manual_seed(1))
+    x[1] *= 1e-4
+    cutoff = torch.tensor([[3400 / 24000], [1.0]])
+    with torch.no_grad():
+        re, im = x @ gen.prior_cos.T, x @ gen.prior_sin.T
+        reference = re * re + im * im  # [B, R, K]
+        held = torch.tensor([0, 0, 1, 2])
+        top, slope = stream._long_prior_bands(x.reshape(-1, a, b), held, cutoff)
+        want_top, want_slope = gen._long_prior_bands(reference, gen.prior_freq, held, cutoff)
+    # the power itself, bin for bin (the lean order puts bin k1 + a k2 at k1 b + k2)
+    y = (x * stream.prior_window).reshape(-1, a, b)
+    spectrum = ((stream.prior_stage1 @ y).reshape(-1, 4, a, b).transpose(1, 2).reshape(-1, a, 4 * b)
+                * stream.prior_twiddles) @ stream.prior_stage2
+    power = (spectrum * spectrum).reshape(-1, a, 2, b).sum(2).reshape(2, 3, -1)
+    order = (torch.arange(a)[:, None] + a * torch.arange(b)[None, :]).reshape(-1)
+    natural = torch.zeros_like(power)
+    natural[..., order] = power
+    bins = reference.shape[-1]
+    assert torch.allclose(natural[..., :bins], reference, rtol=1e-4, atol=1e-5 * reference.amax(-1, keepdim=True).min())
+    assert torch.allclose(top, want_top, rtol=1e-4) and torch.allclose(slope, want_slope, atol=1e-3)
+
+
 def test_each_channel_of_a_noise_model_draws_its_own_noise(tmp_path):
     """Each row of a noise-prior model (each channel of a stream) reads its own noise, as the offline
     noise-fill draws one per channel: independent channels get independent bands at equal levels (with one
