@@ -56,19 +56,3 @@ class ResBlock(nn.Module):
 
 def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-def mflops_per_second(gen: nn.Module) -> float:
-    """Floating-point operations (torch's FLOP counter: matmuls and convolutions) per second of audio."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    rate = gen.config.sample_rate
-    x = torch.zeros(1, rate)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        gen.stream(x, torch.full((1,), 0.5), gen.initial_states(1))
-    flops = counter.get_total_flops()
-    if getattr(gen, "gru", None) is not None:  # aten GRU kernels are not counted: 3 gates, 2 matmuls each
-        hidden, inputs = gen.gru.hidden_size, gen.gru.input_size
-        flops += 2 * 3 * hidden * (inputs + hidden) * (rate // gen.config.frame)
-    return flops / 1e6

@@ -176,6 +176,11 @@ def test_a_prior_recipe_at_its_start_exports_without_its_network(tmp_path):
     assert "block_caches" not in parts["start"] and "block_caches" in parts["trained"], parts
     nodes = {name: sum(session.node_profile(128, calls=3).values()) for name, session in sessions.items()}
     assert nodes["start"] < nodes["trained"] - 50, nodes
+    # the metadata's MFLOP/s counts the graph exported: the network's MatMuls only where they run
+    mflops = {name: session.info.mflops_per_second for name, session in sessions.items()}
+    network = sum(2 * w.numel() for name, w in gen.named_parameters() if "blocks" in name) * gen.config.sample_rate \
+        / gen.config.frame / 1e6
+    assert mflops["trained"] - mflops["start"] > 0.5 * network, (mflops, network)
 
 
 def test_the_lean_graph_reads_the_priors_long_window_as_the_generator_does():
