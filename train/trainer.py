@@ -42,6 +42,7 @@ DEFAULTS: dict = {
     "model": GeneratorConfig().to_dict(),
     "data": {"manifest": None, "seconds": 0.5, "batch_size": 8, "workers": 1, "valid_clips": 32,
              "visqol_clips": 32, "visqol_seconds": 3.0, "visqol_cutoff_hz": 8000.0, "visqol_per_source": 4,
+             "visqol_full_band": False,  # judge ViSQOL on full-band references only (eval's; issue 21's Must)
              "source_balance": 0.7,
              "lossy_ceiling_hz": None,  # Hz: lossy files teach nothing above this (None: their bandwidth)
              "condition_prob": 0.0,  # share of inputs made by a real user chain (telephone, VoIP, MP3/AAC)
@@ -199,7 +200,8 @@ class Trainer:
         # (a cutoff of 8 kHz) by default; random cutoffs ranked sinc above noise-fill here
         perceptual = ClipDataset(dcfg["manifest"], "valid", seconds=dcfg["visqol_seconds"], seed=VALID_SEED + 1,
                                  length=dcfg["visqol_clips"], progress=False, fixed_cutoff_hz=dcfg["visqol_cutoff_hz"],
-                                 per_source=dcfg["visqol_per_source"], min_seconds=SUBSET_MIN_SECONDS)
+                                 per_source=dcfg["visqol_per_source"], min_seconds=SUBSET_MIN_SECONDS,
+                                 full_band=dcfg.get("visqol_full_band", False))  # a run config older than the key: all
         judged = sorted(r["path"] for r in valid.rows) + [f"{r['path']}@{dcfg['visqol_cutoff_hz']}" for r in perceptual.rows]
         judged.append("visqol: uncut output, files >= 1 s, unpadded")  # since validation judges as eval
         key = hashlib.sha1("\n".join(judged).encode()).hexdigest()[:16]

@@ -226,6 +226,31 @@ def test_fixed_set_skips_short_files_and_judges_each_at_its_own_length(tmp_path)
     assert len(ClipDataset(manifest, "valid", **kwargs)) == 3  # without min_seconds every file counts
 
 
+def test_a_full_band_validation_set_keeps_only_references_whose_band_reaches_their_nyquist(tmp_path):
+    """ViSQOL against a reference that stops at 16 kHz rewards a model for leaving the band above it empty:
+    `full_band` keeps the references `eval` calls full band (measured >= 90 % of their own Nyquist: a
+    44.1 kHz file counts), and leaves out a 48 kHz file whose band stops at 16 kHz."""
+    import soxr
+
+    folder = tmp_path / "bands"
+    folder.mkdir()
+    wide = broadband(48000, 4.0, seed=1)[:, 0]
+    sf.write(folder / "wide48.wav", wide, 48000)
+    sf.write(folder / "wide44.wav", broadband(44100, 4.0, seed=2)[:, 0], 44100)
+    narrow = soxr.resample(soxr.resample(broadband(48000, 4.0, seed=3)[:, 0], 48000, 32000), 32000, 48000)
+    sf.write(folder / "narrow48.wav", narrow, 48000)
+    manifest = tmp_path / "manifest.jsonl"
+    assert main(["dataset", "folder", str(folder), "--manifest", str(manifest), "--no-progress"]) == 0
+    rows = [{**r, "split": "valid"} for r in read_manifest(manifest)]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kwargs = dict(seconds=3.0, length=32, cache_dir=tmp_path / "cache", progress=False, fixed_cutoff_hz=8000.0,
+                  per_source=4)
+    assert sorted(Path(r["path"]).stem for r in ClipDataset(manifest, "valid", **kwargs).rows) == \
+        ["narrow48", "wide44", "wide48"]
+    full = ClipDataset(manifest, "valid", full_band=True, **kwargs)
+    assert sorted(Path(r["path"]).stem for r in full.rows) == ["wide44", "wide48"]
+
+
 def test_small_folder_fills_every_split_or_says_how_many(tmp_path):
     """Four files that all hash into `train`: training would end in "no usable 'valid' files"."""
     folder = tmp_path / "small"

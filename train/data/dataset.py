@@ -20,7 +20,9 @@ just below its lowpass, so `lossy_ceiling_hz` caps the ceiling of lossy files: o
 teach the top octave.
 
 `fixed_cutoff_hz` (with `per_source`, `min_seconds`) makes a fixed perceptual validation set instead: the first
-files of each source, each from its start, through one input rate, as `bandlift eval` judges them.
+files of each source, each from its start, through one input rate, as `bandlift eval` judges them;
+`full_band` keeps only references whose measured band reaches 90 % of their Nyquist (`eval`'s full-band
+references): against a band-limited one, ViSQOL rewards a model for leaving the top of the band empty.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import torch
 
 from bandlift.train import conditions
 from bandlift.train.degrade import MIN_CUTOFF, degrade, recording_chain
+from bandlift.train.eval.references import REFERENCE_BAND_WARN
 from bandlift.train.data.cache import build_cache, cache_path
 from bandlift.train.data.sources import TRAINING_FIELDS, DataError, first_per_source, is_lossy, read_manifest
 from bandlift.train.losses import lowpass_at
@@ -47,7 +50,7 @@ class ClipDataset(torch.utils.data.Dataset):
                  margin: int = 4096, gain_db: tuple = (-20.0, -1.0), noise_prob: float = 0.2,
                  progress: bool = True, source_balance: float = 0.0, fixed_cutoff_hz: float | None = None,
                  per_source: int | None = None, min_seconds: float = 0.0, lossy_ceiling_hz: float | None = None,
-                 condition_prob: float = 0.0, chain_eq_prob: float = 0.0):
+                 condition_prob: float = 0.0, chain_eq_prob: float = 0.0, full_band: bool = False):
         self.manifest = Path(manifest)
         self.split, self.rate, self.seed = split, int(rate), int(seed)
         self.n = int(round(seconds * rate))
@@ -69,6 +72,8 @@ class ClipDataset(torch.utils.data.Dataset):
             rows = [r for r in rows if CEILING_MARGIN * min(r["bandwidth"], rate / 2) >= fixed_cutoff_hz]
         if fixed_cutoff_hz is not None and min_seconds:  # as `eval` judges: files long enough for ViSQOL
             rows = [r for r in rows if float(r.get("duration", 0.0)) >= min_seconds]
+        if full_band:  # references whose band reaches what `eval` calls full band (of their own Nyquist)
+            rows = [r for r in rows if r["bandwidth"] >= REFERENCE_BAND_WARN * min(float(r.get("sample_rate") or rate), rate) / 2]
         if per_source is not None:  # the first files of each source by path, as `eval --per-source`
             rows = first_per_source(rows, per_source)
         if not rows:
