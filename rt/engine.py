@@ -74,6 +74,7 @@ MAX_RATE = 768_000  # Hz; higher rates are refused (filters and buffers scale wi
 class EngineStats:
     blocks: int = 0
     model_blocks: int = 0
+    played_blocks: int = 0  # blocks that end with the model's output playing
     deadline_misses: int = 0
     bypass_events: int = 0
     faults_nan: int = 0
@@ -94,7 +95,7 @@ class EngineStats:
     def summary(self) -> dict:
         t = self.compute_times() * 1e3
         pct = (lambda q: float(np.percentile(t, q))) if len(t) else (lambda q: float("nan"))
-        return {"blocks": self.blocks, "model_blocks": self.model_blocks,
+        return {"blocks": self.blocks, "model_blocks": self.model_blocks, "played_blocks": self.played_blocks,
                 "block_ms_p50": pct(50), "block_ms_p99": pct(99),
                 "block_ms_max": float(t.max()) if len(t) else float("nan"),
                 "deadline_misses": self.deadline_misses, "bypass_events": self.bypass_events,
@@ -426,5 +427,6 @@ class StreamEngine:
             self.model.skip_frames(self.block // self.session.frame)  # its noise's clock runs on
         target = 1.0 if (self.state is State.PLAY and self.session is not None) else 0.0
         end = self._render(dry, wet, out, start, target, hard)
+        stats.played_blocks += end == 1.0
         stats.bypass_run = stats.bypass_run + 1 if (end < 1.0 and self.holding and self.session) else 0
         stats.longest_bypass_blocks = max(stats.longest_bypass_blocks, stats.bypass_run)

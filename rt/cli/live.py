@@ -363,7 +363,8 @@ def _run(args, engine, session, runner, recording, in_rate) -> int:
               "buffering_samples": runner.buffering, "engine_delay_samples": engine.delay,
               "device_latency_samples": runner.device_latency, "block": engine.block, "frames": runner.frames,
               "input_rate": in_rate, "rate": rate, "channels": args.channels,
-              **{k: v for k, v in summary.as_dict().items() if k != "engine"}, **summary.engine}
+              **{k: v for k, v in summary.as_dict().items() if k != "engine"}, **summary.engine,
+              "bypasses": engine.event_lines()}
     print(f"ran {summary.seconds:.1f} s: xruns {summary.xruns}, late blocks {summary.late_blocks}, "
           f"block p50 {summary.engine['block_ms_p50']:.3f} ms p99 {summary.engine['block_ms_p99']:.3f} ms "
           f"max {summary.engine['block_ms_max']:.3f} ms, bypass events {summary.engine['bypass_events']}, "

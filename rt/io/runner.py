@@ -434,8 +434,9 @@ class LiveRunner:
 
     def run(self, seconds: float | None = None, on_tick=None, tick_s: float = 0.25,
             start: bool = True) -> LiveSummary:
-        """Start (unless started), run until `seconds` pass, an error, or KeyboardInterrupt; stop;
-        summarise. Raises LiveError if the stream failed."""
+        """Start (unless started), run until `seconds` pass, an error, KeyboardInterrupt, or `on_tick`
+        (called every `tick_s` with the runner) returns True; stop; summarise. Raises LiveError if the
+        stream failed."""
         self._controlled = True  # from here on a stream that ends is reopened here
         if start:
             self.start()
@@ -449,8 +450,8 @@ class LiveRunner:
                 if self._lost.is_set():
                     self._reopen()
                     continue
-                if on_tick is not None:
-                    on_tick(self)
+                if on_tick is not None and on_tick(self):
+                    break
                 wait = tick_s if on_tick is not None else 0.5
                 self._attention.wait(wait if end is None else max(0.0, min(wait, end - now)))
                 self._attention.clear()  # what woke it is looked at from the top of the loop

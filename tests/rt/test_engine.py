@@ -357,6 +357,7 @@ def test_one_stray_late_warm_up_block_does_not_restart_the_hold(tmp_path):
     hold = int(np.ceil(0.5 * 48000 / 512))
     assert eng.stats.bypass_events == 1 and eng.stats.overloads == 1
     assert not playing[4:4 + hold].any() and playing[4 + hold:].all()
+    assert eng.stats.played_blocks == playing.sum() == 120 - hold  # the count live tests read
 
 
 def test_a_second_late_warm_up_block_restarts_the_hold(tmp_path):
