@@ -449,9 +449,12 @@ def test_virtual_devices_add_at_most_40_ms_by_default(model, tmp_path, kind):
     device = ["--virtual-mic", "bl_mic", "--input", "pulse"] if kind == "mic" else ["--virtual-sink", "bl_spk",
                                                                                     "--output", "pulse"]
     try:
-        result = subprocess.run([sys.executable, "-c", CLI, "live", *device, "--source", str(src), "--model",
-                                 str(model), "--seconds", "2", "--quiet", "--json", str(js)], env=server.env,
-                                capture_output=True, text=True, timeout=120)
+        for _ in range(3):  # under load the pulse ALSA plugin may end a stream at its start: tried again
+            result = subprocess.run([sys.executable, "-c", CLI, "live", *device, "--source", str(src), "--model",
+                                     str(model), "--seconds", "2", "--quiet", "--json", str(js)], env=server.env,
+                                    capture_output=True, text=True, timeout=120)
+            if "stream stopped unexpectedly" not in result.stderr:
+                break
     finally:
         server.stop()
     assert result.returncode == 0, result.stderr

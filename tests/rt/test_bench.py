@@ -114,10 +114,13 @@ def test_offline_bench_counts_deadline_misses(models, tmp_path):
 def test_live_bench_roundtrip_matches_declared(models, tmp_path, rate, period, block):
     js = tmp_path / "live.json"
     with running_jack(rate, period):
-        assert main(["bench", "--live", "--input", "loopback", "--output", "loopback", "--model",
-                     str(models["conv"]), "--block", str(block), "--seconds", "2.5", "--rate", str(rate),
-                     "--json", str(js)]) == 0
-    r = json.loads(js.read_text())
+        for _ in range(3):  # xruns of the shared machine may take clicks: a run that kept too few is repeated
+            assert main(["bench", "--live", "--input", "loopback", "--output", "loopback", "--model",
+                         str(models["conv"]), "--block", str(block), "--seconds", "2.5", "--rate", str(rate),
+                         "--json", str(js)]) == 0
+            r = json.loads(js.read_text())
+            if r["clicks_detected"] >= 8:
+                break
     print(f"\n{rate} Hz, period {period}: round trip {r['roundtrip_ms']:.2f} ms (declared "
           f"{r['declared_latency_ms']:.2f}), xruns {r['xruns']}, late {r['late_blocks']}")
     if rate == 48000:  # 2 (model delay) + one block of buffering + JACK's period + device block
