@@ -99,18 +99,25 @@ def first_bypass_s(result) -> float | None:
     return min(times, default=None)
 
 
+def live_until_no_early_bypass(tmp_path, model, src, earliest_s, out_rate, *extra):
+    """A 3 s live run whose first overload bypass (the shared machine's) came at `earliest_s` or later,
+    if any, in LIVE_ATTEMPTS tries: (recording, JSON result, first bypass in s or None)."""
+    for _ in range(LIVE_ATTEMPTS):
+        recorded, result = live(tmp_path, model, src, 3.0, *extra, out_rate=out_rate)
+        bypass_s = first_bypass_s(result)
+        if bypass_s is None or bypass_s >= earliest_s:
+            return recorded, result, bypass_s
+        print(f"retrying: an overload bypass at {bypass_s} s under machine load")
+    raise AssertionError("every attempt fell back to bypass early: the machine is overloaded")
+
+
 def check_live_equals_offline(tmp_path, model, rate, channels, out_rate):
     """Live output equals the offline one sample for sample, up to the first overload bypass if the
     shared machine caused one (a bypass changes the data by design): at least 1.5 s of the 3 s."""
     src = tmp_path / "src.wav"
     noise(src, rate, 3.0, channels)
-    for _ in range(LIVE_ATTEMPTS):
-        recorded, result = live(tmp_path, model, src, 3.0, "--channels", str(channels), out_rate=out_rate)
-        bypass_s = first_bypass_s(result)
-        if bypass_s is None or bypass_s >= 1.5:
-            break
-        print(f"retrying: an overload bypass at {bypass_s} s under machine load")
-    assert bypass_s is None or bypass_s >= 1.5, "every attempt fell back to bypass early: the machine is overloaded"
+    recorded, result, bypass_s = live_until_no_early_bypass(tmp_path, model, src, 1.5, out_rate,
+                                                             "--channels", str(channels))
     offline = tmp_path / "offline.wav"
     assert main(["upsample", str(src), str(offline), "--model", str(model), "--block", "128", "--rate",
                  str(out_rate), "--no-delay-compensation", "--input-cutoff", "nyquist"]) == 0
@@ -149,13 +156,7 @@ def check_roundtrip(tmp_path, model, rate, out_rate):
     sf.write(str(src), x, rate, subtype="FLOAT")
     # clicks are measured up to an overload bypass the shared machine caused (it changes the data by
     # design): at least 8 of the 15, else the run is tried again
-    for _ in range(LIVE_ATTEMPTS):
-        recorded, result = live(tmp_path, model, src, 3.0, out_rate=out_rate)
-        bypass_s = first_bypass_s(result)
-        if bypass_s is None or bypass_s >= 1.7:
-            break
-        print(f"retrying: an overload bypass at {bypass_s} s under machine load")
-    assert bypass_s is None or bypass_s >= 1.7, "every attempt fell back to bypass early: the machine is overloaded"
+    recorded, result, bypass_s = live_until_no_early_bypass(tmp_path, model, src, 1.7, out_rate)
     declared = result["latency_samples"]
     before = clicks if bypass_s is None else clicks[clicks < (bypass_s - 0.05) * rate]
     windows = [(c, recorded[c + declared - 200: c + declared + 200, 0]) for c in before * out_rate // rate]
