@@ -40,7 +40,9 @@ CONTEXT = np.dtype([
     ("channels", np.int64), ("stats", np.int64),
     ("source", np.int64), ("source_frames", np.int64), ("record", np.int64), ("record_frames", np.int64),
     ("in_rate", np.int64), ("out_rate", np.int64), ("wake_fd", np.int64),
+    ("retired", np.int64),  # set for a stream left behind: its next callback ends it (paAbort)
 ], align=True)
+PA_CONTINUE, PA_ABORT = 0, 2  # a callback's answer to PortAudio
 
 
 def make_context(in_ring, out_ring, stats: np.ndarray, source: np.ndarray, record: np.ndarray,
@@ -50,7 +52,7 @@ def make_context(in_ring, out_ring, stats: np.ndarray, source: np.ndarray, recor
     ctx[0] = (in_ring.data.ctypes.data, in_ring.capacity, in_ring.counters.ctypes.data,
               out_ring.data.ctypes.data, out_ring.capacity, out_ring.counters.ctypes.data,
               in_ring.data.shape[1], stats.ctypes.data, source.ctypes.data, source.shape[0],
-              record.ctypes.data, record.shape[0], in_rate, out_rate, wake_fd)
+              record.ctypes.data, record.shape[0], in_rate, out_rate, wake_fd, 0)
     return ctx
 
 
@@ -172,23 +174,31 @@ def _give_output(optr, frames, ctx, stats):
 @cfunc(_PA_CALLBACK, cache=True)
 def duplex_callback(iptr, optr, frames, time_info, status, userdata):
     ctx = carray(userdata, (1,), CONTEXT)[0]  # PortAudio's userData
+    if ctx.retired:  # silence, and PortAudio calls no more
+        carray(optr, (int(frames), ctx.channels), np.float32)[:, :] = 0.0
+        return PA_ABORT
     stats = _stats(ctx, status)
     _take_input(iptr, int(frames), ctx, stats, ctx.in_rate, ctx.out_rate)
     _give_output(optr, int(frames), ctx, stats)
-    return 0
+    return PA_CONTINUE
 
 
 @cfunc(_PA_CALLBACK, cache=True)
 def input_callback(iptr, optr, frames, time_info, status, userdata):
     ctx = carray(userdata, (1,), CONTEXT)[0]  # PortAudio's userData
+    if ctx.retired:
+        return PA_ABORT
     stats = _stats(ctx, status)
     _take_input(iptr, int(frames), ctx, stats, 1, 1)  # this stream runs at the input rate
-    return 0
+    return PA_CONTINUE
 
 
 @cfunc(_PA_CALLBACK, cache=True)
 def output_callback(iptr, optr, frames, time_info, status, userdata):
     ctx = carray(userdata, (1,), CONTEXT)[0]  # PortAudio's userData
+    if ctx.retired:  # silence, and PortAudio calls no more
+        carray(optr, (int(frames), ctx.channels), np.float32)[:, :] = 0.0
+        return PA_ABORT
     stats = _stats(ctx, status)
     if stats[CALLBACKS] == 0:  # the timeline starts with the first input
         out = carray(optr, (int(frames), ctx.channels), np.float32)
@@ -196,4 +206,4 @@ def output_callback(iptr, optr, frames, time_info, status, userdata):
     else:
         _give_output(optr, int(frames), ctx, stats)
     stats[OUT_CALLBACKS] += 1
-    return 0
+    return PA_CONTINUE

@@ -141,6 +141,8 @@ def abandon(streams: list, *owners) -> None:
     import sounddevice as sd
 
     _ABANDONED.extend(streams)
-    for keep in (*owners, *streams):
+    # and PortAudio's library itself: a stream's thread that still runs its code (a JACK client left
+    # behind) crashes the exit if the teardown unloads it
+    for keep in (*owners, *streams, sd._lib, sd._ffi):
         ctypes.pythonapi.Py_IncRef(ctypes.py_object(keep))
     sd._initialized = 0

@@ -27,7 +27,9 @@ after an underrun it could not recover), or that the watchdog finds silent, is r
 thread, as a DAW does after an xrun storm, when `can_reopen()` says the device is still there: old
 streams closed, the output timeline restarted at the declared latency (by the worker, while no callback
 runs), the same streams opened and started, all within `REOPEN_S`; at most `MAX_REOPENS` within
-`REOPEN_WINDOW_S`, else the run ends.
+`REOPEN_WINDOW_S`, else the run ends. An old stream that will not close within `CLOSE_S` (PortAudio's
+ALSA host API can hang in a pulse stream the server ended) is left behind, its next callback ending
+it without touching the rings, and new streams replace it.
 """
 from __future__ import annotations
 
@@ -51,6 +53,7 @@ from bandlift.rt.io.recording import ring_contents
 SWITCH_INTERVAL_S = 2e-4
 LOST = "the audio stream stopped unexpectedly (device removed or server stopped)"
 REOPEN_S = 2.0  # a reopen finishes or gives up within this (a dead server can hang PortAudio)
+CLOSE_S = 1.0  # an ended stream still not closed after this is abandoned and replaced
 MAX_REOPENS, REOPEN_WINDOW_S = 3, 10.0  # a device that keeps failing ends the run
 STATUS_BLOCKS = 2000  # the status line's block p99 is over the last this many model blocks
 
@@ -187,6 +190,7 @@ class LiveRunner:
         # the callbacks' view of this runner (the arrays it points to live as long as self)
         self._ctx = make_context(self.in_ring, self.out_ring, self.stats, self.source, self.record,
                                  engine.in_rate, engine.out_rate, self._wake_w)
+        self._retired = []  # contexts and streams left behind (a callback of theirs may still come)
         self.worker_priority = "?"
         self._switch_interval: float | None = None
 
@@ -482,13 +486,12 @@ class LiveRunner:
                     return self._fail()  # the device or server is gone: stop() closes what is left
             except TimeoutError:
                 return self._fail("not reopened: the sound server does not answer")
-            for s in self.streams:  # PortAudio ended it, but its handle is still open
-                if not ended_within(lambda: (s.abort(ignore_errors=True), s.close(ignore_errors=True)),
-                                    deadline - time.monotonic()):
-                    self._fail("not reopened")
-                    self._abandon()
-                    return
-            self.streams = []
+            old, self.streams = self.streams, []
+            if not ended_within(lambda: [(s.abort(ignore_errors=True), s.close(ignore_errors=True)) for s in old],
+                                CLOSE_S):  # PortAudio ended it, but its handle is still open
+                self._leave_behind(old)
+                what += f"; the old stream would not close within {CLOSE_S:g} s and was left behind"
+                deadline = time.monotonic() + REOPEN_S
             self._restarted.clear()
             self._restart_asked.set()
             try:
@@ -513,6 +516,17 @@ class LiveRunner:
         self._reopened_at.append(lost_at)
         self.reopen_lines.append(f"audio stream reopened at {lost_at - self._started:.2f} s: {what} "
                                  f"(took {time.monotonic() - lost_at:.2f} s)")
+
+    def _leave_behind(self, streams: list):
+        """Streams that will not close: abandoned (`abandon`); their context is marked retired, so a
+        callback that still comes ends its stream (paAbort) without touching this run's rings, and the
+        new streams get a context of their own."""
+        old = self._ctx
+        self._ctx = make_context(self.in_ring, self.out_ring, self.stats, self.source, self.record,
+                                 self.engine.in_rate, self.engine.out_rate, self._wake_w)
+        old[0]["retired"] = 1
+        self._retired.append((old, streams))
+        abandon(streams, self)
 
     def _fail(self, reason: str = ""):
         """End the run with the lost stream's error (and why it was not reopened)."""

@@ -631,6 +631,64 @@ def test_a_stalled_stream_is_reopened_at_the_declared_latency(models):
     assert len(found) >= 4 and np.median(found) == declared
 
 
+LEFT_BEHIND = """
+import json, sys, threading
+from bandlift.rt.cli.bench import click_train
+from bandlift.rt.engine import StreamEngine
+from bandlift.rt.io.devices import find_device
+from bandlift.rt.io.runner import LOST, LiveRunner
+from bandlift.rt.model.session import ModelSession
+
+class WontClose:
+    # a real stream whose abort, stop and close never return, as PortAudio's ALSA pulse stream in CI
+    def __init__(self, stream):
+        self.stream = stream
+    def abort(self, **_):
+        threading.Event().wait()
+    stop = close = abort
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+class Runner(LiveRunner):
+    opened = 0
+    def _open_streams(self):
+        Runner.opened += 1
+        streams = super()._open_streams()
+        return [WontClose(s) for s in streams] if Runner.opened == 1 else streams
+
+rate, seconds, period = 48000, 7.0, int(sys.argv[2])
+x, clicks = click_train(int(rate * seconds), rate, 1, every_s=0.25)
+runner = Runner(StreamEngine(ModelSession(sys.argv[1]), rate, rate, 1, period), find_device("loopback", "input"),
+                find_device("loopback", "output"), frames=period, source=x, record_seconds=seconds + 1)
+threading.Timer(2.0, lambda: runner._stream_lost("stalled (test)", LOST)).start()
+summary = runner.run(seconds)
+rec = runner.recorded()[:, 0]
+declared = runner.total_latency
+after = [c for c in clicks if c > 4 * rate and c + declared + 200 < len(rec)]
+found = [declared - 200 + int(abs(rec[c + declared - 200:c + declared + 200]).argmax()) for c in after]
+old_active = [s.stream.active for s in runner._retired[0][1]] if runner._retired else None
+print(json.dumps(dict(reopens=summary.reopens, error=runner.error, lines=runner.reopen_lines, declared=declared,
+                      found=found, old_active=old_active)))
+"""
+
+
+def test_a_stream_that_will_not_close_is_left_behind_and_replaced(jack, models):
+    """CI: after the server ended a pulse stream, PortAudio's abort and close of it never returned, and
+    the reopen gave up ("the audio stream could not be closed cleanly"). Here the first streams' abort,
+    stop and close never return while the real JACK streams keep calling back; a stall is reported at
+    2 s. The reopen leaves them behind after CLOSE_S and opens new ones: one reopen, no error, clicks
+    at the declared latency after it; the old streams' next callback ended them (no longer active),
+    so nothing of theirs runs at the process's exit (it exits 0: no crash in the teardown)."""
+    result = subprocess.run([sys.executable, "-c", LEFT_BEHIND, str(models["conv"]), str(PERIOD)], env=jack.env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    print(got)
+    assert got["reopens"] == 1 and got["error"] is None and "left behind" in got["lines"][0]
+    assert got["old_active"] == [False]
+    assert len(got["found"]) >= 4 and np.median(got["found"]) == got["declared"]
+
+
 def test_sigterm_and_a_dying_server_keep_the_recording_and_summary(models, tmp_path):
     for ending in ("sigterm", "server"):
         server = JackServer(48000, PERIOD).start()
