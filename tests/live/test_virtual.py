@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 
 from bandlift.rt.cli import main
+from bandlift.rt.io.runner import MAX_REOPENS, REOPEN_WINDOW_S
 from jack_server import PipeWireServer, PulseServer, build_model
 
 pytestmark = [pytest.mark.live,
@@ -247,7 +248,7 @@ def test_a_stream_the_server_ends_is_reopened_and_the_run_goes_on(model, tmp_pat
         time.sleep(1.0)
         server_command(server, f"kill-sink-input {stream_of(server, proc.pid, 'sink-inputs')}")
         err.wait_for("audio stream reopened", 2)
-        assert len(owned(server)) == 2  # the virtual mic stayed
+        assert len(owned(server)) == 2, err.text()  # the virtual mic stayed
         rec = record_mic(server, cap)
         time.sleep(3.0)
         rec.terminate()
@@ -260,8 +261,9 @@ def test_a_stream_the_server_ends_is_reopened_and_the_run_goes_on(model, tmp_pat
     finally:
         server.stop()
     summary = json.loads(js.read_text())
-    assert summary["reopens"] == 2 and summary["error"] is None and summary["seconds"] >= 12
-    assert "audio stream reopened 2x" in stderr
+    # the two kills; on a busy machine the plugin may end a just-reopened stream again (an underrun)
+    assert 2 <= summary["reopens"] <= MAX_REOPENS and summary["error"] is None and summary["seconds"] >= 12
+    assert f"audio stream reopened {summary['reopens']}x" in stderr
     captured, corr, exact, gaps = capture_against_offline(src, model, tmp_path, cap)
     print(f"captured after the reopens {len(captured) / 48000:.2f} s: {len(corr)} chunks, correlation median "
           f"{np.median(corr) if len(corr) else 0:.5f}, bit-exact {exact.sum()}, {gaps} with an underrun's silence")
@@ -271,18 +273,28 @@ def test_a_stream_the_server_ends_is_reopened_and_the_run_goes_on(model, tmp_pat
 
 
 def test_a_stream_that_keeps_ending_ends_the_run(model, tmp_path):
-    """A device that keeps failing does not loop: the fourth end within 10 s is not reopened, the run
-    ends with the clear error (exit 2), its summary kept, and the virtual mic is removed."""
+    """A device that keeps failing does not loop: the end after MAX_REOPENS reopens within 10 s is not
+    reopened (the kills come one after another; an end the busy machine's plugin adds counts as one),
+    the run ends with the clear error (exit 2), its summary kept, and the virtual mic is removed."""
     server = PulseServer(tmp_path / "pulse").start()
     js = tmp_path / "live.json"
     try:
         proc = start_live(server, "--virtual-mic", "bl_mic", "--input", "pulse", "--model", str(model),
                           "--seconds", "60", "--quiet", "--json", str(js))
         err = StderrLines(proc)
-        for kill in range(4):
-            server_command(server, f"kill-source-output {stream_of(server, proc.pid, 'source-outputs')}")
-            if kill < 3:
-                err.wait_for("audio stream reopened", kill + 1)
+        for _ in range(MAX_REOPENS + 1):
+            if proc.poll() is not None:
+                break
+            reopened = sum("audio stream reopened" in line for line in err.lines)
+            try:
+                stream = stream_of(server, proc.pid, "source-outputs", timeout=3.0)
+            except AssertionError:  # none: the run has just ended
+                break
+            server_command(server, f"kill-source-output {stream}")
+            deadline = time.monotonic() + 15
+            while (sum("audio stream reopened" in line for line in err.lines) == reopened and proc.poll() is None
+                   and time.monotonic() < deadline):
+                time.sleep(0.05)
         proc.wait(30)
         stderr = err.text()
         print(stderr)
@@ -290,9 +302,10 @@ def test_a_stream_that_keeps_ending_ends_the_run(model, tmp_path):
     finally:
         server.stop()
     assert proc.returncode == 2 and "Traceback" not in stderr
-    assert "the audio stream stopped unexpectedly" in stderr and "stopped 4 times within 10 s" in stderr
+    ends = f"stopped {MAX_REOPENS + 1} times within {REOPEN_WINDOW_S:g} s"
+    assert "the audio stream stopped unexpectedly" in stderr and ends in stderr
     summary = json.loads(js.read_text())
-    assert summary["reopens"] == 3 and "stopped 4 times" in summary["error"]
+    assert summary["reopens"] == MAX_REOPENS and ends in summary["error"]
 
 
 @pytest.mark.parametrize("ending", ["sigint", "sigterm", "server restart", "duplicate name", "worker crash"])
