@@ -125,14 +125,22 @@ def is_lossy(row: dict) -> bool:
 SUBSET_MIN_SECONDS = 1.0  # `eval --per-source` and training's ViSQOL set: files ViSQOL can score (0.96 s patches)
 
 
+def interleave(rows: list[dict], key) -> list[tuple[int, dict]]:
+    """(i, row) for every row, each key's rows by path, interleaved: every key's first (i = 1), then
+    every key's second, ... (key: a row -> its source, say)."""
+    count: dict = {}
+    ranked = []
+    for r in sorted(rows, key=lambda r: r["path"]):
+        count[key(r)] = count.get(key(r), 0) + 1
+        ranked.append((count[key(r)], r["path"], r))
+    return [(i, r) for i, _, r in sorted(ranked, key=lambda t: t[:2])]
+
+
 def first_per_source(rows: list[dict], per_source: int) -> list[dict]:
     """The first `per_source` rows of each source by path, sources interleaved (each source's first,
     then each one's second, ...), so that any further cap keeps them balanced: `eval --per-source` and
     training's ViSQOL validation pick their files so."""
-    rank: dict = {}  # i-th file of its source
-    ranked = [(rank.setdefault(r.get("source", ""), []).append(r) or len(rank[r.get("source", "")]), r["path"], r)
-              for r in sorted(rows, key=lambda r: r["path"])]
-    return [r for i, _, r in sorted(ranked, key=lambda t: t[:2]) if i <= per_source]
+    return [r for i, r in interleave(rows, lambda r: r.get("source", "")) if i <= per_source]
 
 
 def _codec(path: str) -> str:
